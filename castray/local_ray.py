@@ -1,0 +1,193 @@
+"""Starting and stopping Ray nodes on this machine, on free ports, by process id.
+
+Used by ``castray up`` (a local head when no cluster is found) and by the tests (heads and workers they
+start and always stop). Each node runs as ``ray start --block`` in a process group of its own, so
+stopping it is killing that group: nothing else on the machine is touched (unlike ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_range(size: int = 200, low: int = 30000, high: int = 60000) -> tuple[int, int]:
+    """A range of ``size`` ports whose first and last are free now (worker ports are bound lazily)."""
+    import random
+
+    for _ in range(100):
+        start = random.randrange(low, high - size)
+        if all(_is_free(p) for p in (start, start + size // 2, start + size - 1)):
+            return start, start + size - 1
+    raise RuntimeError("no free port range")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ray_executable() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+@dataclass
+class RayNode:
+    """One ``ray start --block`` process group."""
+
+    process: subprocess.Popen[bytes]
+    temp_dir: str
+    gcs_port: int
+    dashboard_port: int | None = None
+    is_head: bool = False
+    log_path: str = ""
+    node_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def raylet_pid(self) -> int | None:
+        """The pid of this node's raylet (to SIGTERM or SIGKILL just the node)."""
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.pid).children(recursive=True):
+                if child.name() == "raylet":
+                    return int(child.pid)
+        return None
+
+    def stop(self) -> None:
+        """Kill the node's whole process group at once (ray's own drain takes ~30 s)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def _popen(args: list[str], temp_dir: str, log_path: str, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    Path(temp_dir).mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=full_env, start_new_session=True)
+
+
+def start_head(
+    temp_dir: str,
+    *,
+    num_cpus: int = 1,
+    dashboard_port: int | None = None,
+    object_store_memory: int = 200 * 1024 * 1024,
+    resources: dict[str, float] | None = None,
+    env: dict[str, str] | None = None,
+    wait: float = 60.0,
+) -> RayNode:
+    """Start a head with its own temp dir and free ports; return once its dashboard lists it ALIVE."""
+    gcs, dash = free_port(), dashboard_port or free_port()
+    lo, hi = free_port_range()
+    log_path = os.path.join(temp_dir, "castray-head.log")
+    args = [ray_executable(), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+            "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--min-worker-port={lo}",
+            f"--max-worker-port={hi}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
+            f"--object-store-memory={object_store_memory}", "--disable-usage-stats",
+            "--include-log-monitor=false"]
+    if resources:
+        args.append(f"--resources={json.dumps(resources)}")
+    node = RayNode(_popen(args, temp_dir, log_path, env), temp_dir, gcs, dash, True, log_path)
+    try:
+        node.node_id = _wait_for_node(node, dash, lambda rows: [r for r in rows if r["is_head_node"]], wait)
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
+def start_worker(
+    head: RayNode,
+    *,
+    num_cpus: int = 1,
+    object_store_memory: int = 200 * 1024 * 1024,
+    resources: dict[str, float] | None = None,
+    labels: dict[str, str] | None = None,
+    node_name: str | None = None,
+    env: dict[str, str] | None = None,
+    wait: float = 60.0,
+) -> RayNode:
+    """Join a worker to ``head``; return once the head's dashboard lists it ALIVE."""
+    assert head.dashboard_port is not None
+    before = {r["node_id"] for r in list_nodes(head.dashboard_url)}
+    lo, hi = free_port_range()
+    log_path = os.path.join(head.temp_dir, f"castray-worker-{lo}.log")
+    args = [ray_executable(), "start", "--block", f"--address={head.gcs_address}",
+            f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--min-worker-port={lo}",
+            f"--max-worker-port={hi}", f"--temp-dir={head.temp_dir}", "--disable-usage-stats",
+            "--include-log-monitor=false"]
+    if resources:
+        args.append(f"--resources={json.dumps(resources)}")
+    if labels:
+        args.append(f"--labels={json.dumps(labels)}")
+    if node_name:
+        args.append(f"--node-name={node_name}")
+    node = RayNode(_popen(args, head.temp_dir, log_path, env), head.temp_dir, head.gcs_port, None, False,
+                   log_path)
+    try:
+        node.node_id = _wait_for_node(
+            node, head.dashboard_port,
+            lambda rows: [r for r in rows if r["node_id"] not in before and r["state"] == "ALIVE"], wait)
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
+def list_nodes(dashboard_url: str, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Rows of the dashboard's ``/api/v0/nodes`` (blocking; for tests and start-up only)."""
+    url = f"{dashboard_url}/api/v0/nodes?limit=10000&detail=true"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return list(json.loads(resp.read())["data"]["result"]["result"])
+
+
+def _wait_for_node(node: RayNode, dash_port: int, pick: Any, wait: float) -> str:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {node.process.returncode}; see {node.log_path}")
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            rows = pick(list_nodes(f"http://127.0.0.1:{dash_port}"))
+            if rows:
+                return str(rows[0]["node_id"])
+        time.sleep(0.2)
+    raise TimeoutError(f"Ray node did not come up within {wait:.0f} s; see {node.log_path}")

@@ -1,0 +1,51 @@
+"""The one msgpack codec for everything CastRay puts in Redis."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from castray.shared.errors import EventDecodeError
+from castray.shared.events import EVENT_ADAPTER, Event
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def pack(obj: Any) -> bytes:
+    """Plain data (dicts, lists, str, numbers, bytes) to msgpack."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+def encode_model(model: BaseModel) -> bytes:
+    return pack(model.model_dump(mode="json"))
+
+
+def decode_model(raw: bytes, cls: type[M]) -> M:
+    try:
+        return cls.model_validate(unpack(raw))
+    except (ValueError, ValidationError, msgpack.UnpackException) as e:
+        raise EventDecodeError(f"not a valid {cls.__name__}", raw_len=len(raw)) from e
+
+
+def encode(event: Event) -> bytes:
+    """An event to bytes for Redis."""
+    return pack(event.model_dump(mode="json"))
+
+
+def decode(raw: bytes, *, channel: str | None = None) -> Event:
+    """Bytes from Redis to a typed event; anything else is an `EventDecodeError`."""
+    try:
+        data = unpack(raw)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise EventDecodeError("not msgpack", channel=channel, raw_len=len(raw)) from e
+    try:
+        return EVENT_ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise EventDecodeError(f"not a CastRay event: {e.errors()[0]['msg']}", channel=channel,
+                               raw_len=len(raw)) from e

@@ -1,0 +1,58 @@
+"""Running a long-lived service: start, wait for SIGINT/SIGTERM, shut down cleanly.
+
+A service is anything with ``async run()`` (returns when it is done) and ``async close()``
+(idempotent). Tests drive the same objects without signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    name: str
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def serve(service: Service, *, handle_signals: bool = True, shutdown_timeout: float = 8.0) -> None:
+    """Run ``service`` until it returns or a signal arrives, then close it within ``shutdown_timeout``."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(service.run(), name=f"{service.name}.run")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("%s: stopping", service.name)
+    finally:
+        stopper.cancel()
+        try:
+            await asyncio.wait_for(service.close(), shutdown_timeout)
+        except TimeoutError:
+            log.warning("%s: close took longer than %.0f s", service.name, shutdown_timeout)
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        raise runner.exception()  # type: ignore[misc]
+
+
+def run_service(service: Service) -> None:
+    """Blocking entry point for ``castray <service>``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(service))

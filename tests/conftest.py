@@ -1,0 +1,85 @@
+"""Fixtures shared by all tests: a private Redis namespace, real Ray heads and workers.
+
+Redis: the one at ``CASTRAY_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); every test gets a
+namespace of its own and deletes only keys under it. Ray: nodes on free ports with their own temp dir,
+killed by process group when the test (or session) ends, even on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from castray import local_ray
+from castray.shared.names import Names
+
+REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A fresh key prefix; every key under it is deleted afterwards."""
+    ns = f"test-{uuid.uuid4().hex[:10]}"
+    yield ns
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def names(namespace: str) -> Names:
+    return Names(namespace)
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[local_ray.RayNode]:
+    """One Ray head shared by the session's tests (do not kill it; start your own to do that)."""
+    temp = tempfile.mkdtemp(prefix="castray-ray-")
+    head = local_ray.start_head(temp, num_cpus=2)
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.fixture
+def ray_workers(ray_head: local_ray.RayNode) -> Iterator[list[local_ray.RayNode]]:
+    """Append workers with ``local_ray.start_worker(ray_head)``; they are stopped after the test."""
+    started: list[local_ray.RayNode] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+def own_ray_head() -> Iterator[local_ray.RayNode]:
+    """A head for this test alone (tests that kill or stop the head)."""
+    temp = tempfile.mkdtemp(prefix="castray-ray-")
+    head = local_ray.start_head(temp, num_cpus=1)
+    try:
+        yield head
+    finally:
+        head.stop()
