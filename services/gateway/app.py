@@ -1,0 +1,43 @@
+"""The gateway's app factory: REST, WebSocket relay, web page.
+
+`create_app(settings)` builds the whole service; `main()` only loads settings and runs it. Each feature
+lives in its own module with a ``setup(app)`` that adds its routes (and background tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from castray.gateway import keys
+from castray.gateway.errors import error_middleware
+from castray.gateway.settings import GatewaySettings
+from castray.shared import bus as busmod
+
+log = logging.getLogger(__name__)
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    client = busmod.connect(settings.redis_url)
+    app[keys.REDIS] = client
+    app[keys.NAMES] = settings.names
+    app[keys.BUS] = busmod.Bus(client, settings.names, source=busmod.instance_name("gateway"))
+    yield
+    await client.aclose()
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[keys.SETTINGS] = settings
+    app.cleanup_ctx.append(_redis_ctx)
+    # Feature modules are imported here so that each one's routes are declared in one place.
+    from castray.gateway import features
+
+    for feature in features.ALL:
+        feature.setup(app)
+    for route in app.router.routes():
+        log.debug("route %s %s", route.method, route.resource.canonical if route.resource else "")
+    return app

@@ -1,0 +1,110 @@
+"""Errors the gateway answers with, and the one middleware that turns them into JSON.
+
+Handlers raise `ApiError` (or a `CommandError` from the bus); anything else becomes a logged 500 with no
+traceback sent to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from castray.shared.errors import CommandError
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """An error a client caused or must know about: ``status`` and a machine-readable ``code``."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _default_code(status)
+        self.details = details
+
+
+def _default_code(status: int) -> str:
+    return {400: "bad_request", 401: "unauthenticated", 404: "not_found", 405: "method_not_allowed",
+            409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "unprocessable",
+            503: "service_unavailable", 504: "timeout"}.get(status, "error")
+
+
+def error_body(status: int, message: str, code: str, **details: Any) -> dict[str, Any]:
+    """The JSON shape of every error (``success`` kept for the original CastRay's clients)."""
+    return {"success": False, "error": message, "code": code, "status": status, **details}
+
+
+def json_error(status: int, message: str, code: str | None = None, **details: Any) -> web.Response:
+    return web.json_response(error_body(status, message, code or _default_code(status), **details),
+                             status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return json_error(e.status, e.message, e.code, **e.details)
+    except CommandError as e:
+        return json_error(e.status, e.message, e.code)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = e.reason if e.status != 413 else "request body too large"
+        return json_error(e.status, message)
+    except (RedisConnectionError, RedisTimeoutError, ConnectionRefusedError) as e:
+        log.warning("redis unavailable: %s", e)
+        return json_error(503, "the event store (Redis) is unavailable", "redis_unavailable")
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error", "internal")
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    """The request body as JSON, or a 400 that says what is wrong with it."""
+    if not request.can_read_body:
+        if required:
+            raise ApiError(400, "request body is empty; send a JSON object")
+        return {}
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        raise ApiError(413, "request body too large") from e
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "request body is empty; send a JSON object")
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"request body is not valid JSON: {e}") from e
+
+
+async def parse_body(request: web.Request, model: type[M], *, required: bool = True) -> M:
+    """The JSON body validated as ``model``; a 400 listing each bad field otherwise."""
+    data = await read_json(request, required=required)
+    return validate(model, data)
+
+
+def validate(model: type[M], data: Any) -> M:
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        fields = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in e.errors()]
+        summary = "; ".join(f"{f['field'] or 'body'}: {f['message']}" for f in fields[:5])
+        raise ApiError(400, f"invalid request: {summary}", code="validation_error", fields=fields) from e

@@ -1,0 +1,92 @@
+"""The OpenAPI description, built from the routes themselves.
+
+Each handler is decorated with `doc` (summary, request body model, query parameters, responses); the
+spec is generated from the app's router at start-up, so it can never list a route that does not exist
+or miss one that does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class RouteDoc:
+    summary: str
+    tag: str = "castray"
+    body: type[BaseModel] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    responses: dict[int, str] = field(default_factory=dict)
+    response_model: type[BaseModel] | None = None
+
+
+def doc(
+    summary: str,
+    *,
+    tag: str = "castray",
+    body: type[BaseModel] | None = None,
+    query: dict[str, str] | None = None,
+    responses: dict[int, str] | None = None,
+    response_model: type[BaseModel] | None = None,
+) -> Callable[[F], F]:
+    """Describe a handler for the OpenAPI spec."""
+
+    def mark(handler: F) -> F:
+        handler.__openapi__ = RouteDoc(summary, tag, body, dict(query or {}), dict(responses or {}),  # type: ignore[attr-defined]
+                                       response_model)
+        return handler
+
+    return mark
+
+
+_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "0.1.0") -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if not path or route.method in ("HEAD", "*"):
+            continue
+        rdoc: RouteDoc | None = getattr(route.handler, "__openapi__", None)
+        if rdoc is None:
+            continue
+        op: dict[str, Any] = {"summary": rdoc.summary, "tags": [rdoc.tag], "responses": {}}
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for n in _PARAM.findall(path)]
+        params += [{"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
+                   for n, d in rdoc.query.items()]
+        if params:
+            op["parameters"] = params
+        if rdoc.body is not None:
+            schemas[rdoc.body.__name__] = rdoc.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            op["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{rdoc.body.__name__}"}}}}
+        ok: dict[str, Any] = {"description": "OK"}
+        if rdoc.response_model is not None:
+            name = rdoc.response_model.__name__
+            schemas[name] = rdoc.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+        op["responses"]["200"] = ok
+        for status, text in rdoc.responses.items():
+            op["responses"][str(status)] = {"description": text, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}
+        paths.setdefault(_PARAM.sub(r"{\1}", path), {})[route.method.lower()] = op
+    for schema in list(schemas.values()):
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+    schemas["Error"] = {"type": "object", "required": ["success", "error", "code", "status"], "properties": {
+        "success": {"type": "boolean"}, "error": {"type": "string"}, "code": {"type": "string"},
+        "status": {"type": "integer"}}}
+    return {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths,
+            "components": {"schemas": schemas}}

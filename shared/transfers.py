@@ -1,0 +1,92 @@
+"""The transfer contract between the gateway (which validates and queues requests) and the transfer
+workers (which run them): the request on the stream, and the record kept in Redis.
+
+Request stream: ``Names.transfer_requests``; each entry's ``data`` is ``TransferRecord.model_dump()``
+at queue time (state ``queued``). Record: ``Names.transfer(id)`` holds the msgpack of the current
+`TransferRecord`; ``Names.transfer_index`` orders ids by creation time. Cancel: the gateway sets
+``cancel_requested`` on the record (and state ``cancelled`` if still queued); the worker checks it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TransferMode = Literal["unicast", "multicast", "broadcast"]
+TransferState = Literal["queued", "running", "completed", "failed", "cancelled"]
+DestState = Literal["pending", "running", "completed", "failed", "cancelled"]
+ContentType = Literal["random", "text", "pattern"]
+
+
+class UploadSource(BaseModel):
+    """A file uploaded through ``POST /api/upload``: ``<data dir>/uploads/<upload_id>/<file_name>``."""
+
+    model_config = ConfigDict(extra="forbid")
+    upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
+class NodeFileSource(BaseModel):
+    """A file already on a node, relative to that node's files root (``CASTRAY_FILES_ROOT``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    node_id: str = Field(min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+
+
+class GenerateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: str | int = Field(description="Bytes, or '64MB', '1.5MiB', '2GB', ...")
+    content: ContentType = "random"
+    file_name: str | None = Field(default=None, max_length=255)
+
+
+class GenerateSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generate: GenerateSpec
+    node_id: str | None = Field(default=None, description="Node to generate on (default: a head).")
+
+
+Source = UploadSource | NodeFileSource | GenerateSource
+
+
+class TransferRequest(BaseModel):
+    """Body of ``POST /api/transfers``."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Source
+    mode: TransferMode
+    targets: list[str] = Field(default_factory=list, max_length=10_000)
+    file_name: str | None = Field(default=None, max_length=255, description="Name at the destinations.")
+    overwrite: bool = False
+
+
+class Destination(BaseModel):
+    node_id: str
+    state: DestState = "pending"
+    bytes_done: int = 0
+    path: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+
+class TransferRecord(BaseModel):
+    """What ``GET /api/transfers/{id}`` answers."""
+
+    id: str
+    state: TransferState = "queued"
+    mode: TransferMode
+    source: dict[str, object]
+    cluster_id: str | None = None
+    source_node_id: str | None = None
+    file_name: str
+    bytes_total: int = 0
+    sha256: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    destinations: list[Destination]
+    error: str | None = None
+    overwrite: bool = False
+    cancel_requested: bool = False
+    worker: str | None = None
