@@ -95,7 +95,9 @@ class RayNode:
             self.process.wait(timeout=10)
 
 
-def _popen(args: list[str], temp_dir: str, log_path: str, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+def _popen(
+    args: list[str], temp_dir: str, log_path: str, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     with open(log_path, "ab") as out:
