@@ -1,0 +1,18 @@
+"""``castray registry``: run the node-registry service until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+from castray.node_registry.settings import RegistrySettings
+from castray.node_registry.worker import RegistryWorker
+from castray.shared.lifecycle import run_service
+from castray.shared.log import setup_logging
+
+
+def main() -> None:
+    settings = RegistrySettings()
+    setup_logging(settings.log_level, json_lines=settings.log_json, service="node-registry")
+    run_service(RegistryWorker(settings=settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The node-registry worker: discovery's events in, the merged view (and view-changed events) out.
+
+Three things keep the view right while pub/sub drops messages and processes and Redis restart:
+every event is applied by one atomic script that skips duplicates and refuses gaps; a refused event,
+a ``source-reset``, a (re)subscription and our own start each lead to a resync from discovery's state;
+and a periodic check resyncs a view that stays behind discovery's state for longer than one interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from castray.node_registry.settings import RegistrySettings
+from castray.node_registry.view import MergedView, ResyncResult
+from castray.shared import bus as busmod
+from castray.shared import codec
+from castray.shared.errors import EventDecodeError
+from castray.shared.events import Event, SourceResetEvent
+
+log = logging.getLogger(__name__)
+
+
+class RegistryWorker:
+    """Runs the registry until `close`. Several may run at once against one Redis and namespace."""
+
+    name = "node-registry"
+
+    def __init__(self, *, settings: RegistrySettings, redis: aioredis.Redis | None = None) -> None:
+        self.settings = settings
+        self.names = settings.names
+        self._own_redis = redis is None
+        self.redis = redis if redis is not None else busmod.connect(settings.redis_url)
+        self.view = MergedView(self.redis, self.names, log_maxlen=settings.log_maxlen)
+        self.bus = busmod.Bus(self.redis, self.names, source=busmod.instance_name("node-registry"))
+        self.ready = asyncio.Event()  # set after the first resync: the view exists
+        self.applied = 0
+        self.resyncs = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def run(self) -> None:
+        """Listen to discovery's events and check the view's position, until closed."""
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="node-registry.listen"),
+            asyncio.create_task(self._check(), name="node-registry.check"),
+        ]
+        try:
+            await asyncio.gather(*self._tasks)
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise
+
+    async def close(self) -> None:
+        """Stop both loops and release Redis; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._own_redis:
+            await self.redis.aclose()
+
+    async def resync(self, reason: str) -> ResyncResult | None:
+        """Rebuild the view from discovery's state if it differs (None if Redis failed)."""
+        try:
+            result = await self.view.resync()
+        except busmod.REDIS_ERRORS as e:
+            log.warning("resync (%s) failed: %s", reason, e)
+            return None
+        self.resyncs += 1
+        self.ready.set()
+        level = logging.DEBUG if result.outcome == "unchanged" else logging.INFO
+        log.log(level, "resync (%s): %s, epoch %s version %d, at %s seq %d", reason, result.outcome,
+                result.epoch, result.version, result.source or "-", result.seq)
+        return result
+
+    # --- the event loop ---------------------------------------------------------------------------
+    async def _listen(self) -> None:
+        async def on_connect() -> None:
+            await self.resync("subscribed")
+
+        async for channel, raw in self.bus.subscribe_raw(self.names.discovery_events, on_connect=on_connect):
+            try:
+                await self._handle(codec.decode(raw, channel=channel))
+            except EventDecodeError as e:
+                log.warning("skipping bad event: %s", e)
+            except busmod.REDIS_ERRORS as e:
+                # The subscription usually fails too and resyncs on reconnect; if not, the next event's
+                # gap or the periodic check does.
+                log.warning("applying an event failed: %s", e)
+            except Exception:
+                log.exception("applying an event failed")
+
+    async def _handle(self, event: Event) -> None:
+        if isinstance(event, SourceResetEvent):
+            await self.resync(f"source-reset from {event.source}")
+            return
+        result = await self.view.apply(event)
+        if result.outcome == "applied":
+            self.applied += 1
+        elif result.outcome == "resync":
+            await self.resync(f"{result.reason} at {event.source} seq {event.seq}")
+
+    # --- the periodic check -----------------------------------------------------------------------
+    async def _check(self) -> None:
+        behind: tuple[str, int] | None = None  # discovery's position the view lagged at the last check
+        while True:
+            await asyncio.sleep(self.settings.check_interval)
+            try:
+                behind = await self._check_once(behind)
+            except busmod.REDIS_ERRORS as e:
+                log.debug("check failed: %s", e)
+            except Exception:
+                log.exception("check failed")
+
+    async def _check_once(self, behind: tuple[str, int] | None) -> tuple[str, int] | None:
+        """Resync if the view is missing, or still short of where discovery was one interval ago."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.names.view_meta, "epoch", "source", "seq")
+            pipe.hmget(self.names.discovery_meta, "source", "seq")
+            (epoch, vsource, vseq), (dsource, dseq) = await pipe.execute()
+        if epoch is None:
+            await self.resync("no view")
+            return None
+        if dsource is None:
+            return None
+        view_at = (vsource or b"").decode(), int(vseq or 0)
+        disc_at = dsource.decode(), int(dseq or 0)
+        if view_at[0] == disc_at[0] and view_at[1] >= disc_at[1]:
+            return None
+        if behind is not None and not (view_at[0] == behind[0] and view_at[1] >= behind[1]):
+            await self.resync(f"behind: view at {view_at}, discovery at {disc_at}")
+            return None
+        return disc_at
