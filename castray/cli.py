@@ -1,1 +1,147 @@
-def main() -> None: print("hi")
+"""The ``castray`` command: ``up`` (everything on one machine), one subcommand per service, and helpers.
+
+Options only set ``CASTRAY_*`` environment variables: every service, and ``castray up``'s children, read
+their settings from the environment alone, so a container and a ``castray up`` child run the same way.
+Service modules are imported inside their subcommand, so ``castray --help`` works without their extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+
+# Subcommand -> module whose ``main()`` runs that service. The one list `castray up` starts, too.
+SERVICES: dict[str, str] = {
+    "discovery": "castray.discovery.main",
+    "registry": "castray.node_registry.main",
+    "transfer": "castray.transfer.main",
+    "gateway": "castray.gateway.main",
+}
+
+_SERVICE_HELP = {
+    "discovery": "find Ray clusters and watch their nodes (publishes cluster and node events)",
+    "registry": "materialize the merged node view in Redis (the node-registry service)",
+    "transfer": "transfer worker: runs file transfers on Ray nodes (scale out with more replicas)",
+    "gateway": "REST API, WebSocket relay and web page (aiohttp)",
+}
+
+# argparse destination -> environment variable it sets.
+_ENV_OF = {
+    "redis_url": "CASTRAY_REDIS_URL",
+    "namespace": "CASTRAY_NAMESPACE",
+    "log_level": "CASTRAY_LOG_LEVEL",
+    "host": "CASTRAY_HOST",
+    "port": "CASTRAY_PORT",
+    "data_dir": "CASTRAY_DATA_DIR",
+}
+
+
+def version() -> str:
+    try:
+        return metadata.version("castray")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis-url", metavar="URL", help="Redis URL (sets CASTRAY_REDIS_URL)")
+    p.add_argument("--namespace", metavar="NS", help="prefix of every Redis key (sets CASTRAY_NAMESPACE)")
+    p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (CASTRAY_LOG_LEVEL)")
+
+
+def _add_http(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--host", metavar="H", help=f"address {what} binds (CASTRAY_HOST; default 127.0.0.1)")
+    p.add_argument("--port", metavar="N", type=_port, help=f"port {what} serves on (CASTRAY_PORT; 8000)")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; tests parse compose commands with it."""
+    parser = argparse.ArgumentParser(
+        prog="castray",
+        description="CastRay: one live view of every Ray node you can reach, and file transfer between them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", help="run every service on this machine (Redis and a Ray head if needed)",
+                        description="Run discovery, registry, transfer and gateway as child processes. "
+                        "Uses the Redis at CASTRAY_REDIS_URL (or REDIS_URL) if it answers, else starts an "
+                        "embedded one; uses a running Ray cluster if one is found, else starts a local head.")
+    _add_http(up, "the gateway")
+    up.add_argument("--no-ray", action="store_true", help="never start a Ray head (CASTRAY_START_RAY=0)")
+    up.add_argument("--data-dir", metavar="DIR", help="uploads, Redis, local Ray head (CASTRAY_DATA_DIR)")
+    _add_common(up)
+
+    for name, help_text in _SERVICE_HELP.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "gateway":
+            _add_http(p, "the gateway")
+        _add_common(p)
+
+    health = sub.add_parser("health", help="exit 0 if Redis (and --url) answer: the container healthcheck",
+                            description="Exit 0 when Redis at the configured URL answers PING and, with "
+                            "--url, when that URL answers HTTP 2xx; else print why and exit 1.")
+    health.add_argument("--url", metavar="URL", help="also GET this URL (e.g. the gateway's /api/status)")
+    _add_common(health)
+
+    sub.add_parser("version", help="print the CastRay version")
+    return parser
+
+
+def apply_env(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Copy the options that were given into their ``CASTRAY_*`` variables."""
+    for dest, var in _ENV_OF.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            environ[var] = str(value)
+    if getattr(args, "no_ray", False):
+        environ["CASTRAY_START_RAY"] = "0"
+
+
+def _run_service(name: str) -> int:
+    module = importlib.import_module(SERVICES[name])
+    entry: Callable[[], None] = module.main
+    entry()
+    return 0
+
+
+def _run_up() -> int:
+    from castray import up
+
+    return up.main()
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    from castray import health
+
+    return health.main(url=args.url)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_env(args)
+    if args.command == "version":
+        print(f"castray {version()}")
+        return 0
+    if args.command == "up":
+        return _run_up()
+    if args.command == "health":
+        return _run_health(args)
+    return _run_service(args.command)
+
+
+if __name__ == "__main__":  # `python -m castray.cli <command>`: what `castray up` runs for its children
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Is a Ray cluster already running where discovery will look? (``castray up`` asks before starting one.)
+
+A quick, blocking look at the same places discovery watches, read from discovery's own settings so the
+two always agree: the configured addresses, Ray's ``ray_current_cluster`` session files (checked: the file
+outlives a crashed cluster) and the dashboard port scan (8265-8269 on 127.0.0.1 by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Where:
+    """Where discovery looks; defaults mirror discovery's settings."""
+
+    addresses: list[str] = field(default_factory=list)
+    temp_dirs: list[str] = field(default_factory=list)
+    scan_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    scan_ports: list[int] = field(default_factory=lambda: list(range(8265, 8270)))
+
+
+def parse_ports(text: str) -> list[int]:
+    """``"8265-8269,9000"`` -> [8265, ..., 8269, 9000]; an empty string is no ports."""
+    ports: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        ports.extend(range(int(low), int(high or low) + 1))
+    return ports
+
+
+def where_discovery_looks() -> Where:
+    """Read discovery's settings from the environment (the same variables its process will read)."""
+    try:
+        from castray.discovery.settings import DiscoverySettings
+    except ImportError:  # discovery not installed: look where Ray itself would
+        base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR")
+        dirs = [str(Path(base) / "ray")] if base else []
+        return Where(temp_dirs=[*dirs, "/tmp/ray"])
+    s = DiscoverySettings()
+    return Where(addresses=list(s.discovery_addresses), temp_dirs=list(s.ray_temp_dirs),
+                 scan_hosts=list(s.scan_hosts), scan_ports=parse_ports(s.scan_ports))
+
+
+def _tcp_answers(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def dashboard_answers(url: str, timeout: float = 1.0) -> bool:
+    """True if ``url`` serves a Ray dashboard (``/api/version`` names a Ray version)."""
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/version", timeout=timeout) as resp:
+            return "ray_version" in json.loads(resp.read(65536))
+    return False
+
+
+def _address_answers(address: str, timeout: float) -> bool:
+    url = address if "://" in address else f"http://{address}"
+    if dashboard_answers(url, timeout):
+        return True
+    parts = urlsplit(url)  # host:port of a GCS: it speaks gRPC; that it listens is enough here
+    return bool(parts.hostname and parts.port and _tcp_answers(parts.hostname, parts.port, timeout))
+
+
+def _session_file_cluster(temp_dir: str, timeout: float) -> str | None:
+    path = Path(temp_dir) / "ray_current_cluster"
+    with contextlib.suppress(OSError, ValueError):
+        host, _, port = path.read_text().strip().rpartition(":")
+        if _tcp_answers(host, int(port), timeout):
+            return f"{host}:{port} (from {path})"
+    return None
+
+
+def find_cluster(where: Where, timeout: float = 1.0) -> str | None:
+    """A description of one running cluster discovery will find, or None."""
+    for address in where.addresses:
+        if _address_answers(address, timeout):
+            return f"{address} (CASTRAY_DISCOVERY_ADDRESSES)"
+    for temp_dir in where.temp_dirs:
+        found = _session_file_cluster(temp_dir, timeout)
+        if found:
+            return found
+    urls = [f"http://{h}:{p}" for h in where.scan_hosts for p in where.scan_ports]
+    if not urls:
+        return None
+    with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:
+        for url, ok in zip(urls, pool.map(lambda u: dashboard_answers(u, timeout), urls), strict=True):
+            if ok:
+                return f"{url} (dashboard port scan)"
+    return None

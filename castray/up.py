@@ -1,0 +1,226 @@
+"""``castray up``: every CastRay service on one machine, as one process tree with a clean Ctrl-C.
+
+Order of work: refuse a busy gateway port (before anything heavy); settle Redis (the configured one, an
+embedded one, or a clear refusal); find a running Ray cluster or start a local head; start discovery,
+registry, transfer and gateway as child processes configured through the environment; restart any that
+dies; on SIGINT/SIGTERM stop the services, then the Ray head and Redis it started, within 10 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+import psutil
+
+from castray import local_ray, ray_find, redis_local
+from castray.children import Child, stop_all
+from castray.cli import SERVICES
+from castray.settings import UpSettings
+from castray.shared.log import setup_logging
+
+log = logging.getLogger("castray.up")
+
+# Ray's unix sockets live under its temp dir and must fit AF_UNIX's 107 bytes; the session part of the
+# path takes ~62 of them.
+_MAX_RAY_TEMP_DIR = 40
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived: unwind from wherever we are, then clean up."""
+
+
+class SetupError(Exception):
+    """Something the user must fix; the message is one line that says what."""
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Can the gateway bind ``host:port``? (SO_REUSEADDR as aiohttp sets it, so TIME_WAIT is no clash.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _http_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, with an error status: it is serving
+    except (OSError, ValueError):
+        return False
+
+
+class Supervisor:
+    def __init__(self, settings: UpSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.redis: redis_local.EmbeddedRedis | None = None
+        self.head: local_ray.RayNode | None = None
+        self.head_temp: str | None = None
+        self.children: list[Child] = []
+        self._signals = 0
+
+    # -- signals -------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("got %s: stopping", signal.Signals(signum).name)
+            raise Interrupted
+        log.warning("second %s: killing the children now", signal.Signals(signum).name)
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    # -- start-up ------------------------------------------------------------------------------------
+    def _check_port(self) -> None:
+        s = self.settings
+        if not port_is_free(s.host, s.port):
+            raise SetupError(f"port {s.port} on {s.host} is already in use; stop what holds it, "
+                             f"or choose another port with --port N")
+
+    def _setup_redis(self) -> str:
+        try:
+            url, self.redis = redis_local.resolve(self.settings.redis_url, self.data_dir / "redis")
+        except redis_local.RedisSetupError as exc:
+            raise SetupError(str(exc)) from None
+        if self.redis is None:
+            log.info("using the Redis at %s", redis_local.host_port(url))
+        else:
+            log.warning("nothing answers at %s; started an embedded Redis-compatible server at %s "
+                        "(nothing is kept on disk)", self.settings.redis_url, url)
+        return url
+
+    def _ray_temp_dir(self) -> str:
+        preferred = self.data_dir / "ray"
+        if len(str(preferred)) <= _MAX_RAY_TEMP_DIR:
+            preferred.mkdir(parents=True, exist_ok=True)
+            return str(preferred)
+        self.head_temp = tempfile.mkdtemp(prefix="castray-ray-")
+        return self.head_temp
+
+    def _setup_ray(self) -> dict[str, str]:
+        """Environment for the children about Ray: nothing if a cluster runs, else our head's address."""
+        found = ray_find.find_cluster(ray_find.where_discovery_looks())
+        if found:
+            log.info("found a running Ray cluster: %s", found)
+            return {}
+        if not self.settings.start_ray:
+            log.warning("no running Ray cluster found, and --no-ray: discovery will keep looking")
+            return {}
+        dash = self.settings.ray_dashboard_port
+        dash_port = dash if local_ray._is_free(dash) else local_ray.free_port()
+        log.info("no running Ray cluster found; starting a local head (takes a few seconds)")
+        self.head = local_ray.start_head(self._ray_temp_dir(), num_cpus=self.settings.ray_num_cpus or
+                                         (os.cpu_count() or 1), dashboard_port=dash_port)
+        log.info("local Ray head up: dashboard %s, GCS %s (ray status --address %s)",
+                 self.head.dashboard_url, self.head.gcs_address, self.head.gcs_address)
+        return {"CASTRAY_LOCAL_CLUSTER": self.head.dashboard_url, "RAY_ADDRESS": self.head.gcs_address}
+
+    def _child_env(self, redis_url: str, ray_env: dict[str, str]) -> dict[str, str]:
+        s = self.settings
+        env = {**os.environ, "CASTRAY_REDIS_URL": redis_url, "CASTRAY_DATA_DIR": str(self.data_dir),
+               "CASTRAY_HOST": s.host, "CASTRAY_PORT": str(s.port), "CASTRAY_NAMESPACE": s.namespace,
+               "PYTHONUNBUFFERED": "1", **ray_env}
+        return env
+
+    def _start_children(self, env: dict[str, str]) -> None:
+        for name in SERVICES:
+            child = Child(name, [sys.executable, "-m", "castray.cli", name], env,
+                          max_delay=self.settings.restart_max_delay)
+            self.children.append(child)
+            child.start()
+
+    # -- running -------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        s = self.settings
+        base = f"http://{_connect_host(s.host)}:{s.port}"
+        announced, next_check = False, 0.0
+        while True:
+            now = time.monotonic()
+            for child in self.children:
+                child.tick(now)
+            if self.redis is not None and not self.redis.alive():
+                log.error("the embedded Redis exited; starting it again on port %d", self.redis.port)
+                self.redis.start(port=self.redis.port)
+            if not announced and now >= next_check:
+                next_check = now + 0.5
+                if _http_answers(f"{base}/api/status"):
+                    announced = True
+                    print(f"CastRay is up: {base}/ui  (API: /api/status, docs: /api/docs)", flush=True)
+            time.sleep(0.2)
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            self._check_port()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            redis_url = self._setup_redis()
+            env = self._child_env(redis_url, self._setup_ray())
+            self._check_port()  # once more: Ray's start-up took seconds
+            self._start_children(env)
+            self._watch()
+        except SetupError as exc:
+            print(f"castray up: {exc}", file=sys.stderr, flush=True)
+            return 2
+        except Interrupted:
+            return 0
+        finally:
+            self.shutdown()
+        return 0  # not reached: _watch only ends by an exception
+
+    # -- shutdown ------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop everything we started, in order, within ~10 s; no process of our tree survives."""
+        self._signals = max(self._signals, 1)  # from here a signal only hurries us (see _on_signal)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        started = time.monotonic()
+        tree = _descendants()
+        stop_all(self.children, self.settings.shutdown_grace, hurry=lambda: self._signals > 1)
+        if self.head is not None:
+            self.head.stop()
+            self.head = None
+        if self.head_temp:
+            shutil.rmtree(self.head_temp, ignore_errors=True)
+        if self.redis is not None:
+            self.redis.stop()
+        for proc in tree + _descendants():  # anything that slipped out of its process group
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running():
+                    proc.kill()
+        if self.children or tree:
+            log.info("stopped in %.1f s", time.monotonic() - started)
+
+
+def _descendants() -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return list(psutil.Process().children(recursive=True))
+    return []
+
+
+def main() -> int:
+    """Entry point of ``castray up``; returns the exit code."""
+    settings = UpSettings()
+    setup_logging(settings.log_level, json_lines=settings.log_json, service="up")
+    return Supervisor(settings).run()
