@@ -43,7 +43,7 @@ class DiscoveryFeed:
     def source(self) -> str:
         return self.bus.source
 
-    async def reset(self) -> Event:
+    async def reset(self, *, publish: bool = True) -> Event:
         """Rewrite the whole state and publish source-reset (discovery's start / Redis reconnect)."""
         event = self.bus.make(SourceReset())
         n = self.names
@@ -54,7 +54,8 @@ class DiscoveryFeed:
             if self.nodes:
                 pipe.hset(n.discovery_nodes, mapping=_encoded(self.nodes))
             pipe.hset(n.discovery_meta, mapping={"source": event.source, "seq": event.seq})
-            pipe.publish(n.discovery_events, codec.encode(event))
+            if publish:
+                pipe.publish(n.discovery_events, codec.encode(event))
             await pipe.execute()
         return event
 
