@@ -1,0 +1,88 @@
+"""The Ray driver of one cluster: ``python -m castray.transfer.driver --address <gcs>``.
+
+Ray allows one ``ray.init`` per process, so the transfer service (asyncio, no Ray import) runs one of
+these per cluster and talks to it in JSON lines: commands on stdin (``{"op": "run", "plan": {...}}``,
+``{"op": "cancel", "id": ...}``), events on the original stdout (``ready``, ``fatal``, and per transfer
+``started``, ``progress``, ``dest``, ``done``, each with its ``id``). Anything else printed goes to stderr.
+
+It lives exactly as long as its parent: stdin closing (the service exited or was killed) ends it at once,
+and with it every actor it owns, so a transfer never goes on running for a replica that is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):  # Linux only; stdin EOF covers the rest
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class _Channel:
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.lock = out, threading.Lock()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        line = json.dumps(msg, default=str)
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="castray.transfer.driver")
+    parser.add_argument("--address", required=True, help="GCS address of the cluster (host:port)")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    channel = _Channel(os.fdopen(os.dup(1), "w", buffering=1))
+    os.dup2(2, 1)  # stray prints (Ray's, ours) must never corrupt the protocol
+    _die_with_parent()
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s transfer-driver %(levelname)s %(name)s: %(message)s")
+    try:
+        import ray
+
+        ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as e:
+        channel.send({"ev": "fatal", "error": f"cannot connect to Ray at {args.address}: {e}"})
+        return 1
+    from castray.transfer.pipeline import Agents, Plan, run_transfer
+
+    agents = Agents()
+    cancels: dict[str, threading.Event] = {}
+    channel.send({"ev": "ready", "ray_version": ray.__version__, "pid": os.getpid()})
+
+    def run(plan: Plan, cancelled: threading.Event) -> None:
+        try:
+            run_transfer(plan, agents, lambda m: channel.send({**m, "id": plan.id}), cancelled)
+        finally:
+            cancels.pop(plan.id, None)
+
+    for line in sys.stdin:
+        try:
+            msg = json.loads(line)
+            if msg.get("op") == "run":
+                plan = Plan.from_dict(msg["plan"])
+                cancels[plan.id] = threading.Event()
+                threading.Thread(target=run, args=(plan, cancels[plan.id]), daemon=True,
+                                 name=f"transfer-{plan.id}").start()
+            elif msg.get("op") == "cancel" and msg.get("id") in cancels:
+                cancels[msg["id"]].set()
+        except (ValueError, KeyError, TypeError) as e:
+            logging.getLogger(__name__).warning("bad command %r: %s", line[:200], e)
+    os._exit(0)  # our service is gone: so are we, at once (no graceful Ray shutdown to wait for)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

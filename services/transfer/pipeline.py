@@ -1,0 +1,309 @@
+"""One transfer through Ray, run by a driver (blocking; one thread per transfer).
+
+The source is read once, by the agent on the source node, chunk by chunk into its node's object store.
+Each chunk's ObjectRef goes to the agent of every destination (the driver never touches the bytes), so
+Ray pulls the chunk to each destination node and the agent there hashes and writes it. At most
+``inflight`` chunks are outstanding (backpressure: memory stays bounded whatever the file size). A
+destination that fails (its node died, its disk is full, a chunk arrived corrupted) is dropped and the
+others go on; a source that fails fails them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from castray.transfer.agent import NodeAgent, agent_options, temp_name
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    GetTimeoutError,
+    NodeDiedError,
+    ObjectLostError,
+    OwnerDiedError,
+    RayError,
+    RayTaskError,
+)
+
+log = logging.getLogger(__name__)
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class DestPlan:
+    node_id: str
+    ray_node_id: str
+    dir: str
+
+
+@dataclass
+class Plan:
+    """Everything a driver needs to run one transfer (built by the service from the record)."""
+
+    id: str
+    source: dict[str, Any]
+    source_ray_node: str
+    dests: list[DestPlan]
+    file_name: str
+    overwrite: bool = False
+    retry: bool = False
+    expected_sha: str | None = None
+    chunk_bytes: int = 16 * 1024 * 1024
+    inflight: int = 4
+    rate_limit: int = 0
+    progress_interval: float = 0.25
+    node_timeout: float = 60.0
+    token: str = "0"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        data = dict(data)
+        data["dests"] = [DestPlan(**d) for d in data["dests"]]
+        return cls(**data)
+
+
+def reason(e: BaseException) -> str:
+    """A short, readable reason for a Ray or agent failure."""
+    if isinstance(e, ActorDiedError | NodeDiedError):
+        return "node died during the transfer"
+    if isinstance(e, ActorUnavailableError):
+        return "node became unreachable during the transfer"
+    if isinstance(e, ObjectLostError | OwnerDiedError):
+        return "chunk lost in transit (a node holding it died)"
+    if isinstance(e, GetTimeoutError):
+        return "node did not answer in time"
+    if isinstance(e, RayTaskError):
+        cause = getattr(e, "cause", None)
+        if cause is not None and not isinstance(cause, RayTaskError):
+            return str(cause) or type(cause).__name__
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+
+
+class Agents:
+    """One `NodeAgent` per Ray node for this driver, created on first use and dropped when it dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: dict[str, Any] = {}
+        self.hosts: dict[str, str] = {}
+        self._remote = ray.remote(NodeAgent)
+
+    def get(self, ray_node_id: str) -> Any:
+        with self._lock:
+            handle = self._handles.get(ray_node_id)
+            if handle is None:
+                handle = self._remote.options(**agent_options(ray_node_id)).remote()
+                self._handles[ray_node_id] = handle
+            return handle
+
+    def forget(self, ray_node_id: str) -> None:
+        with self._lock:
+            self._handles.pop(ray_node_id, None)
+
+    def ready(self, ray_node_ids: list[str], timeout: float) -> dict[str, str | None]:
+        """Start (or check) the agents; node id -> None if ready, else the reason it is not."""
+        refs = {n: self.get(n).info.remote() for n in set(ray_node_ids)}
+        out: dict[str, str | None] = {}
+        deadline = time.monotonic() + timeout
+        for node, ref in refs.items():
+            try:
+                info = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                self.hosts[node] = info["hostname"]
+                out[node] = None
+            except (RayError, GetTimeoutError) as e:
+                self.forget(node)
+                out[node] = reason(e) if not isinstance(e, GetTimeoutError) else "node agent did not start"
+        return out
+
+    def same_host(self, ray_node_id: str, alive: list[str]) -> Any | None:
+        host = self.hosts.get(ray_node_id)
+        for other in alive:
+            if other != ray_node_id and host is not None and self.hosts.get(other) == host:
+                return self.get(other)
+        return None
+
+
+@dataclass
+class _Run:
+    plan: Plan
+    agents: Agents
+    emit: Emit
+    cancelled: threading.Event
+    alive: dict[str, DestPlan] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=dict)
+    size: int = 0
+
+    def fail_dest(self, dest: DestPlan, why: str) -> None:
+        if self.alive.pop(dest.node_id, None) is None:
+            return
+        self.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
+        agent = self.agents.get(dest.ray_node_id)
+        try:
+            ray.get(agent.abort_sink.remote(self.plan.id), timeout=10)
+        except (RayError, GetTimeoutError):
+            # Its node is gone: another node on the same host can still remove the temp file.
+            self.agents.forget(dest.ray_node_id)
+            self._remove_orphan(dest)
+
+    def _remove_orphan(self, dest: DestPlan) -> None:
+        live = [d.ray_node_id for d in self.alive.values()] + [self.plan.source_ray_node]
+        helper = self.agents.same_host(dest.ray_node_id, live)
+        if helper is not None:
+            path = f"{dest.dir}/{temp_name(self.plan.id, self.plan.token)}"
+            try:
+                ray.get(helper.remove_temp.remote(path), timeout=10)
+            except (RayError, GetTimeoutError) as e:
+                log.warning("could not remove %s: %s", path, reason(e))
+
+
+def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Event) -> None:
+    """Run ``plan``; report through ``emit`` (started, progress, dest, done). Never raises."""
+    run = _Run(plan, agents, emit, cancelled)
+    reader = None
+    try:
+        reader = agents.get(plan.source_ray_node)
+        state, sha, error = _run(run, reader)
+    except Exception as e:  # anything unexpected fails the transfer with a reason, never the driver
+        log.exception("transfer %s failed", plan.id)
+        state, sha, error = "failed", None, reason(e)
+        for dest in list(run.alive.values()):
+            run.fail_dest(dest, error)
+    if reader is not None:
+        try:
+            ray.get(reader.close_source.remote(plan.id), timeout=10)  # if still open
+        except (RayError, GetTimeoutError):
+            pass
+    emit({"ev": "done", "state": state, "sha256": sha, "error": error})
+
+
+def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
+    plan = run.plan
+    status = run.agents.ready([plan.source_ray_node] + [d.ray_node_id for d in plan.dests], plan.node_timeout)
+    if status[plan.source_ray_node] is not None:
+        why = f"source node: {status[plan.source_ray_node]}"
+        for dest in plan.dests:
+            run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
+        return "failed", None, why
+    try:
+        info = ray.get(reader.open_source.remote(plan.id, plan.source))
+    except RayError as e:
+        why = reason(e)
+        for dest in plan.dests:
+            run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
+        return "failed", None, why
+    run.size = int(info["size"])
+    run.emit({"ev": "started", "bytes_total": run.size})
+    _open_sinks(run, status)
+    if run.alive:
+        _stream(run, reader)
+    if run.cancelled.is_set():
+        return _cancel(run)
+    if not run.alive:
+        return "failed", None, "every destination failed"
+    src = ray.get(reader.close_source.remote(plan.id))
+    if src.get("bytes") != run.size:
+        return _fail_all(run, f"read {src.get('bytes')} bytes of {run.size}")
+    if plan.expected_sha and src["sha256"] != plan.expected_sha:
+        return _fail_all(run, "source changed since upload (sha256 differs)")
+    _finish(run, src["sha256"])
+    return "finished", src["sha256"], None
+
+
+def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
+    plan, refs = run.plan, {}
+    for dest in plan.dests:
+        if status.get(dest.ray_node_id) is not None:
+            run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed",
+                      "error": f"node unavailable: {status[dest.ray_node_id]}"})
+            continue
+        spec = {"dir": dest.dir, "file_name": plan.file_name, "transfer_id": plan.id, "token": plan.token,
+                "overwrite": plan.overwrite, "retry": plan.retry}
+        refs[dest.node_id] = (dest, run.agents.get(dest.ray_node_id).open_sink.remote(plan.id, spec))
+    for node_id, (dest, ref) in refs.items():
+        try:
+            ray.get(ref)
+        except RayError as e:
+            run.emit({"ev": "dest", "node_id": node_id, "state": "failed", "error": reason(e)})
+            continue
+        run.alive[node_id] = dest
+        run.done[node_id] = 0
+
+
+def _stream(run: _Run, reader: Any) -> None:
+    plan, size, step = run.plan, run.size, run.plan.chunk_bytes
+    window: deque[tuple[Any, dict[str, Any]]] = deque()
+    started, last = time.monotonic(), 0.0
+    for index, offset in enumerate(range(0, size, step)):
+        if run.cancelled.is_set() or not run.alive:
+            break
+        data, digest = reader.read.remote(plan.id, index, min(step, size - offset))
+        writes = {node_id: (dest, run.agents.get(dest.ray_node_id).write.remote(plan.id, index, data, digest))
+                  for node_id, dest in run.alive.items()}
+        window.append((digest, writes))
+        while len(window) >= plan.inflight:
+            _settle(run, *window.popleft())
+        if plan.rate_limit:  # pace: never ahead of rate_limit bytes per second
+            ahead = (offset + step) / plan.rate_limit - (time.monotonic() - started)
+            if ahead > 0:
+                run.cancelled.wait(ahead)
+        if time.monotonic() - last >= plan.progress_interval:
+            last = time.monotonic()
+            run.emit({"ev": "progress", "dests": dict(run.done)})
+    while window:
+        _settle(run, *window.popleft())
+    run.emit({"ev": "progress", "dests": dict(run.done)})
+
+
+def _settle(run: _Run, digest: Any, writes: dict[str, tuple[DestPlan, Any]]) -> None:
+    """Wait for one chunk's writes; a failed read fails everyone, a failed write its destination."""
+    try:
+        ray.get(digest)
+    except RayError as e:
+        why = f"reading the source failed: {reason(e)}"
+        for dest in list(run.alive.values()):
+            run.fail_dest(dest, why)
+        return
+    for node_id, (dest, ref) in writes.items():
+        if node_id not in run.alive:
+            continue
+        try:
+            run.done[node_id] = int(ray.get(ref))
+        except RayError as e:
+            run.fail_dest(dest, reason(e))
+
+
+def _finish(run: _Run, sha: str) -> None:
+    refs = {node_id: (dest, run.agents.get(dest.ray_node_id).finish.remote(run.plan.id, sha))
+            for node_id, dest in run.alive.items()}
+    for node_id, (dest, ref) in refs.items():
+        try:
+            out = ray.get(ref)
+        except RayError as e:
+            run.fail_dest(dest, reason(e))
+            continue
+        run.alive.pop(node_id, None)
+        run.emit({"ev": "dest", "node_id": node_id, "state": "completed", "path": out["path"],
+                  "sha256": out["sha256"], "bytes": out["bytes"]})
+
+
+def _fail_all(run: _Run, why: str) -> tuple[str, str | None, str | None]:
+    for dest in list(run.alive.values()):
+        run.fail_dest(dest, why)
+    return "failed", None, why
+
+
+def _cancel(run: _Run) -> tuple[str, str | None, str | None]:
+    for dest in list(run.alive.values()):
+        run.alive.pop(dest.node_id, None)
+        try:
+            ray.get(run.agents.get(dest.ray_node_id).abort_sink.remote(run.plan.id), timeout=10)
+        except (RayError, GetTimeoutError):
+            run.agents.forget(dest.ray_node_id)
+        run.emit({"ev": "dest", "node_id": dest.node_id, "state": "cancelled"})
+    return "cancelled", None, "cancelled"

@@ -1,0 +1,44 @@
+"""Transfer service settings (``CASTRAY_`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from castray.shared.settings import CommonSettings
+from pydantic import Field
+
+MiB = 1024 * 1024
+
+
+class TransferSettings(CommonSettings):
+    data_dir: Path = Field(default=Path("var/castray"), description="Uploads and generated files.")
+    inbox_dir: Path | None = Field(
+        default=None, description="Root of the inboxes: files land at <inbox>/<node id>/<name>. "
+        "Default <data dir>/inbox. The same absolute path is used on every node.")
+    files_root: Path | None = Field(
+        default=None, description="Root that node-file sources are relative to (default <data dir>/files).")
+    chunk_bytes: int = Field(default=16 * MiB, ge=64 * 1024, le=512 * MiB,
+                             description="Bytes per chunk moved through Ray's object store.")
+    inflight_chunks: int = Field(default=4, ge=1, le=64, description="Chunks in flight per transfer.")
+    max_transfers: int = Field(default=4, ge=1, le=256, description="Transfers this replica runs at once.")
+    claim_idle_ms: int = Field(default=15_000, ge=500,
+                               description="A request pending this long without a heartbeat is taken over.")
+    heartbeat_s: float = Field(default=0.0, ge=0.0,
+                               description="Heartbeat period (0: a quarter of claim_idle_ms).")
+    progress_interval: float = Field(default=0.25, gt=0.0,
+                                     description="Seconds between progress events of one transfer.")
+    rate_limit: int = Field(default=0, ge=0, description="Bytes per second per transfer (0: unlimited).")
+    driver_start_timeout: float = Field(default=90.0, gt=0, description="Seconds to connect to a cluster.")
+    node_timeout: float = Field(default=60.0, gt=0,
+                                description="Seconds to wait for a node's agent to start.")
+
+    def inbox_root(self) -> Path:
+        """Absolute inbox root."""
+        return (self.inbox_dir or self.data_dir / "inbox").absolute()
+
+    def files_root_dir(self) -> Path:
+        """Absolute root of node-file sources."""
+        return (self.files_root or self.data_dir / "files").absolute()
+
+    def heartbeat_period(self) -> float:
+        return self.heartbeat_s or self.claim_idle_ms / 4000
