@@ -97,6 +97,10 @@ class Names:
     def transfer(self, transfer_id: str) -> str:
         return f"{self.ns}:transfer:{transfer_id}"
 
+    def transfer_lease(self, transfer_id: str) -> str:
+        """String naming the transfer worker running the transfer; expires unless renewed."""
+        return f"{self.ns}:transfer-lease:{transfer_id}"
+
     def upload(self, upload_id: str) -> str:
         return f"{self.ns}:upload:{upload_id}"
 
