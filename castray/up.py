@@ -22,6 +22,7 @@ import urllib.request
 from types import FrameType
 
 import psutil
+from pydantic import ValidationError
 
 from castray import local_ray, ray_find, redis_local
 from castray.children import Child, stop_all
@@ -135,7 +136,8 @@ class Supervisor:
                                          (os.cpu_count() or 1), dashboard_port=dash_port)
         log.info("local Ray head up: dashboard %s, GCS %s (ray status --address %s)",
                  self.head.dashboard_url, self.head.gcs_address, self.head.gcs_address)
-        return {"CASTRAY_LOCAL_CLUSTER": self.head.dashboard_url, "RAY_ADDRESS": self.head.gcs_address}
+        # Discovery reports it as the local cluster; transfer learns its GCS address from the view.
+        return {"CASTRAY_LOCAL_CLUSTER": self.head.dashboard_url}
 
     def _child_env(self, redis_url: str, ray_env: dict[str, str]) -> dict[str, str]:
         s = self.settings
@@ -221,6 +223,11 @@ def _descendants() -> list[psutil.Process]:
 
 def main() -> int:
     """Entry point of ``castray up``; returns the exit code."""
-    settings = UpSettings()
+    try:
+        settings = UpSettings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"castray up: bad settings: {problems}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, json_lines=settings.log_json, service="up")
     return Supervisor(settings).run()
