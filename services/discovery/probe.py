@@ -1,0 +1,132 @@
+"""Probing an address: is it a Ray dashboard or a GCS, which cluster is it, and what are its nodes.
+
+A ``host:port`` without a scheme is asked for ``/api/version`` over HTTP first. A GCS answers HTTP/1.1
+with HTTP/2 frames; then we ask it over gRPC for its dashboard address and probe that dashboard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+from castray.discovery import errors, gcs
+from castray.discovery.addresses import LOOPBACK, Address, parse_address
+from castray.discovery.dashboard import DashboardClient, NodeRow, SummaryRow
+from castray.discovery.records import cluster_id, parse_version
+from castray.discovery.settings import DiscoverySettings
+from castray.shared.errors import CommandError
+
+
+@dataclass(slots=True)
+class Probe:
+    """What a cluster says about itself, and its nodes at the time of the probe."""
+
+    cluster_id: str
+    dashboard_url: str
+    ray_version: str
+    session_name: str
+    gcs_address: str | None
+    head_node_id: str | None
+    rows: list[NodeRow]
+    hostnames: dict[str, str] = field(default_factory=dict)
+    via: str = "dashboard"  # or "gcs": how the address given was resolved
+
+    @property
+    def dashboard_hostport(self) -> str:
+        return self.dashboard_url.split("://", 1)[-1]
+
+
+class Prober:
+    """Probes addresses with the settings' timeouts over one shared HTTP session."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: DiscoverySettings) -> None:
+        self.session = session
+        self.settings = settings
+        self.min_version = parse_version(settings.min_ray_version)
+
+    def client(self, dashboard_url: str) -> DashboardClient:
+        return DashboardClient(
+            self.session,
+            dashboard_url,
+            timeout=self.settings.poll_timeout,
+            max_bytes=self.settings.max_response_bytes,
+        )
+
+    async def probe(self, address: str | Address, *, kind: str = "any") -> Probe:
+        """Probe within ``connect_timeout``; ``kind`` is "any", "dashboard" or "gcs"."""
+        addr = address if isinstance(address, Address) else parse_address(address)
+        total = self.settings.connect_timeout
+        try:
+            async with asyncio.timeout(total):
+                if kind == "gcs":
+                    return await self._via_gcs(addr)
+                try:
+                    return await self.probe_dashboard(addr.http_url)
+                except errors.NotHttp:
+                    if addr.url or kind == "dashboard":
+                        raise
+                    return await self._via_gcs(addr)
+        except TimeoutError as e:
+            raise errors.timed_out(f"probing {addr.hostport} took longer than {total:g} s") from e
+
+    async def _via_gcs(self, addr: Address) -> Probe:
+        info = await gcs.lookup(addr.hostport, timeout=self.settings.poll_timeout)
+        if not info.dashboard:
+            raise errors.dashboard_unreachable(f"the GCS at {addr.hostport} names no dashboard")
+        dash = parse_address(info.dashboard)
+        if dash.host in LOOPBACK and addr.host not in LOOPBACK:
+            # The dashboard binds the head's loopback by default; from here it is the GCS host.
+            dash = Address(host=addr.host, port=dash.port)
+        try:
+            probe = await self.probe_dashboard(dash.http_url)
+        except CommandError as e:
+            raise errors.dashboard_unreachable(
+                f"{addr.hostport} is a Ray GCS; its dashboard {dash.hostport} failed: {e.message}"
+            ) from e
+        probe.via = "gcs"
+        return probe
+
+    async def probe_dashboard(self, url: str) -> Probe:
+        client = self.client(url)
+        version = await client.version()
+        if parse_version(version.ray_version) < self.min_version:
+            raise errors.incompatible_version(
+                f"{url} runs Ray {version.ray_version}; CastRay needs Ray >= {self.settings.min_ray_version}"
+            )
+        rows, summary = await asyncio.gather(client.nodes(), self._summary(client))
+        head = next((r for r in rows if r.is_head_node and r.state == "ALIVE"), None)
+        head = head or next((r for r in rows if r.is_head_node), None)
+        gcs_address = _gcs_address(head, summary)
+        key = gcs_address or (head.node_id if head else url)
+        return Probe(
+            cluster_id=cluster_id(version.session_name, key),
+            dashboard_url=url,
+            ray_version=version.ray_version,
+            session_name=version.session_name,
+            gcs_address=gcs_address,
+            head_node_id=head.node_id if head else None,
+            rows=rows,
+            hostnames={s.node_id: s.hostname for s in summary if s.hostname},
+        )
+
+    async def _summary(self, client: DashboardClient) -> list[SummaryRow]:
+        # Only hostnames and the GCS port come from here: a failure is not a failed probe.
+        try:
+            return await client.summary()
+        except CommandError:
+            return []
+
+    async def hostnames(self, dashboard_url: str) -> dict[str, str]:
+        rows = await self.client(dashboard_url).summary()
+        return {s.node_id: s.hostname for s in rows if s.hostname}
+
+
+def _gcs_address(head: NodeRow | None, summary: list[SummaryRow]) -> str | None:
+    row = next(
+        (s for s in summary if s.gcs_port is not None and (head is None or s.node_id == head.node_id)), None
+    )
+    if row is None or row.gcs_port is None:
+        return None
+    ip = (head.node_ip if head else None) or row.ip
+    return f"{ip}:{row.gcs_port}" if ip else None

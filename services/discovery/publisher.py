@@ -1,0 +1,187 @@
+"""Discovery's state in memory and in Redis, changed only together with the event that announces it.
+
+Every change is one MULTI/EXEC: HSET/HDEL of the record, HSET of ``discovery_meta`` {source, seq} and the
+PUBLISH of the event. A lock keeps Redis order equal to sequence order. While Redis is away the state
+keeps changing in memory only; when it is back (or when the meta hash no longer holds our last seq,
+e.g. Redis restarted empty) the whole state is rewritten with a ``source-reset`` in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from castray.shared import codec
+from castray.shared.bus import Backoff, Bus
+from castray.shared.events import (
+    ClusterFound,
+    ClusterInfo,
+    ClusterLost,
+    ClusterRemoved,
+    FieldChange,
+    NodeChange,
+    NodeChanged,
+    NodeInfo,
+    Payload,
+    SourceReset,
+)
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+@dataclass
+class DiscoveryState:
+    clusters: dict[str, ClusterInfo] = field(default_factory=dict)
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+
+    def nodes_of(self, cid: str) -> list[NodeInfo]:
+        return [n for n in self.nodes.values() if n.cluster_id == cid]
+
+
+class StatePublisher:
+    """Applies changes to `DiscoveryState` and writes them, with their event, to Redis."""
+
+    def __init__(self, redis: aioredis.Redis, bus: Bus, *, check_interval: float = 1.0) -> None:
+        self.redis = redis
+        self.bus = bus
+        self.names = bus.names
+        self.state = DiscoveryState()
+        self.check_interval = check_interval
+        self.last_seq = 0
+        self.resets = 0
+        self._dirty = True  # nothing written yet: the first write is a full reset
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()  # set once the first reset is in Redis
+        self._lock = asyncio.Lock()
+
+    # --- changes ----------------------------------------------------------------------------------
+    async def cluster_event(self, cluster: ClusterInfo, kind: str = "found", reason: str = "") -> None:
+        """cluster-found (also an upsert of a known cluster) or cluster-lost, with the record stored."""
+        self.state.clusters[cluster.id] = cluster
+        payload: Payload = (
+            ClusterFound(cluster=cluster) if kind == "found" else ClusterLost(cluster=cluster, reason=reason)
+        )
+        await self._write(
+            payload, hset=(self.names.discovery_clusters, cluster.id, codec.encode_model(cluster))
+        )
+
+    async def cluster_removed(self, cluster: ClusterInfo, reason: str) -> None:
+        self.state.clusters.pop(cluster.id, None)
+        await self._write(
+            ClusterRemoved(cluster=cluster, reason=reason), hdel=(self.names.discovery_clusters, cluster.id)
+        )
+
+    async def node_event(
+        self, node: NodeInfo, change: NodeChange, changed: dict[str, FieldChange] | None = None
+    ) -> None:
+        payload = NodeChanged(change=change, node=node, changed=changed or {})
+        if change == "removed":
+            self.state.nodes.pop(node.id, None)
+            await self._write(payload, hdel=(self.names.discovery_nodes, node.id))
+        else:
+            self.state.nodes[node.id] = node
+            await self._write(payload, hset=(self.names.discovery_nodes, node.id, codec.encode_model(node)))
+
+    def touch_node(self, node: NodeInfo) -> None:
+        """Keep a newer last_seen in memory without an event (no change worth publishing)."""
+        self.state.nodes[node.id] = node
+
+    async def _write(
+        self,
+        payload: Payload,
+        *,
+        hset: tuple[str, str, bytes] | None = None,
+        hdel: tuple[str, str] | None = None,
+    ) -> None:
+        async with self._lock:
+            if self._dirty:
+                return  # the coming reset writes the state this change is part of
+            event = self.bus.make(payload)
+            try:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    if hset is not None:
+                        pipe.hset(hset[0], hset[1], hset[2])
+                    if hdel is not None:
+                        pipe.hdel(hdel[0], hdel[1])
+                    pipe.hset(
+                        self.names.discovery_meta, mapping={"source": self.bus.source, "seq": event.seq}
+                    )
+                    pipe.publish(self.names.discovery_events, codec.encode(event))
+                    await pipe.execute()
+                self.last_seq = event.seq
+            except REDIS_FAILURES as e:
+                log.warning("writing %s to Redis failed (%s); will rewrite the state", event.type, e)
+                self._mark_dirty()
+
+    # --- whole-state rewrite ----------------------------------------------------------------------
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    async def reset(self) -> None:
+        """DEL the three keys, write every record and meta, and publish source-reset: one transaction."""
+        async with self._lock:
+            event = self.bus.make(SourceReset())
+            n = self.names
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(n.discovery_clusters, n.discovery_nodes, n.discovery_meta)
+                if self.state.clusters:
+                    pipe.hset(
+                        n.discovery_clusters,
+                        mapping={cid: codec.encode_model(c) for cid, c in self.state.clusters.items()},
+                    )
+                if self.state.nodes:
+                    pipe.hset(
+                        n.discovery_nodes,
+                        mapping={nid: codec.encode_model(node) for nid, node in self.state.nodes.items()},
+                    )
+                pipe.hset(n.discovery_meta, mapping={"source": self.bus.source, "seq": event.seq})
+                pipe.publish(n.discovery_events, codec.encode(event))
+                await pipe.execute()
+            self.last_seq = event.seq
+            self._dirty = False
+            self.resets += 1
+            self._written.set()
+        log.info(
+            "discovery state written: %d clusters, %d nodes (seq %d)",
+            len(self.state.clusters),
+            len(self.state.nodes),
+            event.seq,
+        )
+
+    async def _state_intact(self) -> bool:
+        async with self._lock:
+            if self._dirty:
+                return False
+            source, seq = await self.redis.hmget(self.names.discovery_meta, ["source", "seq"])
+            return (
+                source is not None and source.decode() == self.bus.source and int(seq or 0) == self.last_seq
+            )
+
+    async def keep(self) -> None:
+        """For ever: rewrite the state on start, after Redis failures, and when Redis lost it."""
+        backoff = Backoff(first=0.1, cap=2.0)
+        while True:
+            try:
+                if not await self._state_intact():
+                    await self.reset()
+                backoff.reset()
+            except REDIS_FAILURES as e:
+                log.warning("Redis unavailable for discovery state (%s); retrying", e)
+                self._dirty = True
+                await backoff.wait()
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.check_interval)
+            except TimeoutError:
+                pass
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Wait until the first reset is written (tests, start-up)."""
+        async with asyncio.timeout(timeout):
+            await self._written.wait()

@@ -1,0 +1,92 @@
+"""Discovery settings (``CASTRAY_`` environment variables, e.g. ``CASTRAY_SCAN_PORTS=8265-8269,9000``).
+
+List settings accept a comma-separated string from the environment as well as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from castray.shared.settings import CommonSettings
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+
+def default_ray_temp_dirs() -> list[str]:
+    """Where Ray keeps its session files: ``$RAY_TMPDIR/ray`` (as Ray itself uses it), else ``/tmp/ray``."""
+    dirs: list[str] = []
+    for var in ("RAY_TMPDIR", "TMPDIR"):
+        base = os.environ.get(var)
+        if base:
+            dirs.append(str(Path(base) / "ray"))
+            break
+    dirs.append("/tmp/ray")
+    return list(dict.fromkeys(dirs))
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class DiscoverySettings(CommonSettings):
+    """What discovery looks at and how often."""
+
+    discovery_addresses: CsvList = Field(
+        default_factory=list,
+        description="Clusters to watch (CASTRAY_DISCOVERY_ADDRESSES, comma-separated): a dashboard URL "
+        "http://host:port, or host:port of a dashboard or of a GCS (probed: HTTP /api/version first, "
+        "then the GCS's gRPC key-value store, which names the dashboard).",
+    )
+    ray_temp_dirs: CsvList = Field(
+        default_factory=default_ray_temp_dirs,
+        description="Ray temp dirs holding ray_current_cluster and session_*/ (CASTRAY_RAY_TEMP_DIRS); "
+        "default $RAY_TMPDIR/ray (else $TMPDIR/ray) and /tmp/ray.",
+    )
+    max_sessions: int = Field(
+        default=10, ge=0, description="Newest session_* dirs read per temp dir (older ones are stale)."
+    )
+    scan_hosts: CsvList = Field(
+        default_factory=lambda: ["127.0.0.1"], description="Hosts whose dashboard ports are scanned."
+    )
+    scan_ports: str = Field(
+        default="8265-8269", description="Dashboard ports scanned: ranges and lists, e.g. '8265-8269,9000'."
+    )
+    scan_interval: float = Field(default=10.0, gt=0, description="Seconds between periodic discovery passes.")
+    scan_connect_timeout: float = Field(
+        default=0.5, gt=0, description="TCP connect timeout of the port scan."
+    )
+    scan_concurrency: int = Field(default=64, ge=1, description="Most probes in flight during a pass.")
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between node polls of one cluster.")
+    poll_timeout: float = Field(default=2.0, gt=0, description="Timeout of one HTTP request to a dashboard.")
+    lost_after: int = Field(default=3, ge=1, description="Failed polls in a row before cluster-lost.")
+    connect_timeout: float = Field(
+        default=8.0, gt=0, description="Total time a connect command (or one probe in a pass) may take."
+    )
+    max_response_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest dashboard response body read."
+    )
+    min_ray_version: str = Field(default="2.9.0", description="Oldest Ray version accepted.")
+    local_cluster: str | None = Field(
+        default=None,
+        description="Address of the cluster `castray up` started itself (found_by=local, external=False).",
+    )
+    state_check_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between checks that Redis still holds discovery's state."
+    )
+
+    @field_validator("discovery_addresses", "ray_temp_dirs", "scan_hosts", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split(value)
