@@ -1,0 +1,289 @@
+"""``castray up`` as a real subprocess: it finds a real Ray head, serves /api/status with its node, restarts a
+dead child, stops its whole tree on Ctrl-C, and handles Redis (configured / embedded / not Redis) and a
+busy gateway port with one clear line.
+
+Isolation: every run gets its own namespace, data dir and gateway port; discovery is pointed at the test's
+own Ray head and told not to scan the shared dashboard ports 8265-8269 nor read /tmp/ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from castray import local_ray
+
+DEADLINE = 90.0  # generous: four services start on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            result = check()
+            if result:
+                return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+@dataclass
+class Up:
+    """One running ``castray up``."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    out_path: Path
+    err_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def tree(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return list(psutil.Process(self.process.pid).children(recursive=True))
+        return []
+
+    def child(self, service: str) -> psutil.Process | None:
+        for proc in self.tree():
+            with contextlib.suppress(psutil.Error):
+                if proc.cmdline()[-2:] == ["castray.cli", service]:
+                    return proc
+        return None
+
+    def status_has_node(self, ray_node_id: str) -> bool:
+        status = get_json(f"{self.base}/api/status")
+        return any(n.get("ray_node_id") == ray_node_id and n.get("state") == "ALIVE"
+                   for n in status["node_statuses"])
+
+    def stop(self) -> tuple[list[psutil.Process], int | None]:
+        """SIGINT (a Ctrl-C); wait up to 10 s for it and every process of its tree.
+
+        Returns the processes still alive and the exit code (None if still running)."""
+        procs = [*self.tree(), psutil.Process(self.process.pid)]
+        self.process.send_signal(signal.SIGINT)
+        _gone, alive = psutil.wait_procs(procs, timeout=10)
+        return alive, self.process.poll()
+
+
+@pytest.fixture
+def isolated_env(namespace: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment of a `castray up` that sees no Ray cluster but the ones a test names."""
+    empty_ray_dir = tmp_path / "no-ray"
+    empty_ray_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASTRAY_") and k != "RAY_ADDRESS"}
+    env.update({
+        "CASTRAY_NAMESPACE": namespace,
+        "CASTRAY_REDIS_URL": redis_url,
+        "CASTRAY_DATA_DIR": str(tmp_path / "data"),
+        "CASTRAY_SCAN_HOSTS": "",  # never scan 8265-8269: other people's clusters live there
+        "CASTRAY_RAY_TEMP_DIRS": str(empty_ray_dir),  # nor read /tmp/ray
+        "RAY_TMPDIR": str(empty_ray_dir),
+        "CASTRAY_RAY_DASHBOARD_PORT": str(free_port()),  # a head `up` starts never takes 8265
+        "CASTRAY_LOG_LEVEL": "INFO",
+    })
+    return env
+
+
+@pytest.fixture
+def start_up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
+    """Start ``castray up`` subprocesses; each is stopped (and its tree killed) after the test."""
+    started: list[Up] = []
+
+    def start(env: dict[str, str], *args: str, port: int | None = None) -> Up:
+        port = port or free_port()
+        n = len(started)
+        out_path, err_path = tmp_path / f"up{n}.out", tmp_path / f"up{n}.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "castray.cli", "up", "--port", str(port), *args],
+                                    env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        up = Up(proc, port, out_path, err_path)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        if up.process.poll() is None:
+            alive, _ = up.stop()
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            up.process.wait(timeout=5)
+
+
+def _assert_no_traceback(up: Up) -> None:
+    assert "Traceback" not in up.stderr(), up.stderr()
+
+
+# --- the main path --------------------------------------------------------------------------------------
+
+def test_up_counts_the_running_cluster_restarts_a_dead_child_and_stops_cleanly(
+        ray_head: local_ray.RayNode, isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
+    env = {**isolated_env, "CASTRAY_DISCOVERY_ADDRESSES": ray_head.dashboard_url,
+           "CASTRAY_RAY_TEMP_DIRS": ray_head.temp_dir, "RAY_TMPDIR": ray_head.temp_dir}
+    up = start_up(env)
+    assert ray_head.node_id
+    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status to count the head")
+    wait_for(lambda: "CastRay is up: " in up.stdout(), "the 'CastRay is up' line")
+    assert f"CastRay is up: {up.base}/ui" in up.stdout()
+    assert "found a running Ray cluster" in up.stderr()
+    names = {p.name() for p in up.tree()}
+    assert "raylet" not in names and "gcs_server" not in names  # it used the cluster, started none
+
+    # A child that dies is started again, and the service comes back.
+    registry = up.child("registry")
+    assert registry is not None
+    registry.kill()
+    wait_for(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid, "registry restart")
+    assert "registry exited with code" in up.stderr()
+    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status after the restart")
+
+    services = {s for s in ("discovery", "registry", "transfer", "gateway") if up.child(s) is not None}
+    assert services == {"discovery", "registry", "transfer", "gateway"}
+    alive, code = up.stop()
+    assert alive == [], f"still running 10 s after Ctrl-C: {alive}"
+    assert code == 0
+    assert ray_head.process.poll() is None  # a cluster it found is not its to stop
+
+
+def test_up_starts_a_local_head_when_no_cluster_runs(isolated_env: dict[str, str],
+                                                     start_up: Callable[..., Up]) -> None:
+    up = start_up(isolated_env)
+    dash_port = int(isolated_env["CASTRAY_RAY_DASHBOARD_PORT"])
+    rows = wait_for(lambda: local_ray.list_nodes(f"http://127.0.0.1:{dash_port}"), "the local head")
+    head_id = rows[0]["node_id"]
+    wait_for(lambda: up.status_has_node(head_id), "/api/status to count the local head")
+    status = get_json(f"{up.base}/api/status")
+    [cluster] = [c for c in status["clusters"] if c.get("found_by") == "local"]
+    assert cluster["external"] is False  # the cluster `up` started is ours, not an external one
+    assert "raylet" in {p.name() for p in up.tree()}
+    alive, code = up.stop()
+    assert alive == [], f"still running 10 s after Ctrl-C: {alive}"
+    assert code == 0
+    with pytest.raises(OSError):
+        local_ray.list_nodes(f"http://127.0.0.1:{dash_port}", timeout=1)
+
+
+# --- Redis: embedded when nothing answers, refused when something else answers ---------------------------
+
+def test_up_starts_an_embedded_redis_when_none_answers(
+        ray_head: local_ray.RayNode, isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
+    closed = free_port()
+    env = {**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{closed}/0",
+           "CASTRAY_DISCOVERY_ADDRESSES": ray_head.dashboard_url}
+    up = start_up(env, "--no-ray")
+    assert ray_head.node_id
+    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status through the embedded server")
+    assert "started an embedded Redis-compatible server" in up.stderr()
+    servers = [p for p in up.tree() if p.name() in ("valkey-server", "redis-server")]
+    assert len(servers) == 1
+    alive, code = up.stop()
+    assert alive == [] and code == 0
+    assert not servers[0].is_running()
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("what", ["http-server", "ray-gcs"])
+def test_up_refuses_a_port_that_is_not_redis(
+        what: str, request: pytest.FixtureRequest, isolated_env: dict[str, str],
+        start_up: Callable[..., Up]) -> None:
+    if what == "ray-gcs":  # the real likely case: a Ray GCS where Redis was expected
+        port = request.getfixturevalue("ray_head").gcs_port
+    else:
+        port = request.getfixturevalue("http_port")
+    up = start_up({**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    code = up.process.wait(timeout=60)
+    assert code == 2
+    err = up.stderr()
+    assert f"127.0.0.1:{port} answers but is not Redis (a Ray GCS uses 6379 by default); " \
+           "point CASTRAY_REDIS_URL at a Redis, or free the port" in err
+    _assert_no_traceback(up)
+
+
+def test_up_refuses_a_busy_gateway_port_before_starting_anything(
+        isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = int(holder.getsockname()[1])
+        # Redis "away": had it got that far, it would start an embedded server and say so.
+        env = {**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+        up = start_up(env, port=port)
+        code = up.process.wait(timeout=60)
+    assert code == 2
+    err = up.stderr()
+    assert f"castray up: port {port} on 127.0.0.1 is already in use" in err
+    assert "embedded" not in err and "Ray head" not in err
+    assert err.strip().count("\n") == 0, err  # one line
+    _assert_no_traceback(up)
+
+
+def test_local_ray_temp_dir_of_up_is_short_enough_for_ray_sockets() -> None:
+    """A deep data dir must not give Ray unix socket paths longer than AF_UNIX allows."""
+    from castray.settings import UpSettings
+    from castray.up import Supervisor
+
+    deep = Path(tempfile.gettempdir()) / ("d" * 80)
+    sup = Supervisor(UpSettings(data_dir=deep))
+    temp = sup._ray_temp_dir()
+    try:
+        session_socket = Path(temp) / "session_2026-11-26_18-41-11_123456_12345" / "sockets" / "plasma_store"
+        assert len(str(session_socket)) < 108
+    finally:
+        if sup.head_temp:
+            os.rmdir(sup.head_temp)
