@@ -1,0 +1,28 @@
+// The activity log: the newest events first, bounded, appended in one batch per frame.
+
+import { byId, h } from "./dom.js";
+import { FrameBatch } from "./frame.js";
+import { clock } from "./format.js";
+
+const LIMIT = 200;
+
+export class ActivityLog {
+  constructor(store) {
+    this.list = byId("activity-log");
+    this.pending = [];
+    this.frame = new FrameBatch(() => this.flush());
+    store.on("activity", (entry) => { this.pending.push(entry); this.frame.request(); });
+    byId("btn-clear-log").addEventListener("click", () => this.list.replaceChildren());
+  }
+
+  flush() {
+    const entries = this.pending.splice(0).slice(-LIMIT);
+    const fragment = document.createDocumentFragment();
+    for (const e of entries.reverse()) {
+      fragment.appendChild(h("li", { className: "entry", dataset: { kind: e.kind, testid: "activity-entry" } },
+        h("time", { className: "entry-time" }, clock(e.time)), h("span", { className: "entry-text" }, e.text)));
+    }
+    this.list.prepend(fragment);
+    while (this.list.childElementCount > LIMIT) this.list.lastElementChild.remove();
+  }
+}

@@ -1,0 +1,113 @@
+// The gateway's REST API, from the page: JSON in and out, errors as readable messages.
+
+const TOKEN_KEY = "castray.token";
+let onUnauthorized = () => {};
+
+/** The API error as an Error whose message is the API's own words. */
+export class ApiError extends Error {
+  constructor(message, { status = 0, code = "error", body = null } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.body = body;
+  }
+}
+
+export function token() {
+  try { return localStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
+}
+
+export function setToken(value) {
+  try {
+    if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
+  } catch { /* storage disabled: the token lives for this page only */ }
+}
+
+/** Called with no argument when the gateway answers 401 (the page then asks for a token). */
+export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
+
+function headers(extra = {}) {
+  const h = { Accept: "application/json", ...extra };
+  const t = token();
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+function errorFrom(status, body, fallback) {
+  if (body && typeof body === "object") {
+    const message = body.error || body.message || body.detail || fallback;
+    return new ApiError(String(message), { status, code: body.code || "error", body });
+  }
+  return new ApiError(fallback, { status });
+}
+
+async function parse(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try { return JSON.parse(text); } catch { return { error: text.slice(0, 300) }; }
+}
+
+/** Call the API; resolves to the JSON body, rejects with an ApiError carrying the API's message. */
+export async function request(method, path, body) {
+  const init = { method, headers: headers(), cache: "no-store" };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(`the gateway did not answer (${e.message || "network error"})`, { code: "network" });
+  }
+  const data = await parse(response);
+  if (response.status === 401) onUnauthorized();
+  if (!response.ok || (data && data.success === false)) {
+    throw errorFrom(response.status, data, `${method} ${path} failed with HTTP ${response.status}`);
+  }
+  return data;
+}
+
+export const get = (path) => request("GET", path);
+export const post = (path, body) => request("POST", path, body);
+export const del = (path) => request("DELETE", path);
+
+/**
+ * Upload a file as multipart field `file` with progress (fetch cannot report upload progress).
+ * `onProgress(loaded, total)`; resolves to {upload_id, file_name, file_size, sha256}.
+ * Returns {promise, abort}.
+ */
+export function upload(path, file, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open("POST", path);
+    const t = token();
+    if (t) xhr.setRequestHeader("Authorization", `Bearer ${t}`);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", (e) => {
+      if (e.lengthComputable) onProgress(e.loaded, e.total);
+    });
+    xhr.addEventListener("load", () => {
+      let data = null;
+      try { data = JSON.parse(xhr.responseText || "null"); } catch { data = { error: xhr.responseText } }
+      if (xhr.status === 401) onUnauthorized();
+      if (xhr.status >= 200 && xhr.status < 300 && data && data.upload_id) resolve(data);
+      else reject(errorFrom(xhr.status, data, `upload failed with HTTP ${xhr.status}`));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError("the upload was interrupted", { code: "network" })));
+    xhr.addEventListener("abort", () => reject(new ApiError("upload cancelled", { code: "aborted" })));
+    const form = new FormData();
+    form.append("file", file, file.name);
+    xhr.send(form);
+  });
+  return { promise, abort: () => xhr.abort() };
+}
+
+/** Lists from the API may come bare or wrapped ({clusters: [...]}, {nodes: [...]}, {items: [...]}). */
+export function listFrom(data, ...keys) {
+  if (Array.isArray(data)) return data;
+  if (data && typeof data === "object") {
+    for (const key of [...keys, "items", "data", "results"]) if (Array.isArray(data[key])) return data[key];
+  }
+  return [];
+}

@@ -1,0 +1,330 @@
+"""The web page at /ui in headless Chromium, against the real gateway and the real node-registry.
+
+The view is fed the way discovery feeds it (`DiscoveryFeed`: discovery's Redis writes and events), the
+registry turns that into the merged view and ``view-changed`` events, the gateway serves it over REST
+and ``/ws``: everything between Redis and the browser is the real thing. The page with real Ray
+clusters and real transfers is covered by ``test_ui_live.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from castray.node_registry.feed import make_cluster, make_node
+from castray.shared import bus as busmod
+from castray.shared import codec
+from castray.shared.events import TransferCompleted, TransferProgress, TransferStarted
+from castray.shared.transfers import Destination, TransferRecord
+from playwright.sync_api import expect, sync_playwright
+
+from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
+
+pytestmark = pytest.mark.timeout(180)
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_playwright() as p:
+        b = launch_browser(p)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
+    data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
+    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def page_watch(browser: Any, stack: ViewStack) -> Iterator[tuple[Any, PageWatch]]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(DEADLINE_MS)
+    watch = PageWatch(stack.url)
+    watch.attach(page)
+    yield page, watch
+    context.close()
+
+
+def open_ui(page: Any, stack: ViewStack) -> None:
+    page.goto(f"{stack.url}/ui")
+    expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "live")
+
+
+def node_row(page: Any, node_id: str) -> Any:
+    return page.locator(f'#nodes-body tr[data-id="{node_id}"]')
+
+
+def seed_cluster(stack: ViewStack, workers: int = 0) -> None:
+    stack.do(stack.feed.cluster_found(make_cluster(1, found_by="local", name="lab")))
+    for i in range(workers + 1):
+        stack.do(stack.feed.node_upsert(make_node("c1", i, resources={
+            "CPU": 8.0, "memory": 16 * 1024**3, "object_store_memory": 2 * 1024**3})))
+
+
+def api(stack: ViewStack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{stack.url}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_page_and_assets_are_served_by_the_gateway_with_a_strict_policy(stack: ViewStack) -> None:
+    with urllib.request.urlopen(f"{stack.url}/ui", timeout=10) as r:
+        html = r.read().decode()
+        csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "default-src 'none'" in csp
+    assets = re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', html)
+    assert {"/ui/static/js/main.js", "/ui/static/css/app.css"} <= set(assets)
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', html), "the page refers to another host"
+    for path in assets:
+        with urllib.request.urlopen(f"{stack.url}{path}", timeout=10) as r:
+            assert r.status == 200 and r.read()
+    with urllib.request.urlopen(f"{stack.url}/", timeout=10) as r:
+        assert r.url.endswith("/ui")
+
+
+def test_loads_clean_shows_head_and_follows_nodes_live(stack: ViewStack,
+                                                       page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    seed_cluster(stack)
+    open_ui(page, stack)
+
+    head = node_row(page, "c1-n0000")
+    expect(head).to_have_attribute("data-state", "ALIVE")
+    expect(head.locator('[data-col="head"]')).to_have_text("head")
+    expect(head.locator('[data-col="name"]')).to_have_text("c1-node-0")
+    expect(head.locator('[data-col="cpu"]')).to_have_text("8")
+    expect(head.locator('[data-col="memory"]')).to_have_text("16.0 GiB")
+    expect(head.locator('[data-col="object_store"]')).to_have_text("2.00 GiB")
+    cluster = page.locator('#clusters-body tr[data-id="c1"]')
+    expect(cluster.locator('[data-col="found"]')).to_have_text("local")
+    expect(cluster.locator('[data-col="ray_version"]')).to_have_text("2.60.0")
+    expect(cluster.locator('[data-col="nodes"]')).to_have_text("1 / 1")
+
+    page.evaluate("window.__sameDocument = true")
+    worker = make_node("c1", 1, name="worker-1", is_head=False)
+    stack.do(stack.feed.node_upsert(worker))
+    expect(node_row(page, "c1-n0001").locator('[data-col="name"]')).to_have_text("worker-1")
+    expect(cluster.locator('[data-col="nodes"]')).to_have_text("2 / 2")
+    stack.do(stack.feed.node_upsert(worker.model_copy(update={"state": "DEAD"})))
+    expect(node_row(page, "c1-n0001")).to_have_attribute("data-state", "DEAD")
+    expect(node_row(page, "c1-n0001").locator('[data-col="state"]')).to_have_text("DEAD")
+    expect(cluster.locator('[data-col="nodes"]')).to_have_text("1 / 2")
+    expect(page.get_by_test_id("activity-log")).to_contain_text("worker-1: ALIVE → DEAD")
+    expect(page.get_by_test_id("stat-alive")).to_have_text("1")
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+
+    stack.do(stack.feed.node_removed("c1-n0001"))
+    expect(node_row(page, "c1-n0001")).to_have_count(0)
+    assert watch.outside == [], f"requests outside the gateway: {watch.outside}"
+    assert watch.errors_except() == []
+    assert any("/ws?" in u for u in watch.websockets)
+
+
+def test_hostile_names_render_as_text(stack: ViewStack, page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    stack.do(stack.feed.cluster_found(make_cluster(1, name="<b>bold</b>", ray_version="<i>2</i>")))
+    stack.do(stack.feed.node_upsert(make_node("c1", 0, name=XSS, hostname="<script>alert(2)</script>")))
+    open_ui(page, stack)
+    expect(node_row(page, "c1-n0000").locator('[data-col="name"]')).to_have_text(XSS)
+    # And the same through a live delta, not only through the snapshot.
+    stack.do(stack.feed.node_upsert(make_node("c1", 1, name=f"{XSS}-2", ip="<svg onload=alert(3)>")))
+    expect(node_row(page, "c1-n0001").locator('[data-col="name"]')).to_have_text(f"{XSS}-2")
+    expect(node_row(page, "c1-n0001").locator('[data-col="ip"]')).to_have_text("<svg onload=alert(3)>")
+    expect(page.locator('#clusters-body tr[data-id="c1"] .cluster-name')).to_have_text("<b>bold</b>")
+    expect(page.get_by_test_id("activity-log")).to_contain_text(f"Node {XSS}-2")
+    assert page.locator("main img, main svg, main script, main b, main i").count() == 0
+    page.wait_for_timeout(300)  # give an injected onerror handler every chance to run
+    assert watch.dialogs == []
+    assert not [u for u in watch.requests if u.rstrip("/").endswith("/x")], "the img tag was parsed"
+    assert watch.errors_except() == []
+
+
+def test_connect_with_a_bad_address_shows_the_api_error(stack: ViewStack,
+                                                        page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    open_ui(page, stack)
+    address = "not a cluster::address"
+    status, body = api(stack, "POST", "/api/cluster/connect-external", {"cluster_address": address})
+    assert 400 <= status < 600 and body["success"] is False and body["error"]
+    page.get_by_test_id("connect-address").fill(address)
+    page.get_by_test_id("btn-connect").click()
+    message = page.get_by_test_id("cluster-message")
+    expect(message).to_be_visible()
+    expect(message).to_have_attribute("data-kind", "error")
+    expect(message).to_contain_text(body["error"])
+    expect(message).to_contain_text(address)
+    # The only console noise allowed is Chromium's own line about the failed request.
+    assert watch.errors_except("Failed to load resource") == []
+
+
+def test_reconnect_resumes_from_the_last_version(stack: ViewStack, page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    seed_cluster(stack)
+    open_ui(page, stack)
+    expect(node_row(page, "c1-n0000")).to_have_count(1)
+    epoch, version = page.evaluate("[castray.store.epoch, castray.store.version]")
+    # Drop the socket and hold the reconnection while the view changes.
+    page.evaluate("""() => { const l = castray.live; l._open = l.open;
+        l.open = () => l.onState('reconnecting', 'held by the test'); l.socket.close(); }""")
+    expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "reconnecting")
+    stack.do(stack.feed.node_upsert(make_node("c1", 7, name="joined-while-away", is_head=False)))
+    stack.do(stack.feed.node_upsert(make_node("c1", 0, state="DEAD")))
+    page.evaluate("() => { const l = castray.live; l.open = l._open; l.open(); }")
+    expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "live")
+    expect(node_row(page, "c1-n0007").locator('[data-col="name"]')).to_have_text("joined-while-away")
+    expect(node_row(page, "c1-n0000")).to_have_attribute("data-state", "DEAD")
+    resumed = watch.websockets[-1]
+    assert f"epoch={epoch}" in resumed and f"since={version}" in resumed
+    assert page.evaluate("castray.store.version") >= version + 2
+    expect(page.get_by_test_id("activity-log")).not_to_contain_text("Resynchronised")
+    assert watch.errors_except() == []
+
+
+def test_a_thousand_nodes_update_in_place_filter_and_sort(stack: ViewStack,
+                                                           page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    feed = stack.feed
+    stack.do(feed.cluster_found(make_cluster(1, name="big")))
+
+    async def many() -> None:
+        for i in range(1000):
+            await feed.node_upsert(make_node("c1", i), publish=False)
+        await feed.reset()  # the registry resyncs from discovery's state: one view-reset
+
+    stack.do(many())
+    open_ui(page, stack)
+    rows = page.locator("#nodes-body tr")
+    expect(rows).to_have_count(1000)
+    expect(page.get_by_test_id("nodes-count")).to_have_text("1000 of 1000")
+    page.evaluate("document.querySelectorAll('#nodes-body tr').forEach(tr => { tr.__key = tr.dataset.id; })")
+
+    async def kill_some() -> None:
+        for i in range(0, 1000, 10):
+            await feed.node_upsert(make_node("c1", i, state="DEAD"))
+
+    stack.do(kill_some())
+    expect(page.locator('#nodes-body tr[data-state="DEAD"]')).to_have_count(100)
+    same = page.evaluate(
+        "[...document.querySelectorAll('#nodes-body tr')].every(tr => tr.__key === tr.dataset.id)")
+    assert same, "rows were rebuilt instead of updated in place"
+
+    page.get_by_test_id("filter-state").select_option("DEAD")
+    expect(rows).to_have_count(100)
+    expect(page.get_by_test_id("nodes-count")).to_have_text("100 of 1000")
+    page.get_by_test_id("filter-text").fill("node-99")
+    expect(rows).to_have_count(1)  # c1-node-990 is the only dead one matching
+    page.get_by_test_id("filter-text").fill("")
+    page.get_by_test_id("filter-state").select_option("")
+    page.locator('#nodes-head th[data-sort="name"]').click()  # name is the default: now descending
+    expect(rows.first.locator('[data-col="name"]')).to_have_text("c1-node-999")
+    page.locator('#nodes-head th[data-sort="state"]:not(.col-dot)').click()
+    expect(rows.first).to_have_attribute("data-state", "ALIVE")
+    page.locator('#nodes-head th[data-sort="state"]:not(.col-dot)').click()
+    expect(rows.first).to_have_attribute("data-state", "DEAD")
+    assert watch.errors_except() == []
+
+
+def write_record(stack: ViewStack, record: TransferRecord) -> None:
+    async def put() -> None:
+        r, n = stack.feed.redis, stack.feed.names
+        await r.set(n.transfer(record.id), codec.encode_model(record))
+        await r.zadd(n.transfer_index, {record.id: record.created_at})
+
+    stack.do(put())
+
+
+def test_transfer_progress_and_checksums_from_live_events(stack: ViewStack,
+                                                          page_watch: tuple[Any, PageWatch]) -> None:
+    """Transfer events as workers publish them (the transfer service itself is in test_ui_live)."""
+    page, watch = page_watch
+    seed_cluster(stack, workers=1)
+    open_ui(page, stack)
+    tid, total, digest = "ab" * 16, 64 * 1024**2, "e3" * 32
+    targets = ["c1-n0000", "c1-n0001"]
+    record = TransferRecord(id=tid, state="running", mode="broadcast", source={"generate": {"size": "64MB"}},
+                            file_name="data.bin", bytes_total=total, created_at=time.time(),
+                            destinations=[Destination(node_id=t, state="running") for t in targets])
+    write_record(stack, record)
+    bus = busmod.Bus(stack.feed.redis, stack.feed.names, source="transfer@test")
+    channel = stack.feed.names.transfer_events
+    stack.do(bus.publish(channel, TransferStarted(transfer_id=tid, mode="broadcast", bytes_total=total,
+                                                  targets=targets, file_name="data.bin")))
+    stack.do(bus.publish(channel, TransferProgress(transfer_id=tid, node_id=targets[0], bytes_done=total // 2,
+                                                   bytes_total=total, rate=100 * 1024**2, eta=0.32)))
+    card = page.locator(f'[data-testid="transfer-card"][data-id="{tid}"]')
+    first = card.locator(f'[data-testid="transfer-dest"][data-node="{targets[0]}"]')
+    expect(first.get_by_test_id("dest-percent")).to_have_text("50 %")
+    expect(first).to_contain_text("100 MiB/s")
+    expect(first).to_contain_text("ETA <1 s")
+    expect(card.locator('[data-testid="transfer-dest"]')).to_have_count(2)
+
+    done = record.model_copy(update={"state": "completed", "sha256": digest, "destinations": [
+        Destination(node_id=t, state="completed", bytes_done=total, path=f"/inbox/{t}/data.bin",
+                    sha256=digest) for t in targets]})
+    write_record(stack, done)
+    for t in targets:
+        done_event = TransferCompleted(transfer_id=tid, node_id=t, path=f"/inbox/{t}/data.bin",
+                                       sha256=digest, bytes_total=total)
+        stack.do(bus.publish(channel, done_event))
+    stack.do(bus.publish(channel, TransferCompleted(transfer_id=tid, sha256=digest, bytes_total=total)))
+    expect(card.get_by_test_id("transfer-state")).to_have_text("completed")
+    for t in targets:
+        dest = card.locator(f'[data-testid="transfer-dest"][data-node="{t}"]')
+        expect(dest.get_by_test_id("dest-progress")).to_have_attribute("aria-valuenow", "100")
+        expect(dest.get_by_test_id("dest-sha256")).to_have_text(f"✓ sha256 {digest}")
+    expect(card.get_by_test_id("transfer-sha256")).to_have_text(f"sha256 {digest}")
+    expect(card.get_by_test_id("btn-cancel")).to_be_hidden()
+    assert watch.errors_except() == []
+
+
+def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
+                                                      page_watch: tuple[Any, PageWatch]) -> None:
+    """The form builds the API's request; with no transfer worker running it stays queued until cancelled."""
+    page, watch = page_watch
+    seed_cluster(stack, workers=2)
+    open_ui(page, stack)
+    page.get_by_test_id("gen-size").fill("1MB")
+    page.get_by_test_id("gen-content").select_option("text")
+    page.get_by_test_id("transfer-mode").select_option("multicast")
+    expect(page.locator("#transfer-targets option")).to_have_count(3)
+    page.get_by_test_id("transfer-targets").select_option(["c1-n0001", "c1-n0002"])
+    page.get_by_test_id("btn-transfer").click()
+    card = page.get_by_test_id("transfer-card").first
+    expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
+    tid = card.get_attribute("data-id")
+    status, record = api(stack, "GET", f"/api/transfers/{tid}")
+    assert status == 200 and record["mode"] == "multicast"
+    assert sorted(d["node_id"] for d in record["destinations"]) == ["c1-n0001", "c1-n0002"]
+    expect(card.locator('[data-testid="transfer-dest"]')).to_have_count(2)
+    card.get_by_test_id("btn-cancel").click()
+    expect(card.get_by_test_id("transfer-state")).to_have_text("cancelled")
+    assert api(stack, "GET", f"/api/transfers/{tid}")[1]["state"] == "cancelled"
+
+    # A unicast with no target chosen is refused on the page, before any request.
+    page.get_by_test_id("transfer-mode").select_option("unicast")
+    page.get_by_test_id("transfer-targets").select_option([])
+    page.get_by_test_id("btn-transfer").click()
+    expect(page.get_by_test_id("transfer-message")).to_have_text("choose a target node")
+    assert watch.errors_except() == []
