@@ -27,6 +27,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_outside(lo: int, hi: int) -> int:
+    """A free port not in ``[lo, hi]`` (Ray refuses a component port inside the worker port range)."""
+    while True:
+        port = free_port()
+        if not lo <= port <= hi:
+            return port
+
+
 def free_port_range(size: int = 200, low: int = 30000, high: int = 60000) -> tuple[int, int]:
     """A range of ``size`` ports whose first and last are free now (worker ports are bound lazily)."""
     import random
@@ -116,12 +124,12 @@ def start_head(
     wait: float = 60.0,
 ) -> RayNode:
     """Start a head with its own temp dir and free ports; return once its dashboard lists it ALIVE."""
-    gcs, dash = free_port(), dashboard_port or free_port()
     lo, hi = free_port_range()
+    gcs, dash = free_port_outside(lo, hi), dashboard_port or free_port_outside(lo, hi)
     log_path = os.path.join(temp_dir, "castray-head.log")
     args = [ray_executable(), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--min-worker-port={lo}",
+            "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port_outside(lo, hi)}",
+            f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
             f"--max-worker-port={hi}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
             f"--object-store-memory={object_store_memory}", "--disable-usage-stats",
             "--include-log-monitor=false"]
@@ -154,7 +162,7 @@ def start_worker(
     log_path = os.path.join(head.temp_dir, f"castray-worker-{lo}.log")
     args = [ray_executable(), "start", "--block", f"--address={head.gcs_address}",
             f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}",
-            f"--dashboard-agent-listen-port={free_port()}", f"--min-worker-port={lo}",
+            f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
             f"--max-worker-port={hi}", f"--temp-dir={head.temp_dir}", "--disable-usage-stats",
             "--include-log-monitor=false"]
     if resources:
