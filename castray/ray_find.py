@@ -42,6 +42,7 @@ def parse_ports(text: str) -> list[int]:
 def where_discovery_looks() -> Where:
     """Read discovery's settings from the environment (the same variables its process will read)."""
     try:
+        from castray.discovery.addresses import parse_ports as discovery_ports
         from castray.discovery.settings import DiscoverySettings
     except ImportError:  # discovery not installed: look where Ray itself would
         base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR")
@@ -49,7 +50,7 @@ def where_discovery_looks() -> Where:
         return Where(temp_dirs=[*dirs, "/tmp/ray"])
     s = DiscoverySettings()
     return Where(addresses=list(s.discovery_addresses), temp_dirs=list(s.ray_temp_dirs),
-                 scan_hosts=list(s.scan_hosts), scan_ports=parse_ports(s.scan_ports))
+                 scan_hosts=list(s.scan_hosts), scan_ports=discovery_ports(s.scan_ports))
 
 
 def _tcp_answers(host: str, port: int, timeout: float) -> bool:
