@@ -109,14 +109,6 @@ class Tracker:
             return "local"
         return "manual" if "connect" in cluster.sources else "external"
 
-    async def refresh_local(self) -> None:
-        """Re-derive found_by of every cluster (after the local cluster's id became known)."""
-        for cid in list(self.state.clusters):
-            async with self._locks[cid]:
-                known = self.state.clusters.get(cid)
-                if known is not None:
-                    await self._refresh(cid, known.model_copy())
-
     async def _refresh(self, cid: str, updated: ClusterInfo) -> None:
         """Publish a cluster (and its nodes' external flag) when something worth saying changed."""
         known = self.state.clusters.get(cid)
@@ -207,8 +199,16 @@ class Tracker:
         """The dashboard now serves another session: the old cluster is gone for good."""
         async with self._locks[cid]:
             cluster = self.state.clusters.get(cid)
-            if cluster is not None:
-                await self._remove(cluster, f"its dashboard now serves session {session_name}")
+            if cluster is None:
+                return
+            await self._remove(cluster, f"its dashboard now serves session {session_name}")
+        if cluster.dashboard_url is None:
+            return
+        try:  # the new cluster at that address inherits how the old one was found
+            probe = await self.prober.probe_dashboard(cluster.dashboard_url)
+        except CommandError:
+            return  # the next pass finds it
+        await self.adopt(probe, sources=cluster.sources, addresses=cluster.addresses, explicit=False)
 
     # --- disconnect -------------------------------------------------------------------------------
     async def disconnect(self, cid: str, reason: str = "disconnected on request") -> None:

@@ -1,0 +1,159 @@
+"""Discovery against the session's real Ray head: nodes joining and dying become events, the state in
+Redis equals what the events said, and a cluster found several ways is one cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import redis.asyncio as aioredis
+from castray.shared.events import NodeInfo
+from castray.shared.names import Names
+
+from castray import local_ray
+from tests.test_discovery_support import (  # noqa: F401  (fixtures)
+    EventLog,
+    cluster_event,
+    events,
+    node_event,
+    run_discovery,
+    stored_state,
+    wait_until,
+)
+
+
+def _apply(log: EventLog) -> tuple[dict[str, Any], dict[str, NodeInfo]]:
+    """Replay the events from the last source-reset, as a consumer would, into (clusters, nodes)."""
+    clusters: dict[str, Any] = {}
+    nodes: dict[str, NodeInfo] = {}
+    for event in log.events:
+        p: Any = event.payload
+        if event.type == "source-reset":
+            clusters, nodes = {}, {}  # the stored state is the truth at a reset; we started before it
+        elif event.type in ("cluster-found", "cluster-lost"):
+            clusters[p.cluster.id] = p.cluster
+        elif event.type == "cluster-removed":
+            clusters.pop(p.cluster.id, None)
+        elif event.type == "node-changed":
+            if p.change == "removed":
+                nodes.pop(p.node.id, None)
+            else:
+                nodes[p.node.id] = p.node
+    return clusters, nodes
+
+
+async def test_worker_join_and_sigterm(
+    run_discovery,  # noqa: F811
+    events: EventLog,  # noqa: F811
+    ray_head: local_ray.RayNode,
+    ray_workers: list[local_ray.RayNode],
+    redis_client: aioredis.Redis,
+    names: Names,
+) -> None:
+    worker = await run_discovery(discovery_addresses=[ray_head.dashboard_url])
+    reply = await worker.commands("discover", {})  # type: ignore[misc]
+    assert reply["success"] is True
+    cid = reply["discovered_clusters"][0]["id"]
+    await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
+
+    node = local_ray.start_worker(ray_head, labels={"team": "castray"}, node_name="w-join")
+    ray_workers.append(node)
+    added = await events.wait_for(node_event("added", ray_node_id=node.node_id), what="worker added")
+    info: Any = added.payload
+    assert info.node.id == f"{cid}-{node.node_id[:12]}"
+    assert info.node.state == "ALIVE" and info.node.external is True and not info.node.is_head
+    assert info.node.labels.get("team") == "castray" and info.node.name == "w-join"
+
+    raylet = node.raylet_pid()
+    assert raylet is not None
+    os.kill(raylet, signal.SIGTERM)
+    dead = await events.wait_for(node_event("updated", ray_node_id=node.node_id, state="DEAD"), what="DEAD")
+    changed = dead.payload.changed  # type: ignore[union-attr]
+    assert changed["state"].old == "ALIVE" and changed["state"].new == "DEAD"
+
+    # What is stored equals what the events said (last_seen aside), and meta names the last event.
+    async def same() -> bool:
+        clusters, nodes = await stored_state(redis_client, names)
+        _, replayed = _apply(events)
+        strip = {"last_seen", "first_seen"}
+        return set(clusters) == {cid} and {k: v.model_dump(exclude=strip) for k, v in nodes.items()} == {
+            k: v.model_dump(exclude=strip) for k, v in replayed.items()
+        }
+
+    await wait_until(same, what="stored state == replayed events")
+    meta = await redis_client.hgetall(names.discovery_meta)
+    assert meta[b"source"].decode() == worker.bus.source
+    assert int(meta[b"seq"]) == events.events[-1].seq
+
+
+async def test_one_cluster_found_many_ways(
+    run_discovery,  # noqa: F811
+    events: EventLog,  # noqa: F811
+    ray_head: local_ray.RayNode,
+) -> None:
+    """Config (dashboard URL and GCS host:port) + session files + scan + connect -> one cluster id."""
+    worker = await run_discovery(
+        discovery_addresses=[ray_head.dashboard_url, ray_head.gcs_address],
+        ray_temp_dirs=[ray_head.temp_dir],
+        scan_ports=str(ray_head.dashboard_port),
+    )
+    reply = await worker.commands("discover", {})  # type: ignore[misc]
+    assert len(reply["discovered_clusters"]) == 1, reply["discovered_clusters"]
+    cluster = reply["discovered_clusters"][0]
+    assert set(cluster["sources"]) == {"config", "session-file", "scan"}
+    assert cluster["session_name"].startswith("session_")
+    assert cluster["gcs_address"].endswith(f":{ray_head.gcs_port}")
+    assert reply["connected_cluster"] == f"127.0.0.1:{ray_head.dashboard_port}"
+    head_id = f"{cluster['id']}-{ray_head.node_id[:12]}"
+    assert head_id in reply["external_nodes"]
+
+    # By hand, through the GCS address: the same id again.
+    connected = await worker.commands("connect", {"cluster_address": ray_head.gcs_address})  # type: ignore[misc]
+    assert connected["cluster"]["id"] == cluster["id"]
+    assert connected["cluster"]["found_by"] == "manual"
+    listed = await worker.commands("clusters", {})  # type: ignore[misc]
+    assert [c["id"] for c in listed["clusters"]] == [cluster["id"]]
+    assert len(events.of_type("cluster-found")) >= 1
+    assert all(e.payload.cluster.id == cluster["id"] for e in events.of_type("cluster-found"))  # type: ignore[union-attr]
+
+
+async def test_state_rewritten_when_redis_loses_it(
+    run_discovery,  # noqa: F811
+    events: EventLog,  # noqa: F811
+    ray_head: local_ray.RayNode,
+    redis_client: aioredis.Redis,
+    names: Names,
+) -> None:
+    """Redis restarted empty (here: our keys deleted): discovery rewrites everything with source-reset."""
+    worker = await run_discovery(discovery_addresses=[ray_head.dashboard_url])
+    await worker.commands("discover", {})  # type: ignore[misc]
+    await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
+    resets = len(events.of_type("source-reset"))
+    await redis_client.delete(names.discovery_clusters, names.discovery_nodes, names.discovery_meta)
+    await events.wait_for(
+        lambda e: e.type == "source-reset" and len(events.of_type("source-reset")) > resets,
+        what="a new source-reset",
+    )
+    clusters, nodes = await stored_state(redis_client, names)
+    assert len(clusters) == 1
+    assert any(n.ray_node_id == ray_head.node_id for n in nodes.values())
+    meta = await redis_client.hgetall(names.discovery_meta)
+    assert int(meta[b"seq"]) == events.of_type("source-reset")[-1].seq
+
+
+async def test_local_cluster_nodes_are_not_external(
+    run_discovery,  # noqa: F811
+    events: EventLog,  # noqa: F811
+    ray_head: local_ray.RayNode,
+) -> None:
+    worker = await run_discovery(
+        local_cluster=ray_head.dashboard_url, scan_ports=str(ray_head.dashboard_port)
+    )
+    reply = await worker.commands("discover", {})  # type: ignore[misc]
+    [cluster] = reply["discovered_clusters"]
+    assert cluster["found_by"] == "local"
+    assert reply["external_nodes"] == {} and reply["connected_cluster"] is None
+    added = await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
+    assert added.payload.node.external is False  # type: ignore[union-attr]
+    await events.wait_for(cluster_event("cluster-found", cluster["id"]))
