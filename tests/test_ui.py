@@ -8,7 +8,9 @@ clusters and real transfers is covered by ``test_ui_live.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import tempfile
 import time
@@ -327,4 +329,29 @@ def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
     page.get_by_test_id("transfer-targets").select_option([])
     page.get_by_test_id("btn-transfer").click()
     expect(page.get_by_test_id("transfer-message")).to_have_text("choose a target node")
+    assert watch.errors_except() == []
+
+
+def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tuple[Any, PageWatch],
+                                               tmp_path: Path) -> None:
+    page, watch = page_watch
+    seed_cluster(stack, workers=1)
+    open_ui(page, stack)
+    content = os.urandom(3 * 1024 * 1024 + 17)
+    upload = tmp_path / "payload <b>.bin"
+    upload.write_bytes(content)
+    page.locator("#src-upload").check()
+    page.get_by_test_id("upload-file").set_input_files(str(upload))
+    status = page.get_by_test_id("upload-status")
+    expect(status).to_contain_text(f"sha256 {hashlib.sha256(content).hexdigest()}")
+    expect(page.get_by_test_id("upload-progress")).to_have_attribute("aria-valuenow", "100")
+    expect(status).to_contain_text("payload <b>.bin")
+    page.get_by_test_id("transfer-mode").select_option("unicast")
+    page.get_by_test_id("transfer-targets").select_option("c1-n0001")
+    page.get_by_test_id("btn-transfer").click()
+    card = page.get_by_test_id("transfer-card").first
+    expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
+    record = api(stack, "GET", f"/api/transfers/{card.get_attribute('data-id')}")[1]
+    assert record["mode"] == "unicast" and [d["node_id"] for d in record["destinations"]] == ["c1-n0001"]
+    assert record["bytes_total"] == len(content)
     assert watch.errors_except() == []

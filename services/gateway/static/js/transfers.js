@@ -72,9 +72,11 @@ export class TransfersPanel {
     if (sig === this.targetsSig) return;
     this.targetsSig = sig;
     const label = (n) => `${n.name || n.id} · ${n.ip || "?"}${n.is_head ? " · head" : ""} · ${this.store.clusterName(n.cluster_id)}${n.state === "ALIVE" ? "" : ` · ${n.state}`}`;
-    for (const select of [byId("transfer-targets"), byId("src-node-id")]) {
+    for (const select of [byId("transfer-targets"), byId("src-node-id"), byId("gen-node")]) {
       const chosen = new Set([...select.selectedOptions].map((o) => o.value));
       const options = nodes.map((n) => h("option", { value: n.id, disabled: n.state !== "ALIVE" }, label(n)));
+      // The generator's node is optional: its first choice is "a head node" (the API's default).
+      if (select.id === "gen-node") options.unshift(h("option", { value: "" }, "a head node"));
       select.replaceChildren(...options);
       for (const opt of select.options) opt.selected = chosen.has(opt.value) && !opt.disabled;
     }
@@ -113,7 +115,9 @@ export class TransfersPanel {
     if (kind === "generate") {
       const size = byId("gen-size").value.trim();
       if (!size) throw new Error("enter a size, e.g. 64MB");
-      return { generate: { size, content: byId("gen-content").value } };
+      const source = { generate: { size, content: byId("gen-content").value } };
+      if (byId("gen-node").value) source.node_id = byId("gen-node").value;
+      return source;
     }
     if (kind === "upload") {
       if (!this.upload) throw new Error("choose a file to upload first");
