@@ -1,0 +1,152 @@
+"""The service's side of the per-cluster drivers: one ``castray.transfer.driver`` child process per Ray
+cluster (GCS address), started on first use, talked to in JSON lines, restarted if it died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+log = logging.getLogger(__name__)
+_LINE_LIMIT = 16 * 1024 * 1024
+
+
+class DriverError(Exception):
+    """The driver could not be started or died."""
+
+
+class DriverProcess:
+    """One driver child process, connected to one cluster."""
+
+    def __init__(self, address: str, *, start_timeout: float = 90.0, log_level: str = "WARNING") -> None:
+        self.address = address
+        self.start_timeout = start_timeout
+        self.log_level = log_level
+        self.proc: asyncio.subprocess.Process | None = None
+        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None and self._reader is not None \
+            and not self._reader.done()
+
+    async def start(self) -> None:
+        """Start the process and wait until it is connected to Ray (`DriverError` if it cannot)."""
+        self._ready = asyncio.get_running_loop().create_future()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "castray.transfer.driver", "--address", self.address,
+            "--log-level", self.log_level, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            limit=_LINE_LIMIT)
+        self._reader = asyncio.create_task(self._read(), name=f"driver-{self.address}")
+        try:
+            hello = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
+        except TimeoutError:
+            await self.close()
+            raise DriverError(f"no connection to Ray at {self.address} within {self.start_timeout:.0f} s") \
+                from None
+        if hello.get("ev") != "ready":
+            await self.close()
+            raise DriverError(str(hello.get("error") or f"cannot connect to Ray at {self.address}"))
+        log.info("driver for %s ready (pid %s)", self.address, self.proc.pid)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            while line := await self.proc.stdout.readline():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    log.warning("driver %s: bad line %r", self.address, line[:200])
+                    continue
+                if msg.get("ev") in ("ready", "fatal"):
+                    if self._ready is not None and not self._ready.done():
+                        self._ready.set_result(msg)
+                    continue
+                queue = self._queues.get(str(msg.get("id")))
+                if queue is not None:
+                    queue.put_nowait(msg)
+        finally:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result({"ev": "fatal", "error": f"driver for {self.address} exited"})
+            for queue in self._queues.values():  # every transfer it ran ends with it
+                queue.put_nowait({"ev": "done", "state": "failed", "error": "transfer driver exited"})
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        if self.proc is None or self.proc.stdin is None:
+            raise DriverError("driver not started")
+        async with self._write_lock:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            await self.proc.stdin.drain()
+
+    async def run(self, plan: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run a transfer; yields the driver's events for it, ending with ``done``."""
+        tid = str(plan["id"])
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues[tid] = queue
+        try:
+            if not self.alive:
+                raise DriverError("transfer driver exited")
+            await self._send({"op": "run", "plan": plan})
+            while True:
+                msg = await queue.get()
+                yield msg
+                if msg.get("ev") == "done":
+                    return
+        finally:
+            self._queues.pop(tid, None)
+
+    async def cancel(self, transfer_id: str) -> None:
+        with contextlib.suppress(DriverError, ConnectionError, RuntimeError):
+            await self._send({"op": "cancel", "id": transfer_id})
+
+    async def close(self) -> None:
+        """Stop the process: closing its stdin ends it; kill it if it lingers."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                with contextlib.suppress(Exception):
+                    proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader, 2)
+
+
+class Drivers:
+    """Driver processes by GCS address."""
+
+    def __init__(self, *, start_timeout: float = 90.0, log_level: str = "WARNING") -> None:
+        self.start_timeout, self.log_level = start_timeout, log_level
+        self._drivers: dict[str, DriverProcess] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, address: str) -> DriverProcess:
+        """The live driver for ``address``, started (or restarted) if needed."""
+        lock = self._locks.setdefault(address, asyncio.Lock())
+        async with lock:
+            driver = self._drivers.get(address)
+            if driver is not None and driver.alive:
+                return driver
+            if driver is not None:
+                await driver.close()
+            driver = DriverProcess(address, start_timeout=self.start_timeout, log_level=self.log_level)
+            await driver.start()
+            self._drivers[address] = driver
+            return driver
+
+    async def close(self) -> None:
+        drivers, self._drivers = list(self._drivers.values()), {}
+        await asyncio.gather(*(d.close() for d in drivers), return_exceptions=True)

@@ -1,0 +1,151 @@
+"""From a transfer record to a driver plan: which cluster, which Ray nodes, which paths.
+
+The record's destinations are node ids of the merged view (``<cluster id>-<ray node id prefix>``); the
+view (hashes ``Names.view_nodes`` / ``Names.view_clusters``) gives each one's Ray node id, cluster and
+state, and the cluster's GCS address. Data moves within one Ray cluster: destinations in another
+cluster than the source fail with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from castray.shared import codec
+from castray.shared.errors import EventDecodeError
+from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.names import Names
+from castray.shared.safe_names import safe_file_name
+from castray.shared.sizes import SizeError, parse_size
+from castray.shared.transfers import GenerateSource, NodeFileSource, TransferRecord, UploadSource
+from castray.transfer.settings import TransferSettings
+
+
+class PlanError(Exception):
+    """The transfer cannot run at all; the message says why."""
+
+
+@dataclass
+class Prepared:
+    address: str
+    plan: dict[str, Any]
+    source_node_id: str
+    cluster_id: str
+    bytes_expected: int | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # destinations that cannot be served, with why
+
+
+async def _nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
+    out: dict[str, NodeInfo] = {}
+    for raw in (await redis.hgetall(names.view_nodes)).values():
+        try:
+            node = codec.decode_model(raw, NodeInfo)
+        except EventDecodeError:
+            continue
+        out[node.id] = node
+    return out
+
+
+async def _cluster(redis: aioredis.Redis, names: Names, cluster_id: str) -> ClusterInfo:
+    raw = await redis.hget(names.view_clusters, cluster_id)
+    if raw is None:
+        raise PlanError(f"cluster {cluster_id} is not in the node view")
+    try:
+        cluster = codec.decode_model(raw, ClusterInfo)
+    except EventDecodeError as e:
+        raise PlanError(f"cluster {cluster_id}: unreadable record") from e
+    if not cluster.gcs_address:
+        raise PlanError(f"cluster {cluster.name} has no known GCS address: cannot run Ray tasks on it")
+    return cluster
+
+
+def _head(nodes: dict[str, NodeInfo], cluster_id: str) -> NodeInfo:
+    for node in nodes.values():
+        if node.cluster_id == cluster_id and node.is_head and node.state == "ALIVE":
+            return node
+    raise PlanError(f"cluster {cluster_id} has no alive head node")
+
+
+def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
+    if record.cluster_id:
+        return record.cluster_id
+    src = record.source
+    node_id = src.get("node_id") if isinstance(src, dict) else None
+    for candidate in [record.source_node_id, node_id, *(d.node_id for d in record.destinations)]:
+        if candidate and candidate in nodes:
+            return nodes[candidate].cluster_id
+    raise PlanError("none of the transfer's nodes is in the node view")
+
+
+async def _source(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
+                  nodes: dict[str, NodeInfo], cluster_id: str, token: str
+                  ) -> tuple[dict[str, Any], NodeInfo, str | None, int | None]:
+    """(source spec for the agent, source node, expected sha256, expected size)."""
+    raw = dict(record.source)
+    if "upload_id" in raw:
+        up = UploadSource.model_validate(raw)
+        stored = await redis.get(names.upload(up.upload_id))
+        if stored is None:
+            raise PlanError(f"upload {up.upload_id} not found")
+        meta = codec.unpack(stored)
+        node = nodes.get(record.source_node_id or "") or _head(nodes, cluster_id)
+        return ({"kind": "path", "path": str(meta["path"])}, node, meta.get("sha256"),
+                meta.get("file_size"))
+    if "generate" in raw:
+        gen = GenerateSource.model_validate(raw)
+        try:
+            size = parse_size(gen.generate.size)
+        except SizeError as e:
+            raise PlanError(str(e)) from None
+        node = nodes.get(gen.node_id or record.source_node_id or "") or _head(nodes, cluster_id)
+        path = settings.data_dir.absolute() / "tmp" / f"gen-{record.id}-{token}"
+        return ({"kind": "generate", "path": str(path), "size": size, "content": gen.generate.content},
+                node, None, size)
+    src = NodeFileSource.model_validate(raw)
+    if src.node_id not in nodes:
+        raise PlanError(f"source node {src.node_id} is not in the node view")
+    return ({"kind": "files_root", "root": str(settings.files_root_dir()), "path": src.path},
+            nodes[src.node_id], None, None)
+
+
+async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
+                  *, retry: bool, token: str) -> Prepared:
+    """The plan for the destinations of ``record`` not yet completed (`PlanError` if none can run)."""
+    try:
+        file_name = safe_file_name(record.file_name)
+    except ValueError as e:
+        raise PlanError(f"unusable file name: {e}") from None
+    nodes = await _nodes(redis, names)
+    cluster_id = _pick_cluster(record, nodes)
+    cluster = await _cluster(redis, names, cluster_id)
+    spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token)
+    if src_node.cluster_id != cluster_id:
+        raise PlanError(f"source node {src_node.id} is in another cluster than the destinations")
+    if src_node.state != "ALIVE":
+        raise PlanError(f"source node {src_node.id} is {src_node.state}")
+    dests, failed = [], {}
+    inbox = settings.inbox_root()
+    for dest in record.destinations:
+        if dest.state == "completed":
+            continue
+        node = nodes.get(dest.node_id)
+        if node is None:
+            failed[dest.node_id] = "node is not in the node view"
+        elif node.cluster_id != cluster_id:
+            failed[dest.node_id] = "node is in another cluster than the source"
+        elif node.state != "ALIVE":
+            failed[dest.node_id] = f"node is {node.state}"
+        else:
+            try:
+                directory = inbox / safe_file_name(node.id)
+            except ValueError:
+                failed[dest.node_id] = "node id cannot be a directory name"
+                continue
+            dests.append({"node_id": node.id, "ray_node_id": node.ray_node_id, "dir": str(directory)})
+    plan = {"id": record.id, "source": spec, "source_ray_node": src_node.ray_node_id, "dests": dests,
+            "file_name": file_name, "overwrite": record.overwrite, "retry": retry, "expected_sha": sha,
+            "chunk_bytes": settings.chunk_bytes, "inflight": settings.inflight_chunks,
+            "rate_limit": settings.rate_limit, "progress_interval": settings.progress_interval,
+            "node_timeout": settings.node_timeout, "token": token}
+    return Prepared(str(cluster.gcs_address), plan, src_node.id, cluster_id, size, failed)

@@ -1,0 +1,176 @@
+"""The transfer worker: takes requests from the stream's consumer group and runs them.
+
+Replicas share the stream through the group ``TRANSFER_GROUP``. A replica running a transfer holds its
+lease and re-claims its stream entry every heartbeat, so the entry never looks idle while it lives. When
+a replica dies both stop: after ``claim_idle_ms`` another replica claims the entry (XAUTOCLAIM), takes the
+lease and runs the transfer again (copies already placed are kept). A record already completed, failed
+or cancelled is just acknowledged, so no transfer is ever done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from castray.shared import bus as busmod
+from castray.shared.bus import Bus
+from castray.shared.names import TRANSFER_GROUP
+from castray.shared.transfers import TransferRecord
+from castray.transfer.drivers import Drivers
+from castray.transfer.job import TransferJob
+from castray.transfer.records import RecordStore
+from castray.transfer.settings import TransferSettings
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+class LeaseLost(Exception):
+    """Another replica holds the transfer now."""
+
+
+class TransferWorker:
+    """Runs transfer requests; ``run()`` until ``close()``."""
+
+    name = "transfer"
+
+    def __init__(self, *, settings: TransferSettings, redis: aioredis.Redis | None = None,
+                 instance: str | None = None) -> None:
+        self.settings = settings
+        self.names = settings.names
+        self.instance = instance or busmod.instance_name("transfer")
+        self._own_redis = redis is None
+        self.redis = redis or busmod.connect(settings.redis_url)
+        self.bus = Bus(self.redis, self.names, source=self.instance)
+        self.store = RecordStore(self.redis, self.names)
+        self.drivers = Drivers(start_timeout=settings.driver_start_timeout, log_level=settings.log_level)
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self._closing = asyncio.Event()
+        self._closed = False
+
+    @property
+    def stream(self) -> str:
+        return self.names.transfer_requests
+
+    async def run(self) -> None:
+        backoff = busmod.Backoff(0.1, 5.0)
+        next_claim = 0.0
+        log.info("transfer worker %s serving %s", self.instance, self.stream)
+        while not self._closing.is_set():
+            try:
+                await self.bus.ensure_group(self.stream, TRANSFER_GROUP)
+                next_claim = await self._poll(next_claim)
+                backoff.reset()
+            except busmod.REDIS_ERRORS as e:
+                log.warning("redis unavailable (%s); retrying", e)
+                await backoff.wait()
+
+    async def _poll(self, next_claim: float) -> float:
+        free = self.settings.max_transfers - len(self.active)
+        if free <= 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), 0.2)
+            return next_claim
+        entries: list[tuple[str, dict[str, Any]]] = []
+        if time.monotonic() >= next_claim:
+            entries = await self.bus.claim_stale_work(self.stream, TRANSFER_GROUP, self.instance,
+                                                      idle_ms=self.settings.claim_idle_ms, count=free)
+            next_claim = time.monotonic() + self.settings.heartbeat_period()
+        if not entries:
+            entries = await self.bus.read_work(self.stream, TRANSFER_GROUP, self.instance, count=free,
+                                               block_ms=500)
+        for entry_id, data in entries:
+            if entry_id not in self.active:
+                task = asyncio.create_task(self._handle(entry_id, data), name=f"transfer-{entry_id}")
+                self.active[entry_id] = task
+                task.add_done_callback(lambda _t, e=entry_id: self.active.pop(e, None))
+        return next_claim
+
+    async def _handle(self, entry_id: str, data: dict[str, Any]) -> None:
+        try:
+            record = await self._record(data)
+            if record is None or record.state in TERMINAL:
+                await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
+                return
+            ttl = self.settings.claim_idle_ms
+            if not await self.store.acquire(record.id, self.instance, ttl):
+                return  # a live replica runs it; it re-claims the entry with its heartbeat
+            try:
+                await self._run_leased(entry_id, record)
+            finally:
+                with contextlib.suppress(*busmod.REDIS_ERRORS):
+                    await self.store.release(record.id, self.instance)
+        except LeaseLost:
+            log.warning("transfer entry %s: lease lost to another replica; stopped here", entry_id)
+        except busmod.REDIS_ERRORS as e:
+            log.warning("transfer entry %s left pending (redis: %s)", entry_id, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must not kill the worker; the entry stays pending for a retry
+            log.exception("transfer entry %s failed unexpectedly", entry_id)
+
+    async def _record(self, data: dict[str, Any]) -> TransferRecord | None:
+        tid = str(data.get("id") or "")
+        record = await self.store.load(tid) if tid else None
+        if record is not None:
+            return record
+        try:  # the gateway stores the record first; if it is gone, the request itself is the record
+            record = TransferRecord.model_validate(data)
+        except ValidationError:
+            log.warning("dropping a request that is not a transfer record: %r", str(data)[:200])
+            return None
+        await self.store.save(record)
+        await self.store.ensure_indexed(record)
+        return record
+
+    async def _run_leased(self, entry_id: str, record: TransferRecord) -> None:
+        job = TransferJob(record=record, worker=self.instance, settings=self.settings, store=self.store,
+                          bus=self.bus, drivers=self.drivers)
+        runner = asyncio.create_task(job.run())
+        beat = asyncio.create_task(self._heartbeat(entry_id, record.id, runner))
+        try:
+            await runner
+        except asyncio.CancelledError:
+            if beat.done() and not beat.cancelled() and beat.result() is False:
+                if job.driver is not None:
+                    await job.driver.cancel(record.id)
+                raise LeaseLost() from None
+            raise
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
+
+    async def _heartbeat(self, entry_id: str, transfer_id: str, runner: asyncio.Task[None]) -> bool:
+        """Renew the lease and keep the entry ours; stop ``runner`` if the lease was lost."""
+        ttl, period = self.settings.claim_idle_ms, self.settings.heartbeat_period()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if not await self.store.renew(transfer_id, self.instance, ttl):
+                    runner.cancel()
+                    return False
+                await self.redis.xclaim(self.stream, TRANSFER_GROUP, self.instance, min_idle_time=0,
+                                        message_ids=[entry_id], justid=True)
+            except busmod.REDIS_ERRORS as e:
+                log.warning("heartbeat of %s failed: %s", transfer_id, e)
+
+    async def close(self) -> None:
+        """Stop taking work; running transfers stop and are left for another replica to take over."""
+        if self._closed:
+            return
+        self._closed = True
+        self._closing.set()
+        tasks = list(self.active.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.drivers.close()
+        if self._own_redis:
+            await self.redis.aclose()

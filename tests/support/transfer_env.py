@@ -1,0 +1,108 @@
+"""Helpers for the transfer tests: the node view a registry would write, requests as the gateway queues
+them, records read back, files hashed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from castray.shared import codec
+from castray.shared.bus import Bus
+from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.names import Names
+from castray.shared.transfers import Destination, TransferRecord
+from castray.transfer.settings import TransferSettings
+
+from castray import local_ray
+
+
+async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.RayNode) -> dict[str, NodeInfo]:
+    """Write the cluster and its nodes into the view hashes; ray node id -> NodeInfo."""
+    cluster = ClusterInfo(id=f"c{head.gcs_port}", name=f"local-{head.gcs_port}",
+                          dashboard_url=head.dashboard_url, gcs_address=head.gcs_address, found_by="local")
+    rows = await asyncio.to_thread(local_ray.list_nodes, head.dashboard_url)
+    out: dict[str, NodeInfo] = {}
+    await redis.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
+    for row in rows:
+        rid = row["node_id"]
+        node = NodeInfo(id=f"{cluster.id}-{rid[:12]}", ray_node_id=rid, cluster_id=cluster.id,
+                        name=rid[:8], is_head=bool(row.get("is_head_node")), state=row["state"])
+        await redis.hset(names.view_nodes, node.id, codec.encode_model(node))
+        out[rid] = node
+    return out
+
+
+async def queue(redis: aioredis.Redis, names: Names, *, source: dict[str, Any], targets: list[str],
+                file_name: str, mode: str = "multicast", overwrite: bool = False,
+                cluster_id: str | None = None) -> TransferRecord:
+    """Store, index and queue a transfer exactly as the gateway does."""
+    record = TransferRecord(id=uuid.uuid4().hex, mode=mode, source=source, file_name=file_name,  # type: ignore[arg-type]
+                            created_at=time.time(), destinations=[Destination(node_id=t) for t in targets],
+                            overwrite=overwrite, cluster_id=cluster_id)
+    await redis.set(names.transfer(record.id), codec.encode_model(record))
+    await redis.zadd(names.transfer_index, {record.id: record.created_at})
+    await Bus(redis, names, source="test").add_work(names.transfer_requests, record.model_dump(mode="json"))
+    return record
+
+
+async def read(redis: aioredis.Redis, names: Names, tid: str) -> TransferRecord:
+    raw = await redis.get(names.transfer(tid))
+    assert raw is not None
+    return codec.decode_model(raw, TransferRecord)
+
+
+async def wait_record(redis: aioredis.Redis, names: Names, tid: str, pred: Callable[[TransferRecord], bool],
+                      timeout: float = 90.0) -> TransferRecord:
+    """The record once ``pred`` holds (fails the test with the last record after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    rec = await read(redis, names, tid)
+    while not pred(rec):
+        assert time.monotonic() < deadline, f"condition not reached; record: {rec.model_dump()}"
+        await asyncio.sleep(0.1)
+        rec = await read(redis, names, tid)
+    return rec
+
+
+def done(rec: TransferRecord) -> bool:
+    return rec.state in ("completed", "failed", "cancelled")
+
+
+def sha256_file(path: str | Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def settings_for(namespace: str, root: Path, **kw: Any) -> TransferSettings:
+    return TransferSettings(namespace=namespace, data_dir=root / "data", inbox_dir=root / "inbox",
+                            files_root=root / "files", claim_idle_ms=kw.pop("claim_idle_ms", 3000),
+                            log_level="INFO", **kw)
+
+
+def absolute(path: str | Path) -> Path:
+    return Path(path).absolute()
+
+
+def size_of(path: str | Path) -> int:
+    return Path(path).stat().st_size
+
+
+async def add_upload(redis: aioredis.Redis, names: Names, path: Path) -> str:
+    """Record ``path`` as an upload (as the gateway does after storing one); returns the upload id."""
+    upload_id = uuid.uuid4().hex
+    meta = {"upload_id": upload_id, "file_name": path.name, "file_size": size_of(path),
+            "sha256": sha256_file(path), "path": str(absolute(path)), "created_at": time.time()}
+    await redis.set(names.upload(upload_id), codec.pack(meta))
+    return upload_id
+
+
+def temp_files(directory: Path) -> list[Path]:
+    return sorted(directory.rglob(".castray-*")) if directory.exists() else []
