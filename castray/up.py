@@ -106,7 +106,7 @@ class Supervisor:
         except redis_local.RedisSetupError as exc:
             raise SetupError(str(exc)) from None
         if self.redis is None:
-            log.info("using the Redis at %s", redis_local.host_port(url))
+            log.info("using the Redis at %s:%d", *redis_local.host_port(url))
         else:
             log.warning("nothing answers at %s; started an embedded Redis-compatible server at %s "
                         "(nothing is kept on disk)", self.settings.redis_url, url)
@@ -132,8 +132,12 @@ class Supervisor:
         dash = self.settings.ray_dashboard_port
         dash_port = dash if local_ray._is_free(dash) else local_ray.free_port()
         log.info("no running Ray cluster found; starting a local head (takes a few seconds)")
-        self.head = local_ray.start_head(self._ray_temp_dir(), num_cpus=self.settings.ray_num_cpus or
-                                         (os.cpu_count() or 1), dashboard_port=dash_port)
+        try:
+            self.head = local_ray.start_head(self._ray_temp_dir(), num_cpus=self.settings.ray_num_cpus or
+                                             (os.cpu_count() or 1), dashboard_port=dash_port)
+        except (OSError, RuntimeError, TimeoutError) as exc:  # no `ray` installed, or it would not start
+            raise SetupError(f"could not start a local Ray head ({exc}); start one with `ray start --head "
+                             "--port=6380 --dashboard-port=8265`, or pass --no-ray") from None
         log.info("local Ray head up: dashboard %s, GCS %s (ray status --address %s)",
                  self.head.dashboard_url, self.head.gcs_address, self.head.gcs_address)
         # Discovery reports it as the local cluster; transfer learns its GCS address from the view.
