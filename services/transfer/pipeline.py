@@ -138,6 +138,7 @@ class _Run:
     alive: dict[str, DestPlan] = field(default_factory=dict)
     done: dict[str, int] = field(default_factory=dict)
     size: int = 0
+    bytes_read: int = 0
 
     def fail_dest(self, dest: DestPlan, why: str) -> None:
         if self.alive.pop(dest.node_id, None) is None:
@@ -163,7 +164,10 @@ class _Run:
 
 
 def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Event) -> None:
-    """Run ``plan``; report through ``emit`` (started, progress, dest, done). Never raises."""
+    """Run ``plan``; report through ``emit`` (started, progress, dest, done). Never raises.
+
+    ``done`` carries ``bytes_read``: how many bytes the source agent read (the file's size: read once).
+    """
     run = _Run(plan, agents, emit, cancelled)
     reader = None
     try:
@@ -179,7 +183,7 @@ def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Ev
             ray.get(reader.close_source.remote(plan.id), timeout=10)  # if still open
         except (RayError, GetTimeoutError):
             pass
-    emit({"ev": "done", "state": state, "sha256": sha, "error": error})
+    emit({"ev": "done", "state": state, "sha256": sha, "error": error, "bytes_read": run.bytes_read})
 
 
 def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
@@ -207,6 +211,7 @@ def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
     if not run.alive:
         return "failed", None, "every destination failed"
     src = ray.get(reader.close_source.remote(plan.id))
+    run.bytes_read = int(src.get("bytes") or 0)
     if src.get("bytes") != run.size:
         return _fail_all(run, f"read {src.get('bytes')} bytes of {run.size}")
     if plan.expected_sha and src["sha256"] != plan.expected_sha:
