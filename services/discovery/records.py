@@ -92,7 +92,7 @@ def diff(old: Any, new: Any, fields: tuple[str, ...]) -> dict[str, FieldChange]:
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """``"2.60.0"`` -> (2, 60, 0); leading digits of each part only ("3.0.0.dev0" -> (3, 0, 0, 0))."""
+    """``"2.60.0"`` -> (2, 60, 0); leading digits of each part only ("3.0.0.dev0" -> (3, 0, 0))."""
     out: list[int] = []
     for part in text.split("."):
         digits = ""
