@@ -3,10 +3,13 @@ Redis equals what the events said, and a cluster found several ways is one clust
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
 
+import psutil
 import redis.asyncio as aioredis
 from castray.shared.events import NodeInfo
 from castray.shared.names import Names
@@ -157,3 +160,56 @@ async def test_local_cluster_nodes_are_not_external(
     added = await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
     assert added.payload.node.external is False  # type: ignore[union-attr]
     await events.wait_for(cluster_event("cluster-found", cluster["id"]))
+
+
+def _dashboard_pid(head: local_ray.RayNode) -> int:
+    for child in psutil.Process(head.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any(part.endswith("dashboard/dashboard.py") for part in child.cmdline()):
+                return int(child.pid)
+    raise AssertionError("no dashboard process")
+
+
+async def test_cluster_lost_and_found_again(
+    run_discovery,  # noqa: F811
+    events: EventLog,  # noqa: F811
+    ray_head: local_ray.RayNode,
+    redis_client: aioredis.Redis,
+    names: Names,
+) -> None:
+    """A frozen dashboard (SIGSTOP): polls time out, cluster-lost; thawed: cluster-found, nodes ALIVE."""
+    worker = await run_discovery(discovery_addresses=[ray_head.dashboard_url], poll_timeout=0.5)
+    [cluster] = (await worker.commands("discover", {}))["discovered_clusters"]  # type: ignore[misc]
+    cid = cluster["id"]
+    await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
+    dashboard = _dashboard_pid(ray_head)
+    os.kill(dashboard, signal.SIGSTOP)
+    try:
+        lost = await events.wait_for(cluster_event("cluster-lost", cid), what="cluster-lost")
+        await events.wait_for(node_event("updated", ray_node_id=ray_head.node_id, state="UNREACHABLE"))
+    finally:
+        os.kill(dashboard, signal.SIGCONT)
+    found = await events.wait_for(
+        lambda e: cluster_event("cluster-found", cid)(e) and e.seq > lost.seq, what="cluster-found again"
+    )
+    assert found.payload.cluster.state == "alive"  # type: ignore[union-attr]
+    alive = await events.wait_for(
+        lambda e: node_event("updated", ray_node_id=ray_head.node_id, state="ALIVE")(e) and e.seq > found.seq
+    )
+    assert alive.payload.changed["state"].old == "UNREACHABLE"  # type: ignore[union-attr]
+    clusters, _ = await stored_state(redis_client, names)
+    assert clusters[cid].state == "alive"
+
+
+async def test_discover_requests_coalesce(
+    run_discovery,  # noqa: F811
+    ray_head: local_ray.RayNode,
+) -> None:
+    worker = await run_discovery(
+        discovery_addresses=[ray_head.dashboard_url], scan_ports=str(ray_head.dashboard_port)
+    )
+    assert worker.discoverer is not None
+    before = worker.discoverer.passes
+    replies = await asyncio.gather(*(worker.commands("discover", {}) for _ in range(5)))  # type: ignore[misc]
+    assert worker.discoverer.passes == before + 1
+    assert all(r["discovered_clusters"] == replies[0]["discovered_clusters"] for r in replies)
