@@ -37,6 +37,7 @@ _ENV_OF = {
     "host": "CASTRAY_HOST",
     "port": "CASTRAY_PORT",
     "data_dir": "CASTRAY_DATA_DIR",
+    "join_ray": "CASTRAY_JOIN_RAY",
 }
 
 
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == "gateway":
             _add_http(p, "the gateway")
+        if name == "transfer":
+            p.add_argument("--join-ray", metavar="GCS", help="first join this host to the Ray cluster at "
+                           "GCS (host:port) as a 0-CPU node: for containers (CASTRAY_JOIN_RAY)")
         _add_common(p)
 
     health = sub.add_parser("health", help="exit 0 if Redis (and --url) answer: the container healthcheck",
@@ -114,7 +118,17 @@ def apply_env(args: argparse.Namespace, environ: dict[str, str] | os._Environ[st
 def _run_service(name: str) -> int:
     module = importlib.import_module(SERVICES[name])
     entry: Callable[[], None] = module.main
-    entry()
+    if name != "transfer":
+        entry()
+        return 0
+    from castray import ray_join
+
+    try:
+        with ray_join.joined():
+            entry()
+    except ray_join.JoinError as exc:
+        print(f"castray transfer: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

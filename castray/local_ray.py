@@ -201,3 +201,53 @@ def _wait_for_node(node: RayNode, dash_port: int, pick: Any, wait: float) -> str
                 return str(rows[0]["node_id"])
         time.sleep(0.2)
     raise TimeoutError(f"Ray node did not come up within {wait:.0f} s; see {node.log_path}")
+
+
+def join_cluster(
+    gcs_address: str,
+    temp_dir: str,
+    *,
+    num_cpus: int = 0,
+    object_store_memory: int = 200 * 1024 * 1024,
+    labels: dict[str, str] | None = None,
+    wait: float = 60.0,
+) -> RayNode:
+    """Make this host a node of the cluster at ``gcs_address``; return once its raylet runs.
+
+    A Ray driver (``ray.init(address=...)``) needs a raylet on its own host, so a transfer worker in a
+    container of its own joins the cluster first (with no CPUs: it schedules nothing there itself).
+    """
+    lo, hi = free_port_range()
+    log_path = os.path.join(temp_dir, f"castray-join-{lo}.log")
+    args = [ray_executable(), "start", "--block", f"--address={gcs_address}", f"--num-cpus={num_cpus}",
+            f"--object-store-memory={object_store_memory}",
+            f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
+            f"--max-worker-port={hi}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            "--include-log-monitor=false"]
+    if labels:
+        args.append(f"--labels={json.dumps(labels)}")
+    port = int(gcs_address.rpartition(":")[2])
+    node = RayNode(_popen(args, temp_dir, log_path, None), temp_dir, port, None, False, log_path)
+    try:
+        node.node_id = _wait_for_raylet(node, wait)
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
+def _wait_for_raylet(node: RayNode, wait: float) -> str:
+    """The node id on the command line of ``node``'s raylet, once that raylet runs."""
+    import psutil
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if node.process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {node.process.returncode}; see {node.log_path}")
+        pid = node.raylet_pid()
+        with contextlib.suppress(psutil.Error):
+            for arg in psutil.Process(pid).cmdline() if pid else []:
+                if arg.startswith("--node_id="):
+                    return arg.removeprefix("--node_id=")
+        time.sleep(0.2)
+    raise TimeoutError(f"Ray node did not come up within {wait:.0f} s; see {node.log_path}")

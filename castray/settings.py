@@ -25,3 +25,10 @@ class UpSettings(CommonSettings):
                                   description="`castray up`: seconds from SIGTERM to SIGKILL of a child.")
     restart_max_delay: float = Field(default=30.0, gt=0,
                                      description="`castray up`: longest wait before restarting a dead child.")
+
+
+class JoinSettings(CommonSettings):
+    join_ray: str | None = Field(default=None,
+                                 description="`castray transfer`: first join this host to the Ray cluster at "
+                                 "this GCS host:port as a node with no CPUs (a Ray driver needs a raylet on "
+                                 "its own host: set in containers).")

@@ -20,6 +20,7 @@ SETTINGS_CLASSES: list[tuple[str, str, str]] = [
     ("transfer", "castray.transfer.settings", "TransferSettings"),
     ("gateway", "castray.gateway.settings", "GatewaySettings"),
     ("up", "castray.settings", "UpSettings"),
+    ("transfer", "castray.settings", "JoinSettings"),
 ]
 
 
