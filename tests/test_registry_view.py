@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
+from castray.node_registry.scripts import Template
 from castray.node_registry.settings import RegistrySettings
-from castray.node_registry.view import MergedView, read_snapshot
+from castray.node_registry.view import MergedView, ViewChange, read_snapshot, view_changed_template
 from castray.node_registry.worker import RegistryWorker
 from castray.shared import codec
 from castray.shared.events import ViewChangedEvent, ViewResetEvent
@@ -302,3 +303,28 @@ async def test_a_restarted_worker_on_an_equal_view_does_not_reset_clients(
     await feed.node_upsert(make_node("c1", 0))
     assert await wait_for(lambda: len(view_events) >= seen + 1)
     assert [type(e) for e in view_events[seen:]] == [ViewChangedEvent]
+
+
+def test_the_hot_path_template_is_exactly_the_encoded_event() -> None:
+    node = make_node("c1", 3)
+    change = ViewChange("node", "updated", node.id, node, {"state": {"old": "ALIVE", "new": "DEAD"}})
+    data, seq_at, epoch_at, version_at = view_changed_template(change, node.model_dump(mode="json"))
+    decoded = codec.decode(data)
+    assert isinstance(decoded, ViewChangedEvent)
+    assert data == codec.encode(decoded)  # same bytes as the models produce
+    located = Template.of(decoded)
+    assert (located.seq_at, located.epoch_at, located.version_at) == (seq_at, epoch_at, version_at)
+
+
+async def test_a_batch_stops_applying_at_a_gap(redis_client: aioredis.Redis, names: Names) -> None:
+    view, feed = MergedView(redis_client, names), DiscoveryFeed(redis_client, names)
+    await feed.reset()
+    await view.resync()
+    first = await feed.cluster_found(make_cluster(1))
+    second = await feed.node_upsert(make_node("c1", 0))
+    await feed.node_upsert(make_node("c1", 1), publish=False)
+    fourth = await feed.node_upsert(make_node("c1", 2))
+    results = await view.apply_many([first, second, first, fourth, second])
+    assert [r.outcome for r in results] == ["applied", "applied", "duplicate", "resync", "duplicate"]
+    assert (await view.resync()).outcome == "rebuilt"
+    assert await view_differs(redis_client, names) == []

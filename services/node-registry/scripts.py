@@ -20,8 +20,8 @@ from castray.shared.events import Event
 # Fixed-size stand-ins for what only the script knows (the version is also the envelope's seq).
 INT_PLACEHOLDER = 0xCAFE_F00D_0BAD_BEEF
 EPOCH_PLACEHOLDER = "@EPOCH@PLACEHLD@"
-_INT_BYTES = b"\xcf" + INT_PLACEHOLDER.to_bytes(8, "big")
-_EPOCH_BYTES = codec.pack(EPOCH_PLACEHOLDER)
+INT_BYTES = b"\xcf" + INT_PLACEHOLDER.to_bytes(8, "big")
+EPOCH_BYTES = codec.pack(EPOCH_PLACEHOLDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +37,9 @@ class Template:
     def of(cls, event: Event) -> Template:
         """Encode ``event`` (built with the placeholders) and locate them."""
         data = codec.encode(event)
-        seq_at = data.find(_INT_BYTES)
-        epoch_at = data.find(_EPOCH_BYTES, seq_at + 1)
-        version_at = data.find(_INT_BYTES, epoch_at + 1)
+        seq_at = data.find(INT_BYTES)
+        epoch_at = data.find(EPOCH_BYTES, seq_at + 1)
+        version_at = data.find(INT_BYTES, epoch_at + 1)
         if min(seq_at, epoch_at, version_at) < 0:
             raise ValueError("event template lacks its placeholders")
         return cls(data, seq_at, epoch_at, version_at)

@@ -1,7 +1,8 @@
 """The node-registry worker: discovery's events in, the merged view (and view-changed events) out.
 
 Three things keep the view right while pub/sub drops messages and processes and Redis restart:
-every event is applied by one atomic script that skips duplicates and refuses gaps; a refused event,
+every event is applied by one atomic script that skips duplicates and refuses gaps (when events queue
+up, their scripts go to Redis together in one round trip, still one atomic call each); a refused event,
 a ``source-reset``, a (re)subscription and our own start each lead to a resync from discovery's state;
 and a periodic check resyncs a view that stays behind discovery's state for longer than one interval.
 """
@@ -21,6 +22,8 @@ from castray.shared.errors import EventDecodeError
 from castray.shared.events import Event, SourceResetEvent
 
 log = logging.getLogger(__name__)
+MAX_BATCH = 256  # events applied in one round trip when the registry has fallen behind
+INBOX_SIZE = 100_000
 
 
 class RegistryWorker:
@@ -38,6 +41,7 @@ class RegistryWorker:
         self.ready = asyncio.Event()  # set after the first resync: the view exists
         self.applied = 0
         self.resyncs = 0
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(INBOX_SIZE)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -45,6 +49,7 @@ class RegistryWorker:
         """Listen to discovery's events and check the view's position, until closed."""
         self._tasks = [
             asyncio.create_task(self._listen(), name="node-registry.listen"),
+            asyncio.create_task(self._apply_loop(), name="node-registry.apply"),
             asyncio.create_task(self._check(), name="node-registry.check"),
         ]
         try:
@@ -82,29 +87,56 @@ class RegistryWorker:
 
     # --- the event loop ---------------------------------------------------------------------------
     async def _listen(self) -> None:
+        """Move raw events from the subscription to the inbox, so none waits for an apply to finish."""
         async def on_connect() -> None:
             await self.resync("subscribed")
 
-        async for channel, raw in self.bus.subscribe_raw(self.names.discovery_events, on_connect=on_connect):
+        async for _, raw in self.bus.subscribe_raw(self.names.discovery_events, on_connect=on_connect):
             try:
-                await self._handle(codec.decode(raw, channel=channel))
-            except EventDecodeError as e:
-                log.warning("skipping bad event: %s", e)
+                self._inbox.put_nowait(raw)
+            except asyncio.QueueFull:
+                # Far behind: dropping is safe, the next event's gap (or the periodic check) resyncs.
+                log.warning("inbox full (%d events); dropping one", self._inbox.qsize())
+
+    async def _apply_loop(self) -> None:
+        """Apply what the inbox holds, a batch per round trip (one event per batch when keeping up)."""
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty() and len(batch) < MAX_BATCH:
+                batch.append(self._inbox.get_nowait())
+            try:
+                await self._apply_batch(batch)
             except busmod.REDIS_ERRORS as e:
                 # The subscription usually fails too and resyncs on reconnect; if not, the next event's
                 # gap or the periodic check does.
-                log.warning("applying an event failed: %s", e)
+                log.warning("applying %d events failed: %s", len(batch), e)
             except Exception:
-                log.exception("applying an event failed")
+                log.exception("applying %d events failed", len(batch))
 
-    async def _handle(self, event: Event) -> None:
-        if isinstance(event, SourceResetEvent):
-            await self.resync(f"source-reset from {event.source}")
+    async def _apply_batch(self, batch: list[bytes]) -> None:
+        pending: list[Event] = []
+        for raw in batch:
+            try:
+                event = codec.decode(raw, channel=self.names.discovery_events)
+            except EventDecodeError as e:
+                log.warning("skipping bad event: %s", e)
+                continue
+            if isinstance(event, SourceResetEvent):
+                await self._apply_events(pending)
+                pending = []
+                await self.resync(f"source-reset from {event.source}")
+            else:
+                pending.append(event)
+        await self._apply_events(pending)
+
+    async def _apply_events(self, events: list[Event]) -> None:
+        if not events:
             return
-        result = await self.view.apply(event)
-        if result.outcome == "applied":
-            self.applied += 1
-        elif result.outcome == "resync":
+        results = await self.view.apply_many(events)
+        self.applied += sum(r.outcome == "applied" for r in results)
+        refused = next(((e, r) for e, r in zip(events, results, strict=True) if r.outcome == "resync"), None)
+        if refused is not None:
+            event, result = refused
             await self.resync(f"{result.reason} at {event.source} seq {event.seq}")
 
     # --- the periodic check -----------------------------------------------------------------------
