@@ -22,7 +22,7 @@ log = logging.getLogger("castray.up")
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec hook asking the kernel to SIGTERM the child when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -61,7 +61,7 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.args, env=self.env, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, preexec_fn=_die_with_parent())
+                                        start_new_session=True, preexec_fn=die_with_parent())
         self.started_at = time.monotonic()
         self._restart_at = None
         log.debug("started %s (pid %d)", self.name, self.process.pid)

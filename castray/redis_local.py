@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from castray.children import die_with_parent
+
 
 class RedisCheck(Enum):
     OK = "ok"
@@ -140,9 +142,11 @@ class EmbeddedRedis:
                     "--save", "", "--appendonly", "no", "--dir", str(self.work_dir),
                     "--logfile", str(self.log_path)]
             # Its own session: a Ctrl-C in the terminal reaches `castray up`, which stops the services
-            # first and this server last, so they never see Redis vanish while shutting down.
+            # first and this server last, so they never see Redis vanish while shutting down. And it
+            # goes if `castray up` is killed outright.
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, start_new_session=True)
+                                            stderr=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=die_with_parent())
             if self._wait_ready(timeout):
                 return
             self.stop()

@@ -287,3 +287,17 @@ def test_local_ray_temp_dir_of_up_is_short_enough_for_ray_sockets() -> None:
     finally:
         if sup.head_temp:
             os.rmdir(sup.head_temp)
+
+
+def test_children_and_embedded_redis_go_when_up_is_killed_outright(
+        isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
+    env = {**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    up = start_up(env, "--no-ray")
+    wait_for(lambda: "CastRay is up: " in up.stdout(), "the 'CastRay is up' line")
+    tree = up.tree()
+    assert {"valkey-server", "redis-server"} & {p.name() for p in tree}
+    assert len(tree) >= 5
+    up.process.kill()  # SIGKILL: no chance to clean up; the kernel tells the children (PR_SET_PDEATHSIG)
+    up.process.wait(timeout=10)
+    _gone, alive = psutil.wait_procs(tree, timeout=15)
+    assert alive == [], f"left behind after SIGKILL of castray up: {alive}"
