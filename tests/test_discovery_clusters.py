@@ -8,10 +8,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from castray.shared.bus import Bus
-from castray.shared.names import Names
 
 from castray import local_ray
+from castray.shared.bus import Bus
+from castray.shared.names import Names
 from tests.test_discovery_support import (  # noqa: F401  (fixtures)
     EventLog,
     cluster_event,

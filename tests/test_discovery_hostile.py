@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+
+from castray import local_ray
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
-
-from castray import local_ray
 from tests.test_discovery_support import events, run_discovery  # noqa: F401  (fixtures)
 
 # aiohttp warns about the plain lambdas used as handlers below; they are fine for fixed answers.

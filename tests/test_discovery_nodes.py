@@ -11,10 +11,10 @@ from typing import Any
 
 import psutil
 import redis.asyncio as aioredis
-from castray.shared.events import NodeInfo
-from castray.shared.names import Names
 
 from castray import local_ray
+from castray.shared.events import NodeInfo
+from castray.shared.names import Names
 from tests.test_discovery_support import (  # noqa: F401  (fixtures)
     EventLog,
     cluster_event,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+
 from castray.discovery.settings import DiscoverySettings
 from castray.discovery.worker import DiscoveryWorker
 from castray.shared import codec

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from castray.discovery import gcs, sources
 from castray.discovery.addresses import parse_address, parse_ports
 from castray.discovery.dashboard import NodeRow

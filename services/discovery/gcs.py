@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+
 from castray.discovery import errors
 
 _KV_GET = "/ray.rpc.InternalKVGcsService/InternalKVGet"

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import aiohttp
+
 from castray.discovery import errors, gcs
 from castray.discovery.addresses import LOOPBACK, Address, parse_address
 from castray.discovery.dashboard import DashboardClient, NodeRow, SummaryRow

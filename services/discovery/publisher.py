@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
 from castray.shared import codec
 from castray.shared.bus import Backoff, Bus
 from castray.shared.events import (
@@ -27,7 +29,6 @@ from castray.shared.events import (
     Payload,
     SourceReset,
 )
-from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
@@ -158,9 +159,13 @@ class StatePublisher:
             if self._dirty:
                 return False
             source, seq = await self.redis.hmget(self.names.discovery_meta, ["source", "seq"])
-            return (
-                source is not None and source.decode() == self.bus.source and int(seq or 0) == self.last_seq
+        if source is not None and source.decode() != self.bus.source:
+            # Another discovery writes this namespace: we rewrite, it will too. Run one per namespace.
+            log.warning(
+                "discovery state in %s was written by %s; rewriting it", self.names.ns, source.decode()
             )
+            return False
+        return source is not None and int(seq or 0) == self.last_seq
 
     async def keep(self) -> None:
         """For ever: rewrite the state on start, after Redis failures, and when Redis lost it."""

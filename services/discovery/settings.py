@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from castray.shared.settings import CommonSettings
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
+
+from castray.shared.settings import CommonSettings
 
 
 def default_ray_temp_dirs() -> list[str]:

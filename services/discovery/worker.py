@@ -12,6 +12,7 @@ import logging
 
 import aiohttp
 import redis.asyncio as aioredis
+
 from castray.discovery.commands import DiscoveryCommands
 from castray.discovery.passes import Discoverer
 from castray.discovery.probe import Prober
