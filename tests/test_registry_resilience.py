@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import read_snapshot
 from castray.node_registry.worker import RegistryWorker
 from castray.shared.events import NodeInfo, ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
-
 from tests.test_registry_view import (  # noqa: F401  (fixtures are used by name)
     StartRegistry,
     changed_only,
@@ -193,6 +193,13 @@ async def test_redis_restart_rebuilds_the_view_with_a_new_epoch(names: Names, tm
         await feed.node_upsert(make_node("c0", 50))
         assert await wait_equal(client, names) == []
         old_epoch = (await read_snapshot(client, names)).epoch
+        # A Redis that comes back with its data (AOF) has forgotten the scripts: they are reloaded.
+        await client.script_flush()
+        applied = worker.applied
+        await feed.node_upsert(make_node("c0", 52))
+        assert await wait_equal(client, names) == []
+        assert worker.applied == applied + 1  # applied as an event, not repaired by a resync
+        assert (await read_snapshot(client, names)).epoch == old_epoch
 
         server.kill()
         await server.wait()

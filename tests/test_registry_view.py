@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+
 from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.node_registry.scripts import Template
 from castray.node_registry.settings import RegistrySettings

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from castray.shared import codec
 from castray.shared.bus import Bus, instance_name
 from castray.shared.events import (

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from castray.shared.settings import CommonSettings
 from pydantic import Field
+
+from castray.shared.settings import CommonSettings
 
 
 class RegistrySettings(CommonSettings):

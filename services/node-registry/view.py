@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
 from castray.node_registry import scripts
 from castray.node_registry.scripts import EPOCH_BYTES, EPOCH_PLACEHOLDER, INT_BYTES, INT_PLACEHOLDER, Template
 from castray.shared import codec
@@ -30,7 +32,6 @@ from castray.shared.events import (
     ViewResetEvent,
 )
 from castray.shared.names import Names
-from redis.exceptions import NoScriptError
 
 # Envelope source of view-changed / view-reset; their envelope seq is the view version, so the log,
 # the channel and the envelope agree on one gap-free sequence per epoch whichever replica wrote it.

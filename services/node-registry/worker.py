@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 import redis.asyncio as aioredis
+
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import MergedView, ResyncResult
 from castray.shared import bus as busmod
