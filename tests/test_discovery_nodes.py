@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -110,6 +111,13 @@ async def test_one_cluster_found_many_ways(
     assert reply["connected_cluster"] == f"127.0.0.1:{ray_head.dashboard_port}"
     head_id = f"{cluster['id']}-{ray_head.node_id[:12]}"
     assert head_id in reply["external_nodes"]
+
+    # Through the GCS address as Ray writes it in ray_current_cluster (host IP; the dashboard only
+    # listens on 127.0.0.1): the same cluster.
+    current = (Path(ray_head.temp_dir) / "ray_current_cluster").read_text().strip()
+    via_file = await worker.commands("connect", {"cluster_address": current})  # type: ignore[misc]
+    assert via_file["cluster"]["id"] == cluster["id"]
+    assert current in via_file["cluster"]["addresses"]
 
     # By hand, through the GCS address: the same id again.
     connected = await worker.commands("connect", {"cluster_address": ray_head.gcs_address})  # type: ignore[misc]

@@ -75,18 +75,29 @@ class Prober:
         info = await gcs.lookup(addr.hostport, timeout=self.settings.poll_timeout)
         if not info.dashboard:
             raise errors.dashboard_unreachable(f"the GCS at {addr.hostport} names no dashboard")
-        dash = parse_address(info.dashboard)
-        if dash.host in LOOPBACK and addr.host not in LOOPBACK:
-            # The dashboard binds the head's loopback by default; from here it is the GCS host.
-            dash = Address(host=addr.host, port=dash.port)
-        try:
-            probe = await self.probe_dashboard(dash.http_url)
-        except CommandError as e:
-            raise errors.dashboard_unreachable(
-                f"{addr.hostport} is a Ray GCS; its dashboard {dash.hostport} failed: {e.message}"
-            ) from e
-        probe.via = "gcs"
-        return probe
+        reported = parse_address(info.dashboard)
+        tries = [reported]
+        if reported.host in LOOPBACK and addr.host not in LOOPBACK:
+            # The dashboard binds the head's loopback by default: from another machine it is reached at
+            # the GCS host (if bound there); on the head's own machine, at loopback. The session name the
+            # GCS reported tells a dashboard of another cluster at that port apart.
+            tries.insert(0, Address(host=addr.host, port=reported.port))
+        failure: CommandError | None = None
+        for dash in tries:
+            try:
+                probe = await self.probe_dashboard(dash.http_url)
+            except CommandError as e:
+                failure = e
+                continue
+            if info.session_name and probe.session_name != info.session_name:
+                failure = errors.dashboard_unreachable(f"{dash.hostport} serves another cluster")
+                continue
+            probe.via = "gcs"
+            return probe
+        assert failure is not None
+        raise errors.dashboard_unreachable(
+            f"{addr.hostport} is a Ray GCS; its dashboard {reported.hostport} failed: {failure.message}"
+        ) from failure
 
     async def probe_dashboard(self, url: str) -> Probe:
         client = self.client(url)
