@@ -104,13 +104,19 @@ class RayNode:
 
 
 def _popen(
-    args: list[str], temp_dir: str, log_path: str, env: dict[str, str] | None
+    args: list[str], temp_dir: str, log_path: str, env: dict[str, str] | None, die_with_parent: bool = False
 ) -> subprocess.Popen[bytes]:
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+    # With die_with_parent, `ray start --block` gets SIGTERM when we die, and then stops its whole node.
+    preexec = None
+    if die_with_parent:
+        from castray.children import die_with_parent as hook
+
+        preexec = hook()
     with open(log_path, "ab") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=full_env, start_new_session=True)
+                                env=full_env, start_new_session=True, preexec_fn=preexec)
 
 
 def start_head(
@@ -122,8 +128,12 @@ def start_head(
     resources: dict[str, float] | None = None,
     env: dict[str, str] | None = None,
     wait: float = 60.0,
+    die_with_parent: bool = False,
 ) -> RayNode:
-    """Start a head with its own temp dir and free ports; return once its dashboard lists it ALIVE."""
+    """Start a head with its own temp dir and free ports; return once its dashboard lists it ALIVE.
+
+    ``die_with_parent``: the head stops when the calling process dies, even by SIGKILL (Linux).
+    """
     lo, hi = free_port_range()
     gcs, dash = free_port_outside(lo, hi), dashboard_port or free_port_outside(lo, hi)
     log_path = os.path.join(temp_dir, "castray-head.log")
@@ -135,7 +145,8 @@ def start_head(
             "--include-log-monitor=false"]
     if resources:
         args.append(f"--resources={json.dumps(resources)}")
-    node = RayNode(_popen(args, temp_dir, log_path, env), temp_dir, gcs, dash, True, log_path)
+    process = _popen(args, temp_dir, log_path, env, die_with_parent)
+    node = RayNode(process, temp_dir, gcs, dash, True, log_path)
     try:
         node.node_id = _wait_for_node(node, dash, lambda rows: [r for r in rows if r["is_head_node"]], wait)
     except BaseException:
@@ -227,7 +238,8 @@ def join_cluster(
     if labels:
         args.append(f"--labels={json.dumps(labels)}")
     port = int(gcs_address.rpartition(":")[2])
-    node = RayNode(_popen(args, temp_dir, log_path, None), temp_dir, port, None, False, log_path)
+    node = RayNode(_popen(args, temp_dir, log_path, None, die_with_parent=True), temp_dir, port, None, False,
+                   log_path)
     try:
         node.node_id = _wait_for_raylet(node, wait)
     except BaseException:

@@ -134,7 +134,8 @@ class Supervisor:
         log.info("no running Ray cluster found; starting a local head (takes a few seconds)")
         try:
             self.head = local_ray.start_head(self._ray_temp_dir(), num_cpus=self.settings.ray_num_cpus or
-                                             (os.cpu_count() or 1), dashboard_port=dash_port)
+                                             (os.cpu_count() or 1), dashboard_port=dash_port,
+                                             die_with_parent=True)
         except (OSError, RuntimeError, TimeoutError) as exc:  # no `ray` installed, or it would not start
             raise SetupError(f"could not start a local Ray head ({exc}); start one with `ray start --head "
                              "--port=6380 --dashboard-port=8265`, or pass --no-ray") from None
