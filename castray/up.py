@@ -130,7 +130,8 @@ class Supervisor:
             log.warning("no running Ray cluster found, and --no-ray: discovery will keep looking")
             return {}
         dash = self.settings.ray_dashboard_port
-        dash_port = dash if local_ray._is_free(dash) else local_ray.free_port()
+        usable = dash != self.settings.port and local_ray._is_free(dash)
+        dash_port = dash if usable else local_ray.free_port()
         log.info("no running Ray cluster found; starting a local head (takes a few seconds)")
         try:
             self.head = local_ray.start_head(self._ray_temp_dir(), num_cpus=self.settings.ray_num_cpus or
