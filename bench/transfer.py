@@ -23,10 +23,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from castray import local_ray  # noqa: E402
 from castray.shared.filegen import write_generated  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
-
-from castray import local_ray  # noqa: E402
 
 MB = 1_000_000
 
@@ -102,6 +101,7 @@ def _run(work: Path, size: int, chunk: int, inflight: int, nodes: list[local_ray
     print(f"  (4 Ray nodes up in {time.perf_counter() - t0:.1f} s)")
 
     import ray
+
     from castray.transfer.pipeline import Agents, DestPlan, Plan
 
     ray.init(address=head.gcs_address, log_to_driver=False, logging_level="WARNING")

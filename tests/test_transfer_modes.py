@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+
+from castray import local_ray
 from castray.shared import codec
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
-
-from castray import local_ray
 from tests.support import transfer_env as env
 
 MiB = 1024 * 1024

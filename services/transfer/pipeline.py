@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from castray.transfer.agent import NodeAgent, agent_options, temp_name
 from ray.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
@@ -30,6 +29,8 @@ from ray.exceptions import (
     RayError,
     RayTaskError,
 )
+
+from castray.transfer.agent import NodeAgent, agent_options, temp_name
 
 log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import ClusterInfo, NodeInfo

@@ -11,11 +11,12 @@ renewed, so a replica that died loses it and another can take the transfer over.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord
-from redis.exceptions import WatchError
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import ValidationError
+
 from castray.shared import bus as busmod
 from castray.shared.bus import Bus
 from castray.shared.names import TRANSFER_GROUP
@@ -24,7 +26,6 @@ from castray.transfer.drivers import Drivers
 from castray.transfer.job import TransferJob
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 TERMINAL = ("completed", "failed", "cancelled")

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+
+from castray import local_ray
 from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.transfers import Destination, TransferRecord
 from castray.transfer.settings import TransferSettings
-
-from castray import local_ray
 
 
 async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.RayNode) -> dict[str, NodeInfo]:
@@ -89,6 +89,10 @@ def settings_for(namespace: str, root: Path, **kw: Any) -> TransferSettings:
 
 def absolute(path: str | Path) -> Path:
     return Path(path).absolute()
+
+
+def exists(path: str | Path) -> bool:
+    return Path(path).exists()
 
 
 def size_of(path: str | Path) -> int:
