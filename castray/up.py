@@ -170,7 +170,10 @@ class Supervisor:
                 child.tick(now)
             if self.redis is not None and not self.redis.alive():
                 log.error("the embedded Redis exited; starting it again on port %d", self.redis.port)
-                self.redis.start(port=self.redis.port)
+                try:
+                    self.redis.start(port=self.redis.port)
+                except redis_local.RedisSetupError as exc:
+                    raise SetupError(str(exc)) from None
             if not announced and now >= next_check:
                 next_check = now + 0.5
                 if _http_answers(f"{base}/api/status"):
