@@ -95,7 +95,7 @@ async def lookup(address: str, *, timeout: float) -> GcsInfo:
             raise errors.gcs_unreachable(f"GCS at {address} unreachable: {e.details()}") from e
         raise errors.not_ray_dashboard(f"{address} is not a Ray GCS ({code.name})") from e
     try:
-        dash_value, session_value = decode_kv_value(dash), decode_kv_value(session)  # type: ignore[arg-type]
+        dash_value, session_value = decode_kv_value(dash), decode_kv_value(session)
     except (ValueError, TypeError) as e:
         raise errors.not_ray_dashboard(f"{address} answered gRPC that is not Ray's GCS") from e
     return GcsInfo(

@@ -49,10 +49,10 @@ class Discoverer:
 
     async def run_pass(self, *, explicit: bool = False) -> PassResult:
         """Run a pass now, or join the one running."""
-        running = self._task is not None and not self._task.done()
-        if explicit and running and not self._open:
+        task = self._task
+        if explicit and task is not None and not task.done() and not self._open:
             # Too late to make the running pass explicit: let it finish, then run one of our own.
-            await asyncio.wait({self._task})  # type: ignore[arg-type]
+            await asyncio.wait({task})
         if explicit:
             self._explicit = True
         if self._task is None or self._task.done():

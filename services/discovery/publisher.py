@@ -158,12 +158,11 @@ class StatePublisher:
         async with self._lock:
             if self._dirty:
                 return False
-            source, seq = await self.redis.hmget(self.names.discovery_meta, ["source", "seq"])
-        if source is not None and source.decode() != self.bus.source:
+            raw_source, seq = await self.redis.hmget(self.names.discovery_meta, ["source", "seq"])
+        source = raw_source.decode() if isinstance(raw_source, bytes) else raw_source
+        if source is not None and source != self.bus.source:
             # Another discovery writes this namespace: we rewrite, it will too. Run one per namespace.
-            log.warning(
-                "discovery state in %s was written by %s; rewriting it", self.names.ns, source.decode()
-            )
+            log.warning("discovery state in %s was written by %s; rewriting it", self.names.ns, source)
             return False
         return source is not None and int(seq or 0) == self.last_seq
 
