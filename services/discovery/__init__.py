@@ -1,1 +1,18 @@
-"""services/discovery"""
+"""services/discovery: finds Ray clusters and watches their nodes over the dashboard HTTP API (no Ray import).
+
+Contract with the rest of CastRay:
+
+- State in Redis (the source of truth the registry resyncs from): hash ``names.discovery_clusters``
+  (cluster id -> ``codec.encode_model(ClusterInfo)``), hash ``names.discovery_nodes`` (node id ->
+  ``codec.encode_model(NodeInfo)``), hash ``names.discovery_meta`` {source, seq}.
+- Every event is published on ``names.discovery_events`` in the same MULTI/EXEC as the record change and
+  the meta update. ``cluster-found`` is an upsert (new cluster, a cluster answering again, or a change of
+  its sources/addresses/found_by); ``cluster-lost`` after ``lost_after`` failed polls, followed by
+  ``node-changed updated`` (ALIVE -> UNREACHABLE) for its nodes; ``cluster-removed`` after a disconnect,
+  preceded by ``node-changed removed`` for each node; ``source-reset`` with a full rewrite of the three
+  hashes on start and whenever Redis lost or missed our writes.
+- Commands on ``bus.serve_commands("discovery")``: ``discover``, ``connect``, ``disconnect``,
+  ``clusters`` (see `castray.discovery.commands`); errors are `CommandError`s with the codes listed in
+  `castray.discovery.errors`.
+- Ids: cluster ``c`` + 12 hex of sha1(session name | GCS address); node ``<cluster id>-<ray node id[:12]>``.
+"""
