@@ -12,6 +12,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,7 +44,7 @@ def free_port() -> int:
 def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, KeyError):
+        with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
             result = check()
             if result:
                 return result
@@ -214,6 +215,20 @@ def test_up_starts_an_embedded_redis_when_none_answers(
     assert "started an embedded Redis-compatible server" in up.stderr()
     servers = [p for p in up.tree() if p.name() in ("valkey-server", "redis-server")]
     assert len(servers) == 1
+
+    # The embedded server dies (losing everything): it comes back on the same port, and the services
+    # rebuild the view in it.
+    port = int(re.search(r"embedded Redis-compatible server at redis://127.0.0.1:(\d+)/0", up.stderr())[1])
+    name, old_pid = servers[0].name(), servers[0].pid
+    servers[0].kill()
+    wait_for(lambda: [p for p in up.tree() if p.name() == name and p.pid != old_pid],
+             "the embedded server to restart")
+    assert "the embedded Redis exited; starting it again on port" in up.stderr()
+    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status after the Redis restart")
+    servers = [p for p in up.tree() if p.name() in ("valkey-server", "redis-server")]
+    assert len(servers) == 1
+    assert any(c.laddr.port == port for c in servers[0].net_connections() if c.status == "LISTEN")
+
     alive, code = up.stop()
     assert alive == [] and code == 0
     assert not servers[0].is_running()
