@@ -1,0 +1,315 @@
+"""Event latency, side by side in one run: a raw Redis pub/sub round trip, and CastRay's event path.
+
+    python bench/events.py [--events 2000] [--rate 500]
+
+(a) raw: one process publishes on a channel and reads it back (redis.asyncio, same pacing as (b)).
+(b) ours: ``node-changed`` published exactly as discovery does (one MULTI writing discovery's state and
+    meta, with the PUBLISH) -> the node registry (a subprocess) applies it and publishes view-changed ->
+    the gateway (a subprocess, ``create_app``) relays it -> a ``/ws`` client in this process. The time
+    at which the registry's view-changed reaches a plain subscriber here is shown too.
+
+Everything runs in a private namespace on the Redis at ``CASTRAY_REDIS_URL`` (default
+redis://127.0.0.1:6379/0) and is deleted afterwards. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import msgpack
+import redis.asyncio as aioredis
+
+from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
+from castray.shared.names import Names
+
+TARGET_MS = 5.0
+WARMUP = 500  # the first second at 500/s: connections, script loading, caches; not measured
+NODES = 20
+REGISTRY = "from castray.node_registry.main import main; main()"
+GATEWAY = ("from aiohttp import web\n"
+           "from castray.gateway.app import create_app\n"
+           "from castray.gateway.settings import GatewaySettings\n"
+           "s = GatewaySettings()\n"
+           "web.run_app(create_app(s), host=s.host, port=s.port, print=None, access_log=None)\n")
+
+
+@dataclass
+class Samples:
+    """Send times by marker, and the latency of each marker that arrived (ms)."""
+
+    sent: dict[int, float] = field(default_factory=dict)
+    ms: dict[int, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    expect: int = 0
+
+    def arrived(self, marker: int) -> None:
+        t0 = self.sent.get(marker)
+        if t0 is not None and marker not in self.ms:
+            self.ms[marker] = (time.perf_counter() - t0) * 1000
+            if len(self.ms) >= self.expect:
+                self.done.set()
+
+    def measured(self) -> list[float]:
+        return [v for k, v in self.ms.items() if k >= WARMUP]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(p * 10) - 1] if len(values) > 1 \
+        else values[0]
+
+
+async def paced(count: int, rate: float, send: Callable[[int], Awaitable[None]]) -> float:
+    """Call ``send(i)`` for i in range(count) at ``rate`` per second; the rate achieved."""
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await send(i)
+    return count / (time.perf_counter() - start)
+
+
+async def until_done(samples: Samples, timeout: float = 10.0) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(samples.done.wait(), timeout)
+
+
+# --- (a) raw Redis ----------------------------------------------------------------------------------
+
+
+async def bench_raw(redis: aioredis.Redis, names: Names, count: int, rate: float) -> tuple[Samples, float]:
+    channel = f"{names.ns}:bench:raw"
+    samples = Samples(expect=count)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+
+    async def read() -> None:
+        async for message in pubsub.listen():
+            if message.get("type") == "message":
+                samples.arrived(int(message["data"]))
+
+    reader = asyncio.create_task(read())
+
+    async def send(i: int) -> None:
+        samples.sent[i] = time.perf_counter()
+        await redis.publish(channel, str(i))
+
+    achieved = await paced(count, rate, send)
+    await until_done(samples)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    await pubsub.aclose()
+    return samples, achieved
+
+
+# --- (b) discovery -> registry -> gateway -> /ws --------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def spawn(code: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", code, env={**os.environ, **env})
+
+
+async def wait_registry(redis: aioredis.Redis, names: Names, seq: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = await redis.hgetall(names.view_meta)
+        if b"epoch" in meta and int(meta.get(b"seq", 0)) >= seq:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def open_ws(session: aiohttp.ClientSession, port: int,
+                  gateway: asyncio.subprocess.Process) -> aiohttp.ClientWebSocketResponse | None:
+    """Connect to /ws (retrying while the gateway starts) and read its snapshot."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and gateway.returncode is None:
+        try:
+            ws = await session.ws_connect(f"http://127.0.0.1:{port}/ws?topics=nodes")
+            first = json.loads((await ws.receive(timeout=10)).data)
+            if first.get("type") == "snapshot":
+                return ws
+            await ws.close()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError):
+            pass
+        await asyncio.sleep(0.2)
+    return None
+
+
+def bench_marker(record: dict | None) -> int | None:
+    try:
+        return int(record["labels"]["bench"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+async def read_ws(ws: aiohttp.ClientWebSocketResponse, samples: Samples, other: list[str]) -> None:
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            continue
+        data = json.loads(msg.data)
+        if data.get("type") == "node-changed":
+            marker = bench_marker(data.get("node"))
+            if marker is not None:
+                samples.arrived(marker)
+        elif data.get("type") == "snapshot":
+            other.append(f"snapshot({data.get('reason')})")  # a resnapshot would lose samples
+
+
+async def read_view(redis: aioredis.Redis, names: Names, samples: Samples, ready: asyncio.Event) -> None:
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(names.view_events)
+    ready.set()
+    try:
+        async for message in pubsub.listen():
+            if message.get("type") == "message":
+                event = msgpack.unpackb(message["data"], raw=False, strict_map_key=False)
+                if event.get("type") == "view-changed":
+                    marker = bench_marker(event["payload"].get("record"))
+                    if marker is not None:
+                        samples.arrived(marker)
+    finally:
+        await pubsub.aclose()
+
+
+@dataclass
+class Ours:
+    view: Samples
+    ws: Samples | None
+    achieved: float
+    notes: list[str]
+
+
+async def bench_ours(redis: aioredis.Redis, names: Names, url: str, count: int, rate: float) -> Ours:
+    feed = DiscoveryFeed(redis, names)
+    feed.clusters["c0"] = make_cluster(0)
+    nodes = [make_node("c0", i) for i in range(NODES)]
+    feed.nodes = {n.id: n for n in nodes}
+    reset = await feed.reset()
+    env = {"CASTRAY_NAMESPACE": names.ns, "CASTRAY_REDIS_URL": url, "CASTRAY_LOG_LEVEL": "WARNING"}
+    port = free_port()
+    notes: list[str] = []
+    procs: list[asyncio.subprocess.Process] = []
+    tasks: list[asyncio.Task[None]] = []
+    with tempfile.TemporaryDirectory(prefix="castray-bench-") as data_dir:
+        try:
+            procs.append(await spawn(REGISTRY, env))
+            if not await wait_registry(redis, names, reset.seq):
+                raise RuntimeError("the node registry did not build its view within 20 s")
+            procs.append(await spawn(GATEWAY, {**env, "CASTRAY_HOST": "127.0.0.1", "CASTRAY_PORT": str(port),
+                                               "CASTRAY_DATA_DIR": data_dir}))
+            view, ws_samples = Samples(expect=count), Samples(expect=count)
+            subscribed = asyncio.Event()
+            tasks.append(asyncio.create_task(read_view(redis, names, view, subscribed)))
+            async with aiohttp.ClientSession() as session:
+                ws = await open_ws(session, port, procs[1])
+                if ws is None:
+                    notes.append("the gateway's /ws did not answer: measured up to the registry's "
+                                 "view-changed publish only")
+                    ws_samples = None
+                else:
+                    tasks.append(asyncio.create_task(read_ws(ws, ws_samples, notes)))
+                await subscribed.wait()
+
+                async def send(i: int) -> None:
+                    node = nodes[i % NODES].model_copy(update={"labels": {"bench": str(i)}})
+                    t0 = time.perf_counter()
+                    view.sent[i] = t0
+                    if ws_samples is not None:
+                        ws_samples.sent[i] = t0
+                    await feed.node_upsert(node)
+
+                achieved = await paced(count, rate, send)
+                await until_done(view)
+                if ws_samples is not None:
+                    await until_done(ws_samples)
+                    await ws.close()  # type: ignore[union-attr]
+            return Ours(view, ws_samples, achieved, notes)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.terminate()
+                    try:
+                        await asyncio.wait_for(proc.wait(), 5)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def row(label: str, samples: Samples | None, count: int) -> tuple[str, float]:
+    if samples is None:
+        return f"{label:<46} {'-':>6} {'not measured':>28}", float("nan")
+    ms = samples.measured()
+    p50, p99 = pct(ms, 50), pct(ms, 99)
+    mx = max(ms) if ms else float("nan")
+    return f"{label:<46} {len(ms):>6} / {count - WARMUP:<6} {p50:>8.3f} {p99:>8.3f} {mx:>8.3f}", p99
+
+
+async def run(count: int, rate: float) -> None:
+    url = os.environ.get("CASTRAY_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    names = Names(f"bench-{uuid.uuid4().hex[:8]}")
+    redis = aioredis.Redis.from_url(url)
+    total = count + WARMUP
+    try:
+        raw, raw_rate = await bench_raw(redis, names, total, rate)
+        ours = await bench_ours(redis, names, url, total, rate)
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{names.ns}:*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+    print(f"\nCastRay event latency: {count} events (+{WARMUP} warm-up) at {rate:.0f}/s requested; "
+          f"achieved raw {raw_rate:.0f}/s, ours {ours.achieved:.0f}/s; Redis {url}")
+    print(f"{'path':<46} {'received':>15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    line, raw_p99 = row("(a) raw Redis publish -> subscribe", raw, total)
+    print(line)
+    line, _ = row("(b1) discovery publish -> registry view-changed", ours.view, total)
+    print(line)
+    line, ws_p99 = row("(b2) discovery publish -> gateway /ws client", ours.ws, total)
+    print(line)
+    if ours.ws is not None:
+        diff = ws_p99 - raw_p99
+        verdict = "within" if diff <= TARGET_MS else "OVER"
+        print(f"p99 difference (b2 - a): {diff:.3f} ms -> {verdict} the {TARGET_MS:g} ms target")
+    for note in ours.notes:
+        print(f"note: {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=2000, help="measured events per path (>= 1000)")
+    parser.add_argument("--rate", type=float, default=500.0, help="events per second (>= 500)")
+    args = parser.parse_args()
+    asyncio.run(run(args.events, args.rate))
+
+
+if __name__ == "__main__":
+    main()
