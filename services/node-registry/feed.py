@@ -108,7 +108,7 @@ class DiscoveryFeed:
         return event
 
 
-def _encoded(records: dict[str, Any]) -> dict[str, bytes]:
+def _encoded(records: dict[str, Any]) -> dict[Any, bytes]:
     return {k: codec.encode_model(v) for k, v in records.items()}
 
 
