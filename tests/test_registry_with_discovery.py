@@ -1,0 +1,54 @@
+"""The registry fed by the real discovery service watching the session's real Ray head: the contract
+between the two (events + state hashes) holds end to end, across a discovery restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from castray import local_ray
+from castray.node_registry.view import read_snapshot
+from castray.shared.names import Names
+from tests.test_discovery_support import run_discovery, wait_until  # noqa: F401  (fixtures)
+from tests.test_registry_view import StartRegistry, start_registry, view_differs  # noqa: F401
+
+
+async def test_view_follows_discovery_of_a_real_cluster(
+    run_discovery: Any,  # noqa: F811
+    start_registry: StartRegistry,  # noqa: F811
+    ray_head: local_ray.RayNode,
+    ray_workers: list[local_ray.RayNode],
+    redis_client: aioredis.Redis,
+    names: Names,
+) -> None:
+    registry = await start_registry(check_interval=0.5)
+    discovery = await run_discovery(discovery_addresses=[ray_head.dashboard_url])
+    await discovery.commands("discover", {})
+
+    async def equal_with(*ray_ids: str) -> bool:
+        snap = await read_snapshot(redis_client, names)
+        seen = {n.ray_node_id: n.state for n in snap.nodes.values()}
+        return all(seen.get(r) == "ALIVE" for r in ray_ids) and await view_differs(redis_client, names) == []
+
+    await wait_until(lambda: equal_with(ray_head.node_id), what="the head ALIVE in a view equal to discovery")
+    snap = await read_snapshot(redis_client, names)
+    [cluster] = snap.clusters.values()
+    assert cluster.state == "alive" and cluster.dashboard_url is not None
+
+    node = local_ray.start_worker(ray_head, node_name="w-registry")
+    ray_workers.append(node)
+    await wait_until(lambda: equal_with(ray_head.node_id, node.node_id), what="the new worker in the view")
+    assert registry.applied > 0  # it got there by events, not only by resyncs
+
+    # Discovery restarts: a new source, announced with source-reset; the view follows it.
+    await discovery.close()
+    restarted = await run_discovery(discovery_addresses=[ray_head.dashboard_url])
+    await restarted.commands("discover", {})
+
+    async def follows_new_source() -> bool:
+        meta = await redis_client.hgetall(names.view_meta)
+        return meta.get(b"source") == restarted.bus.source.encode() and await equal_with(
+            ray_head.node_id, node.node_id)
+
+    await wait_until(follows_new_source, what="the view rebuilt from the restarted discovery")
