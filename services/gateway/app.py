@@ -10,8 +10,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-
 from castray.gateway import keys
+from castray.gateway.auth import auth_middleware
 from castray.gateway.errors import error_middleware
 from castray.gateway.settings import GatewaySettings
 from castray.shared import bus as busmod
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    client = busmod.connect(settings.redis_url)
+    # Named, so that an operator (or a test) can tell the gateway's connections apart in CLIENT LIST.
+    client = busmod.connect(settings.redis_url, client_name=f"{settings.namespace}:gateway")
     app[keys.REDIS] = client
     app[keys.NAMES] = settings.names
     app[keys.BUS] = busmod.Bus(client, settings.names, source=busmod.instance_name("gateway"))
@@ -30,7 +31,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    """The whole gateway for ``settings``; tests and ``main()`` call the same factory."""
+    # error_middleware is outermost so that auth failures are JSON too.
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_redis_ctx)
     # Feature modules are imported here so that each one's routes are declared in one place.
@@ -39,5 +43,6 @@ def create_app(settings: GatewaySettings) -> web.Application:
     for feature in features.ALL:
         feature.setup(app)
     for route in app.router.routes():
-        log.debug("route %s %s", route.method, route.resource.canonical if route.resource else "")
+        if route.method != "HEAD":
+            log.debug("route %s %s", route.method, route.resource.canonical if route.resource else "")
     return app

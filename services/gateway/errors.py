@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from castray.shared.errors import CommandError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from castray.shared.errors import CommandError
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -57,14 +56,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as e:
-        return json_error(e.status, e.message, e.code, **e.details)
+        response = json_error(e.status, e.message, e.code, **e.details)
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="castray"'
+        return response
     except CommandError as e:
         return json_error(e.status, e.message, e.code)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         message = e.reason if e.status != 413 else "request body too large"
-        return json_error(e.status, message)
+        if isinstance(e, web.HTTPMethodNotAllowed):
+            message = f"method {e.method} not allowed here; use {', '.join(sorted(e.allowed_methods))}"
+        elif e.status == 404:
+            message = f"no such endpoint: {request.path}"
+        response = json_error(e.status, message)
+        for header in ("Allow", "WWW-Authenticate"):
+            if header in e.headers:
+                response.headers[header] = e.headers[header]
+        return response
     except (RedisConnectionError, RedisTimeoutError, ConnectionRefusedError) as e:
         log.warning("redis unavailable: %s", e)
         return json_error(503, "the event store (Redis) is unavailable", "redis_unavailable")
@@ -105,6 +115,7 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        fields = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in e.errors()]
+        fields = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+                  for err in e.errors()]
         summary = "; ".join(f"{f['field'] or 'body'}: {f['message']}" for f in fields[:5])
         raise ApiError(400, f"invalid request: {summary}", code="validation_error", fields=fields) from e

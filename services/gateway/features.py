@@ -1,5 +1,22 @@
-"""The gateway's features, in the order their routes are added."""
+"""The gateway's features, in the order their routes are added. Each module has ``setup(app)``.
+
+``view_store`` comes first: it opens the view and the shared event listener the others use.
+Order matters for routes only where a fixed path and a variable one overlap (see ``nodes_api``);
+``openapi`` builds its description at start-up, so its place does not matter.
+"""
 
 from __future__ import annotations
 
-ALL: list = []  # filled as features land: each module has setup(app: web.Application) -> None
+from types import ModuleType
+
+from castray.gateway import (
+    clusters_api,
+    nodes_api,
+    openapi,
+    status_api,
+    ui,
+    view_store,
+    ws,
+)
+
+ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws, ui, openapi]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import redis.asyncio as aioredis
 from aiohttp import web
-
 from castray.gateway.settings import GatewaySettings
 from castray.shared.bus import Bus
 from castray.shared.names import Names
+
+if TYPE_CHECKING:  # the modules below import this one
+    from castray.gateway.event_hub import EventHub
+    from castray.gateway.view_store import ViewStore
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", Bus)
 NAMES = web.AppKey("names", Names)
+VIEW: web.AppKey[ViewStore] = web.AppKey("view")
+HUB: web.AppKey[EventHub] = web.AppKey("hub")
+# Open WebSockets, closed on shutdown so a stop never waits for clients to leave.
+WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -7,12 +7,14 @@ or miss one that does.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
+from castray.gateway import keys
 from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +49,7 @@ def doc(
     return mark
 
 
+_REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 
@@ -64,12 +67,12 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
         op: dict[str, Any] = {"summary": rdoc.summary, "tags": [rdoc.tag], "responses": {}}
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in _PARAM.findall(path)]
-        params += [{"name": n, "in": "query", "required": False, "description": d, "schema": {"type": "string"}}
-                   for n, d in rdoc.query.items()]
+        params += [{"name": n, "in": "query", "required": False, "description": d,
+                    "schema": {"type": "string"}} for n, d in rdoc.query.items()]
         if params:
             op["parameters"] = params
         if rdoc.body is not None:
-            schemas[rdoc.body.__name__] = rdoc.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas[rdoc.body.__name__] = rdoc.body.model_json_schema(ref_template=_REF)
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{rdoc.body.__name__}"}}}}
         ok: dict[str, Any] = {"description": "OK"}
@@ -90,3 +93,40 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
         "status": {"type": "integer"}}}
     return {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths,
             "components": {"schemas": schemas}}
+
+
+# --- serving it ----------------------------------------------------------------------------------
+
+
+@doc("This API's OpenAPI 3.1 description", tag="meta")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[keys.OPENAPI])
+
+
+@doc("A plain page listing every endpoint (no external assets)", tag="meta")
+async def docs_page(request: web.Request) -> web.Response:
+    spec = request.app[keys.OPENAPI]
+    rows = []
+    for path, ops in sorted(spec["paths"].items()):
+        for method, op in sorted(ops.items()):
+            rows.append(f"<tr><td><code>{html.escape(method.upper())}</code></td><td><code>{html.escape(path)}"
+                        f"</code></td><td>{html.escape(op['summary'])}</td></tr>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>CastRay API</title><style>"
+        "body{font-family:sans-serif;margin:2em}td{padding:.3em 1em;border-bottom:1px solid #ddd}"
+        "</style></head><body><h1>CastRay API</h1><p>Machine-readable: "
+        "<a href='/api/openapi.json'>/api/openapi.json</a></p><table>" + "".join(rows)
+        + "</table></body></html>"
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+async def _build_on_startup(app: web.Application) -> None:
+    # Built once every feature has added its routes (on_startup runs after the router is frozen).
+    app[keys.OPENAPI] = build_spec(app)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/openapi.json", openapi_json)
+    app.router.add_get("/api/docs", docs_page)
+    app.on_startup.append(_build_on_startup)

@@ -1,0 +1,107 @@
+"""The seed's cluster endpoints (discover, external-info, connect, disconnect) and ``/api/clusters``.
+
+Discover, connect and disconnect are commands to the discovery service over the bus (correlation id,
+timeout ``command_timeout``); a `CommandError` from discovery becomes its status and code in JSON, and
+no answer becomes 503. The view itself is read from Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from castray.gateway import keys, summaries
+from castray.gateway.errors import ApiError, parse_body
+from castray.gateway.openapi import doc
+from pydantic import BaseModel, ConfigDict, Field
+
+DISCOVERY = "discovery"
+MAX_ADDRESS = 512
+COMMAND_ERRORS = {400: "bad request", 404: "unknown cluster", 502: "the cluster answered badly",
+                  503: "discovery is not running or did not answer",
+                  504: "the cluster did not answer in time"}
+
+
+class ConnectRequest(BaseModel):
+    """A cluster to connect to: a dashboard URL (``http://host:port``) or ``host:port``."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    cluster_address: str = Field(min_length=1, max_length=MAX_ADDRESS, examples=["127.0.0.1:8265"])
+
+
+async def _command(request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    app = request.app
+    return await app[keys.BUS].request(DISCOVERY, op, args, timeout=app[keys.SETTINGS].command_timeout)
+
+
+@doc("Run a discovery pass now (coalesced with one already running) and answer with what it found",
+     tag="clusters", responses=COMMAND_ERRORS)
+async def discover_external(request: web.Request) -> web.Response:
+    result = await _command(request, "discover", {})
+    body = {"success": bool(result.get("success", True)), "discovered_clusters": [],
+            "connected_cluster": None, "external_nodes": {}, "error": None, **result}
+    return web.json_response(body)
+
+
+@doc("External clusters: is_connected, connected_cluster (host:port), connected_clusters, external_nodes",
+     tag="clusters", responses={503: "Redis unavailable"})
+async def external_info(request: web.Request) -> web.Response:
+    snap = await request.app[keys.VIEW].snapshot()
+    return web.json_response(summaries.external_info(snap))
+
+
+@doc("Connect to a cluster by address; 4xx says what failed (address_malformed, dashboard_unreachable, "
+     "not_ray_dashboard, gcs_unreachable, incompatible_version, timeout)", tag="clusters",
+     body=ConnectRequest, responses={**COMMAND_ERRORS, 413: "body too large"})
+async def connect_external(request: web.Request) -> web.Response:
+    body = await parse_body(request, ConnectRequest)
+    address = body.cluster_address.strip()
+    if not address or any(ch.isspace() for ch in address):
+        raise ApiError(400, "cluster_address must be host:port or http://host:port without spaces",
+                       code="address_malformed")
+    result = await _command(request, "connect", {"cluster_address": address})
+    return web.json_response({"success": bool(result.get("success", True)), "message": "", **result})
+
+
+@doc("Disconnect every external cluster, or one with ?cluster=<id or address>; its nodes leave the view",
+     tag="clusters", query={"cluster": "cluster id or address (default: all external clusters)"},
+     responses=COMMAND_ERRORS)
+async def disconnect_external(request: web.Request) -> web.Response:
+    cluster = request.query.get("cluster")
+    if cluster is not None and not 0 < len(cluster) <= MAX_ADDRESS:
+        raise ApiError(400, "cluster must be a cluster id or address")
+    result = await _command(request, "disconnect", {"cluster": cluster} if cluster else {})
+    disconnected = list(result.get("disconnected") or [])
+    message = (f"disconnected {len(disconnected)} cluster(s)" if disconnected
+               else "no external cluster was connected")
+    return web.json_response({"success": bool(result.get("success", True)), "message": message,
+                              "disconnected": disconnected, **result})
+
+
+@doc("Every cluster in the view, with node counts", tag="clusters", responses={503: "Redis unavailable"})
+async def list_clusters(request: web.Request) -> web.Response:
+    snap = await request.app[keys.VIEW].snapshot()
+    clusters = [summaries.cluster_summary(c, snap) for c in snap.cluster_list()]
+    return web.json_response({"success": True, "clusters": clusters, "count": len(clusters),
+                              "epoch": snap.meta.epoch, "version": snap.meta.version})
+
+
+@doc("One cluster and its nodes", tag="clusters", responses={404: "unknown cluster"})
+async def get_cluster(request: web.Request) -> web.Response:
+    cluster_id = request.match_info["cluster_id"]
+    snap = await request.app[keys.VIEW].snapshot()
+    cluster = snap.clusters.get(cluster_id)
+    if cluster is None:
+        raise ApiError(404, f"no cluster {cluster_id!r} in the view", code="unknown_cluster")
+    nodes = [summaries.node_record(n) for n in snap.nodes_of(cluster_id)]
+    return web.json_response({"success": True, "cluster": summaries.cluster_summary(cluster, snap),
+                              "nodes": nodes, "epoch": snap.meta.epoch, "version": snap.meta.version})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/cluster/discover-external", discover_external)
+    app.router.add_get("/api/cluster/external-info", external_info)
+    app.router.add_post("/api/cluster/connect-external", connect_external)
+    app.router.add_delete("/api/cluster/disconnect-external", disconnect_external)
+    app.router.add_get("/api/clusters", list_clusters)
+    app.router.add_get("/api/clusters/{cluster_id}", get_cluster)

@@ -1,0 +1,301 @@
+"""One Redis subscription per gateway process, fanned out to every WebSocket client.
+
+The hub listens to the view, transfer and message channels, turns each event into the JSON a client
+receives (once, not once per client) and offers it to every `Subscriber`. Each subscriber has a
+bounded queue: when a client cannot keep up, its queue is dropped and replaced by a single `Resync`,
+so the client gets a fresh snapshot instead of unbounded buffering. After a (re)subscription every
+subscriber resyncs too, since pub/sub loses what was published while the link was down.
+
+The hub also pushes ``status_update`` at most once per ``status_interval`` while the view changes, and
+the original CastRay's ``external_cluster_*`` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from castray.gateway import summaries
+from castray.gateway.view_store import Snapshot, ViewStore
+from castray.shared.bus import REDIS_ERRORS, Bus
+from castray.shared.events import (
+    ClusterInfo,
+    Event,
+    MessageSentEvent,
+    TransferCompletedEvent,
+    TransferEvent,
+    TransferFailedEvent,
+    TransferStartedEvent,
+    ViewChanged,
+    ViewChangedEvent,
+    ViewResetEvent,
+)
+
+log = logging.getLogger(__name__)
+
+TOPICS: tuple[str, ...] = ("clusters", "nodes", "transfers", "messages")
+VIEW_TOPICS = frozenset({"clusters", "nodes"})
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One message for clients. View deltas carry ``epoch``/``version`` so a session can order them."""
+
+    topic: str  # clusters | nodes | transfers | messages | status | direct
+    text: str
+    epoch: str | None = None
+    version: int | None = None
+    reset: bool = False  # a view-reset: take a fresh snapshot
+
+    @property
+    def is_view(self) -> bool:
+        return self.version is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Send this client a fresh snapshot (``reason`` is told to the client)."""
+
+    reason: str
+
+
+QueueItem = Frame | Resync
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """A client's bounded queue and topics."""
+
+    topics: frozenset[str]
+    maxsize: int
+    overflows: int = 0
+    queue: asyncio.Queue[QueueItem] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.maxsize)
+
+    def wants(self, frame: Frame) -> bool:
+        # Every view delta reaches a view client, even of a topic it filtered out, so that its
+        # version stays contiguous; the session sends only the topics asked for.
+        if frame.topic == "direct":  # a reply to this client's own frame
+            return True
+        if frame.is_view or frame.topic == "status":
+            return bool(self.topics & VIEW_TOPICS)
+        return frame.topic in self.topics
+
+    def offer(self, item: QueueItem) -> None:
+        """Queue ``item``; on overflow drop everything queued and ask for a snapshot instead."""
+        if isinstance(item, Frame) and not self.wants(item):
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflows += 1
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(Resync("overflow"))
+
+    def resync(self, reason: str) -> None:
+        self.offer(Resync(reason))
+
+
+# --- event -> client JSON ------------------------------------------------------------------------
+
+
+def delta_message(p: ViewChanged) -> dict[str, Any]:
+    """A view delta as clients see it: node-changed, cluster-found/-lost/-removed (cluster-<change>)."""
+    key, kind = ("node", "node-changed") if p.kind == "node" else ("cluster", f"cluster-{p.change}")
+    return {"type": kind, "epoch": p.epoch, "version": p.version, "change": p.change, "id": p.id,
+            key: p.record, "changed": {k: v.model_dump(mode="json") for k, v in p.changed.items()}}
+
+
+def delta_frame(p: ViewChanged) -> Frame:
+    topic = "nodes" if p.kind == "node" else "clusters"
+    return Frame(topic, dumps(delta_message(p)), epoch=p.epoch, version=p.version)
+
+
+def event_message(event: Event) -> dict[str, Any]:
+    """Transfer and message events: ``{"type": <event type>, **payload, "time": ...}``."""
+    return {"type": event.type, **event.payload.model_dump(mode="json"), "time": event.time}
+
+
+def _legacy_transfer(event: Event) -> dict[str, Any] | None:
+    """The original's ``transfer_activity`` for a start, a whole completion or a failure."""
+    if isinstance(event, TransferStartedEvent):
+        p = event.payload
+        data: dict[str, Any] = {"type": "transfer_start", "recipients": p.targets, "file_name": p.file_name,
+                                "description": f"{p.mode} {p.file_name}".strip()}
+    elif isinstance(event, TransferCompletedEvent) and event.payload.node_id is None:
+        data = {"type": "transfer_complete"}
+    elif isinstance(event, TransferFailedEvent):
+        data = {"type": "transfer_failed", "node_id": event.payload.node_id, "error": event.payload.error}
+    else:
+        return None
+    return {"type": "transfer_activity", "data": {"transfer_id": event.payload.transfer_id, **data}}
+
+
+def frames_for(event: Event) -> list[Frame]:
+    """What clients receive for one event from Redis."""
+    if isinstance(event, ViewChangedEvent):
+        return [delta_frame(event.payload)]
+    if isinstance(event, ViewResetEvent):
+        return [Frame("clusters", "", epoch=event.payload.epoch, version=event.payload.version, reset=True)]
+    if isinstance(event.payload, TransferEvent):
+        frames = [Frame("transfers", dumps(event_message(event)))]
+        legacy = _legacy_transfer(event)
+        return frames + ([Frame("transfers", dumps(legacy))] if legacy else [])
+    if isinstance(event, MessageSentEvent):
+        p = event.payload
+        return [Frame("messages", dumps(event_message(event))),
+                Frame("messages", dumps({"type": "message_received", "message_id": p.message_id,
+                                         "cast_type": p.cast_type, "sender": p.sender}))]
+    return []
+
+
+def legacy_cluster_frames(
+    found: list[ClusterInfo], removed: list[ClusterInfo], snap: Snapshot
+) -> list[Frame]:
+    """The original's ``external_cluster_discovered/_connected/_disconnected`` messages."""
+    count = len(summaries.external_nodes(snap))
+    frames: list[Frame] = []
+    if found:
+        frames.append(Frame("clusters", dumps({
+            "type": "external_cluster_discovered", "external_nodes_count": count,
+            "discovered_clusters": [summaries.cluster_summary(c, snap) for c in found]})))
+    for c in found:
+        if c.found_by == "manual":
+            frames.append(Frame("clusters", dumps({
+                "type": "external_cluster_connected", "cluster_address": summaries.cluster_address(c),
+                "cluster_id": c.id, "external_nodes_count": count})))
+    for c in removed:
+        frames.append(Frame("clusters", dumps({
+            "type": "external_cluster_disconnected", "cluster_id": c.id,
+            "message": f"disconnected from cluster {c.name} ({summaries.cluster_address(c) or c.id})"})))
+    return frames
+
+
+# --- the hub -------------------------------------------------------------------------------------
+
+
+class EventHub:
+    """The process's single subscription to the event channels, fanned out to subscribers."""
+
+    def __init__(self, bus: Bus, store: ViewStore, *, status_interval: float = 1.0) -> None:
+        self.bus = bus
+        self.store = store
+        self.status_interval = status_interval
+        self.subscribed = asyncio.Event()
+        self.events = 0
+        self._subs: set[Subscriber] = set()
+        self._dirty = asyncio.Event()
+        self._found: list[ClusterInfo] = []
+        self._removed: list[ClusterInfo] = []
+        self._known: dict[str, ClusterInfo] = {}  # clusters as last seen, to tell news from updates
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    @property
+    def overflows(self) -> int:
+        return sum(s.overflows for s in self._subs)
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(), name="gateway.hub.listen"),
+                       asyncio.create_task(self._status_loop(), name="gateway.hub.status")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def subscribe(self, topics: Iterable[str], maxsize: int) -> Subscriber:
+        sub = Subscriber(frozenset(topics), maxsize)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+
+    def publish(self, frame: Frame) -> None:
+        for sub in self._subs:
+            sub.offer(frame)
+
+    async def _on_connect(self) -> None:
+        # Anything published while we were not subscribed is lost: every client takes a snapshot.
+        self._known = dict((await self.store.snapshot()).clusters)
+        self.subscribed.set()
+        for sub in self._subs:
+            sub.resync("reconnect")
+        self._dirty.set()
+
+    async def _listen(self) -> None:
+        names = self.bus.names
+        try:
+            channels = (names.view_events, names.transfer_events, names.message_events)
+            async for event in self.bus.subscribe(*channels, on_connect=self._on_connect):
+                self.events += 1
+                self._dispatch(event)
+        finally:
+            self.subscribed.clear()
+
+    def _dispatch(self, event: Event) -> None:
+        for frame in frames_for(event):
+            self.publish(frame)
+        if isinstance(event, ViewResetEvent):
+            self._dirty.set()
+        elif isinstance(event, ViewChangedEvent):
+            self._dirty.set()
+            if event.payload.kind == "cluster":
+                self._note_cluster(event.payload)
+
+    def _note_cluster(self, p: ViewChanged) -> None:
+        """Queue the original's cluster messages: discovered when a cluster appears or comes back
+        (not on every update), disconnected when it is removed (its record is gone, so it is kept here)."""
+        prev = self._known.get(p.id)
+        if p.change == "removed":
+            self._known.pop(p.id, None)
+            self._removed.append(prev or ClusterInfo(id=p.id, name=p.id))
+            return
+        try:
+            cluster = ClusterInfo.model_validate(p.record)
+        except ValueError:
+            return
+        self._known[p.id] = cluster
+        if p.change == "found" and (prev is None or prev.state != "alive"
+                                    or (cluster.found_by == "manual" and prev.found_by != "manual")):
+            self._found.append(cluster)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._subs:
+                try:
+                    snap = await self.store.snapshot()
+                except REDIS_ERRORS as e:
+                    log.warning("status push skipped, Redis unavailable: %s", e)
+                    self._dirty.set()
+                    await asyncio.sleep(self.status_interval)
+                    continue
+                found, removed, self._found, self._removed = self._found, self._removed, [], []
+                for frame in legacy_cluster_frames(found, removed, snap):
+                    self.publish(frame)
+                status = {"type": "status_update", "data": summaries.build_status(snap)}
+                self.publish(Frame("status", dumps(status)))
+            else:
+                self._found, self._removed = [], []
+            await asyncio.sleep(self.status_interval)

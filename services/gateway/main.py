@@ -1,0 +1,92 @@
+"""``castray gateway``: settings from the environment (and ``--host``/``--port``), then serve until a signal.
+
+A busy port is one clear line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import sys
+
+from aiohttp import web
+from castray.gateway.app import create_app
+from castray.gateway.settings import GatewaySettings
+from castray.shared.lifecycle import run_service
+from castray.shared.log import setup_logging
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class PortInUse(Exception):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} is in use; pass --port or set CASTRAY_PORT")
+        self.host, self.port = host, port
+
+
+class GatewayServer:
+    """The gateway as a service for `shared.lifecycle`: ``run()`` serves until ``close()``."""
+
+    name = "gateway"
+
+    def __init__(self, *, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        self.runner = web.AppRunner(create_app(self.settings), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, shutdown_timeout=3.0)
+        try:
+            await site.start()
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUse(self.settings.host, self.settings.port) from e
+            raise
+        log.info("gateway serving on http://%s:%d (UI at /ui, API docs at /api/docs)",
+                 self.settings.host, self.settings.port)
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        self._stopped.set()
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+def parse_args(argv: list[str]) -> dict[str, object]:
+    parser = argparse.ArgumentParser(prog="castray gateway",
+                                     description="Serve the CastRay REST API, /ws and /ui.")
+    parser.add_argument("--host", help="address to bind (CASTRAY_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to serve on (CASTRAY_PORT; default 8000)")
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; ``argv`` are gateway options (none: the environment alone decides)."""
+    overrides = parse_args(argv or [])
+    try:
+        settings = GatewaySettings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        print(f"castray gateway: bad settings: {problems}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(settings.log_level, json_lines=settings.log_json, service="gateway")
+    try:
+        run_service(GatewayServer(settings=settings))
+    except PortInUse as e:
+        print(f"castray gateway: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        print(f"castray gateway: cannot serve on {settings.host}:{settings.port}: {e.strerror or e}",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,68 @@
+"""``/api/nodes`` (filtered), ``/api/nodes/external`` (the seed's shape) and ``/api/nodes/{id}``.
+
+``/api/nodes/external`` is added before ``/api/nodes/{node_id}`` so the variable route cannot take it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from castray.gateway import keys, summaries
+from castray.gateway.errors import ApiError
+from castray.gateway.openapi import doc
+
+STATES = ("ALIVE", "DEAD", "UNREACHABLE")
+
+
+def _external(raw: str | None) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ApiError(400, "external must be true or false", code="bad_filter")
+
+
+def _state(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if raw.upper() not in STATES:
+        raise ApiError(400, f"state must be one of {', '.join(STATES)}", code="bad_filter")
+    return raw.upper()
+
+
+@doc("Nodes of every cluster, optionally filtered", tag="nodes",
+     query={"cluster": "cluster id", "state": "ALIVE, DEAD or UNREACHABLE", "external": "true or false"},
+     responses={400: "bad filter", 503: "Redis unavailable"})
+async def list_nodes(request: web.Request) -> web.Response:
+    q = request.query
+    external, state, cluster = _external(q.get("external")), _state(q.get("state")), q.get("cluster") or None
+    snap = await request.app[keys.VIEW].snapshot()
+    found = snap.node_list(cluster=cluster, state=state, external=external)
+    nodes = [summaries.node_record(n) for n in found]
+    return web.json_response({"success": True, "nodes": nodes, "count": len(nodes),
+                              "epoch": snap.meta.epoch, "version": snap.meta.version})
+
+
+@doc("External nodes (the seed's shape): success, external_nodes (list), count", tag="nodes",
+     responses={503: "Redis unavailable"})
+async def external_nodes(request: web.Request) -> web.Response:
+    snap = await request.app[keys.VIEW].snapshot()
+    nodes = [summaries.external_node(n, snap.clusters) for n in summaries.external_nodes(snap)]
+    return web.json_response({"success": True, "external_nodes": nodes, "count": len(nodes)})
+
+
+@doc("One node", tag="nodes", responses={404: "unknown node"})
+async def get_node(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    node = await request.app[keys.VIEW].node(node_id)
+    if node is None:
+        raise ApiError(404, f"no node {node_id!r} in the view", code="unknown_node")
+    return web.json_response({"success": True, "node": summaries.node_record(node)})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/nodes", list_nodes)
+    app.router.add_get("/api/nodes/external", external_nodes)  # before {node_id}
+    app.router.add_get("/api/nodes/{node_id}", get_node)

@@ -1,0 +1,46 @@
+"""``GET /api/status`` (the seed's shape, for every cluster), health, and ``/`` -> ``/ui``."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from castray.gateway import keys, summaries
+from castray.gateway.openapi import doc
+from castray.shared.bus import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+@doc("Every node of every cluster: total_nodes, active_nodes, node_statuses, clusters, ray_cluster",
+     tag="status", responses={503: "Redis unavailable"})
+async def get_status(request: web.Request) -> web.Response:
+    snap = await request.app[keys.VIEW].snapshot()
+    return web.json_response({"success": True, **summaries.build_status(snap)})
+
+
+@doc("Health: Redis answers and the event listener is subscribed (503 otherwise)", tag="status",
+     responses={503: "Redis unavailable"})
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    hub = app[keys.HUB]
+    try:
+        await app[keys.REDIS].ping()
+    except REDIS_ERRORS as e:
+        log.warning("health: Redis unavailable: %s", e)
+        return web.json_response({"status": "unavailable", "redis": "down", "error": str(e),
+                                  "events_subscribed": False}, status=503)
+    return web.json_response({"status": "ok", "redis": "ok", "events_subscribed": hub.subscribed.is_set(),
+                              "websockets": hub.subscribers})
+
+
+@doc("Redirect to the web page /ui", tag="ui")
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/", root)
+    app.router.add_get("/health", health)
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/status", get_status)

@@ -1,0 +1,103 @@
+"""JSON shapes built from a view snapshot: node statuses, cluster summaries, the seed's status and
+external-cluster answers. Pure functions, shared by the REST handlers and the WebSocket status push.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+from castray.gateway.view_store import Snapshot
+from castray.shared.events import ClusterInfo, NodeInfo
+
+# The original CastRay labelled Ray nodes this way in /api/status; its scripts and page read it.
+RAY_NODE_TYPE = "Ray节点"
+
+
+def cluster_address(cluster: ClusterInfo) -> str | None:
+    """``host:port`` of the cluster's dashboard (what the manual shows as ``connected_cluster``)."""
+    if cluster.dashboard_url:
+        netloc = urlsplit(cluster.dashboard_url).netloc
+        if netloc:
+            return netloc
+    for address in cluster.addresses:
+        netloc = urlsplit(address).netloc if "://" in address else address
+        if netloc:
+            return netloc
+    return cluster.gcs_address
+
+
+def is_external(cluster: ClusterInfo) -> bool:
+    """Found in any other way than as the cluster CastRay runs beside."""
+    return cluster.found_by != "local"
+
+
+def node_record(node: NodeInfo) -> dict[str, Any]:
+    return node.model_dump(mode="json")
+
+
+def node_status(node: NodeInfo) -> dict[str, Any]:
+    """One entry of ``node_statuses``: the record plus the original's field names."""
+    return {**node_record(node), "node_id": node.id, "is_running": node.state == "ALIVE",
+            "node_type": RAY_NODE_TYPE, "port": "N/A"}
+
+
+def external_node(node: NodeInfo, clusters: dict[str, ClusterInfo]) -> dict[str, Any]:
+    """An external node with the original's keys (id, address, status, type, cluster_source, last_seen)."""
+    cluster = clusters.get(node.cluster_id)
+    return {**node_record(node), "address": node.ip, "status": node.state.lower(), "type": "external",
+            "cluster_source": cluster_address(cluster) if cluster else None}
+
+
+def cluster_summary(cluster: ClusterInfo, snap: Snapshot) -> dict[str, Any]:
+    """A cluster record with its address and node counts."""
+    states = Counter(n.state for n in snap.nodes.values() if n.cluster_id == cluster.id)
+    return {**cluster.model_dump(mode="json"), "address": cluster_address(cluster),
+            "external": is_external(cluster), "node_count": sum(states.values()),
+            "alive_node_count": states.get("ALIVE", 0), "dead_node_count": states.get("DEAD", 0)}
+
+
+def ray_cluster_summary(snap: Snapshot) -> dict[str, Any]:
+    """Resources of the alive nodes of every alive cluster (the original's ``ray_cluster``)."""
+    totals: Counter[str] = Counter()
+    alive = [n for n in snap.nodes.values() if n.state == "ALIVE"]
+    for node in alive:
+        totals.update(node.resources)
+    return {"cluster_resources": dict(totals), "nodes": len(alive), "clusters": len(snap.clusters),
+            "alive_clusters": sum(1 for c in snap.clusters.values() if c.state == "alive")}
+
+
+def build_status(snap: Snapshot) -> dict[str, Any]:
+    """The body of ``GET /api/status`` and of the WebSocket ``status_update``."""
+    nodes = snap.node_list()
+    return {
+        "total_nodes": len(nodes),
+        "active_nodes": sum(1 for n in nodes if n.state == "ALIVE"),
+        "external_nodes": sum(1 for n in nodes if n.external),
+        "node_statuses": [node_status(n) for n in nodes],
+        "clusters": [cluster_summary(c, snap) for c in snap.cluster_list()],
+        "ray_cluster": ray_cluster_summary(snap),
+        "epoch": snap.meta.epoch,
+        "version": snap.meta.version,
+    }
+
+
+def connected_external(snap: Snapshot) -> list[ClusterInfo]:
+    """Alive external clusters, first seen first."""
+    return [c for c in snap.cluster_list() if is_external(c) and c.state == "alive"]
+
+
+def external_nodes(snap: Snapshot) -> list[NodeInfo]:
+    return snap.node_list(external=True)
+
+
+def external_info(snap: Snapshot) -> dict[str, Any]:
+    """The body of ``GET /api/cluster/external-info`` (the manual's shape, for many clusters)."""
+    connected = connected_external(snap)
+    return {
+        "is_connected": bool(connected),
+        "connected_cluster": cluster_address(connected[0]) if connected else None,
+        "connected_clusters": [cluster_summary(c, snap) for c in connected],
+        "external_nodes": {n.id: external_node(n, snap.clusters) for n in external_nodes(snap)},
+    }

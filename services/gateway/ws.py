@@ -1,0 +1,212 @@
+"""``/ws``: a snapshot with its version, then deltas, for each client; topics, resume, resnapshot.
+
+A session subscribes to the hub *before* it reads the snapshot, so nothing published in between is
+missed; queued deltas at or below the snapshot's version are dropped. A delta that skips a version
+(a message lost while the hub was reconnecting) is filled from the view log, or answered with a fresh
+snapshot. All sends happen in one task per client; the handler itself only reads client frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from castray.gateway import keys
+from castray.gateway.errors import ApiError
+from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps
+from castray.gateway.openapi import doc
+from castray.gateway.view_store import ViewStore
+from castray.shared.bus import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
+MAX_CLIENT_FRAME = 64 * 1024
+STALE_EPOCHS_KEPT = 8
+
+
+def parse_topics(raw: Any) -> frozenset[str]:
+    """``"clusters,nodes"`` or a list of names; empty means every topic."""
+    if raw is None or raw == "" or raw == []:
+        return frozenset(TOPICS)
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+        raise ApiError(400, "topics must be a comma-separated string or a list of strings")
+    topics = frozenset(t.strip() for t in items if t.strip())
+    unknown = sorted(topics - set(TOPICS))
+    if unknown:
+        raise ApiError(400, f"unknown topics {unknown}; choose from {list(TOPICS)}", code="bad_topics")
+    return topics or frozenset(TOPICS)
+
+
+def parse_resume(query: Any) -> tuple[str, int] | None:
+    epoch, since = query.get("epoch"), query.get("since")
+    if epoch is None and since is None:
+        return None
+    if not epoch or since is None or not since.isdigit() or len(since) > 18:
+        raise ApiError(400, "resume needs both epoch=<epoch> and since=<version> (a non-negative integer)")
+    return epoch, int(since)
+
+
+class WsSession:
+    """Sends one client its snapshot and deltas, in order, from its hub queue."""
+
+    def __init__(self, ws: web.WebSocketResponse, sub: Subscriber, store: ViewStore, *, replay_limit: int):
+        self.ws = ws
+        self.sub = sub
+        self.store = store
+        self.replay_limit = replay_limit
+        self.epoch = ""
+        self.version = 0
+        self.stale: list[str] = []
+
+    async def send(self, obj: dict[str, Any] | str) -> None:
+        await self.ws.send_str(obj if isinstance(obj, str) else dumps(obj))
+
+    async def run(self, resume: tuple[str, int] | None) -> None:
+        """Start (snapshot or replay), then forward the queue until the socket closes."""
+        try:
+            if resume is None or not await self.catch_up(*resume, announce=True):
+                await self.snapshot("connect")
+            while not self.ws.closed:
+                item = await self.sub.queue.get()
+                if isinstance(item, Resync):
+                    await self.snapshot(item.reason)
+                elif item.is_view:
+                    await self.on_view(item)
+                elif item.topic == "direct" or item.topic == "status" or item.topic in self.sub.topics:
+                    await self.send(item.text)
+        except REDIS_ERRORS as e:
+            log.warning("ws: Redis unavailable, closing client: %s", e)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send({"type": "error", "code": "redis_unavailable",
+                                 "error": "the event store (Redis) is unavailable; reconnect later"})
+            await self.ws.close(code=1011, message=b"redis unavailable")
+        except (ConnectionError, RuntimeError) as e:  # the client went away mid-send
+            log.debug("ws: send failed: %s", e)
+            await self.ws.close()
+        except Exception:
+            log.exception("ws: session failed")
+            await self.ws.close(code=1011, message=b"internal error")
+
+    async def snapshot(self, reason: str) -> None:
+        snap = await self.store.snapshot()
+        self._move_to(snap.meta.epoch, snap.meta.version)
+        msg: dict[str, Any] = {"type": "snapshot", "reason": reason, "epoch": snap.meta.epoch,
+                               "version": snap.meta.version, "topics": sorted(self.sub.topics)}
+        if "clusters" in self.sub.topics:
+            msg["clusters"] = [c.model_dump(mode="json") for c in snap.cluster_list()]
+        if "nodes" in self.sub.topics:
+            msg["nodes"] = [n.model_dump(mode="json") for n in snap.node_list()]
+        await self.send(msg)
+
+    def _move_to(self, epoch: str, version: int) -> None:
+        if self.epoch and self.epoch != epoch and self.epoch not in self.stale:
+            self.stale = [*self.stale[-(STALE_EPOCHS_KEPT - 1):], self.epoch]
+        self.epoch, self.version = epoch, version
+
+    async def catch_up(self, epoch: str, since: int, *, announce: bool = False) -> bool:
+        """Replay the log after ``since``; False when it no longer holds every delta needed."""
+        replay = await self.store.replay(epoch, since, limit=self.replay_limit)
+        if replay is None:
+            return False
+        meta, deltas = replay
+        self._move_to(epoch, since)
+        if announce:
+            await self.send({"type": "resumed", "epoch": epoch, "since": since, "version": meta.version,
+                             "topics": sorted(self.sub.topics)})
+        for delta in deltas:
+            topic = "nodes" if delta.kind == "node" else "clusters"
+            if topic in self.sub.topics:
+                await self.send(delta_message(delta))
+            self.version = delta.version
+        return True
+
+    async def on_view(self, frame: Frame) -> None:
+        assert frame.epoch is not None and frame.version is not None
+        if frame.epoch in self.stale:
+            return
+        if frame.reset:
+            if frame.epoch != self.epoch or frame.version > self.version:
+                await self.snapshot("reset")
+            return
+        if frame.epoch != self.epoch:
+            await self.snapshot("epoch")
+            return
+        if frame.version > self.version + 1 and not await self.catch_up(self.epoch, self.version):
+            await self.snapshot("gap")
+            return
+        if frame.version != self.version + 1:
+            return  # already sent (from the snapshot or the log)
+        if frame.topic in self.sub.topics:
+            await self.send(frame.text)
+        self.version = frame.version
+
+    def on_client_frame(self, data: str) -> None:
+        """``{"op": "subscribe", "topics": [...]}``, ``{"op": "snapshot"}`` or ``{"op": "ping"}``."""
+        try:
+            msg = json.loads(data)
+            if not isinstance(msg, dict):
+                raise ApiError(400, "a client frame must be a JSON object with an 'op'")
+            op = msg.get("op")
+            if op == "subscribe":
+                self.sub.topics = parse_topics(msg.get("topics"))
+                self.sub.resync("subscribe")
+            elif op == "snapshot":
+                self.sub.resync("requested")
+            elif op == "ping":
+                self.sub.offer(Frame("direct", dumps({"type": "pong"})))
+            else:
+                raise ApiError(400, f"unknown op {op!r}; use subscribe, snapshot or ping")
+        except ValueError:
+            self._reply_error("a client frame must be JSON", "bad_request")
+        except ApiError as e:
+            self._reply_error(e.message, e.code)
+
+    def _reply_error(self, message: str, code: str) -> None:
+        self.sub.offer(Frame("direct", dumps({"type": "error", "code": code, "error": message})))
+
+
+@doc("WebSocket: snapshot then deltas (topics: clusters, nodes, transfers, messages; resume with epoch "
+     "and since)", tag="events",
+     query={"topics": "comma-separated topics (default all)", "epoch": "resume: the epoch you had",
+            "since": "resume: the last version you applied", "token": "API token when one is set"},
+     responses={400: "bad topics or resume parameters", 401: "missing or wrong token"})
+async def websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings = app[keys.SETTINGS]
+    topics = parse_topics(request.query.get("topics"))
+    resume = parse_resume(request.query)
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=MAX_CLIENT_FRAME)
+    await ws.prepare(request)
+    hub = app[keys.HUB]
+    sub = hub.subscribe(topics, settings.ws_queue_size)  # before the snapshot: nothing is missed
+    session = WsSession(ws, sub, app[keys.VIEW], replay_limit=settings.ws_replay_limit)
+    app[keys.WEBSOCKETS].add(ws)
+    sender = asyncio.create_task(session.run(resume), name="gateway.ws.send")
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                session.on_client_frame(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                session.on_client_frame("")  # answered with an error frame
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        hub.unsubscribe(sub)
+        app[keys.WEBSOCKETS].discard(ws)
+    return ws
+
+
+async def _close_all(app: web.Application) -> None:
+    for ws in list(app[keys.WEBSOCKETS]):
+        await ws.close(code=1001, message=b"server shutdown")
+
+
+def setup(app: web.Application) -> None:
+    app[keys.WEBSOCKETS] = set()
+    app.router.add_get("/ws", websocket)
+    app.on_shutdown.append(_close_all)
