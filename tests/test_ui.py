@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
+
 from castray.node_registry.feed import make_cluster, make_node
 from castray.shared import bus as busmod
 from castray.shared import codec
 from castray.shared.events import TransferCompleted, TransferProgress, TransferStarted
 from castray.shared.transfers import Destination, TransferRecord
-from playwright.sync_api import expect, sync_playwright
-
 from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
 
 pytestmark = pytest.mark.timeout(180)
@@ -295,7 +295,9 @@ def test_transfer_progress_and_checksums_from_live_events(stack: ViewStack,
     for t in targets:
         dest = card.locator(f'[data-testid="transfer-dest"][data-node="{t}"]')
         expect(dest.get_by_test_id("dest-progress")).to_have_attribute("aria-valuenow", "100")
-        expect(dest.get_by_test_id("dest-sha256")).to_have_text(f"✓ sha256 {digest}")
+        expect(dest.get_by_test_id("dest-sha256")).to_have_attribute("data-sha256", digest)
+        expect(dest.get_by_test_id("dest-sha256")).to_have_attribute("data-kind", "verified")
+        expect(dest.get_by_test_id("dest-sha256")).to_contain_text(f"✓ sha256 verified · {digest[:16]}")
     expect(card.get_by_test_id("transfer-sha256")).to_have_text(f"sha256 {digest}")
     expect(card.get_by_test_id("btn-cancel")).to_be_hidden()
     assert watch.errors_except() == []

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
+from playwright.sync_api import expect
+
 from castray.gateway.app import create_app
 from castray.gateway.settings import GatewaySettings
 from castray.node_registry.feed import DiscoveryFeed
@@ -31,11 +34,14 @@ from castray.node_registry.worker import RegistryWorker
 from castray.shared import bus as busmod
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 CHROMIUM = os.environ.get("CASTRAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-default-apps", "--disable-extensions", "--metrics-recording-only"]
 DEADLINE_MS = 15_000
+# Generous waits for every page assertion: the machine running the tests is small and busy.
+expect.set_options(timeout=DEADLINE_MS)
 
 
 def free_port() -> int:
@@ -104,15 +110,22 @@ class ViewStack:
             self.loop.stop()
 
     async def _stop(self) -> None:
+        # Each step is bounded: a component that hangs on close must not hang the test run.
+        steps: list[Coroutine[Any, Any, Any]] = []
         if self.registry is not None:
-            await self.registry.close()
+            steps.append(self.registry.close())
         if self._registry_task is not None:
             self._registry_task.cancel()
-            await asyncio.gather(self._registry_task, return_exceptions=True)
+            steps.append(asyncio.gather(self._registry_task, return_exceptions=True))
         if self.feed is not None:
-            await self.feed.redis.aclose()
+            steps.append(self.feed.redis.aclose())
         if self.runner is not None:
-            await self.runner.cleanup()
+            steps.append(self.runner.cleanup())
+        for step in steps:
+            try:
+                await asyncio.wait_for(step, 10)
+            except TimeoutError:
+                log.warning("ui test stack: a component took over 10 s to close; going on")
 
     def do(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a feed call (or any coroutine) on the stack's loop."""

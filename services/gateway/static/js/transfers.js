@@ -157,7 +157,7 @@ export class TransfersPanel {
       t.mode = mode;
       for (const target of body.targets) this.store.destination(t, target);
       this.store.emit("transfers", { id: r.id });
-      this.store.log("transfer", `Transfer ${shortId(r.id)} queued (${mode})`);
+      if (t.state === "queued") this.store.log("transfer", `Transfer ${shortId(r.id)} queued (${mode})`);
       this.refresh(r.id);
     } catch (e) {
       showMessage(this.message, `Could not start the transfer: ${e.message}`, "error");
@@ -240,6 +240,7 @@ export class TransfersPanel {
   fillCard(card, t) {
     card.el.dataset.state = t.state;
     setText(card.title, t.file_name || `transfer ${shortId(t.id)}`);
+    card.title.title = t.file_name || t.id;
     setText(card.meta, [t.mode, t.bytes_total ? bytes(t.bytes_total) : null, shortId(t.id)].filter(Boolean).join(" · "));
     setText(card.state, t.state);
     card.state.dataset.state = t.state;
@@ -282,12 +283,21 @@ export class TransfersPanel {
     setText(row.pct, `${Math.floor(p)} %`);
     let detail;
     if (d.state === "failed") detail = d.error || "failed";
-    else if (d.state === "completed") detail = d.path ? `saved to ${d.path}` : `${bytes(total)} verified`;
+    else if (d.state === "completed") detail = d.path ? `${bytes(total)} → ${d.path}` : `${bytes(total)}`;
     else if (d.state === "running") detail = `${bytes(done)} of ${bytes(total)} · ${rate(d.rate)} · ETA ${duration(d.eta)}`;
     else detail = d.state;
     setText(row.detail, detail);
+    row.detail.title = detail;
     row.sha.hidden = !d.sha256;
-    if (d.sha256) setText(row.sha, `✓ sha256 ${d.sha256}`);
+    if (d.sha256) {
+      // The full checksum is on the card once; each copy says whether it matches it.
+      const mismatch = t.sha256 && d.sha256 !== t.sha256;
+      row.sha.dataset.sha256 = d.sha256;
+      row.sha.dataset.kind = mismatch ? "mismatch" : "verified";
+      row.sha.title = `sha256 ${d.sha256}`;
+      setText(row.sha, mismatch ? `✗ sha256 ${d.sha256} differs from the source`
+        : `✓ sha256 verified · ${d.sha256.slice(0, 16)}…`);
+    }
   }
 
   setBar(bar, p) {
