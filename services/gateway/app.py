@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+
 from castray.gateway import keys
 from castray.gateway.auth import auth_middleware
 from castray.gateway.errors import error_middleware

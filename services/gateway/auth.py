@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 
 from aiohttp import web
+
 from castray.gateway import keys
 from castray.gateway.errors import ApiError, Handler
 

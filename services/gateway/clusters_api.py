@@ -10,16 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
 from castray.gateway import keys, summaries
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
-from pydantic import BaseModel, ConfigDict, Field
 
 DISCOVERY = "discovery"
 MAX_ADDRESS = 512
-COMMAND_ERRORS = {400: "bad request", 404: "unknown cluster", 502: "the cluster answered badly",
-                  503: "discovery is not running or did not answer",
-                  504: "the cluster did not answer in time"}
+COMMAND_ERRORS = {
+    400: "bad request (address_malformed)", 404: "unknown cluster", 409: "conflict (e.g. the local cluster)",
+    422: "incompatible Ray version", 502: "dashboard_unreachable, not_ray_dashboard or gcs_unreachable",
+    503: "discovery is not running or did not answer", 504: "the cluster did not answer in time",
+}
 
 
 class ConnectRequest(BaseModel):

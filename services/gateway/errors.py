@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from castray.shared.errors import CommandError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from castray.shared.errors import CommandError
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)

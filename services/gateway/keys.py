@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
+
 from castray.gateway.settings import GatewaySettings
 from castray.shared.bus import Bus
 from castray.shared.names import Names

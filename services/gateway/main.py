@@ -12,11 +12,12 @@ import logging
 import sys
 
 from aiohttp import web
+from pydantic import ValidationError
+
 from castray.gateway.app import create_app
 from castray.gateway.settings import GatewaySettings
 from castray.shared.lifecycle import run_service
 from castray.shared.log import setup_logging
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

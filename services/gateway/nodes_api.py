@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from castray.gateway import keys, summaries
 from castray.gateway.errors import ApiError
 from castray.gateway.openapi import doc

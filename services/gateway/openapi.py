@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
-from castray.gateway import keys
 from pydantic import BaseModel
+
+from castray.gateway import keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from castray.shared.settings import CommonSettings
 from pydantic import Field
+
+from castray.shared.settings import CommonSettings
 
 
 class GatewaySettings(CommonSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+
 from castray.gateway import keys, summaries
 from castray.gateway.openapi import doc
 from castray.shared.bus import REDIS_ERRORS

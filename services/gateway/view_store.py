@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from pydantic import BaseModel
+
 from castray.gateway import keys
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import ClusterInfo, NodeInfo, ViewChanged, ViewChangedEvent
 from castray.shared.names import Names
-from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)

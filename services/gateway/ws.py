@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
 from castray.gateway import keys
 from castray.gateway.errors import ApiError
 from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps

@@ -25,13 +25,15 @@ async def make_gateway(namespace: str, redis_url: str) -> AsyncIterator[GatewayF
     listener is subscribed, so nothing a test publishes afterwards is missed."""
     started: list[TestClient] = []
 
-    async def make(**overrides: Any) -> TestClient:
-        settings = GatewaySettings(redis_url=redis_url, namespace=namespace, **overrides)
+    async def make(*, wait_subscribed: bool = True, **overrides: Any) -> TestClient:
+        overrides.setdefault("redis_url", redis_url)
+        settings = GatewaySettings(namespace=namespace, **overrides)
         app = create_app(settings)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         started.append(client)
-        await wait_for(lambda: app[keys.HUB].subscribed.is_set(), what="the gateway's subscription")
+        if wait_subscribed:
+            await wait_for(lambda: app[keys.HUB].subscribed.is_set(), what="the gateway's subscription")
         return client
 
     yield make
