@@ -357,3 +357,30 @@ def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tup
     assert record["mode"] == "unicast" and [d["node_id"] for d in record["destinations"]] == ["c1-n0001"]
     assert record["bytes_total"] == len(content)
     assert watch.errors_except() == []
+
+
+def test_a_gateway_with_a_token_asks_for_it_then_goes_live(namespace: str, redis_url: str,
+                                                           browser: Any) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
+    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir, api_token="s3cret-token")
+    s.start()
+    context = browser.new_context()
+    try:
+        seed_cluster(s)
+        page = context.new_page()
+        watch = PageWatch(s.url)
+        watch.attach(page)
+        page.goto(f"{s.url}/ui")
+        expect(page.locator("#auth-bar")).to_be_visible()
+        expect(page.get_by_test_id("conn-badge")).not_to_have_attribute("data-state", "live")
+        page.locator("#auth-token").fill("s3cret-token")
+        page.locator("#auth-form button[type=submit]").click()
+        expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "live")
+        expect(node_row(page, "c1-n0000")).to_have_attribute("data-state", "ALIVE")
+        expect(page.locator("#auth-bar")).to_be_hidden()
+        assert any("token=s3cret-token" in u for u in watch.websockets)
+        # Refused before the token: the requests (401) and the WebSocket handshake, nothing else.
+        assert watch.errors_except("status of 401", "WebSocket connection to") == []
+    finally:
+        context.close()
+        s.stop()

@@ -74,6 +74,7 @@ class ViewStack:
     namespace: str
     redis_url: str
     data_dir: Path
+    api_token: str | None = None
     loop: LoopThread = field(default_factory=LoopThread)
     port: int = 0
     runner: web.AppRunner | None = None
@@ -91,7 +92,7 @@ class ViewStack:
 
     async def _start(self) -> None:
         settings = GatewaySettings(namespace=self.namespace, redis_url=self.redis_url, host="127.0.0.1",
-                                   port=0, data_dir=self.data_dir)
+                                   port=0, data_dir=self.data_dir, api_token=self.api_token)
         self.runner = web.AppRunner(create_app(settings), access_log=None)
         await self.runner.setup()
         self.port = free_port()

@@ -85,6 +85,12 @@ def castray_up(ray_head: local_ray.RayNode, namespace: str, redis_url: str, tmp_
                                 env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     up = Up(proc, port, err_path)
     try:
+        try:
+            wait_until(lambda: any(n.get("ray_node_id") == ray_head.node_id and n.get("state") == "ALIVE"
+                                   for n in get_json(f"{up.url}/api/status")["node_statuses"]),
+                       "castray up to serve the head")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; castray up's stderr:\n{up.stderr()}") from None
         yield up
     finally:
         procs = [psutil.Process(proc.pid)]
@@ -106,9 +112,6 @@ def test_the_page_with_castray_up_and_a_real_cluster(ray_head: local_ray.RayNode
                                                      ray_workers: list[local_ray.RayNode],
                                                      castray_up: Up) -> None:
     up = castray_up
-    wait_until(lambda: any(n.get("ray_node_id") == ray_head.node_id and n.get("state") == "ALIVE"
-                           for n in get_json(f"{up.url}/api/status")["node_statuses"]),
-               f"castray up to serve the head; stderr:\n{up.stderr()}")
     with sync_playwright() as p:
         browser = launch_browser(p)
         try:
@@ -204,3 +207,50 @@ def _connect(up: Up, address: str) -> tuple[int, Any]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+def test_cluster_buttons_with_castray_up(ray_head: local_ray.RayNode, castray_up: Up) -> None:
+    """Disconnect one, discover now, connect by address, disconnect all: the view follows each."""
+    up = castray_up
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            watch = PageWatch(up.url)
+            watch.attach(page)
+            page.goto(f"{up.url}/ui")
+            clusters = page.locator("#clusters-body tr")
+            nodes = page.locator("#nodes-body tr")
+            expect(clusters).to_have_count(1, timeout=LIVE_MS)
+            expect(nodes).to_have_count(1, timeout=LIVE_MS)
+            message = page.get_by_test_id("cluster-message")
+
+            clusters.first.get_by_test_id("btn-disconnect").click()
+            expect(clusters).to_have_count(0)
+            expect(nodes).to_have_count(0)
+            expect(message).to_have_text(re.compile(r"^Disconnected cluster "))
+
+            page.get_by_test_id("btn-discover").click()
+            expect(message).to_have_attribute("data-kind", "ok", timeout=LIVE_MS)
+            expect(message).to_contain_text("Discovery finished: 1 cluster(s) found")
+            expect(clusters).to_have_count(1)
+            expect(nodes).to_have_count(1)
+
+            page.get_by_test_id("btn-disconnect-all").click()
+            expect(page.get_by_test_id("btn-disconnect-all")).to_have_text("Click again to disconnect all")
+            page.get_by_test_id("btn-disconnect-all").click()
+            expect(clusters).to_have_count(0)
+            expect(message).to_have_text("Disconnected all external clusters.")
+
+            page.get_by_test_id("connect-address").fill(ray_head.dashboard_url)
+            page.get_by_test_id("btn-connect").click()
+            expect(message).to_have_attribute("data-kind", "ok", timeout=LIVE_MS)
+            expect(message).to_contain_text("Connected to ")
+            expect(clusters).to_have_count(1)
+            expect(clusters.first.locator('[data-col="found"]')).not_to_have_text("local")
+            expect(nodes.first).to_have_attribute("data-state", "ALIVE")
+            expect(page.get_by_test_id("activity-log")).to_contain_text("disconnected")
+            assert watch.dialogs == [] and watch.outside == []
+            assert watch.errors_except() == []
+        finally:
+            browser.close()

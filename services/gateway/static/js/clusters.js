@@ -87,7 +87,8 @@ export class ClustersPanel {
       try {
         const r = await api.post("/api/cluster/connect-external", { cluster_address: address });
         const name = r?.cluster?.name || r?.connected_cluster || address;
-        showMessage(this.message, `Connected to ${name}.`, "ok");
+        const text = r?.message ? `${r.message[0].toUpperCase()}${r.message.slice(1)}.` : `Connected to ${name}.`;
+        showMessage(this.message, text, "ok");
         this.store.log("info", `Connected to ${name}`);
         input.value = "";
       } catch (e) {

@@ -11,11 +11,13 @@ export class LiveConnection {
    * @param {Store} store the model deltas are applied to
    * @param {(state: string, detail: string) => void} onState "connecting" | "live" | "reconnecting"
    * @param {() => void} onResync called after every (re)connection's first message (catch up on REST)
+   * @param {() => void} onFailure called when a connection attempt fails (e.g. to find out why over REST)
    */
-  constructor(store, { onState = () => {}, onResync = () => {} } = {}) {
+  constructor(store, { onState = () => {}, onResync = () => {}, onFailure = () => {} } = {}) {
     this.store = store;
     this.onState = onState;
     this.onResync = onResync;
+    this.onFailure = onFailure;
     this.socket = null;
     this.attempt = 0;
     this.timer = null;
@@ -67,6 +69,8 @@ export class LiveConnection {
     socket.addEventListener("close", (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      // A handshake refused (e.g. 401 without a token) looks like any close to a browser: ask REST.
+      if (!this.synced) this.onFailure();
       if (!this.stopped) this.scheduleReconnect(ev.reason || `closed (${ev.code})`);
     });
   }

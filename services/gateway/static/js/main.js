@@ -74,6 +74,7 @@ function main() {
   const live = new LiveConnection(store, {
     onState: setupBadge(),
     onResync: () => panels.transfers.loadRecent(),
+    onFailure: () => { api.get("/api/clusters").catch(() => {}); },
   });
   setupAuth(live);
   live.start();
