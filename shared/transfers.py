@@ -90,3 +90,5 @@ class TransferRecord(BaseModel):
     overwrite: bool = False
     cancel_requested: bool = False
     worker: str | None = None
+    sender_id: str | None = Field(default=None, description=(
+        "Node the original CastRay's endpoints name as sender (statistics only; data comes from source)."))

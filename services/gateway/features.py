@@ -11,12 +11,17 @@ from types import ModuleType
 
 from castray.gateway import (
     clusters_api,
+    files_api,
+    legacy_transfers_api,
+    messages_api,
     nodes_api,
     openapi,
     status_api,
+    transfers_api,
     ui,
     view_store,
     ws,
 )
 
-ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws, ui, openapi]
+ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws,
+                         transfers_api, files_api, legacy_transfers_api, messages_api, ui, openapi]

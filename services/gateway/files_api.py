@@ -1,0 +1,289 @@
+"""Files the gateway stores: streamed uploads (``POST /api/upload``) and the original CastRay's file
+generator (``/api/file-generator/*``), whose files land in ``<data dir>/generated``.
+
+Uploads are streamed part by part to disk (hashing on the way, writes in a thread), never held whole in
+memory, and limited by ``max_upload_bytes`` here: aiohttp's ``client_max_size`` only bounds bodies read
+whole, which this route never does. Generation runs in a thread too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, ConfigDict, Field
+
+from castray.gateway import generated_files as gf
+from castray.gateway import keys
+from castray.gateway import transfer_store as store
+from castray.gateway.errors import ApiError, parse_body
+from castray.gateway.openapi import doc
+from castray.gateway.transfer_plan import enqueue, generate_size, plan, resolve_recipients
+from castray.shared import filegen
+from castray.shared.safe_names import inside, safe_file_name
+from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
+from castray.shared.transfers import ContentType, TransferRequest, UploadSource
+
+TAG = "files"
+GEN = "/api/file-generator"
+WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write in the thread
+MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file in a multipart body
+
+
+# --- uploads -------------------------------------------------------------------------------------
+class UploadAnswer(BaseModel):
+    upload_id: str
+    file_name: str
+    file_size: int
+    sha256: str
+    success: bool = True
+    message: str
+    file_path: str = Field(description="Where the gateway stored it (the original's key).")
+
+
+@doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
+     tag=TAG, response_model=UploadAnswer,
+     responses={400: "Not multipart, no 'file' field, or an unusable file name",
+                413: "Over max_upload_bytes"})
+async def upload(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    cap = settings.max_upload_bytes
+    if request.content_length is not None and request.content_length > cap + MULTIPART_SLACK:
+        raise ApiError(413, f"upload is larger than the limit of {format_size(cap)}", max_size=cap)
+    if not request.content_type.startswith("multipart/"):
+        raise ApiError(400, "send multipart/form-data with the file in a field named 'file'")
+    part = await _file_part(request)
+    try:
+        name = safe_file_name(part.filename or "")
+    except ValueError as e:
+        raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
+    upload_id = uuid.uuid4().hex
+    folder = inside(Path(settings.data_dir) / gf.UPLOADS, upload_id)
+    sink = await asyncio.to_thread(gf.UploadFile, folder)
+    try:
+        await _stream(part, sink, cap)
+        path = await asyncio.to_thread(sink.finish, name)
+    except BaseException:
+        await asyncio.to_thread(sink.discard)
+        raise
+    record = await store.save_upload(request.app[keys.REDIS], request.app[keys.NAMES], path=path,
+                                     file_name=name, file_size=sink.size, sha256=sink.digest.hexdigest(),
+                                     upload_id=upload_id)
+    answer = UploadAnswer(upload_id=upload_id, file_name=name, file_size=record.file_size,
+                          sha256=record.sha256, file_path=record.path,
+                          message=f"uploaded {name} ({format_size(record.file_size)})")
+    return web.json_response(answer.model_dump())
+
+
+async def _file_part(request: web.Request) -> BodyPartReader:
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                return part
+            await part.release()
+    except (ValueError, AssertionError, KeyError) as e:  # what aiohttp raises on a malformed body
+        raise ApiError(400, f"malformed multipart body: {e}") from e
+    raise ApiError(400, "no multipart field named 'file'")
+
+
+async def _stream(part: BodyPartReader, sink: gf.UploadFile, cap: int) -> None:
+    buffer, size = bytearray(), 0
+    while chunk := await part.read_chunk(WRITE_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, f"upload is larger than the limit of {format_size(cap)}", max_size=cap)
+        buffer += chunk
+        if len(buffer) >= WRITE_CHUNK:
+            await asyncio.to_thread(sink.write, bytes(buffer))
+            buffer.clear()
+    if buffer:
+        await asyncio.to_thread(sink.write, bytes(buffer))
+
+
+# --- the file generator ----------------------------------------------------------------------------
+class CreateFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    size: str | int = Field(default="1KB", description="Bytes, or '1KB', '1.5MB', '2GB', '64MiB'.")
+    content_type: ContentType = "text"
+    file_name: str = Field(default="", max_length=1000)
+    include_metadata: bool = Field(default=False, description="Accepted and ignored: the size is exact.")
+
+
+class CreatePreset(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    preset: str = "medium"
+    content_type: ContentType = "text"
+    file_name: str = Field(default="", max_length=1000)
+
+
+class CreateAndTransfer(CreateFile):
+    sender_id: str | None = Field(default=None, description="A node of the view (picks the cluster).")
+    recipients: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+def _generated_dir(app: web.Application) -> Path:
+    return Path(app[keys.SETTINGS].data_dir) / gf.GENERATED
+
+
+async def _create(app: web.Application, size: int, content: filegen.Content, name: str) -> dict[str, Any]:
+    folder = _generated_dir(app)
+    try:
+        path = await asyncio.to_thread(gf.reserve, folder, name)
+    except ValueError as e:
+        raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
+    sha256 = await asyncio.to_thread(gf.generate, path, size, content)
+    st = await asyncio.to_thread(path.stat)
+    return {"file_path": str(path), "file_name": path.name, "requested_size": size, "actual_size": st.st_size,
+            "content_type": content, "sha256": sha256, "md5_hash": None, "created": True,
+            "includes_metadata": False, "download_url": f"{GEN}/files/{path.name}",
+            "size_formatted": format_size(st.st_size), "created_time": gf.iso(st.st_mtime)}
+
+
+def _name(requested: str, default: str) -> str:
+    try:
+        return gf.generator_name(requested, default)
+    except ValueError as e:
+        raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
+
+
+@doc("The generator's presets (tiny .. massive) and content types", tag=TAG)
+async def presets(request: web.Request) -> web.Response:
+    return web.json_response({"success": True, "content_types": list(filegen.CONTENT_TYPES), "presets": {
+        name: {"size_bytes": size, "size_formatted": format_size(size), "description": text}
+        for name, (size, text) in PRESETS.items()}})
+
+
+@doc("The generator's limits, units and examples", tag=TAG)
+async def info(request: web.Request) -> web.Response:
+    cap = request.app[keys.SETTINGS].max_generate_bytes
+    return web.json_response({"success": True, "max_file_size": cap,
+                              "max_file_size_formatted": format_size(cap), "supported_units": UNITS_SHOWN,
+                              "content_types": list(filegen.CONTENT_TYPES),
+                              "examples": ["1024", "1KB", "1.5MB", "100MB", "1GB", "64MiB"]})
+
+
+@doc("Generate a file of an exact size", tag=TAG, body=CreateFile,
+     responses={400: "Bad size (0, over the limit, not a size), content type or file name"})
+async def create(request: web.Request) -> web.Response:
+    body = await parse_body(request, CreateFile)
+    size = generate_size(request.app, body.size)
+    name = _name(body.file_name, f"sample_{_tag(body.size)}_{body.content_type}_{gf.stamp()}.txt")
+    file_info = await _create(request.app, size, body.content_type, name)
+    return web.json_response({"success": True, "message": f"created {file_info['file_name']}",
+                              "file_info": file_info})
+
+
+@doc("Generate a file of a preset size", tag=TAG, body=CreatePreset, responses={400: "Unknown preset"})
+async def create_preset(request: web.Request) -> web.Response:
+    body = await parse_body(request, CreatePreset)
+    if body.preset not in PRESETS:
+        raise ApiError(400, f"unknown preset {body.preset!r} (use one of {', '.join(PRESETS)})",
+                       code="unknown_preset")
+    size = generate_size(request.app, PRESETS[body.preset][0])
+    size_tag = format_size(size).replace(" ", "")
+    default = f"preset_{body.preset}_{size_tag}_{body.content_type}_{gf.stamp()}.txt"
+    file_info = await _create(request.app, size, body.content_type, _name(body.file_name, default))
+    file_info["preset_name"] = body.preset
+    return web.json_response({"success": True, "message": f"created {file_info['file_name']}",
+                              "preset_name": body.preset, "file_info": file_info})
+
+
+@doc("Generate a file and queue a real transfer of it from the sender's cluster to the recipients", tag=TAG,
+     body=CreateAndTransfer, responses={400: "Bad size or no valid recipients", 404: "Unknown sender"})
+async def create_and_transfer(request: web.Request) -> web.Response:
+    app = request.app
+    body = await parse_body(request, CreateAndTransfer)
+    size = generate_size(app, body.size)
+    name = _name(body.file_name, f"transfer_{_tag(body.size)}_{body.content_type}_{gf.stamp()}.txt")
+    people = await resolve_recipients(app, body.sender_id, body.recipients)  # before any disk work
+    file_info = await _create(app, size, body.content_type, name)
+    record = await queue_file(app, Path(file_info["file_path"]), file_info["file_name"], size,
+                              file_info["sha256"], people.valid, sender_id=body.sender_id)
+    results = [{"recipient": r, "success": True, "message": f"queued as transfer {record.id}",
+                "transfer_id": record.id} for r in people.valid] + people.failed
+    return web.json_response({"success": True, "file_info": file_info, "transfer_id": record.id,
+                              "transfer_summary": {"total_recipients": len(results),
+                                                   "successful_transfers": len(people.valid),
+                                                   "failed_transfers": len(people.failed),
+                                                   "transfer_results": results}})
+
+
+async def queue_file(app: web.Application, path: Path, file_name: str, size: int, sha256: str,
+                     targets: list[str], *, sender_id: str | None) -> Any:
+    """Register a stored file like an upload and queue its transfer to ``targets`` (one transfer)."""
+    upload = await store.save_upload(app[keys.REDIS], app[keys.NAMES], path=path, file_name=file_name,
+                                     file_size=size, sha256=sha256)
+    req = TransferRequest(source=UploadSource(upload_id=upload.upload_id),
+                          mode="unicast" if len(targets) == 1 else "multicast", targets=targets)
+    record = await plan(app, req, sender_id=sender_id)
+    await enqueue(app, record)
+    return record
+
+
+@doc("Files in the generator's folder", tag=TAG)
+async def list_files(request: web.Request) -> web.Response:
+    entries = await asyncio.to_thread(gf.list_folder, _generated_dir(request.app))
+    total = sum(e.file_size for e in entries)
+    return web.json_response({"success": True, "files": [e.as_dict(f"{GEN}/files") for e in entries],
+                              "total_count": len(entries), "total_size": total,
+                              "total_size_formatted": format_size(total)})
+
+
+def _generated_path(request: web.Request) -> Path:
+    raw = request.match_info["name"]
+    try:
+        name = safe_file_name(raw)
+        if name != raw or name.startswith("."):
+            raise ValueError("give a plain file name (no folders, not hidden)")
+        path = inside(_generated_dir(request.app), name)
+    except ValueError as e:
+        raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
+    return path
+
+
+@doc("Download a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
+async def download(request: web.Request) -> web.StreamResponse:
+    path = _generated_path(request)
+    if not await asyncio.to_thread(path.is_file):
+        raise ApiError(404, f"no generated file {path.name!r}")
+    return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+
+@doc("Delete a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
+async def delete_file(request: web.Request) -> web.Response:
+    path = _generated_path(request)
+    try:
+        size = await asyncio.to_thread(_unlink, path)
+    except FileNotFoundError as e:
+        raise ApiError(404, f"no generated file {path.name!r}") from e
+    return web.json_response({"success": True, "message": f"deleted {path.name}", "deleted_size": size,
+                              "deleted_size_formatted": format_size(size)})
+
+
+def _unlink(path: Path) -> int:
+    if path.is_symlink() or not path.is_file():
+        raise FileNotFoundError(path)
+    size = path.stat().st_size
+    path.unlink()
+    return size
+
+
+def _tag(size: str | int) -> str:
+    """The size as the user wrote it, fit for a file name."""
+    return gf.generator_name(str(size), "size").removesuffix(".txt")[:32]
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/upload", upload)
+    app.router.add_get(f"{GEN}/presets", presets)
+    app.router.add_get(f"{GEN}/info", info)
+    app.router.add_post(f"{GEN}/create", create)
+    app.router.add_post(f"{GEN}/create-preset", create_preset)
+    app.router.add_post(f"{GEN}/create-and-transfer", create_and_transfer)
+    app.router.add_get(f"{GEN}/files", list_files)
+    app.router.add_get(f"{GEN}/files/{{name}}", download)
+    app.router.add_delete(f"{GEN}/files/{{name}}", delete_file)

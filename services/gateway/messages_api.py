@@ -1,0 +1,149 @@
+"""Text and JSON messages to nodes (the original's ``POST /api/send``, ``GET /api/nodes/{id}/messages``).
+
+Each recipient keeps its newest ``messages_per_node`` messages in a capped Redis list
+(``names.node_messages(id)``, newest first); a sender that is a node of the view keeps a ``sent`` copy.
+Every cast is announced as ``message-sent`` on ``names.message_events``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from castray.gateway import keys
+from castray.gateway import transfer_store as store
+from castray.gateway.errors import ApiError, parse_body
+from castray.gateway.openapi import doc
+from castray.gateway.transfers_api import query_int
+from castray.shared import codec
+from castray.shared.events import MessageSent, NodeInfo
+
+TAG = "messages"
+MAX_COUNT = 1000
+
+
+class CastMessage(BaseModel):
+    """The original's message shape."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = Field(default=None, max_length=200)
+    cast_type: Literal["unicast", "multicast", "broadcast"]
+    message_type: Literal["text", "json", "file"] = "text"
+    content: str | dict[str, Any] | list[Any] = ""
+    sender: str = Field(default="api", max_length=200)
+    recipients: list[str] = Field(default_factory=list, max_length=10_000)
+    group_id: str | None = Field(default=None, max_length=200)
+    timestamp: float | None = None
+    file_path: str | None = None
+    file_size: int | None = None
+
+
+class CastResponse(BaseModel):
+    success: bool
+    message: str
+    recipients_count: int
+    failed_recipients: list[str]
+    delivery_time: float = Field(description="Seconds the delivery took.")
+    message_id: str
+
+
+@doc("Send a text or JSON message to one node, several, or every alive node", tag=TAG, body=CastMessage,
+     response_model=CastResponse,
+     responses={400: "Invalid message or recipients", 404: "No recipient is a known node",
+                409: "No recipient is alive"})
+async def send(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    msg = await parse_body(request, CastMessage)
+    content = _content(msg)
+    app = request.app
+    redis, names, cap = app[keys.REDIS], app[keys.NAMES], app[keys.SETTINGS].messages_per_node
+    delivered, failed, sender = await _recipients(app, msg)
+    message_id = msg.id or uuid.uuid4().hex
+    entry = {"message_id": message_id, "cast_type": msg.cast_type, "message_type": msg.message_type,
+             "content": content, "sender": msg.sender, "group_id": msg.group_id,
+             "timestamp": msg.timestamp if msg.timestamp is not None else time.time()}
+    async with redis.pipeline(transaction=True) as pipe:
+        for rid in delivered:
+            _push(pipe, names.node_messages(rid), {**entry, "direction": "received"}, cap)
+        if sender is not None:
+            sent = {**entry, "direction": "sent", "recipients": delivered}
+            _push(pipe, names.node_messages(sender.id), sent, cap)
+        await pipe.execute()
+    await app[keys.BUS].publish(names.message_events, MessageSent(
+        message_id=message_id, cast_type=msg.cast_type, sender=msg.sender, recipients=delivered))
+    answer = CastResponse(success=True, recipients_count=len(delivered), failed_recipients=failed,
+                          message=f"{msg.cast_type} message delivered to {len(delivered)} node(s)"
+                          + (f", {len(failed)} failed" if failed else ""),
+                          delivery_time=time.perf_counter() - started, message_id=message_id)
+    return web.json_response(answer.model_dump())
+
+
+def _push(pipe: Any, key: str, item: dict[str, Any], cap: int) -> None:
+    pipe.lpush(key, codec.pack(item))
+    pipe.ltrim(key, 0, cap - 1)
+
+
+def _content(msg: CastMessage) -> Any:
+    if msg.message_type == "file":
+        raise ApiError(400, "files are not sent as messages: upload the file (POST /api/upload) and "
+                            "queue a transfer (POST /api/transfers)", code="use_transfers")
+    if msg.message_type == "json" and isinstance(msg.content, str):
+        try:
+            return json.loads(msg.content)
+        except ValueError as e:
+            raise ApiError(400, f"message_type json needs JSON content: {e}") from e
+    return msg.content
+
+
+async def _recipients(app: web.Application, msg: CastMessage) -> tuple[list[str], list[str], NodeInfo | None]:
+    """(delivered ids, failed ids, the sender's node if it is one); 4xx when nobody can receive."""
+    redis, names = app[keys.REDIS], app[keys.NAMES]
+    sender = await store.get_node(redis, names, msg.sender)
+    if msg.cast_type == "broadcast":
+        nodes = await store.all_nodes(redis, names)
+        # From a node: every other alive node of its cluster; from outside: every alive node.
+        alive = sorted(n.id for n in nodes.values() if n.state == "ALIVE" and n.id != msg.sender
+                       and (sender is None or n.cluster_id == sender.cluster_id))
+        if not alive:
+            raise ApiError(409, "no alive node to broadcast to", code="no_alive_nodes")
+        return alive, [], sender
+    wanted = list(dict.fromkeys(r.strip() for r in msg.recipients if r.strip()))
+    if msg.cast_type == "unicast" and len(wanted) != 1:
+        raise ApiError(400, f"unicast needs exactly one recipient (got {len(wanted)})", code="bad_recipients")
+    if not wanted:
+        raise ApiError(400, "multicast needs at least one recipient", code="bad_recipients")
+    nodes = await store.get_nodes(redis, names, wanted)
+    delivered = [r for r in wanted if r in nodes and nodes[r].state == "ALIVE"]
+    failed = [r for r in wanted if r not in delivered]
+    if not delivered:
+        unknown = [r for r in wanted if r not in nodes]
+        if unknown:
+            raise ApiError(404, f"unknown node(s): {', '.join(unknown)}", code="unknown_node",
+                           unknown=unknown, failed_recipients=failed)
+        raise ApiError(409, f"recipient node(s) not alive: {', '.join(failed)}", code="node_not_alive",
+                       failed_recipients=failed)
+    return delivered, failed, sender
+
+
+@doc("A node's messages, newest first", tag=TAG,
+     query={"count": f"At most this many (1..{MAX_COUNT}, default 50)"},
+     responses={400: "Bad count", 404: "Unknown node"})
+async def node_messages(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    count = query_int(request, "count", 50, 1, MAX_COUNT)
+    app = request.app
+    redis, names = app[keys.REDIS], app[keys.NAMES]
+    raw = await redis.lrange(names.node_messages(node_id), 0, count - 1)
+    if not raw and await store.get_node(redis, names, node_id) is None:
+        raise ApiError(404, f"unknown node {node_id!r}", code="unknown_node")
+    return web.json_response([codec.unpack(r) for r in raw])
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/send", send)
+    app.router.add_get("/api/nodes/{node_id}/messages", node_messages)

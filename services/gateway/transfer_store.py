@@ -1,0 +1,166 @@
+"""What the gateway's transfer features read and write in Redis: the view's nodes, uploads, transfers.
+
+Shared by the transfer, file-generator and legacy endpoints so that every way of asking for a transfer
+is validated and queued the same way (`plan` then `enqueue`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from castray.gateway.errors import ApiError
+from castray.shared import codec
+from castray.shared.errors import EventDecodeError
+from castray.shared.events import NodeInfo
+from castray.shared.names import Names
+from castray.shared.transfers import TransferRecord
+
+FINISHED = ("completed", "failed", "cancelled")
+
+
+# --- the view's nodes ------------------------------------------------------------------------------
+async def all_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
+    """Every node of the merged view, by id (undecodable rows skipped)."""
+    raw = await redis.hgetall(names.view_nodes)
+    nodes: dict[str, NodeInfo] = {}
+    for value in raw.values():
+        try:
+            node = codec.decode_model(value, NodeInfo)
+        except EventDecodeError:
+            continue
+        nodes[node.id] = node
+    return nodes
+
+
+async def get_nodes(redis: aioredis.Redis, names: Names, ids: list[str]) -> dict[str, NodeInfo]:
+    """The view's nodes among ``ids`` (missing ones are simply absent)."""
+    if not ids:
+        return {}
+    values = await redis.hmget(names.view_nodes, ids)
+    found: dict[str, NodeInfo] = {}
+    for node_id, value in zip(ids, values, strict=True):
+        if value is None:
+            continue
+        try:
+            found[node_id] = codec.decode_model(value, NodeInfo)
+        except EventDecodeError:
+            continue
+    return found
+
+
+async def get_node(redis: aioredis.Redis, names: Names, node_id: str) -> NodeInfo | None:
+    return (await get_nodes(redis, names, [node_id])).get(node_id)
+
+
+# --- uploads (and generated files registered like uploads) -----------------------------------------
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    file_name: str
+    file_size: int
+    sha256: str
+    path: str
+    created_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"upload_id": self.upload_id, "file_name": self.file_name, "file_size": self.file_size,
+                "sha256": self.sha256, "path": self.path, "created_at": self.created_at}
+
+
+async def save_upload(redis: aioredis.Redis, names: Names, *, path: Path, file_name: str, file_size: int,
+                      sha256: str, upload_id: str | None = None) -> Upload:
+    """Record a stored file at ``names.upload(id)`` so that a transfer can use it as its source."""
+    # ``path`` must be absolute (callers resolve it in a thread, e.g. through `inside`).
+    upload = Upload(upload_id or uuid.uuid4().hex, file_name, file_size, sha256, str(path),
+                    time.time())
+    await redis.set(names.upload(upload.upload_id), codec.pack(upload.as_dict()))
+    return upload
+
+
+async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> Upload | None:
+    raw = await redis.get(names.upload(upload_id))
+    if raw is None:
+        return None
+    try:
+        data = codec.unpack(raw)
+        return Upload(str(data["upload_id"]), str(data["file_name"]), int(data["file_size"]),
+                      str(data["sha256"]), str(data["path"]), float(data["created_at"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# --- transfer records ------------------------------------------------------------------------------
+async def get_transfer(redis: aioredis.Redis, names: Names, transfer_id: str) -> TransferRecord | None:
+    raw = await redis.get(names.transfer(transfer_id))
+    if raw is None:
+        return None
+    try:
+        return codec.decode_model(raw, TransferRecord)
+    except EventDecodeError:
+        return None
+
+
+async def list_transfers(redis: aioredis.Redis, names: Names, *, limit: int, offset: int
+                         ) -> tuple[list[TransferRecord], int]:
+    """Newest first: ``limit`` records from ``offset``, and how many there are in all."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrevrange(names.transfer_index, offset, offset + limit - 1)
+        pipe.zcard(names.transfer_index)
+        ids, total = await pipe.execute()
+    if not ids:
+        return [], int(total)
+    raws = await redis.mget([names.transfer(i.decode() if isinstance(i, bytes) else i) for i in ids])
+    records: list[TransferRecord] = []
+    for raw in raws:
+        if raw is None:  # expired or deleted meanwhile
+            continue
+        try:
+            records.append(codec.decode_model(raw, TransferRecord))
+        except EventDecodeError:
+            continue
+    return records, int(total)
+
+
+async def request_cancel(redis: aioredis.Redis, names: Names, transfer_id: str) -> TransferRecord:
+    """Mark a transfer for cancellation (cancelled at once if still queued); optimistic, retried.
+
+    404 unknown, 409 already finished.
+    """
+    key = names.transfer(transfer_id)
+    for _ in range(20):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                if raw is None:
+                    raise ApiError(404, f"no transfer {transfer_id!r}")
+                record = codec.decode_model(raw, TransferRecord)
+                if record.state in FINISHED:
+                    raise ApiError(409, f"transfer {transfer_id} is already {record.state}",
+                                   state=record.state)
+                record.cancel_requested = True
+                if record.state == "queued":
+                    _cancel_queued(record)
+                pipe.multi()
+                pipe.set(key, codec.encode_model(record))
+                await pipe.execute()
+                return record
+            except WatchError:
+                continue  # the worker wrote the record meanwhile: read it again
+    raise ApiError(409, f"transfer {transfer_id} is changing too fast to cancel; try again")
+
+
+def _cancel_queued(record: TransferRecord) -> None:
+    now = time.time()
+    record.state = "cancelled"
+    record.finished_at = now
+    for dest in record.destinations:
+        if dest.state in ("pending", "running"):
+            dest.state = "cancelled"
