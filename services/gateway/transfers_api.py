@@ -36,7 +36,7 @@ class TransferList(BaseModel):
 
 @doc("Queue a transfer (unicast, multicast or broadcast) of an upload, a node's file or a generated file",
      tag=TAG, body=TransferRequest, response_model=TransferQueued,
-     responses={202: "Queued", 400: "Invalid request", 404: "Unknown upload or node",
+     responses={400: "Invalid request", 404: "Unknown upload or node",
                 409: "A node is not alive"})
 async def create_transfer(request: web.Request) -> web.Response:
     req = await parse_body(request, TransferRequest)
