@@ -164,3 +164,20 @@ async def test_oversize_upload_is_413_and_nothing_stored(namespace: str, names: 
         assert resp.status == 200, ok
     assert files_under(tmp_path / "data") == [Path(ok["file_path"])]
     assert await upload_keys(redis_client, names) == [names.upload(ok["upload_id"]).encode()]
+
+
+async def test_storage_failure_is_507_not_500(namespace: str, names: Names, tmp_path: Path,
+                                              redis_client: aioredis.Redis) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "uploads").write_text("not a folder")  # every write under it fails
+    (data_dir / "generated").write_text("not a folder")
+    async with gateway(namespace, data_dir) as client:
+        resp = await client.post("/api/upload", headers=HEADERS,
+                                 data=raw_multipart('form-data; name="file"; filename="a.bin"', b"abc"))
+        body = await resp.json()
+        assert resp.status == 507, body
+        assert "could not write" in body["error"]
+        resp = await client.post("/api/file-generator/create", json={"size": 10})
+        assert resp.status == 507, await resp.text()
+    assert await upload_keys(redis_client, names) == []

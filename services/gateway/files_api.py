@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ from castray.shared.safe_names import inside, safe_file_name
 from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
 from castray.shared.transfers import ContentType, TransferRequest, UploadSource
 
+T = TypeVar("T")
 TAG = "files"
 GEN = "/api/file-generator"
 WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write in the thread
@@ -62,16 +64,16 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
     upload_id = uuid.uuid4().hex
     folder = inside(Path(settings.data_dir) / gf.UPLOADS, upload_id)
-    sink = await asyncio.to_thread(gf.UploadFile, folder)
+    sink = await disk(gf.UploadFile, folder)
     try:
         await _stream(part, sink, cap)
-        path = await asyncio.to_thread(sink.finish, name)
-    except BaseException:
+        path = await disk(sink.finish, name)
+        record = await store.save_upload(request.app[keys.REDIS], request.app[keys.NAMES], path=path,
+                                         file_name=name, file_size=sink.size,
+                                         sha256=sink.digest.hexdigest(), upload_id=upload_id)
+    except BaseException:  # nothing stays behind: not the file, not its folder
         await asyncio.to_thread(sink.discard)
         raise
-    record = await store.save_upload(request.app[keys.REDIS], request.app[keys.NAMES], path=path,
-                                     file_name=name, file_size=sink.size, sha256=sink.digest.hexdigest(),
-                                     upload_id=upload_id)
     answer = UploadAnswer(upload_id=upload_id, file_name=name, file_size=record.file_size,
                           sha256=record.sha256, file_path=record.path,
                           message=f"uploaded {name} ({format_size(record.file_size)})")
@@ -98,10 +100,19 @@ async def _stream(part: BodyPartReader, sink: gf.UploadFile, cap: int) -> None:
             raise ApiError(413, f"upload is larger than the limit of {format_size(cap)}", max_size=cap)
         buffer += chunk
         if len(buffer) >= WRITE_CHUNK:
-            await asyncio.to_thread(sink.write, bytes(buffer))
+            await disk(sink.write, bytes(buffer))
             buffer.clear()
     if buffer:
-        await asyncio.to_thread(sink.write, bytes(buffer))
+        await disk(sink.write, bytes(buffer))
+
+
+async def disk(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` in a thread; a full or failing disk is a clear 507, not an internal error."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except OSError as e:
+        raise ApiError(507, f"the gateway could not write the file: {e.strerror or e}",
+                       code="storage_error") from e
 
 
 # --- the file generator ----------------------------------------------------------------------------
@@ -132,10 +143,10 @@ def _generated_dir(app: web.Application) -> Path:
 async def _create(app: web.Application, size: int, content: filegen.Content, name: str) -> dict[str, Any]:
     folder = _generated_dir(app)
     try:
-        path = await asyncio.to_thread(gf.reserve, folder, name)
+        path = await disk(gf.reserve, folder, name)
     except ValueError as e:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
-    sha256 = await asyncio.to_thread(gf.generate, path, size, content)
+    sha256 = await disk(gf.generate, path, size, content)
     st = await asyncio.to_thread(path.stat)
     return {"file_path": str(path), "file_name": path.name, "requested_size": size, "actual_size": st.st_size,
             "content_type": content, "sha256": sha256, "md5_hash": None, "created": True,
