@@ -129,8 +129,22 @@ def test_loads_clean_shows_head_and_follows_nodes_live(stack: ViewStack,
     stack.do(stack.feed.node_upsert(worker))
     expect(node_row(page, "c1-n0001").locator('[data-col="name"]')).to_have_text("worker-1")
     expect(cluster.locator('[data-col="nodes"]')).to_have_text("2 / 2")
-    stack.do(stack.feed.node_upsert(worker.model_copy(update={"state": "DEAD"})))
+    page.evaluate("""() => { window.__flashed = [];
+        new MutationObserver((records) => { for (const r of records) {
+            if (/flash-[ab]/.test(r.target.className)) window.__flashed.push(r.target.dataset.id); } })
+        .observe(document.getElementById('nodes-body'), { attributes: true, subtree: true,
+                                                           attributeFilter: ['class'] }); }""")
+    # A change nobody can see (memory up by one byte) updates the row without a highlight ...
+    memory = worker.resources["memory"] + 1
+    quiet = worker.model_copy(update={"resources": {**worker.resources, "memory": memory}})
+    stack.do(stack.feed.node_upsert(quiet))
+    page.wait_for_function(f"() => castray.store.nodes.get('c1-n0001').resources.memory === {memory}")
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    assert page.evaluate("window.__flashed") == []
+    # ... a visible one is highlighted.
+    stack.do(stack.feed.node_upsert(quiet.model_copy(update={"state": "DEAD"})))
     expect(node_row(page, "c1-n0001")).to_have_attribute("data-state", "DEAD")
+    assert "c1-n0001" in page.evaluate("window.__flashed")
     expect(node_row(page, "c1-n0001").locator('[data-col="state"]')).to_have_text("DEAD")
     expect(cluster.locator('[data-col="nodes"]')).to_have_text("1 / 2")
     expect(page.get_by_test_id("activity-log")).to_contain_text("worker-1: ALIVE → DEAD")

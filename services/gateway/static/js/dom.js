@@ -30,7 +30,19 @@ function append(el, child) {
 /** Set an element's text only if it changed (avoids needless layout work on live updates). */
 export function setText(el, value) {
   const text = value === null || value === undefined ? "" : String(value);
-  if (el.textContent !== text) el.textContent = text;
+  if (el.textContent === text) return false;
+  el.textContent = text;
+  return true;
+}
+
+/** Set an attribute (or remove it for null) only if it changed: attribute writes invalidate styles. */
+export function setAttr(el, name, value) {
+  if (value === null || value === undefined) {
+    if (el.hasAttribute(name)) el.removeAttribute(name);
+    return;
+  }
+  const text = String(value);
+  if (el.getAttribute(name) !== text) el.setAttribute(name, text);
 }
 
 export function byId(id) {

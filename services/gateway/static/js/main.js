@@ -80,7 +80,7 @@ function main() {
   live.start();
   addEventListener("pagehide", () => live.stop());
   // For tests and the curious: the page's state, read-only by convention.
-  window.castray = { store, live };
+  window.castray = { store, live, panels };
 }
 
 main();

@@ -1,10 +1,12 @@
 // The nodes table: keyed rows updated in place, filtered and sorted, redrawn once per frame.
 
-import { byId, h, setText } from "./dom.js";
+import { byId, h, setAttr, setText } from "./dom.js";
 import { FrameBatch } from "./frame.js";
 import { bytes, cpu } from "./format.js";
 
 const STATE_ORDER = { ALIVE: 0, UNREACHABLE: 1, DEAD: 2 };
+// Beyond this many highlights in one frame (a burst of changes) the rows update without one.
+const MAX_FLASHES_PER_FRAME = 150;
 
 function sortValue(store, node, key) {
   const r = node.resources || {};
@@ -43,6 +45,7 @@ export class NodesTable {
     this.sort = { key: "name", dir: 1 };
     this.filters = { text: "", cluster: "", state: "", external: "" };
     this.clusterOptions = "";
+    this.flashes = 0;
     this.frame = new FrameBatch(() => this.flush());
     store.on("nodes", (d) => this.onNodes(d));
     store.on("clusters", () => { this.all = true; this.frame.request(); });
@@ -105,6 +108,7 @@ export class NodesTable {
 
   flush() {
     const store = this.store;
+    this.flashes = 0;
     if (this.all) {
       for (const id of this.rows.keys()) if (!store.nodes.has(id)) this.dropRow(id);
       for (const [id, node] of store.nodes) this.updateRow(id, node, this.dirty.get(id) || "quiet");
@@ -132,24 +136,29 @@ export class NodesTable {
     if (fresh) { row = this.makeRow(id); this.rows.set(id, row); }
     const r = node.resources || {};
     const c = row.cells;
-    row.tr.dataset.state = node.state || "";
-    row.tr.dataset.cluster = node.cluster_id || "";
-    setText(c.name, node.name || node.id);
-    c.name.title = node.hostname ? `${node.id} · ${node.hostname}` : node.id;
-    setText(c.ip, node.ip || "—");
-    setText(c.cluster, this.store.clusterName(node.cluster_id));
-    setText(c.head, node.is_head ? "head" : "worker");
-    c.head.dataset.head = node.is_head ? "true" : "false";
-    setText(c.stateText, node.state || "?");
-    c.stateText.dataset.state = node.state || "";
-    c.state.title = node.state_message || "";
-    setText(c.cpu, r.CPU === undefined ? "—" : cpu(r.CPU));
-    setText(c.memory, r.memory === undefined ? "—" : bytes(r.memory));
-    setText(c.object_store, r.object_store_memory === undefined ? "—" : bytes(r.object_store_memory));
-    setText(c.external, node.external ? "external" : "local");
-    c.external.dataset.external = node.external ? "true" : "false";
-    if (!fresh && (change === "updated" || change === "added")) this.flash(row);
-    else if (fresh && change === "added") this.flash(row);
+    // `shown` is true when anything a reader can see changed: only that earns a highlight.
+    let shown = false;
+    const text = (el, value) => { shown = setText(el, value) || shown; };
+    setAttr(row.tr, "data-state", node.state || "");
+    setAttr(row.tr, "data-cluster", node.cluster_id || "");
+    text(c.name, node.name || node.id);
+    setAttr(c.name, "title", node.hostname ? `${node.id} · ${node.hostname}` : node.id);
+    text(c.ip, node.ip || "—");
+    text(c.cluster, this.store.clusterName(node.cluster_id));
+    text(c.head, node.is_head ? "head" : "worker");
+    setAttr(c.head, "data-head", node.is_head ? "true" : "false");
+    text(c.stateText, node.state || "?");
+    setAttr(c.stateText, "data-state", node.state || "");
+    setAttr(c.state, "title", node.state_message || null);
+    text(c.cpu, r.CPU === undefined ? "—" : cpu(r.CPU));
+    text(c.memory, r.memory === undefined ? "—" : bytes(r.memory));
+    text(c.object_store, r.object_store_memory === undefined ? "—" : bytes(r.object_store_memory));
+    text(c.external, node.external ? "external" : "local");
+    setAttr(c.external, "data-external", node.external ? "true" : "false");
+    if ((change === "added" || (change === "updated" && shown && !fresh)) && this.flashes < MAX_FLASHES_PER_FRAME) {
+      this.flashes += 1;
+      this.flash(row);
+    }
   }
 
   flash(row) {

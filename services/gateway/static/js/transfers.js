@@ -17,7 +17,8 @@ export class TransfersPanel {
     this.cards = new Map();
     this.dirty = new Set();
     this.upload = null; // {promise, abort, info}
-    this.targetsSig = "";
+    this.pickerLists = [new NodeOptions(byId("transfer-targets")), new NodeOptions(byId("src-node-id")),
+      new NodeOptions(byId("gen-node"), "a head node")];
     this.frame = new FrameBatch(() => this.flush());
     this.pickers = new FrameBatch(() => this.refreshPickers());
     store.on("transfers", (d) => { this.dirty.add(d.id); this.frame.request(); });
@@ -68,18 +69,8 @@ export class TransfersPanel {
   refreshPickers() {
     const nodes = [...this.store.nodes.values()].sort((a, b) =>
       String(a.name || a.id).localeCompare(String(b.name || b.id)));
-    const sig = nodes.map((n) => `${n.id}\u0000${n.name}\u0000${n.state}\u0000${n.ip}\u0000${n.cluster_id}`).join("\u0001");
-    if (sig === this.targetsSig) return;
-    this.targetsSig = sig;
     const label = (n) => `${n.name || n.id} · ${n.ip || "?"}${n.is_head ? " · head" : ""} · ${this.store.clusterName(n.cluster_id)}${n.state === "ALIVE" ? "" : ` · ${n.state}`}`;
-    for (const select of [byId("transfer-targets"), byId("src-node-id"), byId("gen-node")]) {
-      const chosen = new Set([...select.selectedOptions].map((o) => o.value));
-      const options = nodes.map((n) => h("option", { value: n.id, disabled: n.state !== "ALIVE" }, label(n)));
-      // The generator's node is optional: its first choice is "a head node" (the API's default).
-      if (select.id === "gen-node") options.unshift(h("option", { value: "" }, "a head node"));
-      select.replaceChildren(...options);
-      for (const opt of select.options) opt.selected = chosen.has(opt.value) && !opt.disabled;
-    }
+    for (const picker of this.pickerLists) picker.update(nodes, label);
   }
 
   startUpload() {
@@ -304,5 +295,45 @@ export class TransfersPanel {
     const value = Math.round(p * 10) / 10;
     bar.setAttribute("aria-valuenow", String(value));
     bar.firstChild.style.width = `${value}%`;
+  }
+}
+
+/** A <select>'s node options, keyed by node id and updated in place (selection survives updates). */
+class NodeOptions {
+  constructor(select, emptyLabel = null) {
+    this.select = select;
+    this.options = new Map();
+    this.order = [];
+    this.first = emptyLabel === null ? null : select.querySelector('option[value=""]') || h("option", { value: "" }, emptyLabel);
+  }
+
+  update(nodes, label) {
+    const keep = new Set();
+    for (const n of nodes) {
+      keep.add(n.id);
+      let opt = this.options.get(n.id);
+      if (!opt) { opt = h("option", { value: n.id }); this.options.set(n.id, opt); }
+      setText(opt, label(n));
+      const disabled = n.state !== "ALIVE";
+      if (opt.disabled !== disabled) {
+        opt.disabled = disabled;
+        if (disabled) opt.selected = false;
+      }
+    }
+    for (const [id, opt] of this.options) if (!keep.has(id)) { opt.remove(); this.options.delete(id); }
+    const ids = nodes.map((n) => n.id);
+    if (ids.length !== this.order.length || ids.some((id, i) => id !== this.order[i])) {
+      let cursor = this.select.firstChild;
+      if (this.first) {
+        if (cursor !== this.first) this.select.insertBefore(this.first, cursor);
+        cursor = this.first.nextSibling;
+      }
+      for (const id of ids) {
+        const opt = this.options.get(id);
+        if (opt === cursor) cursor = cursor.nextSibling;
+        else this.select.insertBefore(opt, cursor);
+      }
+      this.order = ids;
+    }
   }
 }
