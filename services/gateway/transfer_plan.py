@@ -100,10 +100,10 @@ async def _source_facts(app: web.Application, req: TransferRequest, transfer_id:
         return SourceFacts(parts[-1] if parts else "", node=node)
     assert isinstance(src, GenerateSource)
     size = generate_size(app, src.generate.size)
-    node = await _source_node(app, src.node_id) if src.node_id else None
+    gen_node = await _source_node(app, src.node_id) if src.node_id else None
     default = src.generate.file_name or (
         f"generated_{format_size(size).replace(' ', '')}_{src.generate.content}_{transfer_id[:8]}.bin")
-    return SourceFacts(default, size, node=node)
+    return SourceFacts(default, size, node=gen_node)
 
 
 def generate_size(app: web.Application, size: str | int) -> int:

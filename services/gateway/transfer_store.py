@@ -25,6 +25,11 @@ from castray.shared.transfers import TransferRecord
 FINISHED = ("completed", "failed", "cancelled")
 
 
+def as_bytes(raw: bytes | str) -> bytes:
+    """Redis replies are bytes here (no decode_responses); typed as either by redis-py."""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 # --- the view's nodes ------------------------------------------------------------------------------
 async def all_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
     """Every node of the merged view, by id (undecodable rows skipped)."""
@@ -32,7 +37,7 @@ async def all_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
     nodes: dict[str, NodeInfo] = {}
     for value in raw.values():
         try:
-            node = codec.decode_model(value, NodeInfo)
+            node = codec.decode_model(as_bytes(value), NodeInfo)
         except EventDecodeError:
             continue
         nodes[node.id] = node
@@ -49,7 +54,7 @@ async def get_nodes(redis: aioredis.Redis, names: Names, ids: list[str]) -> dict
         if value is None:
             continue
         try:
-            found[node_id] = codec.decode_model(value, NodeInfo)
+            found[node_id] = codec.decode_model(as_bytes(value), NodeInfo)
         except EventDecodeError:
             continue
     return found
@@ -89,7 +94,7 @@ async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> Upl
     if raw is None:
         return None
     try:
-        data = codec.unpack(raw)
+        data = codec.unpack(as_bytes(raw))
         return Upload(str(data["upload_id"]), str(data["file_name"]), int(data["file_size"]),
                       str(data["sha256"]), str(data["path"]), float(data["created_at"]))
     except (ValueError, KeyError, TypeError):
@@ -102,7 +107,7 @@ async def get_transfer(redis: aioredis.Redis, names: Names, transfer_id: str) ->
     if raw is None:
         return None
     try:
-        return codec.decode_model(raw, TransferRecord)
+        return codec.decode_model(as_bytes(raw), TransferRecord)
     except EventDecodeError:
         return None
 
@@ -122,7 +127,7 @@ async def list_transfers(redis: aioredis.Redis, names: Names, *, limit: int, off
         if raw is None:  # expired or deleted meanwhile
             continue
         try:
-            records.append(codec.decode_model(raw, TransferRecord))
+            records.append(codec.decode_model(as_bytes(raw), TransferRecord))
         except EventDecodeError:
             continue
     return records, int(total)
@@ -141,14 +146,14 @@ async def request_cancel(redis: aioredis.Redis, names: Names, transfer_id: str) 
                 raw = await pipe.get(key)
                 if raw is None:
                     raise ApiError(404, f"no transfer {transfer_id!r}")
-                record = codec.decode_model(raw, TransferRecord)
+                record = codec.decode_model(as_bytes(raw), TransferRecord)
                 if record.state in FINISHED:
                     raise ApiError(409, f"transfer {transfer_id} is already {record.state}",
                                    state=record.state)
                 record.cancel_requested = True
                 if record.state == "queued":
                     _cancel_queued(record)
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(key, codec.encode_model(record))
                 await pipe.execute()
                 return record
