@@ -11,6 +11,7 @@ It starts and stops its own Ray nodes, and prints; it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -24,7 +25,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from castray import local_ray  # noqa: E402
-from castray.shared.filegen import write_generated  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
 
 MB = 1_000_000
@@ -48,15 +48,50 @@ def bench_cp(src: Path, work: Path) -> float:
     return took
 
 
-def run_plan(plan: Any, agents: Any) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
+def make_source(path: Path, size: int) -> str:
+    """``size`` random bytes (numpy's PRNG: fast), fsync'd; returns the sha256."""
+    import numpy as np
+
+    rng, sha, left = np.random.default_rng(), hashlib.sha256(), size
+    with open(path, "wb") as f:
+        while left:
+            block = rng.bytes(min(left, 64 << 20))
+            sha.update(block)
+            f.write(block)
+            left -= len(block)
+        f.flush()
+        os.fsync(f.fileno())
+    return sha.hexdigest()
+
+
+def cpu_seconds(nodes: list[local_ray.RayNode]) -> float:
+    """CPU time used so far by every process of these Ray nodes, and by this process."""
+    import psutil
+
+    total = sum(psutil.Process().cpu_times()[:2])
+    for node in nodes:
+        try:
+            procs = psutil.Process(node.pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                total += sum(p.cpu_times()[:2])
+            except psutil.Error:
+                pass
+    return total
+
+
+def run_plan(plan: Any, agents: Any, nodes: list[local_ray.RayNode]
+             ) -> tuple[float, float, dict[str, Any], list[dict[str, Any]]]:
     from castray.transfer.pipeline import run_transfer
 
     events: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    cpu0, t0 = cpu_seconds(nodes), time.perf_counter()
     run_transfer(plan, agents, events.append, threading.Event())
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, cpu_seconds(nodes) - cpu0
     done = next(e for e in events if e["ev"] == "done")
-    return took, done, [e for e in events if e["ev"] == "dest"]
+    return took, cpu, done, [e for e in events if e["ev"] == "dest"]
 
 
 def main() -> None:
@@ -81,9 +116,8 @@ def main() -> None:
 def _run(work: Path, size: int, chunk: int, inflight: int, nodes: list[local_ray.RayNode]) -> None:
     src = work / "source.bin"
     print(f"file: {format_size(size)} random, chunk {format_size(chunk)}, {inflight} in flight; dir {work}")
-    t0 = time.perf_counter()
-    sha = write_generated(src, size, "random")
-    print(f"  (generated in {time.perf_counter() - t0:.1f} s, sha256 {sha[:16]}...)")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work shares them)")
+    sha = make_source(src, size)
 
     cp_times = [bench_cp(src, work) for _ in range(2)]
     cp_s = min(cp_times)
@@ -118,10 +152,10 @@ def _run(work: Path, size: int, chunk: int, inflight: int, nodes: list[local_ray
 
     warm = plan("warmup", nodes[1:4])  # first object transfers between the nodes are slower
     warm.source = {"kind": "generate", "size": 64 << 20, "path": str(work / "warm.bin")}
-    run_plan(warm, agents)
+    run_plan(warm, agents, nodes)
     results = {}
     for name, targets in (("unicast", nodes[1:2]), ("broadcast", nodes[1:4])):
-        took, done, dests = run_plan(plan(name, targets), agents)
+        took, cpu, done, dests = run_plan(plan(name, targets), agents, nodes)
         ok = done["state"] == "finished" and all(d["state"] == "completed" and d["sha256"] == sha
                                                  for d in dests) and len(dests) == len(targets)
         copies = len(targets)
@@ -131,6 +165,10 @@ def _run(work: Path, size: int, chunk: int, inflight: int, nodes: list[local_ray
         print(f"ours, {name:9s} to {nodes_txt}: {took:6.2f} s  {rate:7.1f} MB/s "
               f"over all copies  ({rate / cp_rate:.2f}x cp)   verified: {ok}; source read "
               f"{done.get('bytes_read', 0) / size:.2f} time(s)")
+        per_gib = cpu / (size * copies / 2**30)
+        print(f"      CPU used by all Ray processes: {cpu:.1f} s ({per_gib:.1f} CPU-s per GiB delivered); "
+              f"with every core free that alone bounds the rate at "
+              f"{size * copies / (cpu / (os.cpu_count() or 1)) / MB:.0f} MB/s")
         for d in dests:
             Path(d["path"]).unlink(missing_ok=True)
     print("targets: unicast >= 0.70x cp: {}; broadcast >= 0.70x cp: {}".format(

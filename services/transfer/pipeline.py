@@ -108,10 +108,19 @@ class Agents:
             self._handles.pop(ray_node_id, None)
 
     def ready(self, ray_node_ids: list[str], timeout: float) -> dict[str, str | None]:
-        """Start (or check) the agents; node id -> None if ready, else the reason it is not."""
-        refs = {n: self.get(n).info.remote() for n in set(ray_node_ids)}
-        out: dict[str, str | None] = {}
+        """Start (or check) the agents; node id -> None if ready, else the reason it is not.
+
+        An agent found dead is replaced once: its worker may have died while its node lives on."""
         deadline = time.monotonic() + timeout
+        out = self._check(set(ray_node_ids), deadline)
+        again = {n for n, why in out.items() if why is not None and why != "node agent did not start"}
+        if again:
+            out.update(self._check(again, deadline))
+        return out
+
+    def _check(self, nodes: set[str], deadline: float) -> dict[str, str | None]:
+        refs = {n: self.get(n).info.remote() for n in nodes}
+        out: dict[str, str | None] = {}
         for node, ref in refs.items():
             try:
                 info = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
