@@ -181,3 +181,17 @@ async def test_storage_failure_is_507_not_500(namespace: str, names: Names, tmp_
         resp = await client.post("/api/file-generator/create", json={"size": 10})
         assert resp.status == 507, await resp.text()
     assert await upload_keys(redis_client, names) == []
+
+
+WHOLE = raw_multipart('form-data; name="file"; filename="cut.bin"', b"q" * 200_000)
+
+
+@pytest.mark.parametrize("cut", [150_000, len(WHOLE) - len(f"--{BOUNDARY}--\r\n")])
+async def test_truncated_body_is_4xx_and_nothing_stored(namespace: str, names: Names, tmp_path: Path,
+                                                        redis_client: aioredis.Redis, cut: int) -> None:
+    async with gateway(namespace, tmp_path / "data") as client:
+        resp = await client.post("/api/upload", data=WHOLE[:cut], headers=HEADERS)  # no closing boundary
+        body = await resp.json()
+    assert 400 <= resp.status < 500, body
+    assert files_under(tmp_path) == []
+    assert await upload_keys(redis_client, names) == []

@@ -66,7 +66,15 @@ async def upload(request: web.Request) -> web.Response:
     folder = inside(Path(settings.data_dir) / gf.UPLOADS, upload_id)
     sink = await disk(gf.UploadFile, folder)
     try:
-        await _stream(part, sink, cap)
+        try:
+            await _stream(part, sink, cap)
+        except ValueError as e:  # aiohttp's word for a body that breaks off or loses its boundary
+            raise ApiError(400, f"malformed multipart body: {e}") from e
+        # aiohttp ends a part quietly at the end of the body; a complete one is followed by its
+        # boundary, which the reader pushed back into the stream: none left means the body broke off.
+        if request.content.at_eof():
+            raise ApiError(400, "the upload ended before the file did (no closing multipart boundary)",
+                           code="truncated_upload")
         path = await disk(sink.finish, name)
         record = await store.save_upload(request.app[keys.REDIS], request.app[keys.NAMES], path=path,
                                          file_name=name, file_size=sink.size,
