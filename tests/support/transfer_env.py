@@ -40,11 +40,11 @@ async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.Ray
 
 async def queue(redis: aioredis.Redis, names: Names, *, source: dict[str, Any], targets: list[str],
                 file_name: str, mode: str = "multicast", overwrite: bool = False,
-                cluster_id: str | None = None) -> TransferRecord:
+                cluster_id: str | None = None, **fields: Any) -> TransferRecord:
     """Store, index and queue a transfer exactly as the gateway does."""
     record = TransferRecord(id=uuid.uuid4().hex, mode=mode, source=source, file_name=file_name,  # type: ignore[arg-type]
                             created_at=time.time(), destinations=[Destination(node_id=t) for t in targets],
-                            overwrite=overwrite, cluster_id=cluster_id)
+                            overwrite=overwrite, cluster_id=cluster_id, **fields)
     await redis.set(names.transfer(record.id), codec.encode_model(record))
     await redis.zadd(names.transfer_index, {record.id: record.created_at})
     await Bus(redis, names, source="test").add_work(names.transfer_requests, record.model_dump(mode="json"))

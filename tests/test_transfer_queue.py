@@ -1,0 +1,99 @@
+"""The worker's queue discipline, without Ray: finished records are only acknowledged, a cancel before
+start settles at once, a transfer that cannot be planned fails with a reason, a lease held by a live
+replica is respected."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from castray.shared import codec
+from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.names import TRANSFER_GROUP, Names
+from castray.shared.transfers import Destination, TransferRecord
+from castray.transfer.worker import TransferWorker
+from tests.support import transfer_env as env
+
+
+@pytest.fixture
+async def worker(namespace: str, tmp_path: Path,
+                 redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
+    settings = env.settings_for(namespace, tmp_path, claim_idle_ms=1000)
+    w = TransferWorker(settings=settings, redis=redis_client)
+    task = asyncio.create_task(w.run())
+    yield w
+    await w.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _pending(redis: aioredis.Redis, names: Names) -> int:
+    return int((await redis.xpending(names.transfer_requests, TRANSFER_GROUP))["pending"])
+
+
+async def _wait_acked(redis: aioredis.Redis, names: Names) -> None:
+    for _ in range(100):
+        info = await redis.xinfo_groups(names.transfer_requests)
+        if info and int(info[0]["lag"] or 0) == 0 and await _pending(redis, names) == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("request not acknowledged")
+
+
+async def test_finished_records_are_only_acknowledged(
+    worker: TransferWorker, redis_client: aioredis.Redis, names: Names
+) -> None:
+    rec = TransferRecord(id=uuid.uuid4().hex, mode="unicast", source={"generate": {"size": 10}},
+                         file_name="a.bin", created_at=time.time(), destinations=[Destination(node_id="n1")],
+                         state="completed", finished_at=123.0)
+    await redis_client.set(names.transfer(rec.id), codec.encode_model(rec))
+    await worker.bus.add_work(names.transfer_requests, rec.model_dump(mode="json"))
+    await _wait_acked(redis_client, names)
+    after = await env.read(redis_client, names, rec.id)
+    assert after.state == "completed" and after.finished_at == 123.0 and after.worker is None
+
+
+async def test_cancel_before_start_and_unplannable(
+    worker: TransferWorker, redis_client: aioredis.Redis, names: Names
+) -> None:
+    cluster = ClusterInfo(id="cx", name="no-gcs")  # known only by its dashboard: no GCS address
+    node = NodeInfo(id="cx-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cx", name="a", is_head=True)
+    await redis_client.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
+    await redis_client.hset(names.view_nodes, node.id, codec.encode_model(node))
+
+    # cancel requested before any worker started it
+    rec = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=[node.id],
+                          file_name="c.bin", mode="unicast", cancel_requested=True)
+    unknown = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=["nowhere"],
+                              file_name="u.bin", mode="unicast")
+    no_gcs = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=[node.id],
+                             file_name="g.bin", mode="unicast")
+
+    got = await env.wait_record(redis_client, names, rec.id, env.done, timeout=30)
+    assert got.state == "cancelled" and got.destinations[0].state == "cancelled"
+    got = await env.wait_record(redis_client, names, unknown.id, env.done, timeout=30)
+    assert got.state == "failed" and "node view" in str(got.error)
+    assert got.destinations[0].state == "failed" and got.destinations[0].error
+    got = await env.wait_record(redis_client, names, no_gcs.id, env.done, timeout=30)
+    assert got.state == "failed" and "GCS address" in str(got.error)
+    await _wait_acked(redis_client, names)
+
+
+async def test_a_live_lease_is_respected(
+    worker: TransferWorker, redis_client: aioredis.Redis, names: Names
+) -> None:
+    """Another replica holds the transfer (and keeps renewing): this one must not run it."""
+    rec = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=["n1"],
+                          file_name="l.bin", mode="unicast")
+    await redis_client.set(names.transfer_lease(rec.id), "other-replica", px=60_000)
+    await asyncio.sleep(3)  # several read and claim rounds (claim_idle_ms is 1 s)
+    assert (await env.read(redis_client, names, rec.id)).state == "queued"
+    await redis_client.delete(names.transfer_lease(rec.id))  # the holder died: its lease expires
+    got = await env.wait_record(redis_client, names, rec.id, env.done, timeout=30)
+    assert got.state == "failed" and got.worker == worker.instance  # n1 is in no view: failed, by us
