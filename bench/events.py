@@ -279,6 +279,7 @@ async def run(count: int, rate: float) -> None:
     names = Names(f"bench-{uuid.uuid4().hex[:8]}")
     redis = aioredis.Redis.from_url(url)
     total = count + WARMUP
+    load_before = os.getloadavg()[0]
     try:
         raw, raw_rate = await bench_raw(redis, names, total, rate)
         ours = await bench_ours(redis, names, url, total, rate)
@@ -290,6 +291,8 @@ async def run(count: int, rate: float) -> None:
 
     print(f"\nCastRay event latency: {count} events (+{WARMUP} warm-up) at {rate:.0f}/s requested; "
           f"achieved raw {raw_rate:.0f}/s, ours {ours.achieved:.0f}/s; Redis {url}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} "
+          "after (a loaded machine inflates p99, ours most: it crosses three processes)")
     print(f"{'path':<46} {'received':>15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     line, raw_p99 = row("(a) raw Redis publish -> subscribe", raw, total)
     print(line)
