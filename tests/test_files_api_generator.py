@@ -3,6 +3,7 @@ real queued transfers, and 4xx (never 500) for bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,23 @@ async def test_manual_transfer_and_status(namespace: str, names: Names, tmp_path
     assert stats["c1-w2"]["file_transfer_stats"]["total_transfers"] == 0
     assert head["auto_transfer_enabled"] is False and head["auto_transfer_queue"] == 0
     assert TransferRecord.model_validate(record.model_dump())  # the record stays a valid contract row
+
+
+async def test_generation_does_not_block_the_gateway(namespace: str, tmp_path: Path) -> None:
+    """While a large file is generated, other requests are answered (it runs in a thread)."""
+    folder = tmp_path / "data" / "generated"
+    async with gateway(namespace, tmp_path / "data") as client:
+        creating = asyncio.ensure_future(client.post(f"{GEN}/create", json={
+            "size": "256MiB", "content_type": "text", "file_name": "big.txt"}))
+        reserved = folder / "big.txt"  # the name is reserved (empty) before the content is generated
+        async with asyncio.timeout(60):
+            while not reserved.exists():  # noqa: ASYNC110 - polling the disk, no event to wait on
+                await asyncio.sleep(0.01)
+        assert (await client.get(f"{GEN}/presets")).status == 200
+        size_when_answered = reserved.stat().st_size  # noqa: ASYNC240 - the point of the test
+        resp = await creating
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert body["file_info"]["actual_size"] == 256 * 1024**2
+    # the content replaces the reservation only when complete: still empty means answered meanwhile
+    assert size_when_answered == 0

@@ -29,6 +29,10 @@ from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
 from castray.shared.transfers import ContentType, TransferRequest, UploadSource
 
 T = TypeVar("T")
+# Generating up to a GiB keeps a thread busy for seconds: a few at a time, so that the default
+# executor stays free for everything else (upload writes, file listings).
+GENERATING = web.AppKey("generating", asyncio.Semaphore)
+MAX_GENERATING = 2
 TAG = "files"
 GEN = "/api/file-generator"
 WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write in the thread
@@ -154,7 +158,8 @@ async def _create(app: web.Application, size: int, content: filegen.Content, nam
         path = await disk(gf.reserve, folder, name)
     except ValueError as e:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
-    sha256 = await disk(gf.generate, path, size, content)
+    async with app[GENERATING]:
+        sha256 = await disk(gf.generate, path, size, content)
     st = await asyncio.to_thread(path.stat)
     return {"file_path": str(path), "file_name": path.name, "requested_size": size, "actual_size": st.st_size,
             "content_type": content, "sha256": sha256, "md5_hash": None, "created": True,
@@ -297,6 +302,7 @@ def _tag(size: str | int) -> str:
 
 
 def setup(app: web.Application) -> None:
+    app[GENERATING] = asyncio.Semaphore(MAX_GENERATING)
     app.router.add_post("/api/upload", upload)
     app.router.add_get(f"{GEN}/presets", presets)
     app.router.add_get(f"{GEN}/info", info)
