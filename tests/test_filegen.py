@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from castray.shared import filegen
 from castray.shared.safe_names import inside, safe_file_name
 
