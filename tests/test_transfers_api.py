@@ -64,6 +64,18 @@ async def test_good_unicast_is_queued_with_record_and_stream_entry(
     assert TransferRecord.model_validate(entries[0]) == record
 
 
+async def test_upload_whose_file_is_gone_is_404(namespace: str, names: Names, tmp_path: Path,
+                                                redis_client: aioredis.Redis, view: None) -> None:
+    async with gateway(namespace, tmp_path / "data") as client:
+        up = await make_upload(client)
+        Path(up["file_path"]).unlink()  # noqa: ASYNC240 - a test removing it
+        resp = await client.post("/api/transfers", json={"source": {"upload_id": up["upload_id"]},
+                                                         "mode": "unicast", "targets": ["c1-w1"]})
+        body = await resp.json()
+    assert resp.status == 404 and "gone" in body["error"]
+    assert await redis_client.exists(names.transfer_requests) == 0
+
+
 async def test_broadcast_targets_every_alive_node_of_the_cluster(
         namespace: str, names: Names, tmp_path: Path, redis_client: aioredis.Redis, view: None) -> None:
     async with gateway(namespace, tmp_path / "data") as client:

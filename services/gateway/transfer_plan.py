@@ -9,6 +9,8 @@ safe single name (400).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -90,6 +92,9 @@ async def _source_facts(app: web.Application, req: TransferRequest, transfer_id:
         upload = await store.get_upload(redis, names, src.upload_id)
         if upload is None:
             raise ApiError(404, f"unknown upload {src.upload_id!r}", code="unknown_upload")
+        if not await asyncio.to_thread(os.path.isfile, upload.path):
+            raise ApiError(404, f"the file of upload {src.upload_id} is gone from storage",
+                           code="unknown_upload")
         return SourceFacts(upload.file_name, upload.file_size, upload.sha256)
     if isinstance(src, NodeFileSource):
         node = await _source_node(app, src.node_id)
