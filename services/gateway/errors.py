@@ -102,6 +102,8 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"request body is not valid JSON: {e}") from e
+    except RecursionError as e:  # e.g. [[[[...]]]] nested a hundred thousand deep
+        raise ApiError(400, "request body is nested too deeply") from e
 
 
 async def parse_body(request: web.Request, model: type[M], *, required: bool = True) -> M:

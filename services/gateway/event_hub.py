@@ -13,7 +13,6 @@ the original CastRay's ``external_cluster_*`` messages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -186,6 +185,21 @@ def legacy_cluster_frames(
 # --- the hub -------------------------------------------------------------------------------------
 
 
+async def stop_task(task: asyncio.Task[Any], *, every: float = 0.5) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again if a cancellation got lost.
+
+    On Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives as its inner call completes,
+    and redis-py connects through ``wait_for``: one ``cancel()`` during a (re)connect can be swallowed
+    and the task then runs on for ever. Cancelling until it is done is the robust stop.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())
+
+
+
 class EventHub:
     """The process's single subscription to the event channels, fanned out to subscribers."""
 
@@ -216,10 +230,7 @@ class EventHub:
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._tasks = []
 
     def subscribe(self, topics: Iterable[str], maxsize: int) -> Subscriber:

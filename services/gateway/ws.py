@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from castray.gateway import keys
 from castray.gateway.errors import ApiError
-from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps
+from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps, stop_task
 from castray.gateway.openapi import doc
 from castray.gateway.view_store import ViewStore
 from castray.shared.bus import REDIS_ERRORS
@@ -194,11 +194,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif msg.type == WSMsgType.BINARY:
                 session.on_client_frame("")  # answered with an error frame
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        # Bookkeeping first: the handler itself may be cancelled while it waits for the sender to stop.
         hub.unsubscribe(sub)
         app[keys.WEBSOCKETS].discard(ws)
+        await stop_task(sender)
     return ws
 
 

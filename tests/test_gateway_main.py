@@ -1,0 +1,111 @@
+"""``castray gateway``'s entry point as a real process: a busy port is one clear line and exit 1; SIGTERM
+and SIGINT stop it cleanly (even with a WebSocket client connected)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway_env(namespace: str, redis_url: str, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASTRAY_")}
+    env.update(CASTRAY_NAMESPACE=namespace, CASTRAY_REDIS_URL=redis_url, CASTRAY_PORT=str(port))
+    return env
+
+
+def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    code = "import sys; from castray.gateway.main import main; main(sys.argv[1:])"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[str]) -> dict:
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as resp:
+                body = json.loads(resp.read())
+                if body.get("events_subscribed"):
+                    return body
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.05)
+    pytest.fail("the gateway never became healthy")
+
+
+def test_busy_port_is_one_clear_line_and_exit_1(namespace: str, redis_url: str, procs) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = start(gateway_env(namespace, redis_url, port))
+        procs.append(proc)
+        _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 1
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == f"castray gateway: port {port} is in use; pass --port or set CASTRAY_PORT"
+
+
+def test_bad_settings_are_one_line_not_a_traceback(namespace: str, redis_url: str, procs) -> None:
+    env = gateway_env(namespace, redis_url, free_port())
+    env["CASTRAY_PORT"] = "not-a-port"
+    proc = start(env)
+    procs.append(proc)
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 2 and "Traceback" not in err and "port" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_stops_it_cleanly_with_a_client_connected(
+    namespace: str, redis_url: str, procs, sig
+) -> None:
+    port = free_port()
+    env = gateway_env(namespace, redis_url, free_port())  # --port wins over CASTRAY_PORT
+    proc = start(env, "--port", str(port), "--host", "127.0.0.1")
+    procs.append(proc)
+    wait_healthy(port, proc)
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+        assert json.loads((await ws.receive(timeout=DEADLINE)).data)["type"] == "snapshot"
+        proc.send_signal(sig)
+        msg = await ws.receive(timeout=DEADLINE)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
