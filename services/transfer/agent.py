@@ -75,13 +75,13 @@ class _Source(_Ordered):
 
     def read(self, length: int) -> tuple[np.ndarray, str]:
         buf = np.empty(length, dtype=np.uint8)
-        view, got = memoryview(buf), 0
+        view, got = buf.data, 0
         while got < length:
             n = self.file.readinto(view[got:])
             if not n:
                 raise TransferError(f"source file shrank while being read ({self.done + got} bytes)")
             got += n
-        self.sha.update(buf)
+        self.sha.update(buf.data)
         self.done += length
         return buf, self.sha.copy().hexdigest()
 
@@ -100,7 +100,7 @@ class _Sink(_Ordered):
         self.done = 0
 
     def write(self, data: np.ndarray, digest: str) -> int:
-        view = memoryview(data).cast("B")
+        view = data.data.cast("B")
         self.sha.update(view)
         if self.sha.copy().hexdigest() != digest:
             raise TransferError(f"chunk at byte {self.done} arrived corrupted (sha256 mismatch)")

@@ -70,12 +70,12 @@ def _head(nodes: dict[str, NodeInfo], cluster_id: str) -> NodeInfo:
 
 def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
     if record.cluster_id:
-        return record.cluster_id
+        return str(record.cluster_id)
     src = record.source
     node_id = src.get("node_id") if isinstance(src, dict) else None
     for candidate in [record.source_node_id, node_id, *(d.node_id for d in record.destinations)]:
         if candidate and candidate in nodes:
-            return nodes[candidate].cluster_id
+            return str(nodes[candidate].cluster_id)
     raise PlanError("none of the transfer's nodes is in the node view")
 
 

@@ -60,7 +60,7 @@ class RecordStore:
                                 record.cancel_requested = True
                         except EventDecodeError:
                             pass
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, codec.encode_model(record))
                     await pipe.execute()
                     return record
@@ -76,7 +76,7 @@ class RecordStore:
         if await self.redis.set(key, owner, nx=True, px=ttl_ms):
             return True
         current = await self.redis.get(key)
-        if current is None or current.decode() != owner:
+        if current is None or (current.decode() if isinstance(current, bytes) else current) != owner:
             return False
         return await self.renew(transfer_id, owner, ttl_ms)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -56,7 +57,7 @@ class TransferWorker:
 
     @property
     def stream(self) -> str:
-        return self.names.transfer_requests
+        return str(self.names.transfer_requests)
 
     async def run(self) -> None:
         backoff = busmod.Backoff(0.1, 5.0)
@@ -89,8 +90,11 @@ class TransferWorker:
             if entry_id not in self.active:
                 task = asyncio.create_task(self._handle(entry_id, data), name=f"transfer-{entry_id}")
                 self.active[entry_id] = task
-                task.add_done_callback(lambda _t, e=entry_id: self.active.pop(e, None))
+                task.add_done_callback(functools.partial(self._forget, entry_id))
         return next_claim
+
+    def _forget(self, entry_id: str, _task: asyncio.Task[None]) -> None:
+        self.active.pop(entry_id, None)
 
     async def _handle(self, entry_id: str, data: dict[str, Any]) -> None:
         try:
