@@ -96,6 +96,22 @@ async def test_deltas_published_before_connect_are_not_repeated(gateway, view: V
         assert versions == list(range(snap["version"], view.version + 1))
 
 
+async def test_late_or_repeated_deltas_are_dropped(gateway, view: ViewWriter) -> None:
+    """A delta at or below the version the client has (it was in the snapshot, or sent) is not sent."""
+    await view.reset(epoch="e1", clusters=[cluster("c1")])
+    await view.node(node("a"), publish=False)  # version 2: in the snapshot, its publish arrives late
+    async with gateway.ws_connect("/ws?topics=nodes") as ws:
+        snap = await next_view(ws)
+        assert snap["version"] == 2
+        await view.republish(2)
+        await view.node(node("b"))  # version 3
+        await view.republish(3)
+        await view.republish(1)  # the reset of this epoch: old news
+        await view.node(node("c"))  # version 4
+        got = [await next_view(ws), await next_view(ws)]
+        assert [(m["version"], m["id"]) for m in got] == [(3, "c1-b"), (4, "c1-c")]
+
+
 async def _write_nodes(view: ViewWriter, count: int) -> None:
     for i in range(count):
         await view.node(node(f"n{i}"))
@@ -405,3 +421,13 @@ async def test_events_written_by_the_real_registry_reach_the_client(
     async with gateway.ws_connect(f"/ws?epoch={created.epoch}&since={created.version}") as ws:
         assert (await next_view(ws))["type"] == "resumed"
         assert [(await next_view(ws))["type"] for _ in range(2)] == ["cluster-found", "node-changed"]
+
+
+async def test_redis_down_at_connect_is_an_error_frame_and_a_close(make_gateway) -> None:
+    client = await make_gateway(redis_url="redis://127.0.0.1:1/0", wait_subscribed=False)
+    async with client.ws_connect("/ws") as ws:
+        err = await recv(ws)
+        assert (err["type"], err["code"]) == ("error", "redis_unavailable")
+        msg = await ws.receive(timeout=15)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1011

@@ -88,6 +88,7 @@ class ViewWriter:
         self.names = names
         self.epoch = epoch or uuid.uuid4().hex[:16]
         self.version = 0
+        self.sent: dict[int, bytes] = {}  # version -> the encoded event, to publish again
 
     async def reset(
         self,
@@ -117,7 +118,8 @@ class ViewWriter:
             pipe.hset(
                 n.view_meta, mapping={"epoch": self.epoch, "version": self.version, "source": "d", "seq": 0}
             )
-            pipe.xadd(n.view_log, {"data": codec.encode(event)}, id=f"{self.version}-0")
+            self.sent[self.version] = codec.encode(event)
+            pipe.xadd(n.view_log, {"data": self.sent[self.version]}, id=f"{self.version}-0")
             pipe.publish(n.view_events, codec.encode(event))
             await pipe.execute()
 
@@ -157,11 +159,16 @@ class ViewWriter:
                 n.view_meta,
                 mapping={"epoch": self.epoch, "version": self.version, "source": "d", "seq": self.version},
             )
-            pipe.xadd(n.view_log, {"data": codec.encode(event)}, id=f"{self.version}-0")
+            self.sent[self.version] = codec.encode(event)
+            pipe.xadd(n.view_log, {"data": self.sent[self.version]}, id=f"{self.version}-0")
             if publish:
                 pipe.publish(n.view_events, codec.encode(event))
             await pipe.execute()
         return self.version
+
+    async def republish(self, version: int) -> None:
+        """Publish an already written version again (a late or duplicated delivery)."""
+        await self.redis.publish(self.names.view_events, self.sent[version])
 
     async def found(self, c: ClusterInfo, **kw: Any) -> int:
         return await self.change("cluster", "found", c.id, c, **kw)
