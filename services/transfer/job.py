@@ -67,6 +67,9 @@ class TransferJob:
         rec.cluster_id, rec.source_node_id = prep.cluster_id, prep.source_node_id
         rec.bytes_total = prep.bytes_expected if prep.bytes_expected is not None else rec.bytes_total
         await self.store.save(rec)
+        if rec.cancel_requested:  # cancelled while we were planning
+            await self._settle({"state": "cancelled"})
+            return
         await self._publish(TransferStarted(transfer_id=rec.id, mode=rec.mode, bytes_total=rec.bytes_total,
                                             targets=[d.node_id for d in rec.destinations],
                                             file_name=rec.file_name))
