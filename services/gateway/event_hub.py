@@ -214,6 +214,7 @@ class EventHub:
         self._found: list[ClusterInfo] = []
         self._removed: list[ClusterInfo] = []
         self._known: dict[str, ClusterInfo] = {}  # clusters as last seen, to tell news from updates
+        self._reset_seen = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -259,7 +260,10 @@ class EventHub:
             channels = (names.view_events, names.transfer_events, names.message_events)
             async for event in self.bus.subscribe(*channels, on_connect=self._on_connect):
                 self.events += 1
-                self._dispatch(event)
+                try:
+                    self._dispatch(event)
+                except Exception:  # a bug with one event must not end the relay for every client
+                    log.exception("could not relay %s", event.type)
         finally:
             self.subscribed.clear()
 
@@ -267,6 +271,7 @@ class EventHub:
         for frame in frames_for(event):
             self.publish(frame)
         if isinstance(event, ViewResetEvent):
+            self._reset_seen = True  # clusters may have come and gone without events
             self._dirty.set()
         elif isinstance(event, ViewChangedEvent):
             self._dirty.set()
@@ -291,22 +296,28 @@ class EventHub:
             self._found.append(cluster)
 
     async def _status_loop(self) -> None:
+        """Push status_update (and the original's cluster messages) at most once per interval."""
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            if self._subs:
+            if self._subs or self._reset_seen:
                 try:
-                    snap = await self.store.snapshot()
+                    await self._push_status()
                 except REDIS_ERRORS as e:
                     log.warning("status push skipped, Redis unavailable: %s", e)
                     self._dirty.set()
-                    await asyncio.sleep(self.status_interval)
-                    continue
-                found, removed, self._found, self._removed = self._found, self._removed, [], []
-                for frame in legacy_cluster_frames(found, removed, snap):
-                    self.publish(frame)
-                status = {"type": "status_update", "data": summaries.build_status(snap)}
-                self.publish(Frame("status", dumps(status)))
             else:
                 self._found, self._removed = [], []
             await asyncio.sleep(self.status_interval)
+
+    async def _push_status(self) -> None:
+        snap = await self.store.snapshot()
+        if self._reset_seen:
+            self._reset_seen = False
+            self._known = dict(snap.clusters)
+        found, removed, self._found, self._removed = self._found, self._removed, [], []
+        if not self._subs:
+            return
+        for frame in legacy_cluster_frames(found, removed, snap):
+            self.publish(frame)
+        self.publish(Frame("status", dumps({"type": "status_update", "data": summaries.build_status(snap)})))
