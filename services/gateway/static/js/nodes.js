@@ -145,6 +145,7 @@ export class NodesTable {
     setAttr(c.name, "title", node.hostname ? `${node.id} · ${node.hostname}` : node.id);
     text(c.ip, node.ip || "—");
     text(c.cluster, this.store.clusterName(node.cluster_id));
+    setAttr(c.cluster, "title", this.store.clusterName(node.cluster_id));
     text(c.head, node.is_head ? "head" : "worker");
     setAttr(c.head, "data-head", node.is_head ? "true" : "false");
     text(c.stateText, node.state || "?");
