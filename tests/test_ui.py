@@ -26,7 +26,7 @@ from playwright.sync_api import expect, sync_playwright
 from castray.node_registry.feed import make_cluster, make_node
 from castray.shared import bus as busmod
 from castray.shared import codec
-from castray.shared.events import TransferCompleted, TransferProgress, TransferStarted
+from castray.shared.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
 from castray.shared.transfers import Destination, TransferRecord
 from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
 
@@ -218,6 +218,27 @@ def test_reconnect_resumes_from_the_last_version(stack: ViewStack, page_watch: t
     assert watch.errors_except() == []
 
 
+def test_gateway_restart_shows_reconnecting_then_resumes(stack: ViewStack,
+                                                         page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    seed_cluster(stack)
+    open_ui(page, stack)
+    expect(node_row(page, "c1-n0000")).to_have_count(1)
+    epoch, version = page.evaluate("[castray.store.epoch, castray.store.version]")
+    page.evaluate("window.__sameDocument = true")
+    stack.stop_gateway()
+    expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "reconnecting")
+    stack.do(stack.feed.node_upsert(make_node("c1", 3, name="joined-during-restart", is_head=False)))
+    stack.start_gateway()
+    expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "live")
+    expect(node_row(page, "c1-n0003").locator('[data-col="name"]')).to_have_text("joined-during-restart")
+    assert any(f"epoch={epoch}" in u and f"since={version}" in u for u in watch.websockets[1:])
+    expect(page.get_by_test_id("activity-log")).to_contain_text("Live again")
+    assert page.evaluate("window.__sameDocument") is True
+    # While the gateway was down, Chromium logged the refused connections; nothing else.
+    assert watch.errors_except("WebSocket connection to", "Failed to load resource") == []
+
+
 def test_a_thousand_nodes_update_in_place_filter_and_sort(stack: ViewStack,
                                                            page_watch: tuple[Any, PageWatch]) -> None:
     page, watch = page_watch
@@ -281,7 +302,8 @@ def test_transfer_progress_and_checksums_from_live_events(stack: ViewStack,
     targets = ["c1-n0000", "c1-n0001"]
     record = TransferRecord(id=tid, state="running", mode="broadcast", source={"generate": {"size": "64MB"}},
                             file_name="data.bin", bytes_total=total, created_at=time.time(),
-                            destinations=[Destination(node_id=t, state="running") for t in targets])
+                            destinations=[Destination(node_id=t, state="running") for t in targets]
+                            + [Destination(node_id="c1-n0009", state="running")])
     write_record(stack, record)
     bus = busmod.Bus(stack.feed.redis, stack.feed.names, source="transfer@test")
     channel = stack.feed.names.transfer_events
@@ -295,10 +317,19 @@ def test_transfer_progress_and_checksums_from_live_events(stack: ViewStack,
     expect(first).to_contain_text("100 MiB/s")
     expect(first).to_contain_text("ETA <1 s")
     expect(card.locator('[data-testid="transfer-dest"]')).to_have_count(2)
+    # A destination that fails says why, in words, and its bar says so.
+    third = "c1-n0009"
+    stack.do(bus.publish(channel, TransferFailed(transfer_id=tid, node_id=third,
+                                                 error="node c1-n0009 died: <b>disk full</b>")))
+    failed = card.locator(f'[data-testid="transfer-dest"][data-node="{third}"]')
+    expect(failed).to_have_attribute("data-state", "failed")
+    expect(failed).to_contain_text("node c1-n0009 died: <b>disk full</b>")
+    expect(page.get_by_test_id("activity-log")).to_contain_text("failed: node c1-n0009 died")
 
     done = record.model_copy(update={"state": "completed", "sha256": digest, "destinations": [
         Destination(node_id=t, state="completed", bytes_done=total, path=f"/inbox/{t}/data.bin",
-                    sha256=digest) for t in targets]})
+                    sha256=digest) for t in targets] + [
+        Destination(node_id=third, state="failed", error="node c1-n0009 died: <b>disk full</b>")]})
     write_record(stack, done)
     for t in targets:
         done_event = TransferCompleted(transfer_id=tid, node_id=t, path=f"/inbox/{t}/data.bin",
@@ -314,6 +345,7 @@ def test_transfer_progress_and_checksums_from_live_events(stack: ViewStack,
         expect(dest.get_by_test_id("dest-sha256")).to_contain_text(f"✓ sha256 verified · {digest[:16]}")
     expect(card.get_by_test_id("transfer-sha256")).to_have_text(f"sha256 {digest}")
     expect(card.get_by_test_id("btn-cancel")).to_be_hidden()
+    expect(failed).to_have_attribute("data-state", "failed")
     assert watch.errors_except() == []
 
 
@@ -339,6 +371,20 @@ def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
     card.get_by_test_id("btn-cancel").click()
     expect(card.get_by_test_id("transfer-state")).to_have_text("cancelled")
     assert api(stack, "GET", f"/api/transfers/{tid}")[1]["state"] == "cancelled"
+
+    # A file already on a node is a source too.
+    page.locator("#src-node").check()
+    page.get_by_test_id("src-node-id").select_option("c1-n0000")
+    page.get_by_test_id("src-path").fill("datasets/part-0001.parquet")
+    page.get_by_test_id("transfer-mode").select_option("unicast")
+    page.get_by_test_id("transfer-targets").select_option("c1-n0002")
+    page.get_by_test_id("btn-transfer").click()
+    expect(page.get_by_test_id("transfer-card")).to_have_count(2)
+    tid2 = page.get_by_test_id("transfer-card").first.get_attribute("data-id")
+    status, record = api(stack, "GET", f"/api/transfers/{tid2}")
+    assert status == 200 and record["mode"] == "unicast"
+    assert record["source"] == {"node_id": "c1-n0000", "path": "datasets/part-0001.parquet"}
+    assert [d["node_id"] for d in record["destinations"]] == ["c1-n0002"]
 
     # A unicast with no target chosen is refused on the page, before any request.
     page.get_by_test_id("transfer-mode").select_option("unicast")

@@ -91,18 +91,30 @@ class ViewStack:
         return self
 
     async def _start(self) -> None:
-        settings = GatewaySettings(namespace=self.namespace, redis_url=self.redis_url, host="127.0.0.1",
-                                   port=0, data_dir=self.data_dir, api_token=self.api_token)
-        self.runner = web.AppRunner(create_app(settings), access_log=None)
-        await self.runner.setup()
         self.port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await self._serve()
         registry_settings = RegistrySettings(namespace=self.namespace, redis_url=self.redis_url,
                                              check_interval=0.5)
         self.registry = RegistryWorker(settings=registry_settings)
         self._registry_task = asyncio.ensure_future(self.registry.run())
         await asyncio.wait_for(self.registry.ready.wait(), 20)
         self.feed = DiscoveryFeed(busmod.connect(self.redis_url), self.registry.names)
+
+    async def _serve(self) -> None:
+        settings = GatewaySettings(namespace=self.namespace, redis_url=self.redis_url, host="127.0.0.1",
+                                   port=self.port, data_dir=self.data_dir, api_token=self.api_token)
+        self.runner = web.AppRunner(create_app(settings), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    def stop_gateway(self) -> None:
+        """Stop the gateway (its WebSockets close with 1001); `start_gateway` brings it back on its port."""
+        assert self.runner is not None
+        self.loop.run(self.runner.cleanup())
+        self.runner = None
+
+    def start_gateway(self) -> None:
+        self.loop.run(self._serve())
 
     def stop(self) -> None:
         try:
