@@ -444,3 +444,32 @@ def test_a_gateway_with_a_token_asks_for_it_then_goes_live(namespace: str, redis
     finally:
         context.close()
         s.stop()
+
+
+def test_filters_by_cluster_and_origin(stack: ViewStack, page_watch: tuple[Any, PageWatch]) -> None:
+    page, watch = page_watch
+    stack.do(stack.feed.cluster_found(make_cluster(1, found_by="local", name="here")))
+    stack.do(stack.feed.cluster_found(make_cluster(2, name="there")))
+    for i in range(3):
+        stack.do(stack.feed.node_upsert(make_node("c1", i, external=False)))
+    for i in range(2):
+        stack.do(stack.feed.node_upsert(make_node("c2", i, external=True)))
+    open_ui(page, stack)
+    rows = page.locator("#nodes-body tr")
+    expect(rows).to_have_count(5)
+    expect(page.locator("#filter-cluster option")).to_have_count(3)
+    page.get_by_test_id("filter-cluster").select_option("c2")
+    expect(rows).to_have_count(2)
+    expect(page.locator('#nodes-body tr[data-cluster="c2"]')).to_have_count(2)
+    page.get_by_test_id("filter-cluster").select_option("")
+    page.get_by_test_id("filter-external").select_option("local")
+    expect(rows).to_have_count(3)
+    expect(page.locator('#nodes-body [data-col="external"]', has_text="external")).to_have_count(0)
+    # A node that joins while a filter is on shows only if it matches.
+    stack.do(stack.feed.node_upsert(make_node("c2", 5, external=True)))
+    stack.do(stack.feed.node_upsert(make_node("c1", 5, external=False)))
+    expect(rows).to_have_count(4)
+    page.get_by_test_id("filter-external").select_option("external")
+    expect(rows).to_have_count(3)
+    expect(page.locator('#clusters-body tr[data-id="c2"] [data-col="nodes"]')).to_have_text("3 / 3")
+    assert watch.errors_except() == []
