@@ -27,8 +27,9 @@ def _wait(check, what: str, timeout: float = 90.0):  # type: ignore[no-untyped-d
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_transfer_joins_the_cluster_and_leaves_it(ray_head: local_ray.RayNode, namespace: str,
+def test_transfer_joins_the_cluster_and_leaves_it(own_ray_head: local_ray.RayNode, namespace: str,
                                                   redis_url: str, tmp_path: Path) -> None:
+    ray_head = own_ray_head  # not the session head: the node joining and leaving would show in others' tests
     before = {r["node_id"] for r in local_ray.list_nodes(ray_head.dashboard_url)}
     env = {**os.environ, "CASTRAY_REDIS_URL": redis_url, "CASTRAY_DATA_DIR": str(tmp_path)}
     err_path = tmp_path / "transfer.err"
@@ -47,6 +48,10 @@ def test_transfer_joins_the_cluster_and_leaves_it(ray_head: local_ray.RayNode, n
         assert proc.wait(timeout=30) == 0
         _gone, alive = psutil.wait_procs(tree, timeout=10)
         assert alive == [], f"left behind: {alive}"
+        # It left the cluster cleanly: Ray saw it go at once (a killed node shows DEAD only after ~15 s).
+        node_id = joined[0]["node_id"]
+        _wait(lambda: [r for r in local_ray.list_nodes(ray_head.dashboard_url)
+                       if r["node_id"] == node_id and r["state"] == "DEAD"], "the node to be DEAD", 10)
     finally:
         if proc.poll() is None:
             with contextlib.suppress(psutil.Error):
