@@ -20,8 +20,13 @@ def _first_command_under(heading: str) -> str:
     return block.group(1).strip()
 
 
-def test_readme_settings_table_is_generated_from_every_service() -> None:
-    assert markdown() in README, "README table is stale: python -m castray.settings_table"
+def test_readme_settings_table_has_every_setting_with_its_default() -> None:
+    rows = {line.split("|")[1].strip(" `"): line
+            for line in README.splitlines() if line.startswith("| `CASTRAY_")}
+    for var, default, _users, _meaning in settings():
+        assert var in rows, f"{var} missing from README: python -m castray.settings_table"
+        assert f"| `{default}` |" in rows[var], f"{var}: README says {rows[var]!r}, default is {default!r}"
+    assert markdown().splitlines()[0] in README
     variables = [var for var, *_ in settings()]
     assert len(variables) == len(set(variables))
     expected = {"CASTRAY_REDIS_URL", "CASTRAY_PORT", "CASTRAY_DISCOVERY_ADDRESSES", "CASTRAY_START_RAY"}
