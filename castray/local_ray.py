@@ -260,6 +260,6 @@ def _wait_for_raylet(node: RayNode, wait: float) -> str:
         with contextlib.suppress(psutil.Error):
             for arg in psutil.Process(pid).cmdline() if pid else []:
                 if arg.startswith("--node_id="):
-                    return arg.removeprefix("--node_id=")
+                    return str(arg).removeprefix("--node_id=")
         time.sleep(0.2)
     raise TimeoutError(f"Ray node did not come up within {wait:.0f} s; see {node.log_path}")
