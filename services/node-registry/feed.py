@@ -9,6 +9,7 @@ may. The service itself never uses this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -76,8 +77,13 @@ class DiscoveryFeed:
         out.append(await self._emit(ClusterRemoved(cluster=cluster), "cluster", cluster_id, None, publish))
         return out
 
-    async def node_upsert(self, node: NodeInfo, *, publish: bool = True) -> Event:
-        """node-changed added (new id) or updated (with the changed fields)."""
+    async def node_upsert(
+        self, node: NodeInfo, *, publish: bool = True, on_send: Callable[[], None] | None = None
+    ) -> Event:
+        """node-changed added (new id) or updated (with the changed fields).
+
+        ``on_send`` is called when the event is built and its MULTI is about to go (the bench's clock).
+        """
         old = self.nodes.get(node.id)
         self.nodes[node.id] = node
         if old is None:
@@ -86,13 +92,16 @@ class DiscoveryFeed:
             before, after = old.model_dump(mode="json"), node.model_dump(mode="json")
             changed = {k: FieldChange(old=before[k], new=v) for k, v in after.items() if before.get(k) != v}
             payload = NodeChanged(change="updated", node=node, changed=changed)
-        return await self._emit(payload, "node", node.id, node, publish)
+        return await self._emit(payload, "node", node.id, node, publish, on_send)
 
     async def node_removed(self, node_id: str, *, publish: bool = True) -> Event:
         node = self.nodes.pop(node_id)
         return await self._emit(NodeChanged(change="removed", node=node), "node", node_id, None, publish)
 
-    async def _emit(self, payload: Payload, kind: str, key: str, record: Any, publish: bool) -> Event:
+    async def _emit(
+        self, payload: Payload, kind: str, key: str, record: Any, publish: bool,
+        on_send: Callable[[], None] | None = None,
+    ) -> Event:
         event = self.bus.make(payload)
         n = self.names
         table = n.discovery_clusters if kind == "cluster" else n.discovery_nodes
@@ -104,6 +113,8 @@ class DiscoveryFeed:
             pipe.hset(n.discovery_meta, mapping={"source": event.source, "seq": event.seq})
             if publish:
                 pipe.publish(n.discovery_events, codec.encode(event))
+            if on_send is not None:
+                on_send()
             await pipe.execute()
         return event
 
