@@ -21,12 +21,12 @@ pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, v
 FAILURES = {
     "bad::addr": CommandError("not an address", status=400, code="address_malformed"),
     "10.0.0.1:8265": CommandError(
-        "dashboard 10.0.0.1:8265 unreachable", status=502, code="dashboard_unreachable"
+        "dashboard 10.0.0.1:8265 unreachable", status=422, code="dashboard_unreachable"
     ),
-    "127.0.0.1:9": CommandError("127.0.0.1:9 is not a Ray dashboard", status=502, code="not_ray_dashboard"),
-    "127.0.0.1:8270": CommandError("GCS unreachable", status=502, code="gcs_unreachable"),
+    "127.0.0.1:9": CommandError("127.0.0.1:9 is not a Ray dashboard", status=422, code="not_ray_dashboard"),
+    "127.0.0.1:8270": CommandError("GCS unreachable", status=422, code="gcs_unreachable"),
     "127.0.0.1:8271": CommandError("Ray 2.9 is not supported", status=422, code="incompatible_version"),
-    "127.0.0.1:8272": CommandError("no answer in 5 s", status=504, code="timeout"),
+    "127.0.0.1:8272": CommandError("no answer in 5 s", status=422, code="timeout"),
 }
 
 
@@ -112,11 +112,11 @@ async def test_connect_external(gateway, discovery: Discovery) -> None:
     ("address", "status", "code"),
     [
         ("bad::addr", 400, "address_malformed"),
-        ("10.0.0.1:8265", 502, "dashboard_unreachable"),
-        ("127.0.0.1:9", 502, "not_ray_dashboard"),
-        ("127.0.0.1:8270", 502, "gcs_unreachable"),
+        ("10.0.0.1:8265", 422, "dashboard_unreachable"),
+        ("127.0.0.1:9", 422, "not_ray_dashboard"),
+        ("127.0.0.1:8270", 422, "gcs_unreachable"),
         ("127.0.0.1:8271", 422, "incompatible_version"),
-        ("127.0.0.1:8272", 504, "timeout"),
+        ("127.0.0.1:8272", 422, "timeout"),
     ],
 )
 async def test_connect_failures_keep_discoverys_status_and_code(

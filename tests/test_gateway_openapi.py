@@ -59,7 +59,7 @@ async def test_spec_operations_are_complete(gateway) -> None:
     ref = connect["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
     assert schema["required"] == ["cluster_address"]
-    assert {"400", "502", "503"} <= set(connect["responses"])
+    assert {"400", "422", "503"} <= set(connect["responses"])
 
 
 async def test_docs_page_lists_every_endpoint(gateway) -> None:

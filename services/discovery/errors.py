@@ -1,7 +1,8 @@
 """Why a cluster could not be reached, in the manual's terms, as `CommandError`s with a status and code.
 
-address_malformed (400), dashboard_unreachable (502), not_ray_dashboard (502), gcs_unreachable (502),
-incompatible_version (422), timeout (504), not_found (404), local_cluster (409).
+address_malformed (400); dashboard_unreachable, not_ray_dashboard, gcs_unreachable, incompatible_version and
+timeout (422: the address the user gave does not lead to a usable Ray cluster; a 4xx, since it is the
+request that cannot be carried out, not CastRay that failed); not_found (404), local_cluster (409).
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ class NotHttp(CommandError):
     """Something answered, but not in HTTP/1.1 (a GCS answers with HTTP/2 frames): worth a GCS probe."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, status=502, code="not_ray_dashboard")
+        super().__init__(message, status=422, code="not_ray_dashboard")
 
 
 def dashboard_unreachable(message: str) -> CommandError:
-    return CommandError(message, status=502, code="dashboard_unreachable")
+    return CommandError(message, status=422, code="dashboard_unreachable")
 
 
 def not_ray_dashboard(message: str) -> CommandError:
-    return CommandError(message, status=502, code="not_ray_dashboard")
+    return CommandError(message, status=422, code="not_ray_dashboard")
 
 
 def gcs_unreachable(message: str) -> CommandError:
-    return CommandError(message, status=502, code="gcs_unreachable")
+    return CommandError(message, status=422, code="gcs_unreachable")
 
 
 def incompatible_version(message: str) -> CommandError:
@@ -37,7 +38,7 @@ def incompatible_version(message: str) -> CommandError:
 
 
 def timed_out(message: str) -> CommandError:
-    return CommandError(message, status=504, code="timeout")
+    return CommandError(message, status=422, code="timeout")
 
 
 def not_found(message: str) -> CommandError:

@@ -20,8 +20,9 @@ DISCOVERY = "discovery"
 MAX_ADDRESS = 512
 COMMAND_ERRORS = {
     400: "bad request (address_malformed)", 404: "unknown cluster", 409: "conflict (e.g. the local cluster)",
-    422: "incompatible Ray version", 502: "dashboard_unreachable, not_ray_dashboard or gcs_unreachable",
-    503: "discovery is not running or did not answer", 504: "the cluster did not answer in time",
+    422: "the address leads to no usable Ray cluster: dashboard_unreachable, not_ray_dashboard,"
+         " gcs_unreachable, incompatible_version or timeout (the code says which)",
+    503: "discovery is not running or did not answer",
 }
 
 
