@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import MergedView, ResyncResult
@@ -60,7 +61,7 @@ class RegistryWorker:
                 raise
 
     async def close(self) -> None:
-        """Stop both loops and release Redis; safe to call more than once."""
+        """Stop the loops and release Redis; safe to call more than once."""
         if self._closed:
             return
         self._closed = True
@@ -76,7 +77,8 @@ class RegistryWorker:
         """Rebuild the view from discovery's state if it differs (None if Redis failed)."""
         try:
             result = await self.view.resync()
-        except busmod.REDIS_ERRORS as e:
+        except (*busmod.REDIS_ERRORS, RedisError) as e:
+            # Kept alive on purpose: the next event's refusal or the periodic check tries again.
             log.warning("resync (%s) failed: %s", reason, e)
             return None
         self.resyncs += 1
