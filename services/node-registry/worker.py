@@ -26,6 +26,7 @@ from castray.shared.events import Event, SourceResetEvent
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # events applied in one round trip when the registry has fallen behind
 INBOX_SIZE = 100_000
+RESYNC_ERRORS: tuple[type[BaseException], ...] = (*busmod.REDIS_ERRORS, RedisError)
 
 
 class RegistryWorker:
@@ -77,7 +78,7 @@ class RegistryWorker:
         """Rebuild the view from discovery's state if it differs (None if Redis failed)."""
         try:
             result = await self.view.resync()
-        except (*busmod.REDIS_ERRORS, RedisError) as e:
+        except RESYNC_ERRORS as e:
             # Kept alive on purpose: the next event's refusal or the periodic check tries again.
             log.warning("resync (%s) failed: %s", reason, e)
             return None
