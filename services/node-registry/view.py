@@ -159,12 +159,9 @@ class MergedView:
                 *tpl.args(), self.log_maxlen, n.view_events]
 
     async def _run_apply(self, args: list[list[Any]]) -> list[Any]:
-        # evalsha on a plain pipeline: redis-py's script objects would add a SCRIPT EXISTS round trip.
+        # Plain EVALSHA (redis-py's script objects would add a SCRIPT EXISTS round trip to a pipeline).
         for attempt in (1, 2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for a in args:
-                    pipe.evalsha(self._apply.sha, *a)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._send_apply(args)
             if not any(isinstance(r, NoScriptError) for r in replies) or attempt == 2:
                 break
             # Redis restarted (scripts are not kept): load and send all again; what ran is now a duplicate.
@@ -172,7 +169,18 @@ class MergedView:
         for r in replies:
             if isinstance(r, Exception):
                 raise r
-        return list(replies)
+        return replies
+
+    async def _send_apply(self, args: list[list[Any]]) -> list[Any]:
+        if len(args) == 1:  # the usual case when keeping up; a pipeline would only add overhead
+            try:
+                return [await self.redis.evalsha(self._apply.sha, *args[0])]
+            except NoScriptError as e:
+                return [e]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for a in args:
+                pipe.evalsha(self._apply.sha, *a)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def resync(self) -> ResyncResult:
         """Make the view equal to discovery's state, atomically; clients are told only if it changed."""
