@@ -119,7 +119,7 @@ def change_of(event: Event) -> ViewChange | None:
     if isinstance(event, NodeChangedEvent):
         p = event.payload
         return ViewChange("node", p.change, p.node.id, None if p.change == "removed" else p.node,
-                       {k: v.model_dump(mode="json") for k, v in p.changed.items()})
+                          {k: v.model_dump(mode="json") for k, v in p.changed.items()})
     return None
 
 
