@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,25 @@ async def serve(service: Service, *, handle_signals: bool = True, shutdown_timeo
                 loop.remove_signal_handler(sig)
     if runner.done() and not runner.cancelled() and runner.exception() is not None:
         raise runner.exception()  # type: ignore[misc]
+
+
+async def stop_task(task: asyncio.Task[Any], *, every: float = 0.5) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again if a cancellation got lost.
+
+    On Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives as its inner call completes,
+    and redis-py connects through ``wait_for``: one ``cancel()`` during a (re)connect can be swallowed
+    and the task then runs on for ever. Cancelling until it is done is the robust stop.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """`stop_task` for several tasks at once."""
+    await asyncio.gather(*(stop_task(t) for t in tasks))
 
 
 def run_service(service: Service) -> None:

@@ -7,7 +7,6 @@ reconnect), periodic discovery passes, one watcher per cluster, and the command 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
@@ -20,6 +19,7 @@ from castray.discovery.publisher import StatePublisher
 from castray.discovery.settings import DiscoverySettings
 from castray.discovery.tracker import Tracker
 from castray.shared.bus import Bus, instance_name
+from castray.shared.lifecycle import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ class DiscoveryWorker:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         if self.discoverer is not None:
             await self.discoverer.close()
         if self.tracker is not None:

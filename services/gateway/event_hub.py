@@ -34,6 +34,7 @@ from castray.shared.events import (
     ViewChangedEvent,
     ViewResetEvent,
 )
+from castray.shared.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -183,21 +184,6 @@ def legacy_cluster_frames(
 
 
 # --- the hub -------------------------------------------------------------------------------------
-
-
-async def stop_task(task: asyncio.Task[Any], *, every: float = 0.5) -> None:
-    """Cancel ``task`` and wait until it has ended, cancelling again if a cancellation got lost.
-
-    On Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives as its inner call completes,
-    and redis-py connects through ``wait_for``: one ``cancel()`` during a (re)connect can be swallowed
-    and the task then runs on for ever. Cancelling until it is done is the robust stop.
-    """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=every)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s ended with %r", task.get_name(), task.exception())
-
 
 
 class EventHub:

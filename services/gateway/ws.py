@@ -18,10 +18,11 @@ from aiohttp import WSMsgType, web
 
 from castray.gateway import keys
 from castray.gateway.errors import ApiError
-from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps, stop_task
+from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps
 from castray.gateway.openapi import doc
 from castray.gateway.view_store import ViewStore
 from castray.shared.bus import REDIS_ERRORS
+from castray.shared.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 MAX_CLIENT_FRAME = 64 * 1024

@@ -10,7 +10,6 @@ and a periodic check resyncs a view that stays behind discovery's state for long
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from castray.shared import bus as busmod
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import Event, SourceResetEvent
+from castray.shared.lifecycle import stop_tasks
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # events applied in one round trip when the registry has fallen behind
@@ -66,11 +66,7 @@ class RegistryWorker:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         if self._own_redis:
             await self.redis.aclose()
 
