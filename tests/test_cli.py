@@ -117,3 +117,13 @@ def test_service_packages_map_onto_their_folders() -> None:
         spec = importlib.util.find_spec(package)
         assert spec is not None and spec.origin is not None
         assert Path(spec.origin).parent == root / folder
+
+
+def test_redis_url_falls_back_to_REDIS_URL(monkeypatch: pytest.MonkeyPatch) -> None:
+    from castray.settings import UpSettings
+
+    monkeypatch.delenv("CASTRAY_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6390/3")
+    assert UpSettings().redis_url == "redis://elsewhere:6390/3"
+    monkeypatch.setenv("CASTRAY_REDIS_URL", "redis://here:6379/0")
+    assert UpSettings().redis_url == "redis://here:6379/0"

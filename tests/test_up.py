@@ -93,12 +93,12 @@ class Up:
         return any(n.get("ray_node_id") == ray_node_id and n.get("state") == "ALIVE"
                    for n in status["node_statuses"])
 
-    def stop(self) -> tuple[list[psutil.Process], int | None]:
-        """SIGINT (a Ctrl-C); wait up to 10 s for it and every process of its tree.
+    def stop(self, sig: int = signal.SIGINT) -> tuple[list[psutil.Process], int | None]:
+        """SIGINT (a Ctrl-C) or ``sig``; wait up to 10 s for it and every process of its tree.
 
         Returns the processes still alive and the exit code (None if still running)."""
         procs = [*self.tree(), psutil.Process(self.process.pid)]
-        self.process.send_signal(signal.SIGINT)
+        self.process.send_signal(sig)
         _gone, alive = psutil.wait_procs(procs, timeout=10)
         return alive, self.process.poll()
 
@@ -229,7 +229,7 @@ def test_up_starts_an_embedded_redis_when_none_answers(
     assert len(servers) == 1
     assert any(c.laddr.port == port for c in servers[0].net_connections() if c.status == "LISTEN")
 
-    alive, code = up.stop()
+    alive, code = up.stop(signal.SIGTERM)  # as a service manager stops it
     assert alive == [] and code == 0
     assert not servers[0].is_running()
 
@@ -253,14 +253,23 @@ def http_port() -> Iterator[int]:
     server.server_close()
 
 
-@pytest.mark.parametrize("what", ["http-server", "ray-gcs"])
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """Accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield int(listener.getsockname()[1])
+
+
+@pytest.mark.parametrize("what", ["http-server", "ray-gcs", "silent"])
 def test_up_refuses_a_port_that_is_not_redis(
         what: str, request: pytest.FixtureRequest, isolated_env: dict[str, str],
         start_up: Callable[..., Up]) -> None:
     if what == "ray-gcs":  # the real likely case: a Ray GCS where Redis was expected
         port = request.getfixturevalue("ray_head").gcs_port
     else:
-        port = request.getfixturevalue("http_port")
+        port = request.getfixturevalue("http_port" if what == "http-server" else "silent_port")
     up = start_up({**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
     code = up.process.wait(timeout=60)
     assert code == 2
