@@ -325,3 +325,31 @@ def test_children_and_embedded_redis_go_when_up_is_killed_outright(
     up.process.wait(timeout=10)
     _gone, alive = psutil.wait_procs(tree, timeout=15)
     assert alive == [], f"left behind after SIGKILL of castray up: {alive}"
+
+
+def test_up_refuses_a_redis_that_refuses_its_credentials(
+        isolated_env: dict[str, str], start_up: Callable[..., Up], tmp_path: Path) -> None:
+    from castray.redis_local import server_binary
+
+    port = free_port()
+    server = subprocess.Popen([server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--requirepass", "secret", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                 "the password-protected server", 30)
+        up = start_up({**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+        assert up.process.wait(timeout=60) == 2
+        assert f"the Redis at 127.0.0.1:{port} refused us" in up.stderr()
+        assert "CASTRAY_REDIS_URL" in up.stderr()
+        _assert_no_traceback(up)
+        # With the password it is used, not replaced by an embedded one.
+        url = f"redis://:secret@127.0.0.1:{port}/0"
+        up = start_up({**isolated_env, "CASTRAY_REDIS_URL": url}, "--no-ray")
+        wait_for(lambda: get_json(f"{up.base}/api/status")["success"], "/api/status")
+        assert f"using the Redis at 127.0.0.1:{port}" in up.stderr()
+        alive, code = up.stop()
+        assert alive == [] and code == 0
+    finally:
+        server.kill()
+        server.wait(timeout=10)
