@@ -302,7 +302,7 @@ async def test_connect_to_an_address_that_is_no_ray_cluster_is_a_clear_4xx(
         codes = {"not_ray_dashboard"}
     else:  # accepts, never answers
         address = f"127.0.0.1:{request_fixture.getfixturevalue('silent_port')}"
-        codes = {"timeout", "dashboard_unreachable", "gcs_unreachable", "not_ray_dashboard"}
+        codes = {"timeout"}
     got, answer = await request(http, "POST", f"{up.base}{CONNECT}", json={"cluster_address": address})
     assert got == 422, answer
     assert answer["success"] is False and answer["code"] in codes, answer
