@@ -164,6 +164,8 @@ class WsSession:
                 raise ApiError(400, f"unknown op {op!r}; use subscribe, snapshot or ping")
         except ValueError:
             self._reply_error("a client frame must be JSON", "bad_request")
+        except RecursionError:  # [[[[...]]]] nested thousands deep: json.loads gives up by recursing
+            self._reply_error("a client frame is nested too deeply", "bad_request")
         except ApiError as e:
             self._reply_error(e.message, e.code)
 
