@@ -330,3 +330,27 @@ async def test_hostile_bodies_to_bodiless_endpoints_are_ignored_or_refused(
 @pytest.fixture
 def request_fixture(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
     return request
+
+
+async def test_hostile_websocket_frames_get_error_frames_and_the_socket_lives_on(
+        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession) -> None:
+    """Garbage from a /ws client (not JSON, not an object, unknown op, deep nesting, binary) is answered
+    with an error frame; the socket stays usable (a ping is still answered) and nothing restarts."""
+    ws = await WsWatch.open(http, up.base)
+    try:
+        for frame in ("{not json", "[1, 2]", '{"op": "explode"}', '{"op": "subscribe", "topics": 7}',
+                      "[" * 30_000 + "]" * 30_000, b"\x00\x01binary"):
+            if isinstance(frame, bytes):
+                await ws.ws.send_bytes(frame)
+            else:
+                await ws.ws.send_str(frame)
+            error = await ws.until(lambda m: m.get("type") == "error" and m not in ws.seen[:-1],
+                                   f"an error frame for {frame[:20]!r}")
+            assert error["error"], error
+            ws.seen.clear()
+        await ws.ws.send_str('{"op": "ping"}')
+        await ws.until(lambda m: m.get("type") == "pong", "pong after the garbage")
+    finally:
+        await ws.close()
+    await _healthy(up, http)
+    _same_services(up, service_pids)
