@@ -233,6 +233,7 @@ HOSTILE: list[tuple[str, str, str, Any, int, str | None]] = [
     ("address-garbage", "POST", CONNECT, {"json": {"cluster_address": "bad::addr"}}, 400,
      "address_malformed"),
     ("huge-body", "POST", CONNECT, HUGE, 413, None),
+    ("huge-body-chunked", "POST", CONNECT, "chunked", 413, None),  # no Content-Length to refuse it by
     ("wrong-method-connect", "GET", CONNECT, None, 405, None),
     ("wrong-method-info", "POST", "/api/cluster/external-info", None, 405, None),
     ("wrong-method-discover", "GET", "/api/cluster/discover-external", None, 405, None),
@@ -275,7 +276,12 @@ async def test_hostile_input_is_a_clear_4xx(
         up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, name: str, method: str,
         path: str, body: Any, status: int, code: str | None) -> None:
     kw: dict[str, Any] = {}
-    if isinstance(body, bytes):
+    if body == "chunked":
+        async def chunks() -> Any:
+            for i in range(0, len(HUGE), 65536):
+                yield HUGE[i:i + 65536]
+        kw = {"data": chunks(), "headers": {"Content-Type": "application/json"}}
+    elif isinstance(body, bytes):
         kw = {"data": body, "headers": {"Content-Type": "application/json"}}
     elif isinstance(body, dict):
         kw = body
@@ -354,3 +360,10 @@ async def test_hostile_websocket_frames_get_error_frames_and_the_socket_lives_on
         await ws.close()
     await _healthy(up, http)
     _same_services(up, service_pids)
+
+
+def test_no_unhandled_error_in_any_service_log(up: Up) -> None:
+    """Last in the module: after everything above (hostile inputs, a dead head, a killed registry), no
+    service logged an unhandled error or a traceback."""
+    err = up.stderr()
+    assert "Traceback" not in err and "unhandled error" not in err, err[-5000:]

@@ -127,4 +127,5 @@ async def test_seed_walkthrough_steps_1_to_6(ray_head: local_ray.RayNode, up: Up
         assert "<html" in page.lower()
         code, health = await request(http, "GET", f"{up.base}/api/health")
         assert code == 200
+    assert "Traceback" not in up.stderr() and "unhandled error" not in up.stderr(), up.stderr()[-5000:]
 
