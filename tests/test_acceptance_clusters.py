@@ -119,9 +119,9 @@ async def test_two_clusters_found_together_and_one_disconnected(
     await until_equal(up, second_head, "the rediscovered cluster's nodes")
 
 
-# --- nodes live: a worker joining, a worker SIGTERM'd --------------------------------------------------
+# --- nodes live: a worker joining, a worker SIGTERM'd, a worker crashed ---------------------------------
 
-async def test_worker_join_and_sigterm_reach_rest_and_ws(
+async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         up: Up, ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
         http: aiohttp.ClientSession) -> None:
     ws = await WsWatch.open(http, up.base)
@@ -145,6 +145,19 @@ async def test_worker_join_and_sigterm_reach_rest_and_ws(
         assert dead["change"] == "updated" and dead["changed"]["state"]["new"] == "DEAD"
         code, node = await request(http, "GET", f"{up.base}/api/nodes/{added['id']}")
         assert code == 200 and node["node"]["state"] == "DEAD"
+
+        # A crashed worker (its raylet killed -9): DEAD on /ws once Ray itself reports it DEAD.
+        crashed = await asyncio.to_thread(local_ray.start_worker, ray_head)
+        ray_workers.append(crashed)
+        assert crashed.node_id
+        await ws.until(node_event(crashed.node_id, "added"), "the second worker's node-changed added")
+        raylet = crashed.raylet_pid()
+        assert raylet is not None
+        os.kill(raylet, signal.SIGKILL)
+        await await_for(lambda: asyncio.to_thread(
+            lambda: dashboard_view(ray_head).get(crashed.node_id) == "DEAD"),
+            deadline=120, what="Ray to report the crashed worker DEAD")
+        await ws.until(node_event(crashed.node_id, state="DEAD"), "the crashed worker's DEAD on /ws")
     finally:
         await ws.close()
 
