@@ -28,6 +28,7 @@ import numpy as np
 import ray
 
 from castray.shared.safe_names import inside, safe_file_name
+from castray.transfer.diskio import ChunkWriter
 
 TEMP_PREFIX = ".castray-"
 TEMP_SUFFIX = ".part"
@@ -96,23 +97,24 @@ class _Sink(_Ordered):
         super().__init__()
         self.final, self.tmp, self.overwrite, self.retry = final, tmp, overwrite, retry
         self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.writer = ChunkWriter(self.fd)
         self.sha = hashlib.sha256()
         self.done = 0
 
     def write(self, data: np.ndarray, digest: str) -> int:
         view = data.data.cast("B")
-        self.sha.update(view)
-        if self.sha.copy().hexdigest() != digest:
-            raise TransferError(f"chunk at byte {self.done} arrived corrupted (sha256 mismatch)")
-        offset = self.done
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.done += len(data)
-        _start_writeback(self.fd, offset, len(data))
+
+        def check() -> None:
+            if self.sha.copy().hexdigest() != digest:
+                raise TransferError(f"chunk at byte {self.done} arrived corrupted (sha256 mismatch)")
+
+        self.writer.put(view, self.sha, check)
+        self.done += len(view)
         return self.done
 
     def finish(self, expected: str) -> dict[str, Any]:
+        self.writer.flush()
+        self.writer.close()
         os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
@@ -143,32 +145,12 @@ class _Sink(_Ordered):
         self.tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
+        self.writer.close()
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
         self.tmp.unlink(missing_ok=True)
-
-
-def _load_sync_file_range() -> Any:
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        return fn
-    except (OSError, AttributeError):
-        return None
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range()
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing this chunk to disk now (SYNC_FILE_RANGE_WRITE: does not wait), so the fsync at the
-    end has little left to do instead of the whole file (Linux only; elsewhere fsync does it all)."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length, 2)
 
 
 def _fsync_dir(path: Path) -> None:
