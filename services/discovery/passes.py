@@ -46,6 +46,8 @@ class Discoverer:
         self._explicit = False
         self._open = False  # True while the running pass can still take an explicit joiner
         self._reported: dict[str, str] = {}
+        # Clusters a previous run was connected to by hand: probed by the first pass only (see worker).
+        self.remembered: list[Candidate] = []
 
     async def run_pass(self, *, explicit: bool = False) -> PassResult:
         """Run a pass now, or join the one running."""
@@ -62,7 +64,8 @@ class Discoverer:
 
     async def _candidates(self) -> list[Candidate]:
         found = await asyncio.gather(sources.session_files(self.settings), sources.scan(self.settings))
-        out = sources.configured(self.settings) + found[0] + found[1]
+        out = sources.configured(self.settings) + found[0] + found[1] + self.remembered
+        self.remembered = []
         return list(dict.fromkeys(out))
 
     async def _pass(self) -> PassResult:

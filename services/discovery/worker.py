@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -17,8 +18,11 @@ from castray.discovery.passes import Discoverer
 from castray.discovery.probe import Prober
 from castray.discovery.publisher import StatePublisher
 from castray.discovery.settings import DiscoverySettings
+from castray.discovery.sources import Candidate
 from castray.discovery.tracker import Tracker
-from castray.shared.bus import Bus, instance_name
+from castray.shared import codec
+from castray.shared.bus import REDIS_ERRORS, Bus, instance_name
+from castray.shared.events import ClusterInfo
 from castray.shared.lifecycle import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class DiscoveryWorker:
         """Run until cancelled or closed."""
         await self.start()
         assert self.discoverer is not None and self.commands is not None
+        self.discoverer.remembered = await self._connected_by_hand()
         self._tasks = [
             asyncio.create_task(self.publisher.keep(), name="discovery-state"),
             asyncio.create_task(
@@ -83,6 +88,31 @@ class DiscoveryWorker:
             await asyncio.gather(*self._tasks)
         finally:
             await self.close()
+
+    async def _connected_by_hand(self) -> list[Candidate]:
+        """Clusters the previous run of discovery was connected to by a connect command.
+
+        No setting, session file or scan finds them again, and the state keeper rewrites the state from
+        scratch on start, so after a crash or restart of discovery they would silently leave the view;
+        the first pass probes them again instead. Read before the state keeper starts."""
+        try:
+            stored: dict[Any, bytes] = await self.redis.hgetall(self.settings.names.discovery_clusters)
+        except REDIS_ERRORS as e:
+            log.warning("could not read the clusters connected before the restart: %s", e)
+            return []
+        out: list[Candidate] = []
+        for raw in stored.values():
+            try:
+                cluster = codec.decode_model(raw, ClusterInfo)
+            except (ValueError, TypeError):  # a record of an older layout: nothing to reconnect
+                continue
+            address = cluster.dashboard_url or next(iter(cluster.addresses), None)
+            if "connect" in cluster.sources and cluster.found_by != "local" and address:
+                out.append(Candidate("connect", address))
+        if out:
+            log.info("reconnecting %d cluster(s) connected by hand before: %s", len(out),
+                     ", ".join(c.address for c in out))
+        return out
 
     async def started(self, timeout: float = 10.0) -> None:
         """Wait until run() has started its tasks and the first state is written (for tests)."""
