@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -20,8 +21,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 
 from castray import local_ray
+from castray.shared.names import Names
+from tests.conftest import REDIS_URL
 from tests.support.gateway import wait_for as await_for
 from tests.test_acceptance_support import (
     Up,
@@ -38,6 +42,7 @@ from tests.test_acceptance_support import (
 from tests.test_up import http_port, silent_port  # noqa: F401  (fixtures: a non-Ray HTTP server, a mute port)
 
 DEADLINE = 90.0
+RUNNING = re.compile(r"discovery running as (\S+) \(namespace (\S+)\)")
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +181,50 @@ async def test_registry_killed_ends_in_the_dashboards_view(
     wait_for(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid, "registry restart")
     view = await until_equal(up, ray_head, "the view after the registry's restart")
     assert view[worker.node_id] == "ALIVE"
+
+
+# --- discovery killed -9 ------------------------------------------------------------------------------
+
+async def test_discovery_killed_keeps_every_cluster_even_one_connected_by_hand(
+        up: Up, own_ray_head: local_ray.RayNode, ray_head: local_ray.RayNode, second_head: local_ray.RayNode,
+        http: aiohttp.ClientSession) -> None:
+    """A cluster connected by hand (no scan or setting would find it) outlives a crash of discovery."""
+    address = f"127.0.0.1:{own_ray_head.dashboard_port}"
+    code, conn = await request(http, "POST", f"{up.base}/api/cluster/connect-external",
+                               json={"cluster_address": address})
+    assert code == 200, conn
+    try:
+        await until_equal(up, own_ray_head, "the hand-connected cluster's nodes")
+        discovery = up.child("discovery")
+        assert discovery is not None
+        discovery.kill()
+        wait_for(lambda: (c := up.child("discovery")) is not None and c.pid != discovery.pid,
+                 "discovery restart")
+        # The view is the new discovery's (not the old one's, still standing) once the registry has applied
+        # its state: the view's meta names the discovery instance it follows.
+        runs = wait_for(lambda: (r := RUNNING.findall(up.stderr())) and len(r) >= 2 and r,
+                        "the new discovery")
+        source, namespace = runs[-1]
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            wait_for(lambda: client.hget(Names(namespace).view_meta, "source") == source.encode(),
+                     "the view to follow the new discovery")
+        finally:
+            client.close()
+
+        def back() -> bool:
+            info = get_json(f"{up.base}/api/cluster/external-info")
+            return {ray_head.node_id, second_head.node_id, own_ray_head.node_id} <= {
+                n["ray_node_id"] for n in info["external_nodes"].values() if n["state"] == "ALIVE"}
+        wait_for(back, "every cluster's head alive in the view after the restart", timeout=60)
+        for head in (ray_head, second_head, own_ray_head):
+            await until_equal(up, head, "the view after discovery's restart")
+        assert cluster_id_of(up, own_ray_head) == conn["cluster"]["id"]
+        again = get_json(f"{up.base}/api/clusters/{conn['cluster']['id']}")["cluster"]
+        assert again["found_by"] == "manual"
+    finally:
+        await request(http, "DELETE", f"{up.base}/api/cluster/disconnect-external",
+                      params={"cluster": address})
 
 
 # --- a head dying -------------------------------------------------------------------------------------
