@@ -38,7 +38,7 @@ def test_writer_writes_every_byte_and_hashes_it(tmp_path: Path, direct: bool, si
     writer = ChunkWriter(fd, direct=direct)
     try:
         for c in chunks:
-            writer.put(c, sha, lambda: checked.append(sha.copy().hexdigest()))
+            writer.put(c, [sha], lambda: checked.append(sha.copy().hexdigest()))
         writer.flush()
     finally:
         writer.close()
@@ -65,9 +65,9 @@ def test_a_refused_chunk_is_not_written(tmp_path: Path) -> None:
         raise ValueError("bad chunk")
 
     try:
-        writer.put(chunks[0], sha)
+        writer.put(chunks[0], [sha])
         with pytest.raises(ValueError, match="bad chunk"):
-            writer.put(chunks[1], sha, refuse)
+            writer.put(chunks[1], [sha], refuse)
         writer.flush()
     finally:
         writer.close()
@@ -81,7 +81,7 @@ def test_a_failed_write_is_raised(tmp_path: Path) -> None:
     writer = ChunkWriter(fd)
     try:
         with pytest.raises(OSError):
-            writer.put(_chunks([2 * ALIGN])[0], hashlib.sha256())
+            writer.put(_chunks([2 * ALIGN])[0], [hashlib.sha256()])
             writer.flush()
     finally:
         writer.close()

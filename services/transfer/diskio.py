@@ -19,6 +19,7 @@ import errno
 import fcntl
 import mmap
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -67,7 +68,7 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
 
 
 class ChunkWriter:
-    """Appends chunks to an open file descriptor; `put` hashes each chunk into ``sha`` as it goes.
+    """Appends chunks to an open file descriptor; `put` feeds each chunk to hashers as it goes.
 
     Not thread-safe: one caller at a time (the sink takes chunks strictly in order). A failed background
     write is raised by the next `put` or by `flush`.
@@ -82,12 +83,13 @@ class ChunkWriter:
         self._turn = 0
         self._pool: ThreadPoolExecutor | None = None
 
-    def put(self, view: memoryview, sha: Any, check: Any = None) -> None:
-        """Hash ``view`` into ``sha``, call ``check()`` (it raises to refuse the chunk before anything is
-        written), then write the chunk at the end of the file."""
+    def put(self, view: memoryview, hashers: Sequence[Any], check: Any = None) -> None:
+        """Feed ``view`` to each hasher (``update``), call ``check()`` (it raises to refuse the chunk
+        before anything is written), then write the chunk at the end of the file."""
         if not self.direct or self.offset % ALIGN:
             self._wait_all()
-            sha.update(view)
+            for h in hashers:
+                h.update(view)
             if check is not None:
                 check()
             self._write_buffered(view)
@@ -101,7 +103,8 @@ class ChunkWriter:
         for o in range(0, n, PIECE):
             piece = dst[o:o + PIECE] if o + PIECE <= n else dst[o:n]
             piece[:] = view[o:o + len(piece)]
-            sha.update(piece)
+            for h in hashers:
+                h.update(piece)
         if check is not None:
             check()
         if self._pool is None:

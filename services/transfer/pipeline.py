@@ -205,7 +205,7 @@ def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
             run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
         return "failed", None, why
     try:
-        info = ray.get(reader.open_source.remote(plan.id, plan.source))
+        info = ray.get(reader.open_source.remote(plan.id, plan.source, plan.expected_sha))
     except RayError as e:
         why = reason(e)
         for dest in plan.dests:
