@@ -13,6 +13,7 @@ It starts and stops its own Ray nodes, and prints; it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import os
 import shutil
@@ -141,6 +142,7 @@ def _run(work: Path, size: int, chunk: int, inflight: int, nodes: list[local_ray
     from castray.transfer.pipeline import Agents, DestPlan, Plan
 
     ray.init(address=head.gcs_address, log_to_driver=False, logging_level="WARNING")
+    gc.freeze()  # as the transfer driver does (driver.py)
     agents = Agents()
     t0 = time.perf_counter()
     agents.ready([str(n.node_id) for n in nodes], 120)
