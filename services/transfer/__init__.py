@@ -19,5 +19,6 @@ Contract with the gateway (see ``castray.shared.transfers``):
 
 Modules: settings, worker (stream consumer), job (one transfer: record and events), planning (record to
 plan), records (record store, leases), drivers (child processes), driver (``python -m
-castray.transfer.driver``: one per Ray cluster), pipeline (the Ray data path), agent (the actor per node).
+castray.transfer.driver``: one per Ray cluster), pipeline (the Ray data path), agent (the actor per node),
+diskio (a destination's direct-I/O writer).
 """
