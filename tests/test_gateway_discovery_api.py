@@ -203,3 +203,26 @@ async def test_without_discovery_running_it_is_503(gateway, method: str, path: s
     assert resp.status == 503
     body = await resp.json()
     assert body["code"] == "service_unavailable" and "discovery" in body["error"]
+
+
+async def test_connect_answers_once_the_view_holds_what_discovery_did(
+        gateway, discovery: Discovery, redis_client: aioredis.Redis, names: Names) -> None:
+    """Read your writes: external-info right after connect-external already shows the new cluster."""
+    await redis_client.hset(names.discovery_meta, mapping={"source": "d1", "seq": 7})
+    await redis_client.hset(names.view_meta, mapping={"source": "d1", "seq": 6})
+    call = asyncio.create_task(gateway.post("/api/cluster/connect-external",
+                                            json={"cluster_address": "127.0.0.1:8266"}))
+    await wait_for(lambda: bool(discovery.calls), what="the connect command")
+    await asyncio.sleep(0.3)
+    assert not call.done()  # the view is one event behind discovery: the gateway waits for it
+    await redis_client.hset(names.view_meta, mapping={"seq": 7})
+    resp = await asyncio.wait_for(call, 10)
+    assert resp.status == 200 and (await resp.json())["cluster"]["id"] == "m1"
+
+
+async def test_a_view_that_never_catches_up_still_gets_an_answer(
+        gateway, discovery: Discovery, redis_client: aioredis.Redis, names: Names) -> None:
+    await redis_client.hset(names.discovery_meta, mapping={"source": "d1", "seq": 7})
+    await redis_client.hset(names.view_meta, mapping={"source": "d0", "seq": 99})  # registry down, stale
+    resp = await gateway.delete("/api/cluster/disconnect-external")
+    assert resp.status == 200 and (await resp.json())["success"] is True

@@ -7,6 +7,7 @@ no answer becomes 503. The view itself is read from Redis.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -34,8 +35,34 @@ class ConnectRequest(BaseModel):
 
 
 async def _command(request: web.Request, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run a discovery command, then wait (briefly) until the view holds what it did.
+
+    Discovery answers once its own state is written; the registry applies it a moment later. Waiting
+    here means a script that calls connect-external and then external-info reads its own write.
+    """
     app = request.app
-    return await app[keys.BUS].request(DISCOVERY, op, args, timeout=app[keys.SETTINGS].command_timeout)
+    result = await app[keys.BUS].request(DISCOVERY, op, args, timeout=app[keys.SETTINGS].command_timeout)
+    await _view_caught_up(app, timeout=CATCH_UP_TIMEOUT)
+    return result
+
+
+CATCH_UP_TIMEOUT = 2.0
+
+
+async def _view_caught_up(app: web.Application, *, timeout: float) -> bool:
+    """True once the view includes every discovery event written so far (False after ``timeout``)."""
+    redis, names = app[keys.REDIS], app[keys.NAMES]
+    source, seq = await redis.hmget(names.discovery_meta, ["source", "seq"])
+    if source is None or seq is None:
+        return True
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        view_source, view_seq = await redis.hmget(names.view_meta, ["source", "seq"])
+        if view_source == source and view_seq is not None and int(view_seq) >= int(seq):
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
 
 
 @doc("Run a discovery pass now (coalesced with one already running) and answer with what it found",
