@@ -61,6 +61,13 @@ class Names:
         """Hash: ``source`` and ``seq`` of the last event written with the state above."""
         return f"{self.ns}:discovery:meta"
 
+    @property
+    def discovery_disconnected(self) -> str:
+        """Hash: cluster id -> msgpack {id, name, dashboard_url, session_name, addresses} of each cluster
+        the user disconnected. Outlives a discovery restart (the state rewrite never deletes it) so
+        periodic passes keep ignoring it; an explicit discover/connect removes the entry."""
+        return f"{self.ns}:discovery:disconnected"
+
     # --- the materialized view (node registry) ----------------------------------------------------
     @property
     def view_clusters(self) -> str:

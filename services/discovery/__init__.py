@@ -4,7 +4,10 @@ Contract with the rest of CastRay:
 
 - State in Redis (the source of truth the registry resyncs from): hash ``names.discovery_clusters``
   (cluster id -> ``codec.encode_model(ClusterInfo)``), hash ``names.discovery_nodes`` (node id ->
-  ``codec.encode_model(NodeInfo)``), hash ``names.discovery_meta`` {source, seq}.
+  ``codec.encode_model(NodeInfo)``), hash ``names.discovery_meta`` {source, seq}. Apart from it, hash
+  ``names.discovery_disconnected`` (cluster id -> ``codec.pack({id, name, dashboard_url, session_name,
+  addresses})``): clusters the user disconnected, ignored by periodic passes also after a restart until
+  an explicit discover/connect (which removes the entry); the state rewrite never deletes it.
 - Every event is published on ``names.discovery_events`` in the same MULTI/EXEC as the record change and
   the meta update. ``cluster-found`` is an upsert (new cluster, a cluster answering again, or a change of
   its sources/addresses/found_by); ``cluster-lost`` after ``lost_after`` failed polls, followed by

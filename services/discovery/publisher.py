@@ -91,6 +91,37 @@ class StatePublisher:
         """Keep a newer last_seen in memory without an event (no change worth publishing)."""
         self.state.nodes[node.id] = node
 
+    # --- clusters disconnected on request: outside the state, so no reset ever deletes them ---------
+    async def remember_disconnected(self, cluster: ClusterInfo) -> None:
+        """Store that the user disconnected ``cluster`` (best effort: it stays ignored in memory)."""
+        record = {
+            "id": cluster.id,
+            "name": cluster.name,
+            "dashboard_url": cluster.dashboard_url,
+            "session_name": cluster.session_name,
+            "addresses": cluster.addresses,
+        }
+        try:
+            await self.redis.hset(self.names.discovery_disconnected, cluster.id, codec.pack(record))
+        except REDIS_FAILURES as e:
+            log.warning("could not store that cluster %s was disconnected: %s", cluster.id, e)
+
+    async def forget_disconnected(self, cid: str) -> None:
+        """An explicit discover/connect brought ``cid`` back: later runs may find it again."""
+        try:
+            await self.redis.hdel(self.names.discovery_disconnected, cid)
+        except REDIS_FAILURES as e:
+            log.warning("could not clear the disconnected mark of cluster %s: %s", cid, e)
+
+    async def disconnected_before(self) -> set[str]:
+        """Ids of the clusters disconnected by a previous run (read on start, before the first pass)."""
+        try:
+            stored: list[bytes] = await self.redis.hkeys(self.names.discovery_disconnected)
+        except REDIS_FAILURES as e:
+            log.warning("could not read the clusters disconnected before the restart: %s", e)
+            return set()
+        return {k.decode() if isinstance(k, bytes) else k for k in stored}
+
     async def _write(
         self,
         payload: Payload,

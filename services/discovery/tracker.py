@@ -68,6 +68,7 @@ class Tracker:
             if not explicit and cid != self.local_id:
                 return None
             self.disconnected.discard(cid)
+            await self.publisher.forget_disconnected(cid)
         now = time.time()
         known = self.state.clusters.get(cid)
         if known is None:
@@ -212,12 +213,15 @@ class Tracker:
 
     # --- disconnect -------------------------------------------------------------------------------
     async def disconnect(self, cid: str, reason: str = "disconnected on request") -> None:
-        """Nodes removed, then cluster-removed; periodic passes skip it until discover/connect."""
+        """Nodes removed, then cluster-removed; periodic passes skip it until discover/connect, also
+        after a restart of discovery (kept in ``names.discovery_disconnected``)."""
         async with self._locks[cid]:
             cluster = self.state.clusters.get(cid)
             if cluster is None:
                 return
             self.disconnected.add(cid)
+            # Stored before the removal: a crash in between must not make it a cluster to reconnect.
+            await self.publisher.remember_disconnected(cluster)
             await self._remove(cluster, reason)
 
     async def _remove(self, cluster: ClusterInfo, reason: str) -> None:

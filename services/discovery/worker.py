@@ -70,8 +70,9 @@ class DiscoveryWorker:
     async def run(self) -> None:
         """Run until cancelled or closed."""
         await self.start()
-        assert self.discoverer is not None and self.commands is not None
+        assert self.discoverer is not None and self.commands is not None and self.tracker is not None
         self.discoverer.remembered = await self._connected_by_hand()
+        self.tracker.disconnected |= await self.publisher.disconnected_before()
         self._tasks = [
             asyncio.create_task(self.publisher.keep(), name="discovery-state"),
             asyncio.create_task(
