@@ -141,10 +141,15 @@ class Bus:
                                code=str(err.get("code", "bad_request")))
         return dict(reply.get("result") or {})
 
-    async def serve_commands(self, service: str, handler: CommandHandler) -> None:
-        """Answer commands sent to ``service`` for ever; each runs in its own task."""
+    async def serve_commands(
+        self, service: str, handler: CommandHandler, *, on_connect: OnConnect | None = None
+    ) -> None:
+        """Answer commands sent to ``service`` for ever; each runs in its own task.
+
+        ``on_connect`` runs once the command channel is subscribed (after every reconnect too).
+        """
         tasks: set[asyncio.Task[None]] = set()
-        async for _, raw in self.subscribe_raw(self.names.commands(service)):
+        async for _, raw in self.subscribe_raw(self.names.commands(service), on_connect=on_connect):
             try:
                 req = codec.unpack(raw)
                 if not isinstance(req, dict) or "reply_to" not in req:

@@ -126,6 +126,12 @@ def test_the_page_with_castray_up_and_a_real_cluster(ray_head: local_ray.RayNode
             browser.close()
 
 
+def _row_of(page: Any, node: local_ray.RayNode) -> Any:
+    """The node table's row of a Ray node (row ids are <cluster id>-<first 12 hex of the Ray node id>)."""
+    assert node.node_id is not None
+    return page.locator(f'#nodes-body tr[data-id$="-{node.node_id[:12]}"]')
+
+
 def walk_the_page(page: Any, watch: PageWatch, up: Up, head: local_ray.RayNode,
                   workers: list[local_ray.RayNode]) -> None:
     screenshot = Path(os.environ.get(SCREENSHOT_ENV) or up.err_path.with_name("ui.png"))
@@ -139,7 +145,10 @@ def walk_the_page(page: Any, watch: PageWatch, up: Up, head: local_ray.RayNode,
     page.evaluate("window.__sameDocument = true")
 
     workers.append(local_ray.start_worker(head, num_cpus=1, node_name="worker-1"))
-    worker_row = rows.filter(has=page.locator('[data-col="name"]', has_text="worker-1"))
+    # Rows are found by node id: a name filter is a substring match (a dead "worker-1a2b3c" of another
+    # test on the shared head would match "worker-1" too).
+    worker_row = _row_of(page, workers[-1])
+    expect(worker_row.locator('[data-col="name"]')).to_have_text("worker-1", timeout=LIVE_MS)
     expect(worker_row).to_have_attribute("data-state", "ALIVE", timeout=LIVE_MS)
 
     broadcast_a_generated_file(page, up, expected_targets=2)
@@ -149,7 +158,7 @@ def walk_the_page(page: Any, watch: PageWatch, up: Up, head: local_ray.RayNode,
     assert screenshot.stat().st_size > 10_000
 
     workers.append(local_ray.start_worker(head, num_cpus=1, node_name=XSS))
-    hostile = rows.filter(has=page.locator('[data-col="name"]', has_text=XSS))
+    hostile = _row_of(page, workers[-1])
     expect(hostile).to_have_attribute("data-state", "ALIVE", timeout=LIVE_MS)
     expect(hostile.locator('[data-col="name"]')).to_have_text(XSS)
     assert page.locator("#nodes-body img").count() == 0

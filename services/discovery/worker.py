@@ -52,6 +52,7 @@ class DiscoveryWorker:
         self.commands: DiscoveryCommands | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._started = asyncio.Event()
+        self._commands_ready = asyncio.Event()
         self._closed = False
 
     async def start(self) -> None:
@@ -76,7 +77,8 @@ class DiscoveryWorker:
         self._tasks = [
             asyncio.create_task(self.publisher.keep(), name="discovery-state"),
             asyncio.create_task(
-                self.bus.serve_commands("discovery", self.commands), name="discovery-commands"
+                self.bus.serve_commands("discovery", self.commands, on_connect=self._listening),
+                name="discovery-commands",
             ),
         ]
         if self.periodic:
@@ -115,10 +117,14 @@ class DiscoveryWorker:
                      ", ".join(c.address for c in out))
         return out
 
+    async def _listening(self) -> None:
+        self._commands_ready.set()
+
     async def started(self, timeout: float = 10.0) -> None:
-        """Wait until run() has started its tasks and the first state is written (for tests)."""
+        """Wait until run() has started its tasks, answers commands and the first state is written."""
         async with asyncio.timeout(timeout):
             await self._started.wait()
+            await self._commands_ready.wait()
         await self.publisher.ready(timeout)
 
     async def close(self) -> None:
