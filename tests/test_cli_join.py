@@ -8,23 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
 from castray import local_ray
-
-
-def _wait(check, what: str, timeout: float = 90.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
-            result = check()
-            if result:
-                return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.test_up import wait_for
 
 
 def test_transfer_joins_the_cluster_and_leaves_it(own_ray_head: local_ray.RayNode, namespace: str,
@@ -37,11 +26,11 @@ def test_transfer_joins_the_cluster_and_leaves_it(own_ray_head: local_ray.RayNod
         proc = subprocess.Popen([sys.executable, "-m", "castray.cli", "transfer", "--namespace", namespace,
                                  "--join-ray", ray_head.gcs_address], env=env, stdout=err, stderr=err)
     try:
-        joined = _wait(lambda: [r for r in local_ray.list_nodes(ray_head.dashboard_url)
+        joined = wait_for(lambda: [r for r in local_ray.list_nodes(ray_head.dashboard_url)
                                 if r["node_id"] not in before and r["state"] == "ALIVE"], "the joined node")
         assert joined[0]["resources_total"].get("CPU", 0) == 0
         assert f"joined the Ray cluster at {ray_head.gcs_address}" in err_path.read_text()
-        _wait(lambda: "serving" in err_path.read_text(), "the transfer worker to serve")
+        wait_for(lambda: "serving" in err_path.read_text(), "the transfer worker to serve")
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert "raylet" in {p.name() for p in tree}
         proc.send_signal(signal.SIGTERM)
@@ -50,7 +39,7 @@ def test_transfer_joins_the_cluster_and_leaves_it(own_ray_head: local_ray.RayNod
         assert alive == [], f"left behind: {alive}"
         # It left the cluster cleanly: Ray saw it go at once (a killed node shows DEAD only after ~15 s).
         node_id = joined[0]["node_id"]
-        _wait(lambda: [r for r in local_ray.list_nodes(ray_head.dashboard_url)
+        wait_for(lambda: [r for r in local_ray.list_nodes(ray_head.dashboard_url)
                        if r["node_id"] == node_id and r["state"] == "DEAD"], "the node to be DEAD", 10)
     finally:
         if proc.poll() is None:

@@ -3,7 +3,6 @@ a real transfer worker from a queued request; every copy is checked on disk."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,12 +34,8 @@ def two_workers(ray_head: local_ray.RayNode) -> Iterator[list[local_ray.RayNode]
 @pytest.fixture
 async def worker(namespace: str, tmp_path: Path,
                  redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    w = TransferWorker(settings=env.settings_for(namespace, tmp_path), redis=redis_client)
-    task = asyncio.create_task(w.run())
-    yield w
-    await w.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with env.running_worker(namespace, tmp_path, redis_client) as w:
+        yield w
 
 
 async def test_unicast_multicast_broadcast_64mib(

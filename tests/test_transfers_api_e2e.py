@@ -28,12 +28,8 @@ MiB = 1024 * 1024
 @pytest.fixture
 async def worker(namespace: str, tmp_path: Path,
                  redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    w = TransferWorker(settings=env.settings_for(namespace, tmp_path), redis=redis_client)
-    task = asyncio.create_task(w.run())
-    yield w
-    await w.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with env.running_worker(namespace, tmp_path, redis_client) as w:
+        yield w
 
 
 async def finished(client: TestClient, transfer_id: str, timeout: float = 120.0) -> dict[str, Any]:

@@ -4,10 +4,11 @@ them, records read back, files hashed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.transfers import Destination, TransferRecord
 from castray.transfer.settings import TransferSettings
+from castray.transfer.worker import TransferWorker
 
 
 async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.RayNode) -> dict[str, NodeInfo]:
@@ -110,3 +112,16 @@ async def add_upload(redis: aioredis.Redis, names: Names, path: Path) -> str:
 
 def temp_files(directory: Path) -> list[Path]:
     return sorted(directory.rglob(".castray-*")) if directory.exists() else []
+
+
+@contextlib.asynccontextmanager
+async def running_worker(namespace: str, root: Path, redis: aioredis.Redis) -> AsyncIterator[TransferWorker]:
+    """A transfer worker running in this event loop, closed afterwards."""
+    w = TransferWorker(settings=settings_for(namespace, root), redis=redis)
+    task = asyncio.create_task(w.run())
+    try:
+        yield w
+    finally:
+        await w.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
