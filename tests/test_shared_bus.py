@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+
 from castray.shared import bus as busmod
 from castray.shared import codec, events
 from castray.shared.errors import CommandError, ServiceUnavailable

@@ -6,6 +6,7 @@ import time
 
 import msgpack
 import pytest
+
 from castray.shared import codec, events
 from castray.shared.errors import EventDecodeError
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from castray.shared.sizes import PRESETS, SizeError, format_size, parse_size
 
 
