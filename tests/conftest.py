@@ -31,6 +31,11 @@ def namespace() -> Iterator[str]:
     """A fresh key prefix; every key under it is deleted afterwards."""
     ns = f"test-{uuid.uuid4().hex[:10]}"
     yield ns
+    drop_namespace(ns)
+
+
+def drop_namespace(ns: str) -> None:
+    """Delete every key under ``ns`` (and nothing else) from the test Redis."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)

@@ -20,10 +20,9 @@ from typing import Any
 
 import aiohttp
 import psutil
-import redis
 
 from castray import local_ray
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, drop_namespace
 from tests.support.gateway import recv
 from tests.test_up import Up, free_port, get_json, wait_for
 
@@ -77,13 +76,7 @@ def running_up(data_dir: Path, heads: list[local_ray.RayNode], *args: str, **ext
                     p.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        drop_namespace(namespace)
 
 
 async def request(session: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, Any]:

@@ -17,13 +17,9 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from castray.local_ray import free_port
+
 DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gateway_env(namespace: str, redis_url: str, port: int) -> dict[str, str]:

@@ -7,7 +7,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from castray.local_ray import free_port
 from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import read_snapshot
@@ -156,12 +156,6 @@ async def test_registry_killed_and_restarted_ends_equal_to_discovery(
         snap = await read_snapshot(redis_client, names)
         assert snap.epoch == epoch  # Redis kept the view: same epoch, later version
         assert procs[1].returncode is None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_redis(port: int, workdir: Path) -> asyncio.subprocess.Process:

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from playwright.sync_api import expect
 
 from castray.gateway.app import create_app
 from castray.gateway.settings import GatewaySettings
+from castray.local_ray import free_port
 from castray.node_registry.feed import DiscoveryFeed
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.worker import RegistryWorker
@@ -42,12 +42,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-b
 DEADLINE_MS = 15_000
 # Generous waits for every page assertion: the machine running the tests is small and busy.
 expect.set_options(timeout=DEADLINE_MS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LoopThread:

@@ -31,14 +31,9 @@ import psutil
 import pytest
 
 from castray import local_ray
+from castray.local_ray import free_port
 
 DEADLINE = 90.0  # generous: four services start on a busy 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
