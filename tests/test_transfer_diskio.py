@@ -54,6 +54,24 @@ def test_writer_writes_every_byte_and_hashes_it(tmp_path: Path, direct: bool, si
     assert checked == want
 
 
+@pytest.mark.parametrize(("depth", "writers"), [(2, 1), (3, 3), (8, 2)])
+def test_a_ring_of_buffers_keeps_every_chunk_in_place(tmp_path: Path, depth: int, writers: int) -> None:
+    """More chunks than buffers, several writes at once: each chunk still lands at its own offset (a
+    buffer reused before its write finished would put the wrong bytes there)."""
+    chunks = _chunks([64 * ALIGN] * 13 + [777])
+    path = tmp_path / "out.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    writer = ChunkWriter(fd, depth=depth, writers=writers)
+    try:
+        for c in chunks:
+            writer.put(c, [])
+        writer.flush()
+    finally:
+        writer.close()
+        os.close(fd)
+    assert path.read_bytes() == b"".join(bytes(c) for c in chunks)
+
+
 def test_a_refused_chunk_is_not_written(tmp_path: Path) -> None:
     chunks = _chunks([2 * ALIGN, 2 * ALIGN])
     path = tmp_path / "out.bin"

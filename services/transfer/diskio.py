@@ -6,9 +6,9 @@ A buffered ``write`` costs a CPU copy into the page cache and then the kernel's 
 length and the file offset aligned to the block size, and a chunk from Ray's object store sits at an
 arbitrary offset: so each chunk is copied into an aligned buffer in small pieces, each piece hashed while
 it is still in the CPU cache (the copy is ~0.1 CPU-s per GiB, the hash reads from cache instead of
-memory). The disk write of one chunk runs in a background thread while the next chunk is copied and
-hashed (two buffers). Where the filesystem refuses ``O_DIRECT`` (tmpfs on older kernels, some FUSE),
-or at an unaligned tail, the writer falls back to buffered writes with early writeback.
+memory). Disk writes run in background threads while the next chunks are copied and hashed (a ring of
+buffers: see `ChunkWriter`). Where the filesystem refuses ``O_DIRECT`` (tmpfs on older kernels, some
+FUSE), or at an unaligned tail, the writer falls back to buffered writes with early writeback.
 Durability is unchanged: the caller still fsyncs before the copy is placed.
 """
 
@@ -70,31 +70,41 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
 class ChunkWriter:
     """Appends chunks to an open file descriptor; `put` feeds each chunk to hashers as it goes.
 
-    Not thread-safe: one caller at a time (the sink takes chunks strictly in order). A failed background
-    write is raised by the next `put` or by `flush`.
+    A ring of ``depth`` aligned buffers lets the disk fall behind by that many chunks (its speed comes
+    and goes) while chunks keep arriving, and up to ``writers`` writes run at once (one request at a
+    time leaves a virtual disk idle between requests). Not thread-safe: one caller at a time (the sink
+    takes chunks strictly in order). A failed background write is raised by the next `put` or by
+    `flush`.
     """
 
-    def __init__(self, fd: int, direct: bool = True) -> None:
+    def __init__(self, fd: int, direct: bool = True, depth: int = 4, writers: int = 2) -> None:
         self.fd = fd
         self.offset = 0
         self.direct = direct and _set_direct(fd, True)
-        self._bufs: list[mmap.mmap | None] = [None, None]
-        self._pending: list[Future[None] | None] = [None, None]
+        self.depth, self.writers = max(2, depth), max(1, writers)
+        self._bufs: list[mmap.mmap | None] = [None] * self.depth
+        self._pending: list[Future[None] | None] = [None] * self.depth
         self._turn = 0
         self._pool: ThreadPoolExecutor | None = None
 
     def put(self, view: memoryview, hashers: Sequence[Any], check: Any = None) -> None:
         """Feed ``view`` to each hasher (``update``), call ``check()`` (it raises to refuse the chunk
         before anything is written), then write the chunk at the end of the file."""
-        if not self.direct or self.offset % ALIGN:
+        n = len(view)
+        if not self.direct or self.offset % ALIGN or n % ALIGN:
+            # Buffered (no direct I/O here, or the file's unaligned last chunk): after every write
+            # already queued, since switching the descriptor off direct I/O affects them all.
             self._wait_all()
+            if self.direct:
+                _set_direct(self.fd, False)
+                self.direct = False
             for h in hashers:
                 h.update(view)
             if check is not None:
                 check()
             self._write_buffered(view)
             return
-        k, n = self._turn, len(view)
+        k = self._turn % self.depth
         self._wait(k)  # its buffer's previous write is done
         buf = self._bufs[k]
         if buf is None or len(buf) < n:
@@ -108,24 +118,24 @@ class ChunkWriter:
         if check is not None:
             check()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="castray-write")
+            self._pool = ThreadPoolExecutor(self.writers, thread_name_prefix="castray-write")
         self._pending[k] = self._pool.submit(self._write_direct, dst[:n], self.offset)
         self.offset += n
-        self._turn = 1 - k
+        self._turn += 1
 
     def flush(self) -> None:
         """Wait until every chunk given to `put` is written (raises a failed write's error)."""
         self._wait_all()
 
     def close(self) -> None:
-        """Stop the background thread (after its current write); the caller closes the descriptor."""
-        for k in (0, 1):
+        """Stop the background threads (after their current writes); the caller closes the descriptor."""
+        for k in range(self.depth):
             with contextlib.suppress(Exception):
                 self._wait(k)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self._bufs = [None, None]
+        self._bufs = [None] * self.depth
 
     def _wait(self, k: int) -> None:
         fut, self._pending[k] = self._pending[k], None
@@ -133,24 +143,18 @@ class ChunkWriter:
             fut.result()
 
     def _wait_all(self) -> None:
-        # Oldest first: the other buffer's write was queued before this one's.
-        self._wait(1 - self._turn)
-        self._wait(self._turn)
+        for i in range(self._turn, self._turn + self.depth):  # oldest first
+            self._wait(i % self.depth)
 
     def _write_direct(self, view: memoryview, offset: int) -> None:
-        whole = len(view) - len(view) % ALIGN
         try:
-            if whole:
-                _write_all(self.fd, view[:whole], offset)
+            _write_all(self.fd, view, offset)
         except OSError as e:
             if e.errno != errno.EINVAL:  # EINVAL: this file refuses direct I/O after all
                 raise
-            whole = 0
             self.direct = False
-        if whole < len(view):  # the unaligned tail (the file's last bytes) goes through the page cache
             _set_direct(self.fd, False)
-            self.direct = False
-            _write_all(self.fd, view[whole:], offset + whole)
+            _write_all(self.fd, view, offset)
 
     def _write_buffered(self, view: memoryview) -> None:
         _write_all(self.fd, view, self.offset)
