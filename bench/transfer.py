@@ -159,11 +159,35 @@ def bench_ray_only(head: local_ray.RayNode, targets: list[local_ray.RayNode], si
     return took, cpu
 
 
-def _keep(best: dict[str, tuple[float, float, bool]], name: str, took: float, cpu: float, ok: bool) -> None:
+def machine_counters() -> list[int]:
+    """The machine's CPU time so far, by kind (``/proc/stat``: user nice system idle iowait irq softirq
+    steal); empty where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def waiting_share(before: list[int]) -> tuple[float, float]:
+    """Shares of the machine's CPU time since ``before`` spent in iowait (nothing to run while the disk
+    works) and stolen (a VM's host running something else): a disk slowed by load shows here."""
+    after = machine_counters()
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta)
+    if len(delta) < 8 or total <= 0:
+        return 0.0, 0.0
+    return delta[4] / total, delta[7] / total
+
+
+Best = dict[str, tuple[float, float, bool, tuple[float, float]]]
+
+
+def _keep(best: Best, name: str, took: float, cpu: float, ok: bool, waits: tuple[float, float]) -> None:
     """Keep the fastest run; a run that failed verification marks the figure unverified."""
     prev = best.get(name)
     ok = ok and (prev is None or prev[2])
-    best[name] = (took, cpu, ok) if prev is None or took < prev[0] else (prev[0], prev[1], ok)
+    best[name] = (took, cpu, ok, waits) if prev is None or took < prev[0] else (*prev[:2], ok, prev[3])
 
 
 def run_plan(plan: Any, agents: Any, nodes: list[local_ray.RayNode]
@@ -237,22 +261,27 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
     run_plan(warm, agents, nodes)
     # This machine's speed drifts by 2x from minute to minute: every figure is the best of `rounds`
     # runs, and the runs of each round follow each other, so each ratio compares neighbours.
-    best: dict[str, tuple[float, float, bool]] = {}
+    best: Best = {}
     runs = (("unicast", nodes[1:2], True), ("broadcast", nodes[1:4], True), ("node-file", nodes[1:2], False))
-    cp_times = []
+    cp_times: list[float] = []
+    cp_waits: list[tuple[float, float]] = []
     for round_ in range(rounds):
+        counters = machine_counters()
         cp_times.append(bench_cp(src, work))
+        cp_waits.append(waiting_share(counters))
         for label, targets, with_work in (("ray-only unicast", nodes[1:2], None),
                                           ("ray+work unicast", nodes[1:2], src),
                                           ("ray-only broadcast", nodes[1:4], None)):
+            counters = machine_counters()
             took, cpu = bench_ray_only(head, targets, size, chunk, inflight, nodes, with_work)
-            _keep(best, label, took, cpu, True)
+            _keep(best, label, took, cpu, True, waiting_share(counters))
         for name, targets, known in runs:
+            counters = machine_counters()
             took, cpu, done, dests = run_plan(plan(f"{name}{round_}", targets, known), agents, nodes)
             ok = (done["state"] == "finished" and len(dests) == len(targets)
                   and all(d["state"] == "completed" and d["sha256"] == sha for d in dests)
                   and done.get("bytes_read") == size)
-            _keep(best, name, took, cpu, ok)
+            _keep(best, name, took, cpu, ok, waiting_share(counters))
             for d in dests:
                 if d.get("path"):
                     Path(d["path"]).unlink(missing_ok=True)
@@ -260,10 +289,12 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
               "ray-only broadcast": 3}
     cp_s = min(cp_times)
     cp_rate = size / cp_s / MB
+    iowait, steal = cp_waits[cp_times.index(cp_s)]
     print(f"cp + fsync, same disk:  {cp_s:6.2f} s {cp_rate:7.1f} MB/s   (runs: "
-          f"{', '.join(f'{t:.2f}' for t in cp_times)} s)")
-    rates = {name: size * copies[name] / took / MB for name, (took, _, _) in best.items()}
-    print(f"best of {rounds} rounds; MB/s over all copies; CPU-s per GiB delivered, all Ray processes")
+          f"{', '.join(f'{t:.2f}' for t in cp_times)} s)  iowait {iowait:3.0%} steal {steal:3.0%}")
+    rates = {name: size * copies[name] / took / MB for name, (took, *_) in best.items()}
+    print(f"best of {rounds} rounds; MB/s over all copies; CPU-s per GiB delivered, all Ray processes; "
+          "the machine's CPU time in iowait and stolen by the host during the run")
     lines = (("Ray alone, unicast (ceiling)", "ray-only unicast"),
              ("Ray + file read + sha256, unicast (no disk)", "ray+work unicast"),
              ("ours, unicast", "unicast"),
@@ -271,13 +302,14 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
              ("ours, broadcast to 3", "broadcast"),
              ("ours, node file, unicast (hashed at source)", "node-file"))
     for text, name in lines:
-        took, cpu, ok = best[name]
+        took, cpu, ok, (iowait, steal) = best[name]
         ceiling = rates.get(f"ray-only {name}") if not name.startswith("ray-only") else None
         ceiling = rates["ray-only unicast"] if name == "ray+work unicast" else ceiling
         of_ray = f"  {rates[name] / ceiling:.2f}x Ray alone" if ceiling else ""
         verified = "" if name.startswith("ray") else f"  verified: {ok}, source read once: {ok}"
         print(f"  {text:44s} {took:6.2f} s {rates[name]:7.1f} MB/s  {rates[name] / cp_rate:.2f}x cp{of_ray}"
-              f"  {cpu / (size * copies[name] / 2**30):4.1f} CPU-s/GiB{verified}")
+              f"  {cpu / (size * copies[name] / 2**30):4.1f} CPU-s/GiB"
+              f"  iowait {iowait:3.0%} steal {steal:3.0%}{verified}")
     print("targets: unicast >= 0.70x cp: {}; broadcast >= 0.70x cp: {}".format(
         "met" if rates["unicast"] >= 0.7 * cp_rate else "NOT met",
         "met" if rates["broadcast"] >= 0.7 * cp_rate else "NOT met"))
