@@ -33,9 +33,11 @@ import aiohttp
 import msgpack
 import redis.asyncio as aioredis
 
+from castray import redis_local
 from castray.local_ray import free_port
 from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.shared.names import Names
+from castray.shared.settings import CommonSettings
 
 TARGET_MS = 5.0
 WARMUP = 500  # the first second at 500/s: connections, script loading, caches; not measured
@@ -294,7 +296,7 @@ def row(label: str, samples: Samples | None, count: int) -> tuple[str, float]:
 
 
 async def run(count: int, rate: float) -> None:
-    url = os.environ.get("CASTRAY_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    url = CommonSettings().redis_url  # CASTRAY_REDIS_URL, else REDIS_URL, else the default
     names = Names(f"bench-{uuid.uuid4().hex[:8]}")
     redis = aioredis.Redis.from_url(url)
     total = count + WARMUP
@@ -303,10 +305,8 @@ async def run(count: int, rate: float) -> None:
         raw, raw_rate = await bench_raw(redis, names, total, rate)
         ours = await bench_ours(redis, names, url, total, rate)
     finally:
-        keys = [k async for k in redis.scan_iter(match=f"{names.ns}:*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
         await redis.aclose()
+        await asyncio.to_thread(redis_local.drop_namespace, url, names.ns)
 
     print(f"\nCastRay event latency: {count} events (+{WARMUP} warm-up) at {rate:.0f}/s requested; "
           f"achieved raw {raw_rate:.0f}/s, ours {ours.achieved:.0f}/s; Redis {url}")

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-import redis
 
-from castray import local_ray
+from castray import local_ray, redis_local
 from castray.discovery.settings import DiscoverySettings
 from castray.local_ray import free_port
+from castray.shared.settings import CommonSettings
 
 DASH_POLL = 0.020
 TARGETS = {"issue 3": 2.0, "issue 2": 3.0}
@@ -114,17 +114,8 @@ def stop_up(proc: subprocess.Popen[bytes]) -> None:
 
 
 def redis_url() -> str:
-    return os.environ.get("CASTRAY_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-
-
-def drop_namespace(namespace: str) -> None:
-    client = redis.Redis.from_url(redis_url())
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    """``CASTRAY_REDIS_URL``, else ``REDIS_URL``, else the default: the services' own rule."""
+    return CommonSettings().redis_url
 
 
 async def wait_ready(http: aiohttp.ClientSession, base: str, head: local_ray.RayNode) -> None:
@@ -213,7 +204,7 @@ def main() -> None:
         for worker in workers:
             worker.stop()
         head.stop()
-        drop_namespace(namespace)
+        redis_local.drop_namespace(redis_url(), namespace)
         print(f"(total {time.monotonic() - started:.0f} s)")
 
 

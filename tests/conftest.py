@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from castray import local_ray
+from castray import local_ray, redis_local
 from castray.shared.names import Names
 
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -36,15 +36,7 @@ def namespace() -> Iterator[str]:
 
 def drop_namespace(ns: str) -> None:
     """Delete every key under ``ns`` (and nothing else) from the test Redis."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    redis_local.drop_namespace(REDIS_URL, ns)
 
 
 @pytest.fixture
