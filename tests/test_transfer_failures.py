@@ -29,13 +29,9 @@ MiB = 1024 * 1024
 @pytest.fixture
 async def slow_worker(namespace: str, tmp_path: Path,
                       redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    settings = env.settings_for(namespace, tmp_path, rate_limit=8 * MiB, chunk_bytes=MiB)
-    w = TransferWorker(settings=settings, redis=redis_client)
-    task = asyncio.create_task(w.run())
-    yield w
-    await w.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with env.running_worker(namespace, tmp_path, redis_client,
+                                  rate_limit=8 * MiB, chunk_bytes=MiB) as w:
+        yield w
 
 
 async def _upload(redis: aioredis.Redis, names: Names, root: Path, size: int) -> tuple[str, str]:

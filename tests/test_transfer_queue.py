@@ -24,13 +24,8 @@ from tests.support import transfer_env as env
 @pytest.fixture
 async def worker(namespace: str, tmp_path: Path,
                  redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    settings = env.settings_for(namespace, tmp_path, claim_idle_ms=1000)
-    w = TransferWorker(settings=settings, redis=redis_client)
-    task = asyncio.create_task(w.run())
-    yield w
-    await w.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=1000) as w:
+        yield w
 
 
 async def _pending(redis: aioredis.Redis, names: Names) -> int:

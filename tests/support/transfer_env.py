@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from castray import local_ray
+from castray.gateway.transfer_store import save_upload
 from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import ClusterInfo, NodeInfo
@@ -102,12 +103,10 @@ def size_of(path: str | Path) -> int:
 
 
 async def add_upload(redis: aioredis.Redis, names: Names, path: Path) -> str:
-    """Record ``path`` as an upload (as the gateway does after storing one); returns the upload id."""
-    upload_id = uuid.uuid4().hex
-    meta = {"upload_id": upload_id, "file_name": path.name, "file_size": size_of(path),
-            "sha256": sha256_file(path), "path": str(absolute(path)), "created_at": time.time()}
-    await redis.set(names.upload(upload_id), codec.pack(meta))
-    return upload_id
+    """Record ``path`` as an upload, through the gateway's own `save_upload`; returns the upload id."""
+    upload = await save_upload(redis, names, path=absolute(path), file_name=path.name,
+                               file_size=size_of(path), sha256=sha256_file(path))
+    return upload.upload_id
 
 
 def temp_files(directory: Path) -> list[Path]:
@@ -115,9 +114,11 @@ def temp_files(directory: Path) -> list[Path]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(namespace: str, root: Path, redis: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    """A transfer worker running in this event loop, closed afterwards."""
-    w = TransferWorker(settings=settings_for(namespace, root), redis=redis)
+async def running_worker(namespace: str, root: Path, redis: aioredis.Redis,
+                         **settings: Any) -> AsyncIterator[TransferWorker]:
+    """A transfer worker running in this event loop (``settings`` override `settings_for`'s), closed
+    afterwards."""
+    w = TransferWorker(settings=settings_for(namespace, root, **settings), redis=redis)
     task = asyncio.create_task(w.run())
     try:
         yield w
