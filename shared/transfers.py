@@ -5,6 +5,7 @@ Request stream: ``Names.transfer_requests``; each entry's ``data`` is ``Transfer
 at queue time (state ``queued``). Record: ``Names.transfer(id)`` holds the msgpack of the current
 `TransferRecord`; ``Names.transfer_index`` orders ids by creation time. Cancel: the gateway sets
 ``cancel_requested`` on the record (and state ``cancelled`` if still queued); the worker checks it.
+Upload: ``Names.upload(id)`` holds the msgpack of an `UploadRecord`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ class UploadSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     upload_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
+class UploadRecord(BaseModel):
+    """A stored upload (or a generated file registered like one), as the gateway records it at
+    ``Names.upload(id)``; the transfer worker reads it to plan a transfer from that file."""
+
+    upload_id: str
+    file_name: str
+    file_size: int
+    sha256: str
+    path: str = Field(description="Absolute path of the stored file.")
+    created_at: float
 
 
 class NodeFileSource(BaseModel):

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
@@ -20,7 +18,7 @@ from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import NodeInfo
 from castray.shared.names import Names
-from castray.shared.transfers import TransferRecord
+from castray.shared.transfers import TransferRecord, UploadRecord
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -65,39 +63,23 @@ async def get_node(redis: aioredis.Redis, names: Names, node_id: str) -> NodeInf
 
 
 # --- uploads (and generated files registered like uploads) -----------------------------------------
-@dataclass(frozen=True)
-class Upload:
-    upload_id: str
-    file_name: str
-    file_size: int
-    sha256: str
-    path: str
-    created_at: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"upload_id": self.upload_id, "file_name": self.file_name, "file_size": self.file_size,
-                "sha256": self.sha256, "path": self.path, "created_at": self.created_at}
-
-
 async def save_upload(redis: aioredis.Redis, names: Names, *, path: Path, file_name: str, file_size: int,
-                      sha256: str, upload_id: str | None = None) -> Upload:
+                      sha256: str, upload_id: str | None = None) -> UploadRecord:
     """Record a stored file at ``names.upload(id)`` so that a transfer can use it as its source."""
     # ``path`` must be absolute (callers resolve it in a thread, e.g. through `inside`).
-    upload = Upload(upload_id or uuid.uuid4().hex, file_name, file_size, sha256, str(path),
-                    time.time())
-    await redis.set(names.upload(upload.upload_id), codec.pack(upload.as_dict()))
+    upload = UploadRecord(upload_id=upload_id or uuid.uuid4().hex, file_name=file_name,
+                          file_size=file_size, sha256=sha256, path=str(path), created_at=time.time())
+    await redis.set(names.upload(upload.upload_id), codec.encode_model(upload))
     return upload
 
 
-async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> Upload | None:
+async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> UploadRecord | None:
     raw = await redis.get(names.upload(upload_id))
     if raw is None:
         return None
     try:
-        data = codec.unpack(as_bytes(raw))
-        return Upload(str(data["upload_id"]), str(data["file_name"]), int(data["file_size"]),
-                      str(data["sha256"]), str(data["path"]), float(data["created_at"]))
-    except (ValueError, KeyError, TypeError):
+        return codec.decode_model(as_bytes(raw), UploadRecord)
+    except EventDecodeError:
         return None
 
 

@@ -19,7 +19,13 @@ from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.safe_names import safe_file_name
 from castray.shared.sizes import SizeError, parse_size
-from castray.shared.transfers import GenerateSource, NodeFileSource, TransferRecord, UploadSource
+from castray.shared.transfers import (
+    GenerateSource,
+    NodeFileSource,
+    TransferRecord,
+    UploadRecord,
+    UploadSource,
+)
 from castray.transfer.settings import TransferSettings
 
 
@@ -89,10 +95,12 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
         stored = await redis.get(names.upload(up.upload_id))
         if stored is None:
             raise PlanError(f"upload {up.upload_id} not found")
-        meta = codec.unpack(stored)
+        try:
+            upload = codec.decode_model(stored, UploadRecord)
+        except EventDecodeError:
+            raise PlanError(f"upload {up.upload_id} has an unreadable record") from None
         node = nodes.get(record.source_node_id or "") or _head(nodes, cluster_id)
-        return ({"kind": "path", "path": str(meta["path"])}, node, meta.get("sha256"),
-                meta.get("file_size"))
+        return {"kind": "path", "path": upload.path}, node, upload.sha256, upload.file_size
     if "generate" in raw:
         gen = GenerateSource.model_validate(raw)
         try:
