@@ -241,8 +241,11 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
     import ray
 
     from castray.transfer.pipeline import Agents, DestPlan, Plan
+    from castray.transfer.shipping import agent_runtime_env
 
-    ray.init(address=head.gcs_address, log_to_driver=False, logging_level="WARNING")
+    # As the transfer driver connects (driver.py): the agent's code shipped to the nodes.
+    ray.init(address=head.gcs_address, log_to_driver=False, logging_level="WARNING",
+             runtime_env=agent_runtime_env(work / "agent-code"))
     gc.freeze()  # as the transfer driver does (driver.py)
     agents = Agents()
     t0 = time.perf_counter()

@@ -20,5 +20,6 @@ Contract with the gateway (see ``castray.shared.transfers``):
 Modules: settings, worker (stream consumer), job (one transfer: record and events), planning (record to
 plan), records (record store, leases), drivers (child processes), driver (``python -m
 castray.transfer.driver``: one per Ray cluster), pipeline (the Ray data path), agent (the actor per node),
-diskio (a destination's direct-I/O writer).
+diskio (a destination's direct-I/O writer), shipping (the agent's code, sent to every node with the driver's
+runtime_env).
 """

@@ -25,12 +25,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
-import xxhash
 
 from castray.shared.safe_names import inside, safe_file_name
 from castray.transfer.diskio import ChunkWriter
+
+# A node of someone else's cluster has Ray, but maybe not numpy or xxhash (Ray needs neither). Without them
+# the agent still works, more slowly: chunks travel as bytearrays (one more copy out of the object store)
+# and carry the running sha256 instead of a per-chunk xxh3. The driver picks that mode for a transfer as
+# soon as one of its nodes lacks them (`NodeAgent.info` says), since both ends must agree.
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - depends on the node
+    np = None  # type: ignore[assignment]
+try:
+    import xxhash
+except ImportError:  # pragma: no cover - depends on the node
+    xxhash = None  # type: ignore[assignment]
+FAST = np is not None and xxhash is not None
 
 CHUNK_DIGEST = "xxh3:"
 _PIECE = 512 * 1024
@@ -74,19 +86,26 @@ class _Source(_Ordered):
     running sha256 of the file so far, or, when the file's sha256 is already known (an upload's record
     has it), a per-chunk xxh3-128 (``xxh3:<hex>``, ~0.05 CPU-s per GiB instead of sha256's ~0.85): the
     source then hashes nothing else, and each destination still checks the whole file's sha256 against
-    the known one at the end."""
+    the known one at the end.
 
-    def __init__(self, path: Path, remove_after: bool, known_sha: str | None = None) -> None:
+    ``fast`` (every node of the transfer has numpy and xxhash): chunks are numpy arrays, which a
+    destination reads straight from its object store; otherwise bytearrays, with the running sha256."""
+
+    def __init__(self, path: Path, remove_after: bool, known_sha: str | None = None,
+                 fast: bool = True) -> None:
         super().__init__()
+        self.fast = fast and FAST
+        if not self.fast:
+            known_sha = None  # no xxh3 on some node: the source hashes the file itself
         self.path, self.remove_after, self.known_sha = path, remove_after, known_sha
         self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
         self.size = os.fstat(self.file.fileno()).st_size
         self.sha = hashlib.sha256()
         self.done = 0
 
-    def read(self, length: int) -> tuple[np.ndarray, str]:
-        buf = np.empty(length, dtype=np.uint8)
-        view, got = buf.data.cast("B"), 0
+    def read(self, length: int) -> tuple[Any, str]:
+        buf: Any = np.empty(length, dtype=np.uint8) if self.fast else bytearray(length)
+        view, got = memoryview(buf).cast("B"), 0
         hasher: Any = xxhash.xxh3_128() if self.known_sha is not None else self.sha
         while got < length:  # pieces the size of the CPU's cache, hashed while they are in it
             n = self.file.readinto(view[got:min(length, got + _PIECE)])
@@ -117,9 +136,11 @@ class _Sink(_Ordered):
         self.sha = hashlib.sha256()
         self.done = 0
 
-    def write(self, data: np.ndarray, digest: str) -> int:
-        view = data.data.cast("B")
+    def write(self, data: Any, digest: str) -> int:
+        view = memoryview(data).cast("B")
         if digest.startswith(CHUNK_DIGEST):  # the chunk's own xxh3-128
+            if xxhash is None:  # the driver never sends these to such a node (`NodeAgent.info`)
+                raise TransferError("this node has no xxhash to check the chunks with")
             chunk = xxhash.xxh3_128()
 
             def check() -> None:
@@ -259,21 +280,22 @@ class NodeAgent:
         gc.freeze()
 
     async def info(self) -> dict[str, Any]:
-        return {"hostname": socket.gethostname(), "pid": os.getpid(),
+        return {"hostname": socket.gethostname(), "pid": os.getpid(), "fast": FAST,
                 "ray_node_id": ray.get_runtime_context().get_node_id()}
 
     # --- source -----------------------------------------------------------------------------------
-    async def open_source(self, key: str, spec: dict[str, Any], known_sha: str | None = None
-                          ) -> dict[str, Any]:
+    async def open_source(self, key: str, spec: dict[str, Any], known_sha: str | None = None,
+                          fast: bool = True) -> dict[str, Any]:
         """Open a transfer's source; with ``known_sha`` (the file's sha256, known from its upload) the
-        source is not hashed again (see `_Source`)."""
+        source is not hashed again, and ``fast`` says every node of the transfer can take numpy chunks
+        with xxh3 digests (see `_Source`)."""
         path, remove_after = await asyncio.to_thread(_resolve_source, spec)
-        source = await asyncio.to_thread(_Source, path, remove_after, known_sha)
+        source = await asyncio.to_thread(_Source, path, remove_after, known_sha, fast)
         self.sources[key] = source
         return {"size": source.size, "path": str(path)}
 
     @ray.method(num_returns=2)
-    async def read(self, key: str, index: int, length: int) -> tuple[np.ndarray, str]:
+    async def read(self, key: str, index: int, length: int) -> tuple[Any, str]:
         source = self.sources[key]
         await source.turn(index)
         try:
@@ -297,7 +319,7 @@ class NodeAgent:
         self.sinks[key] = sink
         return {"temp": str(sink.tmp), "final": str(sink.final)}
 
-    async def write(self, key: str, index: int, data: np.ndarray, digest: str) -> int:
+    async def write(self, key: str, index: int, data: Any, digest: str) -> int:
         sink = self.sinks[key]
         await sink.turn(index)
         try:

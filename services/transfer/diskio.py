@@ -24,7 +24,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - a node with Ray but no numpy: copies hold the GIL
+    np = None  # type: ignore[assignment]
 
 ALIGN = 4096  # covers 512-byte and 4 KiB logical blocks
 
@@ -112,7 +115,10 @@ class ChunkWriter:
         if buf is None or len(buf) < n:
             buf = self._bufs[k] = mmap.mmap(-1, max(n, ALIGN))  # page-aligned
         dst = memoryview(buf)
-        np.copyto(np.frombuffer(buf, np.uint8, n), np.frombuffer(view, np.uint8))  # without the GIL
+        if np is not None:
+            np.copyto(np.frombuffer(buf, np.uint8, n), np.frombuffer(view, np.uint8))  # without the GIL
+        else:
+            dst[:n] = view
         for h in hashers:
             h.update(dst[:n])
         if check is not None:

@@ -19,7 +19,9 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -54,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import ray
 
-        ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING)
+        from castray.transfer.shipping import agent_runtime_env
+
+        with tempfile.TemporaryDirectory(prefix="castray-agent-") as code:
+            ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env=agent_runtime_env(Path(code)))
     except Exception as e:
         channel.send({"ev": "fatal", "error": f"cannot connect to Ray at {args.address}: {e}"})
         return 1

@@ -71,6 +71,10 @@ class Plan:
 
 def reason(e: BaseException) -> str:
     """A short, readable reason for a Ray or agent failure."""
+    text = str(e)
+    if isinstance(e, ActorDiedError) and "error raised in its creation task" in text:
+        last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+        return f"node agent could not start there: {last[:300]}"  # e.g. an import its Python lacks
     if isinstance(e, ActorDiedError | NodeDiedError):
         return "node died during the transfer"
     if isinstance(e, ActorUnavailableError):
@@ -93,6 +97,7 @@ class Agents:
         self._lock = threading.Lock()
         self._handles: dict[str, Any] = {}
         self.hosts: dict[str, str] = {}
+        self.fast: dict[str, bool] = {}  # node -> its agent has numpy and xxhash (`agent.FAST`)
         self._remote = ray.remote(NodeAgent)
 
     def get(self, ray_node_id: str) -> Any:
@@ -125,6 +130,7 @@ class Agents:
             try:
                 info = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
                 self.hosts[node] = info["hostname"]
+                self.fast[node] = bool(info.get("fast"))
                 out[node] = None
             except (RayError, GetTimeoutError) as e:
                 self.forget(node)
@@ -204,8 +210,10 @@ def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
         for dest in plan.dests:
             run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
         return "failed", None, why
+    nodes = [plan.source_ray_node] + [d.ray_node_id for d in plan.dests if status.get(d.ray_node_id) is None]
+    fast = all(run.agents.fast.get(n, False) for n in nodes)  # else every node takes the plain chunks
     try:
-        info = ray.get(reader.open_source.remote(plan.id, plan.source, plan.expected_sha))
+        info = ray.get(reader.open_source.remote(plan.id, plan.source, plan.expected_sha, fast))
     except RayError as e:
         why = reason(e)
         for dest in plan.dests:
