@@ -99,6 +99,18 @@ async def test_broadcast_targets_every_alive_node_of_the_cluster(
         assert (await resp.json())["targets"] == ["c2-head"]
 
 
+async def test_multicast_may_span_clusters(namespace: str, names: Names, tmp_path: Path,
+                                           redis_client: aioredis.Redis, view: None) -> None:
+    """The worker relays to nodes outside the source's cluster: the gateway queues them all."""
+    async with gateway(namespace, tmp_path / "data") as client:
+        resp = await client.post("/api/transfers", json=req(mode="multicast", targets=["c1-w1", "c2-head"]))
+        body = await resp.json()
+        assert resp.status == 202, body
+    record = await stored_record(redis_client, names, body["id"])
+    assert record.cluster_id == "c1" and record.source_node_id == "c1-head"
+    assert [d.node_id for d in record.destinations] == ["c1-w1", "c2-head"]
+
+
 async def test_generate_source(namespace: str, names: Names, tmp_path: Path, redis_client: aioredis.Redis,
                                view: None) -> None:
     async with gateway(namespace, tmp_path / "data", max_generate_bytes=64 * 1024**2) as client:
@@ -134,7 +146,7 @@ BAD_REQUESTS: list[tuple[Any, int, str]] = [
     (req(targets=[]), 400, "exactly one"),
     (req(targets=["c1-w1", "c1-w2"]), 400, "exactly one"),
     (req(mode="multicast", targets=[]), 400, "at least one"),
-    (req(targets=["c2-head"]), 400, "cluster"),
+    (req(mode="broadcast", targets=["c2-head"]), 400, "cluster"),  # broadcast: the source's cluster
     (req(targets=["c1-dead"]), 409, "alive"),
     (req({"node_id": "c1-dead", "path": "a"}), 409, "DEAD"),
     (req({"node_id": "c1-head", "path": "../../etc/passwd"}), 400, "files root"),

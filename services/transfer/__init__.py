@@ -13,6 +13,8 @@ Contract with the gateway (see ``castray.shared.transfers``):
 - Events on ``Names.transfer_events``: transfer-started, transfer-progress (one destination per tick,
   about 4 per second per transfer), transfer-completed (per destination, then ``node_id=None``),
   transfer-failed (per destination; ``node_id=None`` when all failed), transfer-cancelled.
+- Destinations may be in other clusters than the source's: the job relays them through a verified copy
+  under ``<CASTRAY_DATA_DIR>/relay/`` on this machine (``castray.transfer.job``).
 - Files land at ``<CASTRAY_INBOX_DIR>/<node id>/<file name>`` (default ``<CASTRAY_DATA_DIR>/inbox``); an
   existing file fails that destination with ``exists: ...`` unless ``overwrite``. Node-file sources are
   relative to ``CASTRAY_FILES_ROOT`` (default ``<data dir>/files``) on their node.

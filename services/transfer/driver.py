@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()  # start-up objects (Ray's, ~10^5) out of the collector's reach: cheaper full passes per chunk
     agents = Agents()
     cancels: dict[str, threading.Event] = {}
-    channel.send({"ev": "ready", "ray_version": ray.__version__, "pid": os.getpid()})
+    channel.send({"ev": "ready", "ray_version": ray.__version__, "pid": os.getpid(),
+                  "ray_node_id": ray.get_runtime_context().get_node_id()})  # the node beside us: relays
 
     def run(plan: Plan, cancelled: threading.Event) -> None:
         try:

@@ -32,6 +32,7 @@ class DriverProcess:
         self._reader: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._write_lock = asyncio.Lock()
+        self.ray_node_id: str | None = None  # the cluster's node on this machine, which the driver joined
 
     @property
     def alive(self) -> bool:
@@ -55,6 +56,7 @@ class DriverProcess:
         if hello.get("ev") != "ready":
             await self.close()
             raise DriverError(str(hello.get("error") or f"cannot connect to Ray at {self.address}"))
+        self.ray_node_id = str(hello.get("ray_node_id") or "") or None
         log.info("driver for %s ready (pid %s)", self.address, self.proc.pid)
 
     async def _read(self) -> None:

@@ -1,6 +1,12 @@
 """One transfer, run by one replica: plan it, hand it to its cluster's driver, keep the record and the
 events up to date from the driver's reports, and settle the outcome.
 
+Destinations in other clusters than the source's (Ray moves data only inside one cluster) are relayed
+through this machine, where every cluster's driver has a node: the source's cluster also writes a verified
+copy into ``<data dir>/relay/<transfer>-<token>/`` on its node here (one more destination, `RELAY`), and
+then each other cluster's driver sends that copy from its own node here to its destinations, checked
+against the same sha256. The source is still read once; the relay copy is removed at the end.
+
 Outcome: every destination completed -> ``completed``; every one failed -> ``failed`` (with a whole
 transfer ``transfer-failed``); some of each -> ``completed`` with ``error`` naming the failed ones (each
 failed destination has its own ``transfer-failed`` and ``state``/``error`` in the record).
@@ -8,9 +14,14 @@ failed destination has its own ``transfer-failed`` and ``state``/``error`` in th
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import re
+import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from castray.shared.bus import Bus
@@ -24,11 +35,12 @@ from castray.shared.events import (
 )
 from castray.shared.transfers import Destination, TransferRecord
 from castray.transfer.drivers import DriverError, DriverProcess, Drivers
-from castray.transfer.planning import PlanError, prepare
+from castray.transfer.planning import PlanError, Prepared, Relay, prepare
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
 
 log = logging.getLogger(__name__)
+RELAY = "castray-relay"  # the node id of the relay copy in the source cluster's plan (never a view node id)
 
 
 class TransferJob:
@@ -37,11 +49,12 @@ class TransferJob:
         self.rec, self.worker, self.settings = record, worker, settings
         self.store, self.bus, self.drivers = store, bus, drivers
         self.dests: dict[str, Destination] = {d.node_id: d for d in record.destinations}
-        self.driver: DriverProcess | None = None
+        self.running: list[DriverProcess] = []  # drivers with a leg of this transfer in hand
+        self._cancelled: set[int] = set()  # ids of the drivers already told to cancel
         self.done: dict[str, Any] = {}
+        self.relayed: dict[str, Any] = {}  # the relay copy's outcome (its `dest` report)
         self._rr = 0
         self._stream_start = 0.0
-        self._cancel_sent = False
 
     async def _publish(self, payload: Payload) -> None:
         await self.bus.publish(self.bus.names.transfer_events, payload)
@@ -57,9 +70,10 @@ class TransferJob:
         for d in rec.destinations:
             if d.state != "completed":
                 d.state, d.bytes_done, d.path, d.sha256, d.error = "pending", 0, None, None, None
+        token = uuid.uuid4().hex[:8]
         try:
             prep = await prepare(self.store.redis, self.bus.names, self.settings, rec, retry=retry,
-                                 token=uuid.uuid4().hex[:8])
+                                 token=token)
         except PlanError as e:
             await self._fail_rest(str(e))
             await self._settle({"state": "failed", "error": str(e)})
@@ -75,27 +89,83 @@ class TransferJob:
                                             file_name=rec.file_name))
         for node_id, why in prep.failed.items():
             await self._dest_failed(node_id, why)
-        if prep.plan["dests"]:
-            await self._drive(prep.address, prep.plan)
+        if not prep.relays:
+            if prep.plan["dests"]:
+                self.done = await self._drive(prep.address, prep.plan)
+            await self._settle(self.done)
+            return
+        relay_dir = self.settings.data_dir.absolute() / "relay" / f"{_relay_key(rec.id)}-{token}"
+        try:
+            await self._run_relayed(prep, relay_dir)
+        finally:
+            await asyncio.to_thread(_remove_relays, relay_dir.parent, rec.id)
         await self._settle(self.done)
 
-    async def _drive(self, address: str, plan: dict[str, Any]) -> None:
+    async def _run_relayed(self, prep: Prepared, relay_dir: Path) -> None:
+        """The source's cluster copies to its destinations and to the relay here; then every other
+        cluster, at once, from the relay to its own."""
+        await asyncio.to_thread(_remove_relays, relay_dir.parent, self.rec.id)  # an earlier attempt's
         try:
-            self.driver = await self.drivers.get(address)
+            driver = await self.drivers.get(prep.address)
         except DriverError as e:
             await self._fail_rest(str(e))
             self.done = {"state": "failed", "error": str(e)}
             return
-        async for msg in self.driver.run(plan):
-            await self._on(msg)
+        relay = {"node_id": RELAY, "ray_node_id": driver.ray_node_id, "dir": str(relay_dir)}
+        self.done = await self._drive(prep.address, {**prep.plan, "dests": [*prep.plan["dests"], relay]})
+        copy = self.relayed
+        if copy.get("state") != "completed" or self.rec.cancel_requested:
+            why = f"relay through this machine failed: {copy.get('error') or self.done.get('error')}"
+            for group in prep.relays:
+                for d in group.dests:
+                    await self._dest_failed(d["node_id"], why)
+            return
+        await asyncio.gather(*(self._relay_leg(prep, group, str(copy["path"]), str(copy["sha256"]))
+                               for group in prep.relays))
 
-    async def _on(self, msg: dict[str, Any]) -> None:
+    async def _relay_leg(self, prep: Prepared, group: Relay, path: str, sha256: str) -> None:
+        """One other cluster's destinations, from the relay copy, by that cluster's node on this machine."""
+        try:
+            driver = await self.drivers.get(group.address)
+        except DriverError as e:
+            for d in group.dests:
+                await self._dest_failed(d["node_id"], str(e))
+            return
+        plan = {**prep.plan, "source": {"kind": "path", "path": path}, "source_ray_node": driver.ray_node_id,
+                "dests": group.dests, "expected_sha": sha256}
+        done = await self._drive(group.address, plan)
+        if done.get("state") != "finished":
+            for d in group.dests:
+                await self._dest_failed(d["node_id"], str(done.get("error") or "relay failed"))
+
+    async def _drive(self, address: str, plan: dict[str, Any]) -> dict[str, Any]:
+        """Run one plan on the driver of ``address``; its ``done`` report."""
+        try:
+            driver = await self.drivers.get(address)
+        except DriverError as e:
+            for d in plan["dests"]:
+                await self._dest_failed(d["node_id"], str(e))
+            return {"state": "failed", "error": str(e)}
+        members = {d["node_id"] for d in plan["dests"]}
+        done: dict[str, Any] = {"state": "failed", "error": "transfer driver ended without a report"}
+        self.running.append(driver)
+        try:
+            async for msg in driver.run(plan):  # a cancel reaches the driver with the first report's save
+                if msg.get("ev") == "done":
+                    done = msg
+                else:
+                    await self._on(msg, members)
+        finally:
+            self.running.remove(driver)
+        return done
+
+    async def _on(self, msg: dict[str, Any], members: set[str]) -> None:
         ev = msg.get("ev")
         if ev == "started":
             self.rec.bytes_total = int(msg["bytes_total"])
             self._stream_start = time.monotonic()
             for d in self.rec.destinations:
-                if d.state == "pending":
+                if d.state == "pending" and d.node_id in members:
                     d.state = "running"
             await self._save()
         elif ev == "progress":
@@ -104,10 +174,10 @@ class TransferJob:
                     self.dests[node_id].bytes_done = int(done)
             await self._save()
             await self._progress_event()
+        elif ev == "dest" and msg.get("node_id") == RELAY:
+            self.relayed = msg
         elif ev == "dest":
             await self._on_dest(msg)
-        elif ev == "done":
-            self.done = msg
 
     async def _on_dest(self, msg: dict[str, Any]) -> None:
         node_id, state = str(msg["node_id"]), msg.get("state")
@@ -138,9 +208,11 @@ class TransferJob:
 
     async def _save(self) -> None:
         await self.store.save(self.rec)
-        if self.rec.cancel_requested and self.driver is not None and not self._cancel_sent:
-            self._cancel_sent = True
-            await self.driver.cancel(self.rec.id)
+        if self.rec.cancel_requested:
+            for driver in self.running:
+                if id(driver) not in self._cancelled:
+                    self._cancelled.add(id(driver))
+                    await driver.cancel(self.rec.id)
 
     async def _progress_event(self) -> None:
         """One event per tick, for the running destinations in turn: at most ~4 per second per transfer."""
@@ -182,3 +254,16 @@ class TransferJob:
         await self.store.save(rec)
         await self._publish(TransferCompleted(transfer_id=rec.id, node_id=None, sha256=rec.sha256,
                                               bytes_total=rec.bytes_total))
+
+
+def _relay_key(transfer_id: str) -> str:
+    """The transfer id as a directory name (the gateway's ids are hex; anything else is hashed)."""
+    if re.fullmatch(r"[0-9A-Za-z_]{1,64}", transfer_id):
+        return transfer_id
+    return hashlib.sha256(transfer_id.encode()).hexdigest()[:32]
+
+
+def _remove_relays(directory: Path, transfer_id: str) -> None:
+    """Remove the relay copies of ``transfer_id`` (this attempt's, or an earlier one's on this machine)."""
+    for old in directory.glob(f"{_relay_key(transfer_id)}-*"):
+        shutil.rmtree(old, ignore_errors=True)

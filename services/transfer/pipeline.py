@@ -156,13 +156,17 @@ class _Run:
     size: int = 0
     bytes_read: int = 0
 
+    def sink(self, dest: DestPlan) -> str:
+        """The key of a destination's sink in its agent (two can share a node: a copy and a relay)."""
+        return f"{self.plan.id}/{dest.node_id}"
+
     def fail_dest(self, dest: DestPlan, why: str) -> None:
         if self.alive.pop(dest.node_id, None) is None:
             return
         self.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
         agent = self.agents.get(dest.ray_node_id)
         try:
-            ray.get(agent.abort_sink.remote(self.plan.id), timeout=10)
+            ray.get(agent.abort_sink.remote(self.sink(dest)), timeout=10)
         except (RayError, GetTimeoutError):
             # Its node is gone: another node on the same host can still remove the temp file.
             self.agents.forget(dest.ray_node_id)
@@ -247,7 +251,7 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
             continue
         spec = {"dir": dest.dir, "file_name": plan.file_name, "transfer_id": plan.id, "token": plan.token,
                 "overwrite": plan.overwrite, "retry": plan.retry}
-        refs[dest.node_id] = (dest, run.agents.get(dest.ray_node_id).open_sink.remote(plan.id, spec))
+        refs[dest.node_id] = (dest, run.agents.get(dest.ray_node_id).open_sink.remote(run.sink(dest), spec))
     for node_id, (dest, ref) in refs.items():
         try:
             ray.get(ref)
@@ -266,7 +270,8 @@ def _stream(run: _Run, reader: Any) -> None:
         if run.cancelled.is_set() or not run.alive:
             break
         data, digest = reader.read.remote(plan.id, index, min(step, size - offset))
-        writes = {node_id: (dest, run.agents.get(dest.ray_node_id).write.remote(plan.id, index, data, digest))
+        writes = {node_id: (dest, run.agents.get(dest.ray_node_id).write.remote(run.sink(dest), index, data,
+                                                                                 digest))
                   for node_id, dest in run.alive.items()}
         window.append((digest, writes))
         while len(window) >= plan.inflight:
@@ -302,7 +307,7 @@ def _settle(run: _Run, digest: Any, writes: dict[str, tuple[DestPlan, Any]]) -> 
 
 
 def _finish(run: _Run, sha: str) -> None:
-    refs = {node_id: (dest, run.agents.get(dest.ray_node_id).finish.remote(run.plan.id, sha))
+    refs = {node_id: (dest, run.agents.get(dest.ray_node_id).finish.remote(run.sink(dest), sha))
             for node_id, dest in run.alive.items()}
     for node_id, (dest, ref) in refs.items():
         try:
@@ -325,7 +330,7 @@ def _cancel(run: _Run) -> tuple[str, str | None, str | None]:
     for dest in list(run.alive.values()):
         run.alive.pop(dest.node_id, None)
         try:
-            ray.get(run.agents.get(dest.ray_node_id).abort_sink.remote(run.plan.id), timeout=10)
+            ray.get(run.agents.get(dest.ray_node_id).abort_sink.remote(run.sink(dest)), timeout=10)
         except (RayError, GetTimeoutError):
             run.agents.forget(dest.ray_node_id)
         run.emit({"ev": "dest", "node_id": dest.node_id, "state": "cancelled"})

@@ -2,8 +2,9 @@
 
 The record's destinations are node ids of the merged view (``<cluster id>-<ray node id prefix>``); the
 view (hashes ``Names.view_nodes`` / ``Names.view_clusters``) gives each one's Ray node id, cluster and
-state, and the cluster's GCS address. Data moves within one Ray cluster: destinations in another
-cluster than the source fail with a reason.
+state, and the cluster's GCS address. Ray moves data only within one cluster: destinations in other
+clusters than the source's are grouped by cluster (`Relay`), and the job serves them from a verified copy
+on this machine once the source's cluster has made it (see `castray.transfer.job`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class PlanError(Exception):
 
 
 @dataclass
+class Relay:
+    """The destinations of one other cluster than the source's (plan dicts of `DestPlan`)."""
+
+    cluster_id: str
+    address: str
+    dests: list[dict[str, Any]]
+
+
+@dataclass
 class Prepared:
     address: str
     plan: dict[str, Any]
@@ -41,6 +51,7 @@ class Prepared:
     cluster_id: str
     bytes_expected: int | None = None
     failed: dict[str, str] = field(default_factory=dict)  # destinations that cannot be served, with why
+    relays: list[Relay] = field(default_factory=list)  # destinations in other clusters
 
 
 async def _nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
@@ -133,7 +144,9 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
         raise PlanError(f"source node {src_node.id} is in another cluster than the destinations")
     if src_node.state != "ALIVE":
         raise PlanError(f"source node {src_node.id} is {src_node.state}")
-    dests, failed = [], {}
+    dests: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}
+    others: dict[str, list[dict[str, Any]]] = {}
     inbox = settings.inbox_root()
     for dest in record.destinations:
         if dest.state == "completed":
@@ -141,8 +154,6 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
         node = nodes.get(dest.node_id)
         if node is None:
             failed[dest.node_id] = "node is not in the node view"
-        elif node.cluster_id != cluster_id:
-            failed[dest.node_id] = "node is in another cluster than the source"
         elif node.state != "ALIVE":
             failed[dest.node_id] = f"node is {node.state}"
         else:
@@ -151,10 +162,20 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
             except ValueError:
                 failed[dest.node_id] = "node id cannot be a directory name"
                 continue
-            dests.append({"node_id": node.id, "ray_node_id": node.ray_node_id, "dir": str(directory)})
+            plan_dest = {"node_id": node.id, "ray_node_id": node.ray_node_id, "dir": str(directory)}
+            group = dests if node.cluster_id == cluster_id else others.setdefault(node.cluster_id, [])
+            group.append(plan_dest)
+    relays = []
+    for other_id, members in others.items():
+        try:
+            other = await _cluster(redis, names, other_id)
+        except PlanError as e:
+            failed.update({d["node_id"]: str(e) for d in members})
+            continue
+        relays.append(Relay(other_id, str(other.gcs_address), members))
     plan = {"id": record.id, "source": spec, "source_ray_node": src_node.ray_node_id, "dests": dests,
             "file_name": file_name, "overwrite": record.overwrite, "retry": retry, "expected_sha": sha,
             "chunk_bytes": settings.chunk_bytes, "inflight": settings.inflight_chunks,
             "rate_limit": settings.rate_limit, "progress_interval": settings.progress_interval,
             "node_timeout": settings.node_timeout, "token": token}
-    return Prepared(str(cluster.gcs_address), plan, src_node.id, cluster_id, size, failed)
+    return Prepared(str(cluster.gcs_address), plan, src_node.id, cluster_id, size, failed, relays)

@@ -61,8 +61,8 @@ export class TransfersPanel {
     byId("btn-targets-all").hidden = mode !== "multicast";
     setText(byId("targets-hint"), {
       broadcast: "Every alive node of the source's cluster.",
-      multicast: "Choose the target nodes (Ctrl/⌘-click for several).",
-      unicast: "Choose one target node.",
+      multicast: "Choose the target nodes, of any cluster (Ctrl/⌘-click for several).",
+      unicast: "Choose one target node, of any cluster.",
     }[mode]);
   }
 

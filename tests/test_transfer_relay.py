@@ -1,0 +1,132 @@
+"""Transfers between nodes of two Ray clusters: the session's head (cluster A) and a head of this module
+with a worker (cluster B). Ray moves data only inside a cluster; the transfer worker relays through its
+machine (`castray.transfer.job`). Every copy is checked on disk, and the relay copy is gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from castray import local_ray
+from castray.shared import codec
+from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.names import Names
+from castray.transfer.worker import TransferWorker
+from tests.support import transfer_env as env
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cluster_b() -> Iterator[list[local_ray.RayNode]]:
+    """A second cluster: a head and one worker, stopped (by pid) after the module."""
+    nodes: list[local_ray.RayNode] = []
+    try:
+        nodes.append(local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-b-"), num_cpus=1,
+                                          object_store_memory=200 * MiB))
+        nodes.append(local_ray.start_worker(nodes[0], object_store_memory=200 * MiB))
+        yield nodes
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+@pytest.fixture
+async def worker(namespace: str, tmp_path: Path,
+                 redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
+    async with env.running_worker(namespace, tmp_path, redis_client) as w:
+        yield w
+
+
+async def _two_views(redis: aioredis.Redis, names: Names, a: local_ray.RayNode,
+                     b: list[local_ray.RayNode]) -> tuple[NodeInfo, NodeInfo, NodeInfo]:
+    view_a = await env.register_view(redis, names, a)
+    view_b = await env.register_view(redis, names, b[0])
+    return view_a[str(a.node_id)], view_b[str(b[0].node_id)], view_b[str(b[1].node_id)]
+
+
+def _relay_leftovers(worker: TransferWorker) -> list[Path]:
+    relay = worker.settings.data_dir.absolute() / "relay"
+    return sorted(relay.iterdir()) if relay.exists() else []
+
+
+async def test_multicast_across_two_clusters_verified_everywhere(
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], worker: TransferWorker,
+    redis_client: aioredis.Redis, names: Names, tmp_path: Path,
+) -> None:
+    a_head, b_head, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
+    assert a_head.cluster_id != b_head.cluster_id
+    src = tmp_path / "uploads" / "across.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(os.urandom(48 * MiB + 4097))
+    want = env.sha256_file(src)
+    upload_id = await env.add_upload(redis_client, names, src)
+    targets = [a_head.id, b_head.id, b_worker.id]
+    rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=targets,
+                          file_name="across.bin", mode="multicast", cluster_id=a_head.cluster_id)
+    rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=180)
+    assert rec.state == "completed" and rec.error is None, [d.error for d in rec.destinations]
+    assert rec.sha256 == want and [d.node_id for d in rec.destinations] == targets
+    for d in rec.destinations:
+        expected = worker.settings.inbox_root() / d.node_id / "across.bin"
+        assert d.state == "completed" and d.path == str(expected) and d.sha256 == want
+        assert d.bytes_done == 48 * MiB + 4097
+        assert env.sha256_file(expected) == want
+        assert env.temp_files(expected.parent) == []
+    assert _relay_leftovers(worker) == []
+
+
+async def test_a_node_file_of_cluster_b_to_cluster_a_only(
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], worker: TransferWorker,
+    redis_client: aioredis.Redis, names: Names,
+) -> None:
+    """Every destination outside the source's cluster: the source's cluster only makes the relay copy."""
+    a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
+    files_root = worker.settings.files_root_dir()
+    files_root.mkdir(parents=True)
+    (files_root / "from-b.bin").write_bytes(os.urandom(20 * MiB))
+    want = env.sha256_file(files_root / "from-b.bin")
+    rec = await env.queue(redis_client, names, source={"node_id": b_worker.id, "path": "from-b.bin"},
+                          targets=[a_head.id], file_name="from-b.bin", mode="unicast",
+                          cluster_id=b_worker.cluster_id)
+    rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=180)
+    assert rec.state == "completed", [d.error for d in rec.destinations]
+    (dest,) = rec.destinations
+    assert dest.sha256 == want and env.sha256_file(dest.path) == want
+    assert _relay_leftovers(worker) == []
+
+
+async def test_an_unreachable_other_cluster_fails_only_its_nodes(
+    ray_head: local_ray.RayNode, namespace: str, redis_client: aioredis.Redis, names: Names, tmp_path: Path,
+) -> None:
+    async with env.running_worker(namespace, tmp_path, redis_client, driver_start_timeout=10) as worker:
+        await _unreachable_other_cluster(ray_head, worker, redis_client, names, tmp_path)
+
+
+async def _unreachable_other_cluster(ray_head: local_ray.RayNode, worker: TransferWorker,
+                                     redis_client: aioredis.Redis, names: Names, tmp_path: Path) -> None:
+    view = await env.register_view(redis_client, names, ray_head)
+    a_head = view[str(ray_head.node_id)]
+    # A cluster whose GCS no longer answers (its address is a closed port on this machine).
+    gone = ClusterInfo(id="cgone", name="gone", gcs_address=f"127.0.0.1:{local_ray.free_port()}")
+    ghost = NodeInfo(id="cgone-ghost", ray_node_id="f" * 56, cluster_id="cgone", name="ghost", state="ALIVE")
+    await redis_client.hset(names.view_clusters, gone.id, codec.encode_model(gone))
+    await redis_client.hset(names.view_nodes, ghost.id, codec.encode_model(ghost))
+    src = tmp_path / "uploads" / "half.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(os.urandom(3 * MiB))
+    upload_id = await env.add_upload(redis_client, names, src)
+    rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[a_head.id, ghost.id],
+                          file_name="half.bin", mode="multicast", cluster_id=a_head.cluster_id)
+    rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=120)
+    by_node = {d.node_id: d for d in rec.destinations}
+    assert rec.state == "completed" and by_node[a_head.id].state == "completed"
+    assert by_node[ghost.id].state == "failed" and "127.0.0.1" in (by_node[ghost.id].error or "")
+    assert "ghost" not in (by_node[a_head.id].error or "")
+    assert env.sha256_file(by_node[a_head.id].path or "") == env.sha256_file(src)
+    assert _relay_leftovers(worker) == []
