@@ -22,6 +22,7 @@ import gc
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,6 +268,7 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
     best: Best = {}
     runs = (("unicast", nodes[1:2], True), ("broadcast", nodes[1:4], True), ("node-file", nodes[1:2], False))
     cp_times: list[float] = []
+    paired: dict[str, list[float]] = {"unicast": [], "broadcast": []}  # each round's own time
     cp_waits: list[tuple[float, float]] = []
     for round_ in range(rounds):
         counters = machine_counters()
@@ -285,6 +287,8 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
                   and all(d["state"] == "completed" and d["sha256"] == sha for d in dests)
                   and done.get("bytes_read") == size)
             _keep(best, name, took, cpu, ok, waiting_share(counters))
+            if name in paired:
+                paired[name].append(took)
             for d in dests:
                 if d.get("path"):
                     Path(d["path"]).unlink(missing_ok=True)
@@ -313,7 +317,22 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
         print(f"  {text:44s} {took:6.2f} s {rates[name]:7.1f} MB/s  {rates[name] / cp_rate:.2f}x cp{of_ray}"
               f"  {cpu / (size * copies[name] / 2**30):4.1f} CPU-s/GiB"
               f"  iowait {iowait:3.0%} steal {steal:3.0%}{verified}")
-    print("targets: unicast >= 0.70x cp: {}; broadcast >= 0.70x cp: {}".format(
+    # cp's speed on these VMs swings by up to 3x from one round to the next (from 330 to 985 MB/s in one
+    # run; the cause is not pinned down), while our copies (direct I/O, bound by CPU) hardly change. So
+    # each round is also compared with its own cp, run just before it.
+    ratios: dict[str, list[float]] = {"unicast": [], "broadcast": []}
+    for r, cp_t in enumerate(cp_times):
+        cp_r = size / cp_t / MB
+        uni, bro = size / paired["unicast"][r] / MB, 3 * size / paired["broadcast"][r] / MB
+        ratios["unicast"].append(uni / cp_r)
+        ratios["broadcast"].append(bro / cp_r)
+        print(f"  round {r + 1}: cp {cp_r:6.1f} MB/s, unicast {uni:6.1f} MB/s ({uni / cp_r:.2f}x), "
+              f"broadcast to 3 {bro:6.1f} MB/s ({bro / cp_r:.2f}x)")
+    met = {name: sum(x >= 0.7 for x in xs) for name, xs in ratios.items()}
+    print(f"targets, round against its own cp: unicast >= 0.70x in {met['unicast']} of {rounds} rounds "
+          f"(median {statistics.median(ratios['unicast']):.2f}x); broadcast >= 0.70x in "
+          f"{met['broadcast']} of {rounds} (median {statistics.median(ratios['broadcast']):.2f}x)")
+    print("targets (best against best): unicast >= 0.70x cp: {}; broadcast >= 0.70x cp: {}".format(
         "met" if rates["unicast"] >= 0.7 * cp_rate else "NOT met",
         "met" if rates["broadcast"] >= 0.7 * cp_rate else "NOT met"))
     original = 8192 / 0.010 / MB
