@@ -88,13 +88,16 @@ class Clock:
         return self.ws[key] - self.dash[key]
 
 
-def start_up(head: local_ray.RayNode, work: Path, namespace: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_up(heads: list[local_ray.RayNode], work: Path, namespace: str
+             ) -> tuple[subprocess.Popen[bytes], int]:
+    """``castray up --no-ray`` on a free port, its discovery pointed at these heads only."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASTRAY_") and k != "RAY_ADDRESS"}
     env.update({"CASTRAY_NAMESPACE": namespace, "CASTRAY_REDIS_URL": redis_url(),
                 "CASTRAY_DATA_DIR": str(work / "data"), "CASTRAY_SCAN_HOSTS": "127.0.0.1",
-                "CASTRAY_SCAN_PORTS": str(head.dashboard_port), "CASTRAY_RAY_TEMP_DIRS": head.temp_dir,
-                "RAY_TMPDIR": head.temp_dir, "CASTRAY_LOG_LEVEL": "WARNING"})
+                "CASTRAY_SCAN_PORTS": ",".join(str(h.dashboard_port) for h in heads),
+                "CASTRAY_RAY_TEMP_DIRS": ",".join(h.temp_dir for h in heads),
+                "RAY_TMPDIR": heads[0].temp_dir, "CASTRAY_LOG_LEVEL": "WARNING"})
     with open(work / "up.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "castray.cli", "up", "--no-ray", "--port", str(port)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -193,7 +196,7 @@ def main() -> None:
     workers: list[local_ray.RayNode] = []
     up: subprocess.Popen[bytes] | None = None
     try:
-        up, port = start_up(head, work, namespace)
+        up, port = start_up([head], work, namespace)
         print(f"Ray head: dashboard {head.dashboard_url}; castray up: http://127.0.0.1:{port}", flush=True)
         joined, died = asyncio.run(measure(head, f"http://127.0.0.1:{port}", args.joins,
                                            min(args.kills, args.joins), workers))

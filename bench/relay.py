@@ -1,0 +1,148 @@
+"""Transfers across clusters, through the whole service: ``python bench/relay.py [--size 512MiB]``.
+
+Ray moves data only inside one cluster, so a copy to a node of another cluster is relayed through the
+transfer worker's machine (``castray.transfer.job``): the source's cluster writes a verified copy there,
+then the other cluster sends it on. This bench measures what that costs, against the same service's
+unicast inside one cluster and against ``cp``:
+- two Ray clusters on this machine: A and B, each a head and a worker, free ports, own temp dirs;
+- ``castray up --no-ray`` (a subprocess: discovery pointed at both, registry, transfer worker, gateway),
+  own Redis namespace;
+- one upload of a random file (``POST /api/upload``), then per round: ``cp`` + fsync of the file; the
+  upload to A's worker (unicast inside A); the upload to B's worker (relayed). Each transfer is timed from
+  ``POST /api/transfers`` to ``completed`` in ``GET /api/transfers/{id}`` (polled every 20 ms), and its
+  sha256 is checked against the upload's.
+The first transfer to each cluster (its driver and node agents starting) is not counted. Prints figures;
+asserts nothing. Stops everything it started, also on Ctrl-C or failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.live import redis_url, start_up, stop_up  # noqa: E402
+from bench.transfer import MB, bench_cp, make_source  # noqa: E402
+from castray import local_ray, redis_local  # noqa: E402
+from castray.shared.sizes import format_size, parse_size  # noqa: E402
+
+
+async def view_ids(http: aiohttp.ClientSession, base: str, nodes: list[local_ray.RayNode]) -> list[str]:
+    """The view's node ids of these Ray nodes, once all of them are in the view and alive."""
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
+            async with http.get(f"{base}/api/status") as resp:
+                rows = (await resp.json())["node_statuses"]
+            alive = {n["ray_node_id"]: n["id"] for n in rows if n["state"] == "ALIVE"}
+            if all(str(node.node_id) in alive for node in nodes):
+                return [alive[str(node.node_id)] for node in nodes]
+        await asyncio.sleep(0.2)
+    raise TimeoutError("castray up did not show every node within 120 s")
+
+
+async def upload(http: aiohttp.ClientSession, base: str, path: Path) -> dict[str, Any]:
+    f = await asyncio.to_thread(open, path, "rb")  # aiohttp reads it in its executor
+    with f:
+        form = aiohttp.FormData()
+        form.add_field("file", f, filename=path.name)
+        async with http.post(f"{base}/api/upload", data=form) as resp:
+            resp.raise_for_status()
+            return dict(await resp.json())
+
+
+async def transfer(http: aiohttp.ClientSession, base: str, source: dict[str, Any], target: str,
+                   name: str) -> tuple[float, dict[str, Any]]:
+    """One unicast, timed from the request to ``completed`` (or any end); (seconds, final record)."""
+    body = {"source": source, "mode": "unicast", "targets": [target], "file_name": name}
+    t0 = time.perf_counter()
+    async with http.post(f"{base}/api/transfers", json=body) as resp:
+        answer = await resp.json()
+        if resp.status != 202:
+            raise RuntimeError(f"transfer refused: {resp.status} {answer}")
+    while True:
+        async with http.get(f"{base}/api/transfers/{answer['id']}") as resp:
+            record = await resp.json()
+        if record["state"] in ("completed", "failed", "cancelled"):
+            return time.perf_counter() - t0, record
+        await asyncio.sleep(0.02)
+
+
+async def measure(base: str, src: Path, size: int, work: Path, a: list[local_ray.RayNode],
+                  b: list[local_ray.RayNode], rounds: int) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+        _, a_worker, _, b_worker = await view_ids(http, base, [*a, *b])
+        up = await upload(http, base, src)
+        source = {"upload_id": up["upload_id"]}
+        for target in (a_worker, b_worker):  # drivers and agents start: not counted
+            await transfer(http, base, {"generate": {"size": "1MiB"}}, target, f"warm-{target}.bin")
+        runs: dict[str, list[float]] = {"cp": [], "inside": [], "relayed": []}
+        ok = True
+        for r in range(rounds):
+            runs["cp"].append(await asyncio.to_thread(bench_cp, src, work))
+            for label, target in (("inside", a_worker), ("relayed", b_worker)):
+                took, record = await transfer(http, base, source, target, f"{label}-{r}.bin")
+                (dest,) = record["destinations"]
+                ok = ok and record["state"] == "completed" and dest["sha256"] == up["sha256"]
+                runs[label].append(took)
+                if dest.get("path"):
+                    await asyncio.to_thread(Path(dest["path"]).unlink, missing_ok=True)
+    cp_rate = size / min(runs["cp"]) / MB
+    inside = size / min(runs["inside"]) / MB
+    relayed = size / min(runs["relayed"]) / MB
+    print(f"file {format_size(size)}; best of {rounds} rounds; each transfer from its request to completed")
+    print(f"  cp + fsync, same disk                  {min(runs['cp']):6.2f} s {cp_rate:7.1f} MB/s   (runs: "
+          f"{', '.join(f'{t:.2f}' for t in runs['cp'])} s)")
+    print(f"  unicast inside cluster A               {min(runs['inside']):6.2f} s {inside:7.1f} MB/s  "
+          f"{inside / cp_rate:.2f}x cp")
+    print(f"  unicast A -> B, relayed here           {min(runs['relayed']):6.2f} s {relayed:7.1f} MB/s  "
+          f"{relayed / cp_rate:.2f}x cp  {relayed / inside:.2f}x inside A   verified: {ok}")
+    print("  (relayed: A's head reads the upload, A writes a verified copy on its node beside the transfer "
+          "worker, B's node there sends it to B's worker)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="512MiB", help="file size (default 512MiB)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each figure; the best is kept")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="castray-bench-relay-"))
+    namespace = f"bench-relay-{uuid.uuid4().hex[:8]}"
+    nodes: list[local_ray.RayNode] = []
+    up: subprocess.Popen[bytes] | None = None
+    try:
+        src, size = work / "source.bin", parse_size(args.size)
+        make_source(src, size)
+        a_head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-a-"), num_cpus=1,
+                                      object_store_memory=256 * 1024**2, die_with_parent=True)
+        nodes.append(a_head)
+        nodes.append(local_ray.start_worker(a_head, object_store_memory=256 * 1024**2))
+        b_head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-b-"), num_cpus=1,
+                                      object_store_memory=256 * 1024**2, die_with_parent=True)
+        nodes.append(b_head)
+        nodes.append(local_ray.start_worker(b_head, object_store_memory=256 * 1024**2))
+        up, port = start_up([a_head, b_head], work, namespace)
+        asyncio.run(measure(f"http://127.0.0.1:{port}", src, size, work, nodes[:2], nodes[2:], args.rounds))
+    finally:
+        if up is not None:
+            stop_up(up)
+        for node in reversed(nodes):
+            node.stop()
+        redis_local.drop_namespace(redis_url(), namespace)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
