@@ -317,9 +317,10 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
         print(f"  {text:44s} {took:6.2f} s {rates[name]:7.1f} MB/s  {rates[name] / cp_rate:.2f}x cp{of_ray}"
               f"  {cpu / (size * copies[name] / 2**30):4.1f} CPU-s/GiB"
               f"  iowait {iowait:3.0%} steal {steal:3.0%}{verified}")
-    # cp's speed on these VMs swings by up to 3x from one round to the next (from 330 to 985 MB/s in one
-    # run; the cause is not pinned down), while our copies (direct I/O, bound by CPU) hardly change. So
-    # each round is also compared with its own cp, run just before it.
+    # cp's speed on these VMs depends on what ran just before it: 1.3 GB/s after writing the file or
+    # another cp, 330-380 MB/s after one of our transfers (or Ray alone moving data, no disk), though the
+    # source stays cached; the cause is not pinned down (README, Benchmarks). Our copies (direct I/O,
+    # bound by CPU) hardly change. So each round is also compared with its own cp, run just before it.
     ratios: dict[str, list[float]] = {"unicast": [], "broadcast": []}
     for r, cp_t in enumerate(cp_times):
         cp_r = size / cp_t / MB

@@ -11,12 +11,15 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from castray import local_ray, redis_local
 from castray.shared.names import Names
+from castray.transfer.worker import TransferWorker
+from tests.support import transfer_env
 
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -80,3 +83,12 @@ def own_ray_head() -> Iterator[local_ray.RayNode]:
         yield head
     finally:
         head.stop()
+
+
+@pytest.fixture
+async def transfer_worker(namespace: str, tmp_path: Path, redis_client: aioredis.Redis
+                          ) -> AsyncIterator[TransferWorker]:
+    """A transfer worker in this test's event loop, with `transfer_env.settings_for`'s settings (data,
+    inbox and files roots under ``tmp_path``); closed after the test."""
+    async with transfer_env.running_worker(namespace, tmp_path, redis_client) as w:
+        yield w

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,13 +90,6 @@ def bare_node(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFact
         node.stop()
 
 
-@pytest.fixture
-async def worker(namespace: str, tmp_path: Path,
-                 redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    async with env.running_worker(namespace, tmp_path, redis_client) as w:
-        yield w
-
-
 def test_the_bare_node_really_lacks_them(ray_head: local_ray.RayNode, bare_node: local_ray.RayNode) -> None:
     """Ray's own worker on that node, started without our runtime_env, imports none of the three."""
     out = subprocess.run([sys.executable, "-c", _PROBE, ray_head.gcs_address, str(bare_node.node_id)],
@@ -106,7 +99,7 @@ def test_the_bare_node_really_lacks_them(ray_head: local_ray.RayNode, bare_node:
 
 
 async def test_a_bare_node_receives_and_sends_verified_copies(
-    ray_head: local_ray.RayNode, bare_node: local_ray.RayNode, worker: TransferWorker,
+    ray_head: local_ray.RayNode, bare_node: local_ray.RayNode, transfer_worker: TransferWorker,
     redis_client: aioredis.Redis, names: Names, tmp_path: Path,
 ) -> None:
     view = await env.register_view(redis_client, names, ray_head)
@@ -124,12 +117,12 @@ async def test_a_bare_node_receives_and_sends_verified_copies(
     assert rec.state == "completed", (rec.error, [d.error for d in rec.destinations])
     (dest,) = rec.destinations
     assert dest.state == "completed" and dest.sha256 == want
-    assert dest.path == str(worker.settings.inbox_root() / bare.id / "to-bare.bin")
+    assert dest.path == str(transfer_worker.settings.inbox_root() / bare.id / "to-bare.bin")
     assert env.sha256_file(dest.path) == want
     assert env.temp_files(Path(dest.path).parent) == []
 
     # A file on the bare node (hashed there as it is read) to the head and to the bare node itself.
-    files_root = worker.settings.files_root_dir()
+    files_root = transfer_worker.settings.files_root_dir()
     files_root.mkdir(parents=True)
     (files_root / "from-bare.bin").write_bytes(os.urandom(24 * MiB))
     want = env.sha256_file(files_root / "from-bare.bin")

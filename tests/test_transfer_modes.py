@@ -4,7 +4,7 @@ a real transfer worker from a queued request; every copy is checked on disk."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +31,8 @@ def two_workers(ray_head: local_ray.RayNode) -> Iterator[list[local_ray.RayNode]
             node.stop()
 
 
-@pytest.fixture
-async def worker(namespace: str, tmp_path: Path,
-                 redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    async with env.running_worker(namespace, tmp_path, redis_client) as w:
-        yield w
-
-
 async def test_unicast_multicast_broadcast_64mib(
-    ray_head: local_ray.RayNode, two_workers: list[local_ray.RayNode], worker: TransferWorker,
+    ray_head: local_ray.RayNode, two_workers: list[local_ray.RayNode], transfer_worker: TransferWorker,
     redis_client: aioredis.Redis, names: Names, tmp_path: Path,
 ) -> None:
     view = await env.register_view(redis_client, names, ray_head)
@@ -61,10 +54,10 @@ async def test_unicast_multicast_broadcast_64mib(
         rec = await env.wait_record(redis_client, names, rec.id, env.done)
         assert rec.state == "completed", rec.model_dump()
         assert rec.error is None and rec.sha256 == want and rec.bytes_total == 64 * MiB
-        assert rec.started_at and rec.finished_at and rec.worker == worker.instance
+        assert rec.started_at and rec.finished_at and rec.worker == transfer_worker.instance
         assert [d.node_id for d in rec.destinations] == targets
         for d in rec.destinations:
-            expected = worker.settings.inbox_root() / d.node_id / f"{mode}.bin"
+            expected = transfer_worker.settings.inbox_root() / d.node_id / f"{mode}.bin"
             assert d.state == "completed" and d.path == str(expected) and d.sha256 == want
             assert d.bytes_done == 64 * MiB
             assert env.sha256_file(expected) == want  # the bytes on disk, not just the report
@@ -92,7 +85,7 @@ async def test_unicast_multicast_broadcast_64mib(
 
 
 async def test_generated_source_and_existing_file(
-    ray_head: local_ray.RayNode, two_workers: list[local_ray.RayNode], worker: TransferWorker,
+    ray_head: local_ray.RayNode, two_workers: list[local_ray.RayNode], transfer_worker: TransferWorker,
     redis_client: aioredis.Redis, names: Names,
 ) -> None:
     """A generated source lands with its exact size; the same name again fails with "exists" and leaves
@@ -106,7 +99,8 @@ async def test_generated_source_and_existing_file(
     assert first.state == "completed", first.model_dump()
     path = Path(str(first.destinations[0].path))
     assert env.size_of(path) == 3 * MiB and env.sha256_file(path) == first.sha256
-    assert list((worker.settings.data_dir / "tmp").glob("*")) == []  # the generated temp source is gone
+    # the generated temp source is gone
+    assert list((transfer_worker.settings.data_dir / "tmp").glob("*")) == []
 
     again = await env.queue(redis_client, names, source={"generate": {"size": "1MiB"}}, targets=[w1.id],
                             file_name="gen.bin", mode="unicast")

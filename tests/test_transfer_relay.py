@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +36,6 @@ def cluster_b() -> Iterator[list[local_ray.RayNode]]:
             node.stop()
 
 
-@pytest.fixture
-async def worker(namespace: str, tmp_path: Path,
-                 redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    async with env.running_worker(namespace, tmp_path, redis_client) as w:
-        yield w
-
-
 async def _two_views(redis: aioredis.Redis, names: Names, a: local_ray.RayNode,
                      b: list[local_ray.RayNode]) -> tuple[NodeInfo, NodeInfo, NodeInfo]:
     view_a = await env.register_view(redis, names, a)
@@ -50,13 +43,13 @@ async def _two_views(redis: aioredis.Redis, names: Names, a: local_ray.RayNode,
     return view_a[str(a.node_id)], view_b[str(b[0].node_id)], view_b[str(b[1].node_id)]
 
 
-def _relay_leftovers(worker: TransferWorker) -> list[Path]:
-    relay = worker.settings.data_dir.absolute() / "relay"
+def _relay_leftovers(transfer_worker: TransferWorker) -> list[Path]:
+    relay = transfer_worker.settings.data_dir.absolute() / "relay"
     return sorted(relay.iterdir()) if relay.exists() else []
 
 
 async def test_multicast_across_two_clusters_verified_everywhere(
-    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], worker: TransferWorker,
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], transfer_worker: TransferWorker,
     redis_client: aioredis.Redis, names: Names, tmp_path: Path,
 ) -> None:
     a_head, b_head, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
@@ -73,21 +66,21 @@ async def test_multicast_across_two_clusters_verified_everywhere(
     assert rec.state == "completed" and rec.error is None, [d.error for d in rec.destinations]
     assert rec.sha256 == want and [d.node_id for d in rec.destinations] == targets
     for d in rec.destinations:
-        expected = worker.settings.inbox_root() / d.node_id / "across.bin"
+        expected = transfer_worker.settings.inbox_root() / d.node_id / "across.bin"
         assert d.state == "completed" and d.path == str(expected) and d.sha256 == want
         assert d.bytes_done == 48 * MiB + 4097
         assert env.sha256_file(expected) == want
         assert env.temp_files(expected.parent) == []
-    assert _relay_leftovers(worker) == []
+    assert _relay_leftovers(transfer_worker) == []
 
 
 async def test_a_node_file_of_cluster_b_to_cluster_a_only(
-    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], worker: TransferWorker,
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], transfer_worker: TransferWorker,
     redis_client: aioredis.Redis, names: Names,
 ) -> None:
     """Every destination outside the source's cluster: the source's cluster only makes the relay copy."""
     a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
-    files_root = worker.settings.files_root_dir()
+    files_root = transfer_worker.settings.files_root_dir()
     files_root.mkdir(parents=True)
     (files_root / "from-b.bin").write_bytes(os.urandom(20 * MiB))
     want = env.sha256_file(files_root / "from-b.bin")
@@ -98,7 +91,7 @@ async def test_a_node_file_of_cluster_b_to_cluster_a_only(
     assert rec.state == "completed", [d.error for d in rec.destinations]
     (dest,) = rec.destinations
     assert dest.sha256 == want and env.sha256_file(dest.path) == want
-    assert _relay_leftovers(worker) == []
+    assert _relay_leftovers(transfer_worker) == []
 
 
 async def test_an_unreachable_other_cluster_fails_only_its_nodes(
@@ -108,7 +101,7 @@ async def test_an_unreachable_other_cluster_fails_only_its_nodes(
         await _unreachable_other_cluster(ray_head, worker, redis_client, names, tmp_path)
 
 
-async def _unreachable_other_cluster(ray_head: local_ray.RayNode, worker: TransferWorker,
+async def _unreachable_other_cluster(ray_head: local_ray.RayNode, transfer_worker: TransferWorker,
                                      redis_client: aioredis.Redis, names: Names, tmp_path: Path) -> None:
     view = await env.register_view(redis_client, names, ray_head)
     a_head = view[str(ray_head.node_id)]
@@ -129,4 +122,4 @@ async def _unreachable_other_cluster(ray_head: local_ray.RayNode, worker: Transf
     assert by_node[ghost.id].state == "failed" and "127.0.0.1" in (by_node[ghost.id].error or "")
     assert "ghost" not in (by_node[a_head.id].error or "")
     assert env.sha256_file(by_node[a_head.id].path or "") == env.sha256_file(src)
-    assert _relay_leftovers(worker) == []
+    assert _relay_leftovers(transfer_worker) == []

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
@@ -23,13 +21,6 @@ from tests.support import transfer_env as env
 from tests.support.gateway_files import gateway
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def worker(namespace: str, tmp_path: Path,
-                 redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    async with env.running_worker(namespace, tmp_path, redis_client) as w:
-        yield w
 
 
 async def finished(client: TestClient, transfer_id: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -44,12 +35,12 @@ async def finished(client: TestClient, transfer_id: str, timeout: float = 120.0)
 
 
 async def test_upload_then_transfer_through_the_gateway(
-        ray_head: local_ray.RayNode, worker: TransferWorker, namespace: str, names: Names, tmp_path: Path,
-        redis_client: aioredis.Redis) -> None:
+        ray_head: local_ray.RayNode, transfer_worker: TransferWorker, namespace: str, names: Names,
+        tmp_path: Path, redis_client: aioredis.Redis) -> None:
     view = await env.register_view(redis_client, names, ray_head)
     head = view[str(ray_head.node_id)]
     payload = os.urandom(5 * MiB + 3)
-    inbox = worker.settings.inbox_root() / head.id
+    inbox = transfer_worker.settings.inbox_root() / head.id
     async with gateway(namespace, tmp_path / "data") as client:
         form = aiohttp.FormData()
         form.add_field("file", payload, filename="payload.bin")
