@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from castray import local_ray
+from castray.gateway.transfer_store import request_cancel
 from castray.shared import codec
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
@@ -123,3 +124,58 @@ async def _unreachable_other_cluster(ray_head: local_ray.RayNode, transfer_worke
     assert "ghost" not in (by_node[a_head.id].error or "")
     assert env.sha256_file(by_node[a_head.id].path or "") == env.sha256_file(src)
     assert _relay_leftovers(transfer_worker) == []
+
+
+async def test_cancel_during_the_source_leg_cancels_every_cluster(
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], namespace: str,
+    redis_client: aioredis.Redis, names: Names, tmp_path: Path,
+) -> None:
+    """Cancelled while cluster A is still copying: A's and B's destinations end cancelled (not failed),
+    and neither a copy, a temp file nor the relay copy is left."""
+    # 1 MiB chunks at 8 MiB/s: progress shows within a second, and the source leg takes 8 s.
+    async with env.running_worker(namespace, tmp_path, redis_client, rate_limit=8 * MiB,
+                                  chunk_bytes=MiB) as worker:
+        a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
+        src = tmp_path / "uploads" / "slow.bin"
+        src.parent.mkdir(parents=True)
+        src.write_bytes(os.urandom(64 * MiB))
+        upload_id = await env.add_upload(redis_client, names, src)
+        rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
+                              targets=[a_head.id, b_worker.id], file_name="slow.bin", mode="multicast",
+                              cluster_id=a_head.cluster_id)
+        await env.wait_record(redis_client, names, rec.id,
+                              lambda r: r.destinations[0].bytes_done > 0, timeout=120)
+        await request_cancel(redis_client, names, rec.id)  # as DELETE /api/transfers/{id} does
+        final = await env.wait_record(redis_client, names, rec.id, env.done, timeout=60)
+        assert final.state == "cancelled", [(d.state, d.bytes_done, d.error) for d in final.destinations]
+        assert [d.state for d in final.destinations] == ["cancelled", "cancelled"]
+        for node in (a_head, b_worker):
+            inbox = worker.settings.inbox_root() / node.id
+            assert not (inbox / "slow.bin").exists() and env.temp_files(inbox) == []
+        assert _relay_leftovers(worker) == []
+
+
+async def test_cancel_during_the_relay_leg(
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], namespace: str,
+    redis_client: aioredis.Redis, names: Names, tmp_path: Path,
+) -> None:
+    """Cancelled once cluster B has started sending the relay copy on: cancelled, not failed."""
+    async with env.running_worker(namespace, tmp_path, redis_client, rate_limit=8 * MiB,
+                                  chunk_bytes=MiB) as worker:
+        a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
+        src = tmp_path / "uploads" / "later.bin"
+        src.parent.mkdir(parents=True)
+        src.write_bytes(os.urandom(32 * MiB))
+        upload_id = await env.add_upload(redis_client, names, src)
+        rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[b_worker.id],
+                              file_name="later.bin", mode="unicast", cluster_id=a_head.cluster_id)
+        # B's destination is pending while A makes the relay copy, and running once B sends it.
+        await env.wait_record(redis_client, names, rec.id,
+                              lambda r: r.destinations[0].state == "running", timeout=120)
+        await request_cancel(redis_client, names, rec.id)
+        final = await env.wait_record(redis_client, names, rec.id, env.done, timeout=60)
+        (dest,) = final.destinations
+        assert final.state == "cancelled" and dest.state == "cancelled", (dest.state, dest.error)
+        inbox = worker.settings.inbox_root() / b_worker.id
+        assert not (inbox / "later.bin").exists() and env.temp_files(inbox) == []
+        assert _relay_leftovers(worker) == []

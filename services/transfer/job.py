@@ -53,6 +53,7 @@ class TransferJob:
         self._cancelled: set[int] = set()  # ids of the drivers already told to cancel
         self.done: dict[str, Any] = {}
         self.relayed: dict[str, Any] = {}  # the relay copy's outcome (its `dest` report)
+        self.leg_cancelled = False  # another cluster's leg was cancelled (the source's may have finished)
         self._rr = 0
         self._stream_start = 0.0
 
@@ -114,7 +115,9 @@ class TransferJob:
         relay = {"node_id": RELAY, "ray_node_id": driver.ray_node_id, "dir": str(relay_dir)}
         self.done = await self._drive(prep.address, {**prep.plan, "dests": [*prep.plan["dests"], relay]})
         copy = self.relayed
-        if copy.get("state") != "completed" or self.rec.cancel_requested:
+        if self.rec.cancel_requested or self.done.get("state") == "cancelled":
+            return  # `_settle` marks the other clusters' destinations cancelled
+        if copy.get("state") != "completed":
             why = f"relay through this machine failed: {copy.get('error') or self.done.get('error')}"
             for group in prep.relays:
                 for d in group.dests:
@@ -134,7 +137,9 @@ class TransferJob:
         plan = {**prep.plan, "source": {"kind": "path", "path": path}, "source_ray_node": driver.ray_node_id,
                 "dests": group.dests, "expected_sha": sha256}
         done = await self._drive(group.address, plan)
-        if done.get("state") != "finished":
+        if done.get("state") == "cancelled":
+            self.leg_cancelled = True  # `_settle` marks its destinations cancelled
+        elif done.get("state") != "finished":
             for d in group.dests:
                 await self._dest_failed(d["node_id"], str(done.get("error") or "relay failed"))
 
@@ -233,7 +238,8 @@ class TransferJob:
         rec.finished_at = time.time()
         if done.get("sha256"):
             rec.sha256 = done["sha256"]
-        if done.get("state") == "cancelled" or (rec.cancel_requested and done.get("state") != "finished"):
+        cancelled = done.get("state") == "cancelled" or self.leg_cancelled
+        if cancelled or (rec.cancel_requested and done.get("state") != "finished"):
             for d in rec.destinations:
                 if d.state not in ("completed", "failed"):
                     d.state = "cancelled"
