@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,13 @@ async def test_multicast_across_two_clusters_verified_everywhere(
 ) -> None:
     a_head, b_head, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
     assert a_head.cluster_id != b_head.cluster_id
+    # Relay copies a dead replica left here: one untouched for two hours goes, a fresh one stays.
+    relay = transfer_worker.settings.data_dir.absolute() / "relay"
+    for name, age in (("0dead-1", 7200), ("0busy-1", 5)):
+        (relay / name).mkdir(parents=True)
+        (relay / name / "x.bin").write_bytes(b"x")
+        for path in (relay / name / "x.bin", relay / name):
+            os.utime(path, (time.time() - age, time.time() - age))
     src = tmp_path / "uploads" / "across.bin"
     src.parent.mkdir(parents=True)
     src.write_bytes(os.urandom(48 * MiB + 4097))
@@ -72,7 +80,7 @@ async def test_multicast_across_two_clusters_verified_everywhere(
         assert d.bytes_done == 48 * MiB + 4097
         assert env.sha256_file(expected) == want
         assert env.temp_files(expected.parent) == []
-    assert _relay_leftovers(transfer_worker) == []
+    assert _relay_leftovers(transfer_worker) == [relay / "0busy-1"]
 
 
 async def test_a_node_file_of_cluster_b_to_cluster_a_only(

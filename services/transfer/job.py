@@ -41,6 +41,7 @@ from castray.transfer.settings import TransferSettings
 
 log = logging.getLogger(__name__)
 RELAY = "castray-relay"  # the node id of the relay copy in the source cluster's plan (never a view node id)
+STALE_RELAY_S = 3600.0
 
 
 class TransferJob:
@@ -105,7 +106,7 @@ class TransferJob:
     async def _run_relayed(self, prep: Prepared, relay_dir: Path) -> None:
         """The source's cluster copies to its destinations and to the relay here; then every other
         cluster, at once, from the relay to its own."""
-        await asyncio.to_thread(_remove_relays, relay_dir.parent, self.rec.id)  # an earlier attempt's
+        await asyncio.to_thread(_remove_relays, relay_dir.parent, self.rec.id, stale_too=True)
         try:
             driver = await self.drivers.get(prep.address)
         except DriverError as e:
@@ -269,7 +270,20 @@ def _relay_key(transfer_id: str) -> str:
     return hashlib.sha256(transfer_id.encode()).hexdigest()[:32]
 
 
-def _remove_relays(directory: Path, transfer_id: str) -> None:
-    """Remove the relay copies of ``transfer_id`` (this attempt's, or an earlier one's on this machine)."""
-    for old in directory.glob(f"{_relay_key(transfer_id)}-*"):
-        shutil.rmtree(old, ignore_errors=True)
+def _remove_relays(directory: Path, transfer_id: str, stale_too: bool = False) -> None:
+    """Remove the relay copies of ``transfer_id`` (this attempt's, or an earlier one's on this machine);
+    with ``stale_too`` also any other transfer's that nothing has written to for an hour (its replica
+    died, and the transfer was finished elsewhere; writers touch their temp file every chunk)."""
+    if not directory.is_dir():
+        return
+    mine, now = f"{_relay_key(transfer_id)}-", time.time()
+    for old in directory.iterdir():
+        if old.name.startswith(mine) or (stale_too and now - _newest_mtime(old) > STALE_RELAY_S):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _newest_mtime(path: Path) -> float:
+    try:
+        return max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.rglob("*")])
+    except OSError:
+        return time.time()  # changing under us: someone is using it
