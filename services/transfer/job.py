@@ -51,6 +51,7 @@ class TransferJob:
         self.store, self.bus, self.drivers = store, bus, drivers
         self.dests: dict[str, Destination] = {d.node_id: d for d in record.destinations}
         self.running: list[DriverProcess] = []  # drivers with a leg of this transfer in hand
+        self.used: list[DriverProcess] = []  # every driver given a leg (to cancel them if the lease is lost)
         self._cancelled: set[int] = set()  # ids of the drivers already told to cancel
         self.done: dict[str, Any] = {}
         self.relayed: dict[str, Any] = {}  # the relay copy's outcome (its `dest` report)
@@ -155,6 +156,7 @@ class TransferJob:
         members = {d["node_id"] for d in plan["dests"]}
         done: dict[str, Any] = {"state": "failed", "error": "transfer driver ended without a report"}
         self.running.append(driver)
+        self.used.append(driver)
         try:
             async for msg in driver.run(plan):  # a cancel reaches the driver with the first report's save
                 if msg.get("ev") == "done":

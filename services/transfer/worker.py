@@ -142,8 +142,8 @@ class TransferWorker:
             await runner
         except asyncio.CancelledError:
             if beat.done() and not beat.cancelled() and beat.result() is False:
-                if job.driver is not None:
-                    await job.driver.cancel(record.id)
+                for driver in job.used:  # their legs of this transfer are another replica's now
+                    await driver.cancel(record.id)
                 raise LeaseLost() from None
             raise
         finally:
