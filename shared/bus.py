@@ -113,7 +113,7 @@ class Bus:
                 log.warning("subscription to %s lost (%s); reconnecting", ",".join(channels), e)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
                 except REDIS_ERRORS:
                     pass
             await backoff.wait()
@@ -197,7 +197,7 @@ class Bus:
         self, stream: str, group: str, consumer: str, *, count: int = 1, block_ms: int = 1000
     ) -> list[tuple[str, dict[str, Any]]]:
         """New entries for ``consumer`` in ``group`` (pending until `ack`)."""
-        resp = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+        resp: Any = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
         return _entries(resp[0][1]) if resp else []
 
     async def claim_stale_work(

@@ -18,15 +18,20 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def unpack(raw: bytes) -> Any:
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+def as_bytes(raw: bytes | str) -> bytes:
+    """A Redis reply as bytes: ours are (no decode_responses), but redis-py types them as either."""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def unpack(raw: bytes | str) -> Any:
+    return msgpack.unpackb(as_bytes(raw), raw=False, strict_map_key=False)
 
 
 def encode_model(model: BaseModel) -> bytes:
     return pack(model.model_dump(mode="json"))
 
 
-def decode_model(raw: bytes, cls: type[M]) -> M:
+def decode_model(raw: bytes | str, cls: type[M]) -> M:
     try:
         return cls.model_validate(unpack(raw))
     except (ValueError, ValidationError, msgpack.UnpackException) as e:

@@ -116,7 +116,7 @@ class StatePublisher:
     async def disconnected_before(self) -> set[str]:
         """Ids of the clusters disconnected by a previous run (read on start, before the first pass)."""
         try:
-            stored: list[bytes] = await self.redis.hkeys(self.names.discovery_disconnected)
+            stored: list[bytes | str] = await self.redis.hkeys(self.names.discovery_disconnected)
         except REDIS_FAILURES as e:
             log.warning("could not read the clusters disconnected before the restart: %s", e)
             return set()

@@ -71,7 +71,7 @@ def build_node(
         ip=row.node_ip,
         hostname=hostname if hostname is not None else (prev.hostname if prev else None),
         is_head=row.is_head_node,
-        state=row.state,  # validated: ALIVE or DEAD
+        state=row.state,
         state_message=row.state_message,
         resources=dict(sorted(row.resources_total.items())),
         labels=dict(sorted(row.labels.items())),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -99,7 +98,8 @@ class DiscoveryWorker:
         scratch on start, so after a crash or restart of discovery they would silently leave the view;
         the first pass probes them again instead. Read before the state keeper starts."""
         try:
-            stored: dict[Any, bytes] = await self.redis.hgetall(self.settings.names.discovery_clusters)
+            stored: dict[bytes | str, bytes | str] = await self.redis.hgetall(
+                self.settings.names.discovery_clusters)
         except REDIS_ERRORS as e:
             log.warning("could not read the clusters connected before the restart: %s", e)
             return []

@@ -10,6 +10,7 @@ import asyncio
 import errno
 import logging
 import sys
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -59,7 +60,7 @@ class GatewayServer:
             await runner.cleanup()
 
 
-def parse_args(argv: list[str]) -> dict[str, object]:
+def parse_args(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="castray gateway",
                                      description="Serve the CastRay REST API, /ws and /ui.")
     parser.add_argument("--host", help="address to bind (CASTRAY_HOST; default 127.0.0.1)")

@@ -141,7 +141,7 @@ async def node_messages(request: web.Request) -> web.Response:
     raw = await redis.lrange(names.node_messages(node_id), 0, count - 1)
     if not raw and await store.get_node(redis, names, node_id) is None:
         raise ApiError(404, f"unknown node {node_id!r}", code="unknown_node")
-    return web.json_response([codec.unpack(store.as_bytes(r)) for r in raw])
+    return web.json_response([codec.unpack(r) for r in raw])
 
 
 def setup(app: web.Application) -> None:

@@ -23,11 +23,6 @@ from castray.shared.transfers import TransferRecord, UploadRecord
 FINISHED = ("completed", "failed", "cancelled")
 
 
-def as_bytes(raw: bytes | str) -> bytes:
-    """Redis replies are bytes here (no decode_responses); typed as either by redis-py."""
-    return raw.encode() if isinstance(raw, str) else raw
-
-
 # --- the view's nodes ------------------------------------------------------------------------------
 async def all_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
     """Every node of the merged view, by id (undecodable rows skipped)."""
@@ -35,7 +30,7 @@ async def all_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
     nodes: dict[str, NodeInfo] = {}
     for value in raw.values():
         try:
-            node = codec.decode_model(as_bytes(value), NodeInfo)
+            node = codec.decode_model(value, NodeInfo)
         except EventDecodeError:
             continue
         nodes[node.id] = node
@@ -52,7 +47,7 @@ async def get_nodes(redis: aioredis.Redis, names: Names, ids: list[str]) -> dict
         if value is None:
             continue
         try:
-            found[node_id] = codec.decode_model(as_bytes(value), NodeInfo)
+            found[node_id] = codec.decode_model(value, NodeInfo)
         except EventDecodeError:
             continue
     return found
@@ -78,7 +73,7 @@ async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> Upl
     if raw is None:
         return None
     try:
-        return codec.decode_model(as_bytes(raw), UploadRecord)
+        return codec.decode_model(raw, UploadRecord)
     except EventDecodeError:
         return None
 
@@ -89,7 +84,7 @@ async def get_transfer(redis: aioredis.Redis, names: Names, transfer_id: str) ->
     if raw is None:
         return None
     try:
-        return codec.decode_model(as_bytes(raw), TransferRecord)
+        return codec.decode_model(raw, TransferRecord)
     except EventDecodeError:
         return None
 
@@ -109,7 +104,7 @@ async def list_transfers(redis: aioredis.Redis, names: Names, *, limit: int, off
         if raw is None:  # expired or deleted meanwhile
             continue
         try:
-            records.append(codec.decode_model(as_bytes(raw), TransferRecord))
+            records.append(codec.decode_model(raw, TransferRecord))
         except EventDecodeError:
             continue
     return records, int(total)
@@ -128,7 +123,7 @@ async def request_cancel(redis: aioredis.Redis, names: Names, transfer_id: str) 
                 raw = await pipe.get(key)
                 if raw is None:
                     raise ApiError(404, f"no transfer {transfer_id!r}")
-                record = codec.decode_model(as_bytes(raw), TransferRecord)
+                record = codec.decode_model(raw, TransferRecord)
                 if record.state in FINISHED:
                     raise ApiError(409, f"transfer {transfer_id} is already {record.state}",
                                    state=record.state)

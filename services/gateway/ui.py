@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_PREFIX = "/ui/static/"
@@ -48,7 +49,7 @@ async def ui_slash(request: web.Request) -> web.StreamResponse:
 
 
 @web.middleware
-async def static_headers(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def static_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Security and revalidation headers on the page's assets (modules are small; ETags keep it cheap)."""
     response = await handler(request)
     if request.path.startswith(STATIC_PREFIX):

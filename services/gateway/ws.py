@@ -205,7 +205,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _close_all(app: web.Application) -> None:
-    for ws in list(app[keys.WEBSOCKETS]):
+    sockets: set[web.WebSocketResponse] = app[keys.WEBSOCKETS]
+    for ws in list(sockets):
         await ws.close(code=1001, message=b"server shutdown")
 
 
