@@ -141,7 +141,7 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
     cluster = await _cluster(redis, names, cluster_id)
     spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token)
     if src_node.cluster_id != cluster_id:
-        raise PlanError(f"source node {src_node.id} is in another cluster than the destinations")
+        raise PlanError(f"source node {src_node.id} is not in the transfer's cluster {cluster_id}")
     if src_node.state != "ALIVE":
         raise PlanError(f"source node {src_node.id} is {src_node.state}")
     dests: list[dict[str, Any]] = []
