@@ -5,7 +5,8 @@ figure the best of ``--rounds`` runs taken in turns (this machine's speed drifts
 1. ``cp`` of the file on the same disk, then fsync of the copy;
 2. our unicast of it from one Ray node to another (separate raylets and object stores: the bytes go
    through Ray's object transfer, no same-host shortcut), the file being an upload (its sha256 known from
-   the upload's record, as the service plans it: the source is not hashed again);
+   the upload's record, as the service plans it: the source is not hashed again, and it is read by the
+   driver, which puts its chunks into the head's object store);
 3. our broadcast of it to 3 nodes (MB/s counted over all copies; the source is read once);
 4. for reference, the unicast of a node's own file (sha256 not known: the source hashes it as it reads);
 5. the ceiling through Ray's data path: Ray alone moving the same chunks between the same nodes, with
@@ -254,7 +255,10 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
     print(f"  (node agents started in {time.perf_counter() - t0:.1f} s, once per driver: not counted)")
 
     def plan(name: str, targets: list[local_ray.RayNode], known: bool = True) -> Plan:
-        return Plan(id=name, source={"kind": "path", "path": str(src)}, source_ray_node=str(head.node_id),
+        # An upload (known sha256) is read here, by the driver, attached to the head, as the service does;
+        # a node's own file by the head's agent.
+        source = {"kind": "here" if known else "path", "path": str(src)}
+        return Plan(id=name, source=source, source_ray_node=str(head.node_id),
                     expected_sha=sha if known else None,
                     dests=[DestPlan(node_id=f"node{i}", ray_node_id=str(n.node_id),
                                     dir=str(work / f"inbox{i}")) for i, n in enumerate(targets, 1)],

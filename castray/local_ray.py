@@ -129,10 +129,13 @@ def start_head(
     env: dict[str, str] | None = None,
     wait: float = 60.0,
     die_with_parent: bool = False,
+    wrap: list[str] | None = None,
 ) -> RayNode:
     """Start a head with its own temp dir and free ports; return once its dashboard lists it ALIVE.
 
     ``die_with_parent``: the head stops when the calling process dies, even by SIGKILL (Linux).
+    ``wrap``: a command that runs ``ray start`` as its arguments, e.g. ``unshare`` to give the head a
+    view of the filesystem of its own (it must exec them, so that the head keeps its process id).
     """
     lo, hi = free_port_range()
     gcs, dash = free_port_outside(lo, hi), dashboard_port or free_port_outside(lo, hi)
@@ -145,7 +148,7 @@ def start_head(
             "--include-log-monitor=false"]
     if resources:
         args.append(f"--resources={json.dumps(resources)}")
-    process = _popen(args, temp_dir, log_path, env, die_with_parent)
+    process = _popen([*(wrap or []), *args], temp_dir, log_path, env, die_with_parent)
     node = RayNode(process, temp_dir, gcs, dash, True, log_path)
     try:
         node.node_id = _wait_for_node(node, dash, lambda rows: [r for r in rows if r["is_head_node"]], wait)

@@ -82,6 +82,13 @@ class TransferJob:
             await self._settle({"state": "failed", "error": str(e)})
             return
         rec.cluster_id, rec.source_node_id = prep.cluster_id, prep.source_node_id
+        if prep.source_node_id is None:  # read beside us: the chunks enter Ray at the driver's node
+            try:
+                rec.source_node_id = await self._driver_node(prep)
+            except DriverError as e:
+                await self._fail_rest(str(e))
+                await self._settle({"state": "failed", "error": str(e)})
+                return
         rec.bytes_total = prep.bytes_expected if prep.bytes_expected is not None else rec.bytes_total
         await self.store.save(rec)
         if rec.cancel_requested:  # cancelled while we were planning
@@ -103,6 +110,12 @@ class TransferJob:
         finally:
             await asyncio.to_thread(_remove_relays, relay_dir.parent, rec.id)
         await self._settle(self.done)
+
+    async def _driver_node(self, prep: Prepared) -> str | None:
+        """The view id of the node the source cluster's driver is attached to (`DriverError` if it
+        cannot start)."""
+        driver = await self.drivers.get(prep.address)
+        return prep.view_ids.get(driver.ray_node_id or "")
 
     async def _run_relayed(self, prep: Prepared, relay_dir: Path) -> None:
         """The source's cluster copies to its destinations and to the relay here; then every other

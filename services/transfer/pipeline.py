@@ -30,7 +30,8 @@ from ray.exceptions import (
     RayTaskError,
 )
 
-from castray.transfer.agent import NodeAgent, agent_options, temp_name
+from castray.transfer.agent import FAST, NodeAgent, TransferError, agent_options, temp_name
+from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
@@ -186,12 +187,13 @@ class _Run:
 def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Event) -> None:
     """Run ``plan``; report through ``emit`` (started, progress, dest, done). Never raises.
 
-    ``done`` carries ``bytes_read``: how many bytes the source agent read (the file's size: read once).
+    ``done`` carries ``bytes_read``: how many bytes the source was read for (the file's size: read once).
     """
     run = _Run(plan, agents, emit, cancelled)
-    reader = None
+    reader: AgentReader | HereReader | None = None
     try:
-        reader = agents.get(plan.source_ray_node)
+        here = plan.source.get("kind") == "here"
+        reader = HereReader() if here else AgentReader(agents.get(plan.source_ray_node), plan.id)
         state, sha, error = _run(run, reader)
     except Exception as e:  # anything unexpected fails the transfer with a reason, never the driver
         log.exception("transfer %s failed", plan.id)
@@ -200,30 +202,34 @@ def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Ev
             run.fail_dest(dest, error)
     if reader is not None:
         try:
-            ray.get(reader.close_source.remote(plan.id), timeout=10)  # if still open
-        except (RayError, GetTimeoutError):
+            reader.close()  # if still open
+        except (RayError, GetTimeoutError, OSError):
             pass
     emit({"ev": "done", "state": state, "sha256": sha, "error": error, "bytes_read": run.bytes_read})
 
 
-def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
+def _run(run: _Run, reader: AgentReader | HereReader) -> tuple[str, str | None, str | None]:
     plan = run.plan
+    here = isinstance(reader, HereReader)
+    if here:  # the node this driver is attached to: where the chunks enter Ray, and a helper on this host
+        plan.source_ray_node = ray.get_runtime_context().get_node_id()
     status = run.agents.ready([plan.source_ray_node] + [d.ray_node_id for d in plan.dests], plan.node_timeout)
-    if status[plan.source_ray_node] is not None:
+    if not here and status[plan.source_ray_node] is not None:
         why = f"source node: {status[plan.source_ray_node]}"
         for dest in plan.dests:
             run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
         return "failed", None, why
-    nodes = [plan.source_ray_node] + [d.ray_node_id for d in plan.dests if status.get(d.ray_node_id) is None]
-    fast = all(run.agents.fast.get(n, False) for n in nodes)  # else every node takes the plain chunks
+    # numpy chunks with xxh3 only if every end has both; else every node takes the plain chunks
+    ends = [d.ray_node_id for d in plan.dests if status.get(d.ray_node_id) is None]
+    fast = all(run.agents.fast.get(n, False) for n in ends) and (
+        FAST if here else run.agents.fast.get(plan.source_ray_node, False))
     try:
-        info = ray.get(reader.open_source.remote(plan.id, plan.source, plan.expected_sha, fast))
-    except RayError as e:
+        run.size = reader.open(plan.source, plan.expected_sha, fast)
+    except (RayError, TransferError, OSError) as e:
         why = reason(e)
         for dest in plan.dests:
             run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
         return "failed", None, why
-    run.size = int(info["size"])
     run.emit({"ev": "started", "bytes_total": run.size})
     _open_sinks(run, status)
     if run.alive:
@@ -232,7 +238,7 @@ def _run(run: _Run, reader: Any) -> tuple[str, str | None, str | None]:
         return _cancel(run)
     if not run.alive:
         return "failed", None, "every destination failed"
-    src = ray.get(reader.close_source.remote(plan.id))
+    src = reader.close()
     run.bytes_read = int(src.get("bytes") or 0)
     if src.get("bytes") != run.size:
         return _fail_all(run, f"read {src.get('bytes')} bytes of {run.size}")
@@ -262,14 +268,14 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
         run.done[node_id] = 0
 
 
-def _stream(run: _Run, reader: Any) -> None:
+def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
     plan, size, step = run.plan, run.size, run.plan.chunk_bytes
     window: deque[tuple[Any, dict[str, Any]]] = deque()
     started, last = time.monotonic(), 0.0
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:
             break
-        data, digest = reader.read.remote(plan.id, index, min(step, size - offset))
+        data, digest = reader.read(index, min(step, size - offset))
         writes = {node_id: (dest, run.agents.get(dest.ray_node_id).write.remote(run.sink(dest), index, data,
                                                                                  digest))
                   for node_id, dest in run.alive.items()}
@@ -291,7 +297,8 @@ def _stream(run: _Run, reader: Any) -> None:
 def _settle(run: _Run, digest: Any, writes: dict[str, tuple[DestPlan, Any]]) -> None:
     """Wait for one chunk's writes; a failed read fails everyone, a failed write its destination."""
     try:
-        ray.get(digest)
+        if not isinstance(digest, str):  # read by an agent (read here: already done)
+            ray.get(digest)
     except RayError as e:
         why = f"reading the source failed: {reason(e)}"
         for dest in list(run.alive.values()):

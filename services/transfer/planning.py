@@ -47,11 +47,12 @@ class Relay:
 class Prepared:
     address: str
     plan: dict[str, Any]
-    source_node_id: str
+    source_node_id: str | None  # None: read beside the transfer service (an upload)
     cluster_id: str
     bytes_expected: int | None = None
     failed: dict[str, str] = field(default_factory=dict)  # destinations that cannot be served, with why
     relays: list[Relay] = field(default_factory=list)  # destinations in other clusters
+    view_ids: dict[str, str] = field(default_factory=dict)  # the cluster's Ray node ids -> view node ids
 
 
 async def _nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
@@ -98,8 +99,9 @@ def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
 
 async def _source(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
                   nodes: dict[str, NodeInfo], cluster_id: str, token: str
-                  ) -> tuple[dict[str, Any], NodeInfo, str | None, int | None]:
-    """(source spec for the agent, source node, expected sha256, expected size)."""
+                  ) -> tuple[dict[str, Any], NodeInfo | None, str | None, int | None]:
+    """(source spec, source node, expected sha256, expected size). An upload has no node: it is read
+    beside the transfer service, whose data directory the gateway shares (`castray.transfer.sources`)."""
     raw = dict(record.source)
     if "upload_id" in raw:
         up = UploadSource.model_validate(raw)
@@ -110,8 +112,7 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
             upload = codec.decode_model(stored, UploadRecord)
         except EventDecodeError:
             raise PlanError(f"upload {up.upload_id} has an unreadable record") from None
-        node = nodes.get(record.source_node_id or "") or _head(nodes, cluster_id)
-        return {"kind": "path", "path": upload.path}, node, upload.sha256, upload.file_size
+        return {"kind": "here", "path": upload.path}, None, upload.sha256, upload.file_size
     if "generate" in raw:
         gen = GenerateSource.model_validate(raw)
         try:
@@ -140,9 +141,9 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
     cluster_id = _pick_cluster(record, nodes)
     cluster = await _cluster(redis, names, cluster_id)
     spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token)
-    if src_node.cluster_id != cluster_id:
+    if src_node is not None and src_node.cluster_id != cluster_id:
         raise PlanError(f"source node {src_node.id} is not in the transfer's cluster {cluster_id}")
-    if src_node.state != "ALIVE":
+    if src_node is not None and src_node.state != "ALIVE":
         raise PlanError(f"source node {src_node.id} is {src_node.state}")
     dests: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
@@ -173,9 +174,12 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
             failed.update({d["node_id"]: str(e) for d in members})
             continue
         relays.append(Relay(other_id, str(other.gcs_address), members))
-    plan = {"id": record.id, "source": spec, "source_ray_node": src_node.ray_node_id, "dests": dests,
+    plan = {"id": record.id, "source": spec, "source_ray_node": src_node.ray_node_id if src_node else "",
+            "dests": dests,
             "file_name": file_name, "overwrite": record.overwrite, "retry": retry, "expected_sha": sha,
             "chunk_bytes": settings.chunk_bytes, "inflight": settings.inflight_chunks,
             "rate_limit": settings.rate_limit, "progress_interval": settings.progress_interval,
             "node_timeout": settings.node_timeout, "token": token}
-    return Prepared(str(cluster.gcs_address), plan, src_node.id, cluster_id, size, failed, relays)
+    view_ids = {n.ray_node_id: n.id for n in nodes.values() if n.cluster_id == cluster_id}
+    return Prepared(str(cluster.gcs_address), plan, src_node.id if src_node else None, cluster_id, size,
+                    failed, relays, view_ids)
