@@ -144,10 +144,8 @@ async def test_cancel_during_the_source_leg_cancels_every_cluster(
     async with env.running_worker(namespace, tmp_path, redis_client, rate_limit=8 * MiB,
                                   chunk_bytes=MiB) as worker:
         a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
-        src = tmp_path / "uploads" / "slow.bin"
-        src.parent.mkdir(parents=True)
-        src.write_bytes(os.urandom(64 * MiB))
-        upload_id = await env.add_upload(redis_client, names, src)
+        upload_id, _ = await env.random_upload(redis_client, names, tmp_path / "uploads" / "slow.bin",
+                                               64 * MiB)
         rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
                               targets=[a_head.id, b_worker.id], file_name="slow.bin", mode="multicast",
                               cluster_id=a_head.cluster_id)
@@ -171,10 +169,8 @@ async def test_cancel_during_the_relay_leg(
     async with env.running_worker(namespace, tmp_path, redis_client, rate_limit=8 * MiB,
                                   chunk_bytes=MiB) as worker:
         a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
-        src = tmp_path / "uploads" / "later.bin"
-        src.parent.mkdir(parents=True)
-        src.write_bytes(os.urandom(32 * MiB))
-        upload_id = await env.add_upload(redis_client, names, src)
+        upload_id, _ = await env.random_upload(redis_client, names, tmp_path / "uploads" / "later.bin",
+                                               32 * MiB)
         rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[b_worker.id],
                               file_name="later.bin", mode="unicast", cluster_id=a_head.cluster_id)
         # B's destination is pending while A makes the relay copy, and running once B sends it.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -107,6 +108,17 @@ async def add_upload(redis: aioredis.Redis, names: Names, path: Path) -> str:
     upload = await save_upload(redis, names, path=absolute(path), file_name=path.name,
                                file_size=size_of(path), sha256=sha256_file(path))
     return upload.upload_id
+
+
+async def random_upload(redis: aioredis.Redis, names: Names, path: Path, size: int) -> tuple[str, str]:
+    """Write ``size`` random bytes at ``path`` (its folder made) and record it as an upload;
+    (upload id, sha256)."""
+    def write() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+
+    await asyncio.to_thread(write)
+    return await add_upload(redis, names, path), sha256_file(path)
 
 
 def temp_files(directory: Path) -> list[Path]:
