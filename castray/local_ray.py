@@ -35,13 +35,26 @@ def free_port_outside(lo: int, hi: int) -> int:
             return port
 
 
-def free_port_range(size: int = 200, low: int = 30000, high: int = 60000) -> tuple[int, int]:
-    """A range of ``size`` ports whose first and last are free now (worker ports are bound lazily)."""
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux; else its default)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port_range(size: int = 200, low: int = 10000, high: int | None = None) -> tuple[int, int]:
+    """A range of ``size`` ports, all free now (worker ports are bound lazily). By default below the
+    kernel's ephemeral range, as Ray's own default (10002-19999) is: any outgoing connection may take an
+    ephemeral port, and a Ray worker or driver that cannot bind the port its raylet gave it crashes
+    ("Failed to start the grpc server"), which happened in our tests."""
     import random
 
+    high = high if high is not None else ephemeral_ports()[0]
     for _ in range(100):
         start = random.randrange(low, high - size)
-        if all(_is_free(p) for p in (start, start + size // 2, start + size - 1)):
+        if all(_is_free(p) for p in range(start, start + size)):  # none held by another server now
             return start, start + size - 1
     raise RuntimeError("no free port range")
 
