@@ -21,7 +21,8 @@ Contract with the gateway (see ``castray.shared.transfers``):
 
 Modules: settings, worker (stream consumer), job (one transfer: record and events), planning (record to
 plan), records (record store, leases), drivers (child processes), driver (``python -m
-castray.transfer.driver``: one per Ray cluster), pipeline (the Ray data path), agent (the actor per node),
-diskio (a destination's direct-I/O writer), shipping (the agent's code, sent to every node with the driver's
+castray.transfer.driver``: one per Ray cluster), pipeline (the Ray data path), sources (where chunks come
+from: a node's agent, or the driver itself for uploads), agent (the actor per node), diskio (a
+destination's direct-I/O writer), shipping (the agent's code, sent to every node with the driver's
 runtime_env).
 """
