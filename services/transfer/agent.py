@@ -81,7 +81,7 @@ class _Ordered:
             self.cond.notify_all()
 
 
-class _Source(_Ordered):
+class SourceFile(_Ordered):
     """Reads a file in order. Each chunk goes with a digest its destinations check it against: the
     running sha256 of the file so far, or, when the file's sha256 is already known (an upload's record
     has it), a per-chunk xxh3-128 (``xxh3:<hex>``, ~0.05 CPU-s per GiB instead of sha256's ~0.85): the
@@ -273,7 +273,7 @@ class NodeAgent:
     """Reads sources and writes copies on its node (an async actor: create it with `agent_options`)."""
 
     def __init__(self) -> None:
-        self.sources: dict[str, _Source] = {}
+        self.sources: dict[str, SourceFile] = {}
         self.sinks: dict[str, _Sink] = {}
         # The worker's ~10^5 objects from start-up never die: out of the collector's reach, its full
         # passes (triggered by each chunk's task objects) stop walking them.
@@ -288,9 +288,9 @@ class NodeAgent:
                           fast: bool = True) -> dict[str, Any]:
         """Open a transfer's source; with ``known_sha`` (the file's sha256, known from its upload) the
         source is not hashed again, and ``fast`` says every node of the transfer can take numpy chunks
-        with xxh3 digests (see `_Source`)."""
+        with xxh3 digests (see `SourceFile`)."""
         path, remove_after = await asyncio.to_thread(_resolve_source, spec)
-        source = await asyncio.to_thread(_Source, path, remove_after, known_sha, fast)
+        source = await asyncio.to_thread(SourceFile, path, remove_after, known_sha, fast)
         self.sources[key] = source
         return {"size": source.size, "path": str(path)}
 

@@ -50,9 +50,8 @@ class TransferJob:
         self.rec, self.worker, self.settings = record, worker, settings
         self.store, self.bus, self.drivers = store, bus, drivers
         self.dests: dict[str, Destination] = {d.node_id: d for d in record.destinations}
-        self.running: list[DriverProcess] = []  # drivers with a leg of this transfer in hand
-        self.used: list[DriverProcess] = []  # every driver given a leg (to cancel them if the lease is lost)
-        self._cancelled: set[int] = set()  # ids of the drivers already told to cancel
+        self.used: list[DriverProcess] = []  # every driver given a leg (a finished leg ignores a cancel)
+        self._told: set[DriverProcess] = set()  # the drivers already told to cancel
         self.done: dict[str, Any] = {}
         self.relayed: dict[str, Any] = {}  # the relay copy's outcome (its `dest` report)
         self.leg_cancelled = False  # another cluster's leg was cancelled (the source's may have finished)
@@ -121,13 +120,7 @@ class TransferJob:
         """The source's cluster copies to its destinations and to the relay here; then every other
         cluster, at once, from the relay to its own."""
         await asyncio.to_thread(_remove_relays, relay_dir.parent, self.rec.id, stale_too=True)
-        try:
-            driver = await self.drivers.get(prep.address)
-        except DriverError as e:
-            await self._fail_rest(str(e))
-            self.done = {"state": "failed", "error": str(e)}
-            return
-        relay = {"node_id": RELAY, "ray_node_id": driver.ray_node_id, "dir": str(relay_dir)}
+        relay = {"node_id": RELAY, "ray_node_id": "", "dir": str(relay_dir)}  # "": the driver's own node
         self.done = await self._drive(prep.address, {**prep.plan, "dests": [*prep.plan["dests"], relay]})
         copy = self.relayed
         if self.rec.cancel_requested or self.done.get("state") == "cancelled":
@@ -142,14 +135,8 @@ class TransferJob:
                                for group in prep.relays))
 
     async def _relay_leg(self, prep: Prepared, group: Relay, path: str, sha256: str) -> None:
-        """One other cluster's destinations, from the relay copy, by that cluster's node on this machine."""
-        try:
-            driver = await self.drivers.get(group.address)
-        except DriverError as e:
-            for d in group.dests:
-                await self._dest_failed(d["node_id"], str(e))
-            return
-        plan = {**prep.plan, "source": {"kind": "path", "path": path}, "source_ray_node": driver.ray_node_id,
+        """One other cluster's destinations, from the relay copy, read here by that cluster's driver."""
+        plan = {**prep.plan, "source": {"kind": "here", "path": path}, "source_ray_node": "",
                 "dests": group.dests, "expected_sha": sha256}
         done = await self._drive(group.address, plan)
         if done.get("state") == "cancelled":
@@ -168,16 +155,12 @@ class TransferJob:
             return {"state": "failed", "error": str(e)}
         members = {d["node_id"] for d in plan["dests"]}
         done: dict[str, Any] = {"state": "failed", "error": "transfer driver ended without a report"}
-        self.running.append(driver)
         self.used.append(driver)
-        try:
-            async for msg in driver.run(plan):  # a cancel reaches the driver with the first report's save
-                if msg.get("ev") == "done":
-                    done = msg
-                else:
-                    await self._on(msg, members)
-        finally:
-            self.running.remove(driver)
+        async for msg in driver.run(plan):  # a cancel reaches the driver with the first report's save
+            if msg.get("ev") == "done":
+                done = msg
+            else:
+                await self._on(msg, members)
         return done
 
     async def _on(self, msg: dict[str, Any], members: set[str]) -> None:
@@ -230,9 +213,9 @@ class TransferJob:
     async def _save(self) -> None:
         await self.store.save(self.rec)
         if self.rec.cancel_requested:
-            for driver in self.running:
-                if id(driver) not in self._cancelled:
-                    self._cancelled.add(id(driver))
+            for driver in self.used:
+                if driver not in self._told:
+                    self._told.add(driver)
                     await driver.cancel(self.rec.id)
 
     async def _progress_event(self) -> None:

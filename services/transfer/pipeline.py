@@ -211,8 +211,12 @@ def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Ev
 def _run(run: _Run, reader: AgentReader | HereReader) -> tuple[str, str | None, str | None]:
     plan = run.plan
     here = isinstance(reader, HereReader)
-    if here:  # the node this driver is attached to: where the chunks enter Ray, and a helper on this host
-        plan.source_ray_node = ray.get_runtime_context().get_node_id()
+    # An empty Ray node id in a plan means the node this driver is attached to, on this machine: where
+    # chunks read here enter Ray (and a helper on this host), and where a relay copy is written.
+    local = ray.get_runtime_context().get_node_id()
+    plan.source_ray_node = plan.source_ray_node or local
+    for dest in plan.dests:
+        dest.ray_node_id = dest.ray_node_id or local
     status = run.agents.ready([plan.source_ray_node] + [d.ray_node_id for d in plan.dests], plan.node_timeout)
     if not here and status[plan.source_ray_node] is not None:
         why = f"source node: {status[plan.source_ray_node]}"

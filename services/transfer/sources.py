@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from castray.transfer.agent import TransferError, _Source
+from castray.transfer.agent import SourceFile, TransferError
 
 
 class AgentReader:
@@ -41,13 +41,13 @@ class HereReader:
     """A source read in this process (blocking: the driver runs each transfer in a thread of its own)."""
 
     def __init__(self) -> None:
-        self.source: _Source | None = None
+        self.source: SourceFile | None = None
 
     def open(self, spec: dict[str, Any], known_sha: str | None, fast: bool) -> int:
         path = Path(spec["path"])
         if not path.is_file():
             raise TransferError(f"source file not found beside the transfer service: {path.name}")
-        self.source = _Source(path, False, known_sha, fast)
+        self.source = SourceFile(path, False, known_sha, fast)
         return self.source.size
 
     def read(self, index: int, length: int) -> tuple[Any, Any]:
