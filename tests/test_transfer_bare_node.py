@@ -106,11 +106,8 @@ async def test_a_bare_node_receives_and_sends_verified_copies(
     head, bare = view[str(ray_head.node_id)], view[str(bare_node.node_id)]
 
     # An upload (its sha256 known) from the head to the bare node.
-    src = tmp_path / "uploads" / "to-bare.bin"
-    src.parent.mkdir(parents=True)
-    src.write_bytes(os.urandom(40 * MiB + 123))  # an unaligned tail too
-    want = env.sha256_file(src)
-    upload_id = await env.add_upload(redis_client, names, src)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "to-bare.bin",
+                                              40 * MiB + 123)  # an unaligned tail too
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[bare.id],
                           file_name="to-bare.bin", mode="unicast", cluster_id=head.cluster_id)
     rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=180)

@@ -34,13 +34,6 @@ async def slow_worker(namespace: str, tmp_path: Path,
         yield w
 
 
-async def _upload(redis: aioredis.Redis, names: Names, root: Path, size: int) -> tuple[str, str]:
-    src = root / "uploads" / "payload.bin"
-    await asyncio.to_thread(src.parent.mkdir, parents=True, exist_ok=True)
-    await asyncio.to_thread(src.write_bytes, os.urandom(size))
-    return await env.add_upload(redis, names, src), await asyncio.to_thread(env.sha256_file, src)
-
-
 async def test_destination_killed_mid_transfer(
     ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode], slow_worker: TransferWorker,
     redis_client: aioredis.Redis, names: Names, tmp_path: Path,
@@ -49,7 +42,8 @@ async def test_destination_killed_mid_transfer(
         ray_workers.append(await asyncio.to_thread(local_ray.start_worker, ray_head))
     view = await env.register_view(redis_client, names, ray_head)
     head, w1, doomed = view[str(ray_head.node_id)], *(view[str(n.node_id)] for n in ray_workers)
-    upload_id, want = await _upload(redis_client, names, tmp_path, 64 * MiB)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "payload.bin",
+                                              64 * MiB)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
                           targets=[head.id, w1.id, doomed.id], file_name="f.bin")
     await env.wait_record(redis_client, names, rec.id,
@@ -101,7 +95,8 @@ async def test_worker_replica_killed_mid_transfer(
     ray_workers.append(await asyncio.to_thread(local_ray.start_worker, ray_head))
     view = await env.register_view(redis_client, names, ray_head)
     head, w1 = view[str(ray_head.node_id)], view[str(ray_workers[0].node_id)]
-    upload_id, want = await _upload(redis_client, names, tmp_path, 64 * MiB)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "payload.bin",
+                                              64 * MiB)
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(names.transfer_events)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[head.id, w1.id],

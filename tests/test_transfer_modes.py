@@ -3,7 +3,6 @@ a real transfer worker from a queued request; every copy is checked on disk."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,11 +37,8 @@ async def test_unicast_multicast_broadcast_64mib(
     view = await env.register_view(redis_client, names, ray_head)
     head = view[str(ray_head.node_id)]
     w1, w2 = (view[str(n.node_id)] for n in two_workers)
-    src = tmp_path / "uploads" / "payload.bin"
-    src.parent.mkdir(parents=True)
-    src.write_bytes(os.urandom(64 * MiB))
-    want = env.sha256_file(src)
-    upload_id = await env.add_upload(redis_client, names, src)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "payload.bin",
+                                              64 * MiB)
     events: list[dict] = []
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(names.transfer_events)

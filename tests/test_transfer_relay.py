@@ -63,11 +63,8 @@ async def test_multicast_across_two_clusters_verified_everywhere(
         (relay / name / "x.bin").write_bytes(b"x")
         for path in (relay / name / "x.bin", relay / name):
             os.utime(path, (time.time() - age, time.time() - age))
-    src = tmp_path / "uploads" / "across.bin"
-    src.parent.mkdir(parents=True)
-    src.write_bytes(os.urandom(48 * MiB + 4097))
-    want = env.sha256_file(src)
-    upload_id = await env.add_upload(redis_client, names, src)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "across.bin",
+                                              48 * MiB + 4097)
     targets = [a_head.id, b_head.id, b_worker.id]
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=targets,
                           file_name="across.bin", mode="multicast", cluster_id=a_head.cluster_id)
@@ -119,10 +116,7 @@ async def _unreachable_other_cluster(ray_head: local_ray.RayNode, transfer_worke
     ghost = NodeInfo(id="cgone-ghost", ray_node_id="f" * 56, cluster_id="cgone", name="ghost", state="ALIVE")
     await redis_client.hset(names.view_clusters, gone.id, codec.encode_model(gone))
     await redis_client.hset(names.view_nodes, ghost.id, codec.encode_model(ghost))
-    src = tmp_path / "uploads" / "half.bin"
-    src.parent.mkdir(parents=True)
-    src.write_bytes(os.urandom(3 * MiB))
-    upload_id = await env.add_upload(redis_client, names, src)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "half.bin", 3 * MiB)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[a_head.id, ghost.id],
                           file_name="half.bin", mode="multicast", cluster_id=a_head.cluster_id)
     rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=120)
@@ -130,7 +124,7 @@ async def _unreachable_other_cluster(ray_head: local_ray.RayNode, transfer_worke
     assert rec.state == "completed" and by_node[a_head.id].state == "completed"
     assert by_node[ghost.id].state == "failed" and "127.0.0.1" in (by_node[ghost.id].error or "")
     assert "ghost" not in (by_node[a_head.id].error or "")
-    assert env.sha256_file(by_node[a_head.id].path or "") == env.sha256_file(src)
+    assert env.sha256_file(by_node[a_head.id].path or "") == want
     assert _relay_leftovers(transfer_worker) == []
 
 

@@ -60,10 +60,7 @@ async def test_an_upload_reaches_a_cluster_whose_head_cannot_see_it(
 
         # An upload in the same directory reaches the worker, verified.
         src = shared / "data" / "uploads" / "report.bin"
-        src.parent.mkdir(parents=True)
-        src.write_bytes(os.urandom(20 * MiB + 5))
-        want = env.sha256_file(src)
-        upload_id = await env.add_upload(redis_client, names, src)
+        upload_id, want = await env.random_upload(redis_client, names, src, 20 * MiB + 5)
         rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[near.id],
                               file_name="report.bin", mode="unicast", cluster_id=far_head.cluster_id)
         rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=120)

@@ -118,7 +118,7 @@ async def random_upload(redis: aioredis.Redis, names: Names, path: Path, size: i
         path.write_bytes(os.urandom(size))
 
     await asyncio.to_thread(write)
-    return await add_upload(redis, names, path), sha256_file(path)
+    return await add_upload(redis, names, path), await asyncio.to_thread(sha256_file, path)
 
 
 def temp_files(directory: Path) -> list[Path]:
