@@ -62,6 +62,12 @@ class Names:
         return f"{self.ns}:discovery:meta"
 
     @property
+    def discovery_leader(self) -> str:
+        """String naming the one discovery replica that watches the clusters and writes the state above
+        (a lease: it expires unless renewed, and a standby replica then takes over)."""
+        return f"{self.ns}:discovery:leader"
+
+    @property
     def discovery_disconnected(self) -> str:
         """Hash: cluster id -> msgpack {id, name, dashboard_url, session_name, addresses} of each cluster
         the user disconnected. Outlives a discovery restart (the state rewrite never deletes it) so

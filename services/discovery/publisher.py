@@ -4,16 +4,22 @@ Every change is one MULTI/EXEC: HSET/HDEL of the record, HSET of ``discovery_met
 PUBLISH of the event. A lock keeps Redis order equal to sequence order. While Redis is away the state
 keeps changing in memory only; when it is back (or when the meta hash no longer holds our last seq,
 e.g. Redis restarted empty) the whole state is rewritten with a ``source-reset`` in one transaction.
+
+With a `Lease` (one discovery replica leads, others stand by), each transaction first WATCHes the lease and
+checks that we still hold it: a replica that lost it (paused longer than the lease, say) writes nothing,
+even before its lease keeper notices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from castray.shared import codec
 from castray.shared.bus import Backoff, Bus
@@ -29,9 +35,14 @@ from castray.shared.events import (
     Payload,
     SourceReset,
 )
+from castray.shared.lease import Lease
 
 log = logging.getLogger(__name__)
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+class NotLeading(Exception):
+    """This replica no longer holds the discovery lease: it must not write the state."""
 
 
 @dataclass
@@ -46,8 +57,10 @@ class DiscoveryState:
 class StatePublisher:
     """Applies changes to `DiscoveryState` and writes them, with their event, to Redis."""
 
-    def __init__(self, redis: aioredis.Redis, bus: Bus, *, check_interval: float = 1.0) -> None:
+    def __init__(self, redis: aioredis.Redis, bus: Bus, *, check_interval: float = 1.0,
+                 lease: Lease | None = None) -> None:
         self.redis = redis
+        self.lease = lease
         self.bus = bus
         self.names = bus.names
         self.state = DiscoveryState()
@@ -133,21 +146,42 @@ class StatePublisher:
             if self._dirty:
                 return  # the coming reset writes the state this change is part of
             event = self.bus.make(payload)
+
+            def queue(pipe: Any) -> None:
+                if hset is not None:
+                    pipe.hset(hset[0], hset[1], hset[2])
+                if hdel is not None:
+                    pipe.hdel(hdel[0], hdel[1])
+                pipe.hset(self.names.discovery_meta, mapping={"source": self.bus.source, "seq": event.seq})
+                pipe.publish(self.names.discovery_events, codec.encode(event))
+
             try:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    if hset is not None:
-                        pipe.hset(hset[0], hset[1], hset[2])
-                    if hdel is not None:
-                        pipe.hdel(hdel[0], hdel[1])
-                    pipe.hset(
-                        self.names.discovery_meta, mapping={"source": self.bus.source, "seq": event.seq}
-                    )
-                    pipe.publish(self.names.discovery_events, codec.encode(event))
-                    await pipe.execute()
+                await self._transaction(queue)
                 self.last_seq = event.seq
+            except NotLeading:
+                self._mark_dirty()  # written by the next leader's reset, or by ours if we lead again
             except REDIS_FAILURES as e:
                 log.warning("writing %s to Redis failed (%s); will rewrite the state", event.type, e)
                 self._mark_dirty()
+
+    async def _transaction(self, queue: Callable[[Any], None]) -> None:
+        """Run the commands ``queue`` adds to a pipeline as one MULTI/EXEC; with a lease, only while we
+        hold it (raises `NotLeading`)."""
+        for _ in range(3):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if self.lease is not None:
+                    await pipe.watch(self.lease.key)
+                    holder = await pipe.get(self.lease.key)
+                    if (holder.decode() if isinstance(holder, bytes) else holder) != self.lease.owner:
+                        raise NotLeading(f"the discovery lease is held by {holder!r}")
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                queue(pipe)
+                try:
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue  # the lease was touched meanwhile (our own renewal, maybe): check again
+        raise NotLeading("the discovery lease kept changing")
 
     # --- whole-state rewrite ----------------------------------------------------------------------
     def _mark_dirty(self) -> None:
@@ -159,7 +193,8 @@ class StatePublisher:
         async with self._lock:
             event = self.bus.make(SourceReset())
             n = self.names
-            async with self.redis.pipeline(transaction=True) as pipe:
+
+            def queue(pipe: Any) -> None:
                 pipe.delete(n.discovery_clusters, n.discovery_nodes, n.discovery_meta)
                 if self.state.clusters:
                     pipe.hset(
@@ -173,7 +208,8 @@ class StatePublisher:
                     )
                 pipe.hset(n.discovery_meta, mapping={"source": self.bus.source, "seq": event.seq})
                 pipe.publish(n.discovery_events, codec.encode(event))
-                await pipe.execute()
+
+            await self._transaction(queue)
             self.last_seq = event.seq
             self._dirty = False
             self.resets += 1
@@ -192,8 +228,8 @@ class StatePublisher:
             raw_source, seq = await self.redis.hmget(self.names.discovery_meta, ["source", "seq"])
         source = raw_source.decode() if isinstance(raw_source, bytes) else raw_source
         if source is not None and source != self.bus.source:
-            # Another discovery writes this namespace: we rewrite, it will too. Run one per namespace.
-            log.warning("discovery state in %s was written by %s; rewriting it", self.names.ns, source)
+            # Written by the replica that led before us (or, without a lease, by another discovery).
+            log.info("discovery state in %s was written by %s; rewriting it", self.names.ns, source)
             return False
         return source is not None and int(seq or 0) == self.last_seq
 
@@ -205,6 +241,11 @@ class StatePublisher:
                 if not await self._state_intact():
                     await self.reset()
                 backoff.reset()
+            except NotLeading as e:  # our term is ending (the lease keeper will see it): write nothing
+                log.info("not writing discovery's state: %s", e)
+                self._dirty = True
+                await backoff.wait()
+                continue
             except REDIS_FAILURES as e:
                 log.warning("Redis unavailable for discovery state (%s); retrying", e)
                 self._dirty = True

@@ -86,6 +86,11 @@ class DiscoverySettings(CommonSettings):
     state_check_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks that Redis still holds discovery's state."
     )
+    leader_ttl: float = Field(
+        default=5.0, ge=0.5,
+        description="Seconds a discovery replica leads without renewing its lease: one replica leads, the "
+        "others stand by, and one of them takes over this long after the leader died.",
+    )
 
     @field_validator("discovery_addresses", "ray_temp_dirs", "scan_hosts", mode="before")
     @classmethod

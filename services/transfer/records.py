@@ -15,21 +15,9 @@ from redis.exceptions import WatchError
 
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
+from castray.shared.lease import Lease
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class RecordStore:
@@ -71,18 +59,6 @@ class RecordStore:
         await self.redis.zadd(self.names.transfer_index, {record.id: record.created_at}, nx=True)
 
     # --- leases -----------------------------------------------------------------------------------
-    async def acquire(self, transfer_id: str, owner: str, ttl_ms: int) -> bool:
-        key = self.names.transfer_lease(transfer_id)
-        if await self.redis.set(key, owner, nx=True, px=ttl_ms):
-            return True
-        current = await self.redis.get(key)
-        if current is None or (current.decode() if isinstance(current, bytes) else current) != owner:
-            return False
-        return await self.renew(transfer_id, owner, ttl_ms)
-
-    async def renew(self, transfer_id: str, owner: str, ttl_ms: int) -> bool:
-        key = self.names.transfer_lease(transfer_id)
-        return bool(await self.redis.eval(_RENEW, 1, key, owner, ttl_ms))
-
-    async def release(self, transfer_id: str, owner: str) -> None:
-        await self.redis.eval(_RELEASE, 1, self.names.transfer_lease(transfer_id), owner)
+    def lease(self, transfer_id: str, owner: str, ttl_ms: int) -> Lease:
+        """The lease naming the one replica (``owner``) that runs ``transfer_id``."""
+        return Lease(self.redis, self.names.transfer_lease(transfer_id), owner, ttl_ms)

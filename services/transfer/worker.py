@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from castray.shared import bus as busmod
 from castray.shared.bus import Bus
+from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
 from castray.shared.transfers import TransferRecord
 from castray.transfer.drivers import Drivers
@@ -102,14 +103,14 @@ class TransferWorker:
             if record is None or record.state in TERMINAL:
                 await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
                 return
-            ttl = self.settings.claim_idle_ms
-            if not await self.store.acquire(record.id, self.instance, ttl):
+            lease = self.store.lease(record.id, self.instance, self.settings.claim_idle_ms)
+            if not await lease.acquire():
                 return  # a live replica runs it; it re-claims the entry with its heartbeat
             try:
-                await self._run_leased(entry_id, record)
+                await self._run_leased(entry_id, record, lease)
             finally:
                 with contextlib.suppress(*busmod.REDIS_ERRORS):
-                    await self.store.release(record.id, self.instance)
+                    await lease.release()
         except LeaseLost:
             log.warning("transfer entry %s: lease lost to another replica; stopped here", entry_id)
         except busmod.REDIS_ERRORS as e:
@@ -133,11 +134,11 @@ class TransferWorker:
         await self.store.ensure_indexed(record)
         return record
 
-    async def _run_leased(self, entry_id: str, record: TransferRecord) -> None:
+    async def _run_leased(self, entry_id: str, record: TransferRecord, lease: Lease) -> None:
         job = TransferJob(record=record, worker=self.instance, settings=self.settings, store=self.store,
                           bus=self.bus, drivers=self.drivers)
         runner = asyncio.create_task(job.run())
-        beat = asyncio.create_task(self._heartbeat(entry_id, record.id, runner))
+        beat = asyncio.create_task(self._heartbeat(entry_id, lease, runner))
         try:
             await runner
         except asyncio.CancelledError:
@@ -152,19 +153,19 @@ class TransferWorker:
                 await beat
         await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
 
-    async def _heartbeat(self, entry_id: str, transfer_id: str, runner: asyncio.Task[None]) -> bool:
+    async def _heartbeat(self, entry_id: str, lease: Lease, runner: asyncio.Task[None]) -> bool:
         """Renew the lease and keep the entry ours; stop ``runner`` if the lease was lost."""
-        ttl, period = self.settings.claim_idle_ms, self.settings.heartbeat_period()
+        period = self.settings.heartbeat_period()
         while True:
             await asyncio.sleep(period)
             try:
-                if not await self.store.renew(transfer_id, self.instance, ttl):
+                if not await lease.renew():
                     runner.cancel()
                     return False
                 await self.redis.xclaim(self.stream, TRANSFER_GROUP, self.instance, min_idle_time=0,
                                         message_ids=[entry_id], justid=True)
             except busmod.REDIS_ERRORS as e:
-                log.warning("heartbeat of %s failed: %s", transfer_id, e)
+                log.warning("heartbeat of %s failed: %s", lease.key, e)
 
     async def close(self) -> None:
         """Stop taking work; running transfers stop and are left for another replica to take over."""
