@@ -90,12 +90,14 @@ def test_settings_are_real_setting_names(resolved: dict[str, Any]) -> None:
                 assert var.removeprefix("CASTRAY_").lower() in fields, f"{name}: {var} is not a setting"
 
 
-def test_gateway_is_published_and_transfer_scales(resolved: dict[str, Any]) -> None:
+def test_gateway_is_published_and_services_scale(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
     ports = services["gateway"]["ports"]
     assert any(str(p.get("target")) == "8000" and str(p.get("published")) == "8000" for p in ports)
-    # --scale transfer=3 needs: no fixed name, no host port.
-    assert "container_name" not in services["transfer"] and "ports" not in services["transfer"]
+    # --scale transfer=3 (they share the work) and --scale discovery=2 (one leads, one stands by) need:
+    # no fixed name, no host port.
+    for name in ("transfer", "discovery", "node-registry"):
+        assert "container_name" not in services[name] and "ports" not in services[name]
     # The gateway image skips Ray; the others carry it.
     assert services["gateway"]["build"]["args"]["EXTRAS"] == "gateway"
     assert services["transfer"]["build"]["args"]["EXTRAS"] == "all"

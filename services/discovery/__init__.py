@@ -17,5 +17,8 @@ Contract with the rest of CastRay:
 - Commands on ``bus.serve_commands("discovery")``: ``discover``, ``connect``, ``disconnect``,
   ``clusters`` (see `castray.discovery.commands`); errors are `CommandError`s with the codes listed in
   `castray.discovery.errors`.
+- Replicas: only the one holding the lease ``names.discovery_leader`` (a string naming its bus source,
+  renewed every ``leader_ttl``/3) watches, writes and answers commands; the others stand by and take the
+  lease when it expires or is released. Every state write checks the lease in its transaction.
 - Ids: cluster ``c`` + 12 hex of sha1(session name | GCS address); node ``<cluster id>-<ray node id[:12]>``.
 """
