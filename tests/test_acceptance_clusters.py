@@ -42,7 +42,7 @@ from tests.test_acceptance_support import (
 from tests.test_up import http_port, silent_port  # noqa: F401  (fixtures: a non-Ray HTTP server, a mute port)
 
 DEADLINE = 90.0
-RUNNING = re.compile(r"discovery running as (\S+) \(namespace (\S+)\)")
+RUNNING = re.compile(r"discovery leading as (\S+) \(namespace (\S+)\)")
 
 
 @pytest.fixture(scope="module")
