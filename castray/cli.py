@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "gateway":
             _add_http(p, "the gateway")
         if name == "transfer":
-            p.add_argument("--join-ray", metavar="GCS", help="first join this host to the Ray cluster at "
-                           "GCS (host:port) as a 0-CPU node: for containers (CASTRAY_JOIN_RAY)")
+            p.add_argument("--join-ray", metavar="GCS[,GCS...]", help="first join this host to the Ray "
+                           "cluster at each GCS (host:port) as a 0-CPU node: for containers and for clusters "
+                           "on other machines (CASTRAY_JOIN_RAY)")
         _add_common(p)
 
     health = sub.add_parser("health", help="exit 0 if Redis (and --url) answer: the container healthcheck",

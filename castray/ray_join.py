@@ -1,8 +1,11 @@
-"""``castray transfer --join-ray HOST:PORT``: make this host a Ray node before the transfer worker starts.
+"""``castray transfer --join-ray HOST:PORT[,HOST:PORT...]``: make this host a node of each of these Ray
+clusters before the transfer worker starts.
 
-The transfer worker drives Ray with ``ray.init(address=<gcs>)``, and Ray connects a driver only through
-a raylet on the driver's own host. In a container of its own (docker compose, ``--scale transfer=3``)
-there is none, so the worker first joins the cluster as a node with no CPUs, and leaves it on exit.
+The transfer worker drives each cluster with ``ray.init(address=<gcs>)`` (a driver process per cluster),
+and Ray connects a driver only through a raylet of that cluster on the driver's own host. In a container
+of its own (docker compose, ``--scale transfer=3``), or for clusters on other machines, there is none, so
+the worker first joins each cluster as a node with no CPUs (one raylet per cluster, each in a temp dir of
+its own), and leaves them all on exit.
 """
 
 from __future__ import annotations
@@ -23,25 +26,29 @@ class JoinError(RuntimeError):
 
 
 @contextlib.contextmanager
-def joined() -> Iterator[local_ray.RayNode | None]:
-    """Join the cluster named by ``CASTRAY_JOIN_RAY`` for the duration of the block (nothing if unset)."""
-    address = JoinSettings().join_ray
-    if not address:
-        yield None
-        return
-    temp = tempfile.mkdtemp(prefix="castray-ray-")  # short: Ray's unix socket paths live under it
+def joined() -> Iterator[list[local_ray.RayNode]]:
+    """Join every cluster named by ``CASTRAY_JOIN_RAY`` for the duration of the block (none if unset).
+
+    If one cannot be joined, the ones joined already are left before `JoinError` is raised."""
+    nodes: list[local_ray.RayNode] = []
+    temps: list[str] = []
     try:
-        node = local_ray.join_cluster(address, temp)
-    except (OSError, RuntimeError) as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise JoinError(f"could not join the Ray cluster at {address}: {exc}") from None
-    # Logging is set up by the service, after this: say it plainly.
-    print(f"castray transfer: joined the Ray cluster at {address} as node {node.node_id}", file=sys.stderr)
-    try:
-        yield node
+        for address in JoinSettings().join_addresses:
+            temps.append(tempfile.mkdtemp(prefix="castray-ray-"))  # short: Ray's socket paths live under it
+            try:
+                node = local_ray.join_cluster(address, temps[-1])
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise JoinError(f"could not join the Ray cluster at {address}: {exc}") from None
+            nodes.append(node)
+            # Logging is set up by the service, after this: say it plainly.
+            print(f"castray transfer: joined the Ray cluster at {address} as node {node.node_id}",
+                  file=sys.stderr)
+        yield nodes
     finally:
-        leave(node)
-        shutil.rmtree(temp, ignore_errors=True)
+        for node in reversed(nodes):
+            leave(node)
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def leave(node: local_ray.RayNode, grace: float = 8.0) -> None:

@@ -30,5 +30,10 @@ class UpSettings(CommonSettings):
 class JoinSettings(CommonSettings):
     join_ray: str | None = Field(default=None,
                                  description="`castray transfer`: first join this host to the Ray cluster at "
-                                 "this GCS host:port as a node with no CPUs (a Ray driver needs a raylet on "
-                                 "its own host: set in containers).")
+                                 "each of these GCS host:port addresses (comma-separated) as a node with no "
+                                 "CPUs (a Ray driver needs a raylet on its own host: set in containers, and "
+                                 "for clusters on other machines).")
+
+    @property
+    def join_addresses(self) -> list[str]:
+        return [part.strip() for part in (self.join_ray or "").split(",") if part.strip()]

@@ -105,7 +105,7 @@ async def test_two_replicas_one_leads_the_other_stands_by(
         await first.close()
         await second.started(timeout=30)
         assert second.leading and second.terms == 1
-        await wait_until(lambda: _found(redis_client, names), what="the cluster found again by the new leader")
+        await wait_until(lambda: _found(redis_client, names), what="the cluster found by the new leader")
         assert await _meta_source(redis_client, names) == second.bus.source
         bus = Bus(redis_client, names, source="test")
         reply = await bus.request("discovery", "discover", {}, timeout=20)
@@ -164,12 +164,12 @@ async def test_standby_takes_over_from_a_killed_leader_process(
     env = {**os.environ, "CASTRAY_NAMESPACE": namespace, "CASTRAY_REDIS_URL": redis_url,
            "CASTRAY_SCAN_PORTS": str(ray_head.dashboard_port), "CASTRAY_SCAN_INTERVAL": "0.2",
            "CASTRAY_RAY_TEMP_DIRS": "", "CASTRAY_LEADER_TTL": "1.0", "CASTRAY_POLL_INTERVAL": "0.25"}
-    leader = subprocess.Popen([sys.executable, "-m", "castray.discovery.main"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    leader = await asyncio.create_subprocess_exec(sys.executable, "-m", "castray.discovery.main", env=env,
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-    standby = DiscoveryWorker(settings=quiet_settings(namespace, redis_url, scan_ports=str(ray_head.dashboard_port),
-                                                      scan_interval=0.2, leader_ttl=1.0),
-                              redis=client, periodic=True)
+    settings = quiet_settings(namespace, redis_url, scan_ports=str(ray_head.dashboard_port),
+                              scan_interval=0.2, leader_ttl=1.0)
+    standby = DiscoveryWorker(settings=settings, redis=client, periodic=True)
     task: asyncio.Task[None] | None = None
     try:
         await wait_until(lambda: _found(redis_client, names), what="the leader process's state")
@@ -180,7 +180,7 @@ async def test_standby_takes_over_from_a_killed_leader_process(
                          what="the in-process replica standing by")
 
         leader.send_signal(signal.SIGKILL)  # no release: the lease must expire
-        leader.wait(10)
+        await asyncio.wait_for(leader.wait(), 10)
         await standby.started(timeout=30)
         await wait_until(lambda: _found(redis_client, names), what="the new leader's state")
         assert await _meta_source(redis_client, names) == standby.bus.source
@@ -188,9 +188,9 @@ async def test_standby_takes_over_from_a_killed_leader_process(
                                       what="the new leader's source-reset")
         assert reset.source != leader_source
     finally:
-        if leader.poll() is None:
+        if leader.returncode is None:
             leader.kill()
-            leader.wait(10)
+            await asyncio.wait_for(leader.wait(), 10)
         await standby.close()
         if task is not None:
             task.cancel()
