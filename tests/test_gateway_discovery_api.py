@@ -226,3 +226,24 @@ async def test_a_view_that_never_catches_up_still_gets_an_answer(
     await redis_client.hset(names.view_meta, mapping={"source": "d0", "seq": 99})  # registry down, stale
     resp = await gateway.delete("/api/cluster/disconnect-external")
     assert resp.status == 200 and (await resp.json())["success"] is True
+
+
+async def test_a_command_sent_while_discovery_changes_hands_reaches_the_new_leader(
+        make_gateway, redis_client: aioredis.Redis, names: Names) -> None:
+    """The leader died, its lease has not expired yet, and no replica listens: the gateway sends the
+    command again until a new leader listens, instead of a 503 at once."""
+    gateway = await make_gateway(command_timeout=20)
+    await redis_client.set(names.discovery_leader, "discovery-that-died", px=1500)
+    sent = asyncio.create_task(gateway.post("/api/cluster/discover-external"))
+    await asyncio.sleep(1.0)  # nobody listens meanwhile: without the resend this is a 503 already
+    handler = Discovery()
+    bus = Bus(redis_client, names, source="test-new-leader")
+    serving = asyncio.create_task(bus.serve_commands("discovery", handler))
+    try:
+        resp = await sent
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["success"] is True
+        assert [op for op, _ in handler.calls] == ["discover"]  # answered once
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)

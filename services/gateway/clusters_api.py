@@ -2,7 +2,9 @@
 
 Discover, connect and disconnect are commands to the discovery service over the bus (correlation id,
 timeout ``command_timeout``); a `CommandError` from discovery becomes its status and code in JSON, and
-no answer becomes 503. The view itself is read from Redis.
+no answer becomes 503. While discovery changes hands (its leader died and a standby is taking the lease
+over), nobody listens for a few seconds: a command is then sent again until ``command_timeout``, instead of
+failing at once. The view itself is read from Redis.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from castray.gateway import keys, summaries
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
+from castray.shared.errors import ServiceUnavailable
 
 DISCOVERY = "discovery"
 MAX_ADDRESS = 512
@@ -41,12 +44,32 @@ async def _command(request: web.Request, op: str, args: dict[str, Any]) -> dict[
     here means a script that calls connect-external and then external-info reads its own write.
     """
     app = request.app
-    result = await app[keys.BUS].request(DISCOVERY, op, args, timeout=app[keys.SETTINGS].command_timeout)
+    result = await _ask_discovery(app, op, args)
     await _view_caught_up(app, timeout=CATCH_UP_TIMEOUT)
     return result
 
 
 CATCH_UP_TIMEOUT = 2.0
+RESEND_EVERY = 0.2
+
+
+async def _ask_discovery(app: web.Application, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The discovery command's reply. With no discovery listening, 503 at once, unless a replica holds
+    (or held, during this call) the discovery lease: then it is changing hands, and the command is sent
+    again until ``command_timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + app[keys.SETTINGS].command_timeout
+    changing_hands, leader_key = False, app[keys.NAMES].discovery_leader
+    while True:
+        try:
+            return await app[keys.BUS].request(DISCOVERY, op, args, timeout=max(0.1, deadline - loop.time()))
+        except ServiceUnavailable as e:
+            if e.code == "timeout":  # it listened, and did not answer in time
+                raise
+            changing_hands = changing_hands or bool(await app[keys.REDIS].exists(leader_key))
+            if not changing_hands or loop.time() + RESEND_EVERY >= deadline:
+                raise
+        await asyncio.sleep(RESEND_EVERY)
 
 
 async def _view_caught_up(app: web.Application, *, timeout: float) -> bool:
