@@ -117,6 +117,11 @@ class Names:
     def upload(self, upload_id: str) -> str:
         return f"{self.ns}:upload:{upload_id}"
 
+    @property
+    def upload_index(self) -> str:
+        """Sorted set: upload ids by creation time (``GET /api/uploads``)."""
+        return f"{self.ns}:uploads"
+
     def node_messages(self, node_id: str) -> str:
         return f"{self.ns}:messages:{node_id}"
 

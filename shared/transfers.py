@@ -5,7 +5,8 @@ Request stream: ``Names.transfer_requests``; each entry's ``data`` is ``Transfer
 at queue time (state ``queued``). Record: ``Names.transfer(id)`` holds the msgpack of the current
 `TransferRecord`; ``Names.transfer_index`` orders ids by creation time. Cancel: the gateway sets
 ``cancel_requested`` on the record (and state ``cancelled`` if still queued); the worker checks it.
-Upload: ``Names.upload(id)`` holds the msgpack of an `UploadRecord`.
+Upload: ``Names.upload(id)`` holds the msgpack of an `UploadRecord`; ``Names.upload_index`` orders ids by
+creation time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ TransferMode = Literal["unicast", "multicast", "broadcast"]
 TransferState = Literal["queued", "running", "completed", "failed", "cancelled"]
 DestState = Literal["pending", "running", "completed", "failed", "cancelled"]
 ContentType = Literal["random", "text", "pattern"]
+UploadOrigin = Literal["upload", "generated"]
 
 
 class UploadSource(BaseModel):
@@ -37,6 +39,8 @@ class UploadRecord(BaseModel):
     sha256: str
     path: str = Field(description="Absolute path of the stored file.")
     created_at: float
+    origin: UploadOrigin = Field(
+        default="upload", description="Uploaded through POST /api/upload, or made by the file generator.")
 
 
 class NodeFileSource(BaseModel):

@@ -19,9 +19,10 @@ from castray.gateway import (
     status_api,
     transfers_api,
     ui,
+    uploads_api,
     view_store,
     ws,
 )
 
-ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws,
-                         transfers_api, files_api, legacy_transfers_api, messages_api, ui, openapi]
+ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws, transfers_api, files_api,
+                         uploads_api, legacy_transfers_api, messages_api, ui, openapi]

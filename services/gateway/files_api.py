@@ -240,7 +240,7 @@ async def queue_file(app: web.Application, path: Path, file_name: str, size: int
                      targets: list[str], *, sender_id: str | None) -> Any:
     """Register a stored file like an upload and queue its transfer to ``targets`` (one transfer)."""
     upload = await store.save_upload(app[keys.REDIS], app[keys.NAMES], path=path, file_name=file_name,
-                                     file_size=size, sha256=sha256)
+                                     file_size=size, sha256=sha256, origin="generated")
     req = TransferRequest(source=UploadSource(upload_id=upload.upload_id),
                           mode="unicast" if len(targets) == 1 else "multicast", targets=targets)
     record = await plan(app, req, sender_id=sender_id)

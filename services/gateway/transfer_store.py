@@ -18,7 +18,7 @@ from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import NodeInfo
 from castray.shared.names import Names
-from castray.shared.transfers import TransferRecord, UploadRecord
+from castray.shared.transfers import TransferRecord, UploadOrigin, UploadRecord
 
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -59,13 +59,47 @@ async def get_node(redis: aioredis.Redis, names: Names, node_id: str) -> NodeInf
 
 # --- uploads (and generated files registered like uploads) -----------------------------------------
 async def save_upload(redis: aioredis.Redis, names: Names, *, path: Path, file_name: str, file_size: int,
-                      sha256: str, upload_id: str | None = None) -> UploadRecord:
+                      sha256: str, upload_id: str | None = None, origin: UploadOrigin = "upload"
+                      ) -> UploadRecord:
     """Record a stored file at ``names.upload(id)`` so that a transfer can use it as its source."""
     # ``path`` must be absolute (callers resolve it in a thread, e.g. through `inside`).
     upload = UploadRecord(upload_id=upload_id or uuid.uuid4().hex, file_name=file_name,
-                          file_size=file_size, sha256=sha256, path=str(path), created_at=time.time())
-    await redis.set(names.upload(upload.upload_id), codec.encode_model(upload))
+                          file_size=file_size, sha256=sha256, path=str(path), created_at=time.time(),
+                          origin=origin)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(names.upload(upload.upload_id), codec.encode_model(upload))
+        pipe.zadd(names.upload_index, {upload.upload_id: upload.created_at})
+        await pipe.execute()
     return upload
+
+
+async def list_uploads(redis: aioredis.Redis, names: Names, *, limit: int, offset: int
+                       ) -> tuple[list[UploadRecord], int]:
+    """Newest first: ``limit`` upload records from ``offset``, and how many there are in all."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrevrange(names.upload_index, offset, offset + limit - 1)
+        pipe.zcard(names.upload_index)
+        ids, total = await pipe.execute()
+    if not ids:
+        return [], int(total)
+    raws = await redis.mget([names.upload(i.decode() if isinstance(i, bytes) else i) for i in ids])
+    records: list[UploadRecord] = []
+    for raw in raws:
+        try:
+            if raw is not None:  # deleted meanwhile
+                records.append(codec.decode_model(raw, UploadRecord))
+        except EventDecodeError:
+            continue
+    return records, int(total)
+
+
+async def forget_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> bool:
+    """Remove the record of an upload (not its file); False if there was none."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(names.upload(upload_id))
+        pipe.zrem(names.upload_index, upload_id)
+        deleted, _ = await pipe.execute()
+    return bool(deleted)
 
 
 async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> UploadRecord | None:
