@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel
 from redis.exceptions import WatchError
 
 from castray.gateway.errors import ApiError
@@ -76,21 +79,7 @@ async def save_upload(redis: aioredis.Redis, names: Names, *, path: Path, file_n
 async def list_uploads(redis: aioredis.Redis, names: Names, *, limit: int, offset: int
                        ) -> tuple[list[UploadRecord], int]:
     """Newest first: ``limit`` upload records from ``offset``, and how many there are in all."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrevrange(names.upload_index, offset, offset + limit - 1)
-        pipe.zcard(names.upload_index)
-        ids, total = await pipe.execute()
-    if not ids:
-        return [], int(total)
-    raws = await redis.mget([names.upload(i.decode() if isinstance(i, bytes) else i) for i in ids])
-    records: list[UploadRecord] = []
-    for raw in raws:
-        try:
-            if raw is not None:  # deleted meanwhile
-                records.append(codec.decode_model(raw, UploadRecord))
-        except EventDecodeError:
-            continue
-    return records, int(total)
+    return await _newest_first(redis, names.upload_index, names.upload, UploadRecord, limit, offset)
 
 
 async def forget_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> bool:
@@ -126,19 +115,29 @@ async def get_transfer(redis: aioredis.Redis, names: Names, transfer_id: str) ->
 async def list_transfers(redis: aioredis.Redis, names: Names, *, limit: int, offset: int
                          ) -> tuple[list[TransferRecord], int]:
     """Newest first: ``limit`` records from ``offset``, and how many there are in all."""
+    return await _newest_first(redis, names.transfer_index, names.transfer, TransferRecord, limit, offset)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _newest_first(redis: aioredis.Redis, index: str, key: Callable[[str], str], model: type[M],
+                        limit: int, offset: int) -> tuple[list[M], int]:
+    """A page of the records an index (sorted set: id -> time) orders, newest first, and the index's size.
+    Records deleted or unreadable meanwhile are left out."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.zrevrange(names.transfer_index, offset, offset + limit - 1)
-        pipe.zcard(names.transfer_index)
+        pipe.zrevrange(index, offset, offset + limit - 1)
+        pipe.zcard(index)
         ids, total = await pipe.execute()
     if not ids:
         return [], int(total)
-    raws = await redis.mget([names.transfer(i.decode() if isinstance(i, bytes) else i) for i in ids])
-    records: list[TransferRecord] = []
+    raws = await redis.mget([key(i.decode() if isinstance(i, bytes) else i) for i in ids])
+    records: list[M] = []
     for raw in raws:
-        if raw is None:  # expired or deleted meanwhile
+        if raw is None:
             continue
         try:
-            records.append(codec.decode_model(raw, TransferRecord))
+            records.append(codec.decode_model(raw, model))
         except EventDecodeError:
             continue
     return records, int(total)

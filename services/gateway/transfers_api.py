@@ -19,6 +19,8 @@ from castray.shared.transfers import TransferRecord, TransferRequest
 
 TAG = "transfers"
 MAX_PAGE = 500
+PAGE_QUERY = {"limit": f"At most this many (1..{MAX_PAGE}, default 50)",
+              "offset": "Skip this many (default 0)"}
 
 
 class TransferQueued(BaseModel):
@@ -56,13 +58,10 @@ async def get_transfer(request: web.Request) -> web.Response:
     return web.json_response(record.model_dump(mode="json"))
 
 
-@doc("Transfers, newest first", tag=TAG, response_model=TransferList,
-     query={"limit": f"At most this many (1..{MAX_PAGE}, default 50)",
-            "offset": "Skip this many (default 0)"},
+@doc("Transfers, newest first", tag=TAG, response_model=TransferList, query=PAGE_QUERY,
      responses={400: "Bad limit or offset"})
 async def list_transfers(request: web.Request) -> web.Response:
-    limit = query_int(request, "limit", 50, 1, MAX_PAGE)
-    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit, offset = page_params(request)
     records, total = await store.list_transfers(request.app[keys.REDIS], request.app[keys.NAMES],
                                                 limit=limit, offset=offset)
     body = TransferList(transfers=records, total=total, limit=limit, offset=offset)
@@ -78,6 +77,11 @@ async def cancel_transfer(request: web.Request) -> web.Response:
     if record.state == "cancelled":  # it never started: no worker will announce it
         await app[keys.BUS].publish(app[keys.NAMES].transfer_events, TransferCancelled(transfer_id=record.id))
     return web.json_response(record.model_dump(mode="json"))
+
+
+def page_params(request: web.Request) -> tuple[int, int]:
+    """``limit`` (1 to MAX_PAGE, default 50) and ``offset`` (default 0) of a paginated list; 400 otherwise."""
+    return query_int(request, "limit", 50, 1, MAX_PAGE), query_int(request, "offset", 0, 0, 10**9)
 
 
 def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -22,12 +22,11 @@ from castray.gateway import keys
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
 from castray.gateway.openapi import doc
-from castray.gateway.transfers_api import query_int
+from castray.gateway.transfers_api import PAGE_QUERY, page_params
 from castray.shared.sizes import format_size
 from castray.shared.transfers import UploadRecord
 
 TAG = "files"
-MAX_PAGE = 500
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -45,11 +44,10 @@ class UploadDeleted(BaseModel):
     message: str
 
 
-@doc("Stored uploads and generated files usable as transfer sources, newest first (paginated)", tag=TAG,
-     response_model=UploadList, responses={400: "Bad limit or offset"})
+@doc("Stored uploads and generated files usable as transfer sources, newest first", tag=TAG,
+     response_model=UploadList, query=PAGE_QUERY, responses={400: "Bad limit or offset"})
 async def list_uploads(request: web.Request) -> web.Response:
-    limit = query_int(request, "limit", 50, 1, MAX_PAGE)
-    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit, offset = page_params(request)
     records, total = await store.list_uploads(request.app[keys.REDIS], request.app[keys.NAMES],
                                               limit=limit, offset=offset)
     body = UploadList(uploads=records, total=total, limit=limit, offset=offset)
