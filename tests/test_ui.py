@@ -421,6 +421,40 @@ def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tup
     assert watch.errors_except() == []
 
 
+def test_a_stored_upload_is_picked_as_the_source_then_deleted(stack: ViewStack,
+                                                              page_watch: tuple[Any, PageWatch],
+                                                              tmp_path: Path) -> None:
+    page, watch = page_watch
+    seed_cluster(stack, workers=1)
+    open_ui(page, stack)
+    upload = tmp_path / "stored <i>.bin"
+    upload.write_bytes(os.urandom(100_000))
+    page.locator("#src-upload").check()
+    stored = page.get_by_test_id("stored-upload")
+    expect(stored.locator("option")).to_have_count(1)  # only "the file chosen above"
+    page.get_by_test_id("upload-file").set_input_files(str(upload))
+    expect(stored.locator("option")).to_have_count(2)
+    [listed] = api(stack, "GET", "/api/uploads")[1]["uploads"]
+    expect(stored.locator("option").nth(1)).to_contain_text("stored <i>.bin")
+
+    stored.select_option(listed["upload_id"])
+    page.get_by_test_id("transfer-mode").select_option("unicast")
+    page.get_by_test_id("transfer-targets").select_option("c1-n0001")
+    page.get_by_test_id("btn-transfer").click()
+    card = page.get_by_test_id("transfer-card").first
+    expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
+    record = api(stack, "GET", f"/api/transfers/{card.get_attribute('data-id')}")[1]
+    assert record["source"]["upload_id"] == listed["upload_id"]
+
+    stored.select_option(listed["upload_id"])
+    page.get_by_test_id("btn-delete-upload").click()
+    expect(page.get_by_test_id("upload-status")).to_contain_text("Deleted stored <i>.bin")
+    expect(stored.locator("option")).to_have_count(1)
+    expect(page.get_by_test_id("btn-delete-upload")).to_be_disabled()
+    assert api(stack, "GET", "/api/uploads")[1]["total"] == 0
+    assert watch.errors_except() == []
+
+
 def test_a_gateway_with_a_token_asks_for_it_then_goes_live(namespace: str, redis_url: str,
                                                            browser: Any) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))

@@ -39,6 +39,8 @@ export class TransfersPanel {
       for (const opt of byId("transfer-targets").options) opt.selected = !opt.disabled;
     });
     byId("upload-file").addEventListener("change", () => this.startUpload());
+    byId("stored-upload").addEventListener("change", () => this.applyStored());
+    byId("btn-delete-upload").addEventListener("click", () => this.deleteStored());
     byId("transfer-form").addEventListener("submit", (e) => { e.preventDefault(); this.submit(); });
     this.showPane();
   }
@@ -50,6 +52,46 @@ export class TransfersPanel {
   showPane() {
     const kind = this.sourceKind();
     for (const pane of document.querySelectorAll(".source-pane")) pane.hidden = pane.dataset.pane !== kind;
+    if (kind === "upload") this.refreshStored();
+  }
+
+  // Uploads stored before (GET /api/uploads): pick one as the source, or delete it.
+  async refreshStored() {
+    const select = byId("stored-upload");
+    let listing;
+    try {
+      listing = await api.get("/api/uploads?limit=200");
+    } catch (e) {
+      setText(byId("upload-status"), `Could not list the stored files: ${e.message}`);
+      return;
+    }
+    const chosen = select.value;
+    const options = [select.options[0]];
+    for (const u of listing.uploads) {
+      const label = `${u.file_name} · ${bytes(u.file_size)} · ${u.origin} · sha256 ${u.sha256.slice(0, 12)}…`;
+      options.push(h("option", { value: u.upload_id, selected: u.upload_id === chosen }, label));
+    }
+    select.replaceChildren(...options);
+    this.applyStored();
+  }
+
+  applyStored() {
+    byId("btn-delete-upload").disabled = !byId("stored-upload").value;
+  }
+
+  async deleteStored() {
+    const select = byId("stored-upload");
+    const id = select.value;
+    if (!id) return;
+    const name = select.selectedOptions[0]?.textContent || id;
+    try {
+      const out = await api.del(`/api/uploads/${encodeURIComponent(id)}`);
+      setText(byId("upload-status"), `Deleted ${name.split(" · ")[0]} (${bytes(out.deleted_size)} freed)`);
+      select.value = "";
+    } catch (e) {
+      setText(byId("upload-status"), `Could not delete it: ${e.message}`);
+    }
+    await this.refreshStored();
   }
 
   applyMode() {
@@ -81,6 +123,8 @@ export class TransfersPanel {
     const bar = byId("upload-progress");
     const status = byId("upload-status");
     if (!file) { bar.hidden = true; setText(status, ""); return; }
+    byId("stored-upload").value = "";  // the file being uploaded is the source
+    this.applyStored();
     bar.hidden = false;
     this.setBar(bar, 0);
     setText(status, `Uploading ${file.name} (${bytes(file.size)})…`);
@@ -95,6 +139,8 @@ export class TransfersPanel {
       this.setBar(bar, 100);
       setText(status, `Uploaded ${info.file_name} (${bytes(info.file_size)}), sha256 ${info.sha256}`);
       this.store.log("info", `Uploaded ${info.file_name} (${bytes(info.file_size)})`);
+      byId("stored-upload").value = "";  // the new file is the source
+      this.refreshStored();
     }, (e) => {
       current.error = e;
       if (e.code !== "aborted") setText(status, `Upload failed: ${e.message}`);
@@ -111,7 +157,9 @@ export class TransfersPanel {
       return source;
     }
     if (kind === "upload") {
-      if (!this.upload) throw new Error("choose a file to upload first");
+      const stored = byId("stored-upload").value;
+      if (stored) return { upload_id: stored };
+      if (!this.upload) throw new Error("choose a file to upload, or one stored before");
       const info = this.upload.info || await this.upload.promise;
       return { upload_id: info.upload_id };
     }
