@@ -16,7 +16,7 @@ CHUNK = 1 << 20
 
 
 def _copy(src: Path, dest_dir: Path, known_sha: str | None) -> _Sink:
-    source = SourceFile(src, remove_after=False, known_sha=known_sha)
+    source = SourceFile.open(src, remove_after=False, known_sha=known_sha)
     sink = _Sink(dest_dir / "copy.bin", dest_dir / ".copy.part", overwrite=False, retry=False)
     try:
         for offset in range(0, source.size, CHUNK):
@@ -31,7 +31,7 @@ def test_chunks_verified_and_copy_placed(tmp_path: Path, known: bool) -> None:
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(3 * CHUNK + 777))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    source = SourceFile(src, remove_after=False, known_sha=sha if known else None)
+    source = SourceFile.open(src, remove_after=False, known_sha=sha if known else None)
     _, digest = source.read(CHUNK)
     source.close()
     assert digest.startswith(CHUNK_DIGEST) == known
@@ -47,7 +47,7 @@ def test_a_corrupted_chunk_is_refused_at_once(tmp_path: Path, known: bool) -> No
     src.write_bytes(os.urandom(3 * CHUNK))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     sink = _Sink(tmp_path / "copy.bin", tmp_path / ".copy.part", overwrite=False, retry=False)
-    source = SourceFile(src, remove_after=False, known_sha=sha if known else None)
+    source = SourceFile.open(src, remove_after=False, known_sha=sha if known else None)
     try:
         sink.write(*source.read(CHUNK))
         data, digest = source.read(CHUNK)

@@ -33,7 +33,16 @@ async def test_uploads_are_listed_read_and_deleted_with_their_files(
     data_dir = tmp_path / "data"
     async with gateway(namespace, data_dir) as client:
         first = await _upload(client, "first.bin", os.urandom(1000))
-        second = await _upload(client, "second.bin", os.urandom(2000))
+        data = os.urandom(2000)
+        second = await _upload(client, "second.bin", data)
+
+        # Its bytes, whole or a range of them (how a transfer worker on another machine reads it).
+        content = f"/api/uploads/{second['upload_id']}/content"
+        resp = await client.get(content)
+        assert resp.status == 200 and await resp.read() == data
+        assert resp.headers["X-Content-SHA256"] == second["sha256"]
+        resp = await client.get(content, headers={"Range": "bytes=10-19"})
+        assert resp.status == 206 and await resp.read() == data[10:20]
 
         resp = await client.get("/api/uploads")
         listing = await resp.json()
@@ -55,6 +64,7 @@ async def test_uploads_are_listed_read_and_deleted_with_their_files(
         assert not await _exists(stored) and not await _exists(stored.parent)
         assert await _exists(Path(str(second["file_path"])))  # the other upload is untouched
         assert (await client.get(f"/api/uploads/{first['upload_id']}")).status == 404
+        assert (await client.get(f"/api/uploads/{first['upload_id']}/content")).status == 404
         assert (await client.delete(f"/api/uploads/{first['upload_id']}")).status == 404
         listing = await (await client.get("/api/uploads")).json()
         assert [u["upload_id"] for u in listing["uploads"]] == [second["upload_id"]] and listing["total"] == 1

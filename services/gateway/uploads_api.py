@@ -1,5 +1,8 @@
 """``/api/uploads``: the files stored as transfer sources (uploads, and generated files registered like
-them): list them, read one, delete one.
+them): list them, read one, fetch its bytes, delete one.
+
+``GET /api/uploads/{id}/content`` serves the file itself (with ``Range``): a transfer worker that does not
+share the gateway's data directory (``CASTRAY_GATEWAY_URL`` set) reads uploads from here.
 
 Deleting an upload removes its record and its folder ``<data dir>/uploads/<upload_id>/``; a generated
 file's record is removed, and the file stays in the generator's folder (``/api/file-generator/files``
@@ -70,6 +73,28 @@ async def get_upload(request: web.Request) -> web.Response:
     return web.json_response((await _record(request)).model_dump())
 
 
+@doc("The stored file's bytes (Range requests allowed): how a transfer worker on another machine reads it",
+     tag=TAG, responses={400: "Not an upload id", 404: "Unknown upload, or its file is gone"})
+async def upload_content(request: web.Request) -> web.StreamResponse:
+    record = await _record(request)
+    data_dir = Path(request.app[keys.SETTINGS].data_dir)
+    path = await asyncio.to_thread(_servable, data_dir, Path(record.path))
+    if path is None:
+        raise ApiError(404, f"the file of upload {record.upload_id} is gone")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
+                                           "X-Content-SHA256": record.sha256})
+
+
+def _servable(data_dir: Path, path: Path) -> Path | None:
+    """``path`` if it is a regular file inside the data directory (a record never sends us elsewhere)."""
+    try:
+        resolved = path.resolve(strict=True)
+        resolved.relative_to(data_dir.resolve())
+    except (OSError, ValueError):
+        return None
+    return resolved if resolved.is_file() else None
+
+
 @doc("Delete an upload: its record and its stored file (a generated file's record only)", tag=TAG,
      response_model=UploadDeleted, responses={400: "Not an upload id", 404: "Unknown upload"})
 async def delete_upload(request: web.Request) -> web.Response:
@@ -98,4 +123,5 @@ def _remove_folder(folder: Path) -> int:
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/uploads", list_uploads)
     app.router.add_get("/api/uploads/{upload_id}", get_upload)
+    app.router.add_get("/api/uploads/{upload_id}/content", upload_content)
     app.router.add_delete("/api/uploads/{upload_id}", delete_upload)

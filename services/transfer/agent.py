@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 
@@ -81,6 +81,14 @@ class _Ordered:
             self.cond.notify_all()
 
 
+class Readable(Protocol):
+    """What a source reads from: an open file, or a stream such as an HTTP response."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
 class SourceFile(_Ordered):
     """Reads a file in order. Each chunk goes with a digest its destinations check it against: the
     running sha256 of the file so far, or, when the file's sha256 is already known (an upload's record
@@ -91,17 +99,23 @@ class SourceFile(_Ordered):
     ``fast`` (every node of the transfer has numpy and xxhash): chunks are numpy arrays, which a
     destination reads straight from its object store; otherwise bytearrays, with the running sha256."""
 
-    def __init__(self, path: Path, remove_after: bool, known_sha: str | None = None,
-                 fast: bool = True) -> None:
+    def __init__(self, file: Readable, size: int, known_sha: str | None = None, fast: bool = True,
+                 remove: Path | None = None) -> None:
+        """Read ``size`` bytes from ``file`` (a file, or a stream such as an HTTP response); ``remove``:
+        a file to delete at `close`."""
         super().__init__()
         self.fast = fast and FAST
         if not self.fast:
             known_sha = None  # no xxh3 on some node: the source hashes the file itself
-        self.path, self.remove_after, self.known_sha = path, remove_after, known_sha
-        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self.file.fileno()).st_size
+        self.file, self.size, self.known_sha, self.remove = file, size, known_sha, remove
         self.sha = hashlib.sha256()
         self.done = 0
+
+    @classmethod
+    def open(cls, path: Path, remove_after: bool, known_sha: str | None = None, fast: bool = True
+             ) -> SourceFile:
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        return cls(file, os.fstat(file.fileno()).st_size, known_sha, fast, path if remove_after else None)
 
     def read(self, length: int) -> tuple[Any, str]:
         buf: Any = np.empty(length, dtype=np.uint8) if self.fast else bytearray(length)
@@ -123,8 +137,8 @@ class SourceFile(_Ordered):
 
     def close(self) -> None:
         self.file.close()
-        if self.remove_after:
-            self.path.unlink(missing_ok=True)
+        if self.remove is not None:
+            self.remove.unlink(missing_ok=True)
 
 
 class _Sink(_Ordered):
@@ -290,7 +304,7 @@ class NodeAgent:
         source is not hashed again, and ``fast`` says every node of the transfer can take numpy chunks
         with xxh3 digests (see `SourceFile`)."""
         path, remove_after = await asyncio.to_thread(_resolve_source, spec)
-        source = await asyncio.to_thread(SourceFile, path, remove_after, known_sha, fast)
+        source = await asyncio.to_thread(SourceFile.open, path, remove_after, known_sha, fast)
         self.sources[key] = source
         return {"size": source.size, "path": str(path)}
 

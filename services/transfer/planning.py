@@ -101,7 +101,8 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
                   nodes: dict[str, NodeInfo], cluster_id: str, token: str
                   ) -> tuple[dict[str, Any], NodeInfo | None, str | None, int | None]:
     """(source spec, source node, expected sha256, expected size). An upload has no node: it is read
-    beside the transfer service, whose data directory the gateway shares (`castray.transfer.sources`)."""
+    beside the transfer service, whose data directory the gateway shares, or streamed from the gateway
+    when ``gateway_url`` is set (`castray.transfer.sources`)."""
     raw = dict(record.source)
     if "upload_id" in raw:
         up = UploadSource.model_validate(raw)
@@ -112,7 +113,11 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
             upload = codec.decode_model(stored, UploadRecord)
         except EventDecodeError:
             raise PlanError(f"upload {up.upload_id} has an unreadable record") from None
-        return {"kind": "here", "path": upload.path}, None, upload.sha256, upload.file_size
+        spec: dict[str, Any] = {"kind": "here", "path": upload.path}
+        if settings.gateway_url:  # this service cannot see the gateway's disk: stream it from there
+            spec["url"] = f"{settings.gateway_url.rstrip('/')}/api/uploads/{upload.upload_id}/content"
+            spec["token"] = settings.api_token or ""
+        return spec, None, upload.sha256, upload.file_size
     if "generate" in raw:
         gen = GenerateSource.model_validate(raw)
         try:

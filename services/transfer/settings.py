@@ -32,6 +32,13 @@ class TransferSettings(CommonSettings):
     driver_start_timeout: float = Field(default=90.0, gt=0, description="Seconds to connect to a cluster.")
     node_timeout: float = Field(default=60.0, gt=0,
                                 description="Seconds to wait for a node's agent to start.")
+    gateway_url: str | None = Field(
+        default=None, description="Set when this service does not share the gateway's data directory "
+        "(another machine, no shared volume): uploads are then streamed from the gateway "
+        "(GET <url>/api/uploads/<id>/content), e.g. http://gateway:8000.")
+    api_token: str | None = Field(
+        default=None, description="If set, the gateway requires this bearer token on REST and /ws, and "
+        "transfer workers send it when they read uploads from the gateway.")
 
     def inbox_root(self) -> Path:
         """Absolute inbox root."""

@@ -4,7 +4,9 @@
 - `HereReader`: this driver process reads a file on its own machine and puts each chunk into the object
   store of the node it is attached to. Uploads live with the services (the gateway streams them into the
   data directory it shares with the transfer service), not on any node of a cluster, which may be on other
-  machines; so they are read here (source spec ``{"kind": "here", "path": ...}``).
+  machines; so they are read here (source spec ``{"kind": "here", "path": ...}``). A transfer service that
+  does not share that directory (``CASTRAY_GATEWAY_URL`` set) streams the upload from the gateway instead
+  (``{"kind": "here", "url": ..., "token": ...}``), still read once, chunk by chunk.
 
 Both give, for each chunk in turn, an ObjectRef of the data and its digest (an ObjectRef, or a string when
 read here), and at the end the file's sha256 and the bytes read.
@@ -12,6 +14,9 @@ read here), and at the end the file's sha256 and the bytes read.
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +49,13 @@ class HereReader:
         self.source: SourceFile | None = None
 
     def open(self, spec: dict[str, Any], known_sha: str | None, fast: bool) -> int:
+        if spec.get("url"):
+            self.source = fetch(str(spec["url"]), str(spec.get("token") or ""), known_sha, fast)
+            return self.source.size
         path = Path(spec["path"])
         if not path.is_file():
             raise TransferError(f"source file not found beside the transfer service: {path.name}")
-        self.source = SourceFile(path, False, known_sha, fast)
+        self.source = SourceFile.open(path, False, known_sha, fast)
         return self.source.size
 
     def read(self, index: int, length: int) -> tuple[Any, Any]:
@@ -61,3 +69,34 @@ class HereReader:
             return {}
         source.close()
         return {"sha256": source.sha256(), "bytes": source.done}
+
+
+FETCH_TIMEOUT = 60.0  # seconds without a byte from the gateway before the read fails
+# Service to service: never through a proxy the environment may name for the outside world.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def fetch(url: str, token: str, known_sha: str | None, fast: bool) -> SourceFile:
+    """The file the gateway serves at ``url`` (``GET /api/uploads/<id>/content``), as a source streamed
+    in order (blocking)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = _OPENER.open(urllib.request.Request(url, headers=headers), timeout=FETCH_TIMEOUT)
+    except urllib.error.HTTPError as e:
+        raise TransferError(f"the gateway did not serve the upload: HTTP {e.code}: {_api_error(e)}") from None
+    except (urllib.error.URLError, OSError) as e:
+        why = getattr(e, "reason", None) or e
+        raise TransferError(f"could not read the upload from the gateway ({url}): {why}") from None
+    length = response.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        response.close()
+        raise TransferError("the gateway sent the upload without its length")
+    return SourceFile(response, int(length), known_sha, fast)
+
+
+def _api_error(e: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(e.read(4096))
+        return str(body.get("error") or e.reason)
+    except (ValueError, AttributeError, OSError):
+        return str(e.reason)
