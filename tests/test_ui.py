@@ -396,6 +396,17 @@ def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
     assert watch.errors_except() == []
 
 
+def unicast_from_the_form(page: Any, stack: ViewStack, target: str) -> dict[str, Any]:
+    """Send the chosen source to ``target`` from the form; the queued transfer's record."""
+    page.get_by_test_id("transfer-mode").select_option("unicast")
+    page.get_by_test_id("transfer-targets").select_option(target)
+    page.get_by_test_id("btn-transfer").click()
+    card = page.get_by_test_id("transfer-card").first
+    expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
+    record: dict[str, Any] = api(stack, "GET", f"/api/transfers/{card.get_attribute('data-id')}")[1]
+    return record
+
+
 def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tuple[Any, PageWatch],
                                                tmp_path: Path) -> None:
     page, watch = page_watch
@@ -410,12 +421,7 @@ def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tup
     expect(status).to_contain_text(f"sha256 {hashlib.sha256(content).hexdigest()}")
     expect(page.get_by_test_id("upload-progress")).to_have_attribute("aria-valuenow", "100")
     expect(status).to_contain_text("payload <b>.bin")
-    page.get_by_test_id("transfer-mode").select_option("unicast")
-    page.get_by_test_id("transfer-targets").select_option("c1-n0001")
-    page.get_by_test_id("btn-transfer").click()
-    card = page.get_by_test_id("transfer-card").first
-    expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
-    record = api(stack, "GET", f"/api/transfers/{card.get_attribute('data-id')}")[1]
+    record = unicast_from_the_form(page, stack, "c1-n0001")
     assert record["mode"] == "unicast" and [d["node_id"] for d in record["destinations"]] == ["c1-n0001"]
     assert record["bytes_total"] == len(content)
     assert watch.errors_except() == []
@@ -438,12 +444,7 @@ def test_a_stored_upload_is_picked_as_the_source_then_deleted(stack: ViewStack,
     expect(stored.locator("option").nth(1)).to_contain_text("stored <i>.bin")
 
     stored.select_option(listed["upload_id"])
-    page.get_by_test_id("transfer-mode").select_option("unicast")
-    page.get_by_test_id("transfer-targets").select_option("c1-n0001")
-    page.get_by_test_id("btn-transfer").click()
-    card = page.get_by_test_id("transfer-card").first
-    expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
-    record = api(stack, "GET", f"/api/transfers/{card.get_attribute('data-id')}")[1]
+    record = unicast_from_the_form(page, stack, "c1-n0001")
     assert record["source"]["upload_id"] == listed["upload_id"]
 
     stored.select_option(listed["upload_id"])
