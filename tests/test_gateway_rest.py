@@ -70,6 +70,13 @@ async def test_status_of_an_empty_view(gateway) -> None:
         [],
     )
     assert (body["epoch"], body["version"]) == ("", 0)
+    assert body["discovery_leader"] is None  # no discovery replica leads
+
+
+async def test_status_names_the_discovery_replica_that_leads(gateway, redis_client, names) -> None:
+    await redis_client.set(names.discovery_leader, "discovery@host-a:41:abc123", px=10_000)
+    body = await (await gateway.get("/api/status")).json()
+    assert body["discovery_leader"] == "discovery@host-a:41:abc123"
 
 
 async def test_external_info_has_the_manuals_shape(gateway, view: ViewWriter) -> None:

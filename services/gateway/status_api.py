@@ -13,11 +13,15 @@ from castray.shared.bus import REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 
-@doc("Every node of every cluster: total_nodes, active_nodes, node_statuses, clusters, ray_cluster",
+@doc("Every node of every cluster: total_nodes, active_nodes, node_statuses, clusters, ray_cluster; and "
+     "discovery_leader, the discovery replica that leads (null: none does now)",
      tag="status", responses={503: "Redis unavailable"})
 async def get_status(request: web.Request) -> web.Response:
-    snap = await request.app[keys.VIEW].snapshot()
-    return web.json_response({"success": True, **summaries.build_status(snap)})
+    app = request.app
+    snap = await app[keys.VIEW].snapshot()
+    leader = await app[keys.REDIS].get(app[keys.NAMES].discovery_leader)
+    return web.json_response({"success": True, **summaries.build_status(snap),
+                              "discovery_leader": leader.decode() if isinstance(leader, bytes) else leader})
 
 
 @doc("Health: Redis answers and the event listener is subscribed (503 otherwise)", tag="status",
