@@ -26,11 +26,16 @@ export function setToken(value) {
 /** Called with no argument when the gateway answers 401 (the page then asks for a token). */
 export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
 
-function headers(extra = {}) {
-  const h = { Accept: "application/json", ...extra };
-  const t = token();
+function headers(t) {
+  const h = { Accept: "application/json" };
   if (t) h.Authorization = `Bearer ${t}`;
   return h;
+}
+
+/** A 401 asks for a token only if the request carried the token in use now: a request sent before the
+ * user gave a (new) token may still be refused after it, and must not ask again. */
+function refused(sentToken) {
+  if (sentToken === token()) onUnauthorized();
 }
 
 function errorFrom(status, body, fallback) {
@@ -49,7 +54,8 @@ async function parse(response) {
 
 /** Call the API; resolves to the JSON body, rejects with an ApiError carrying the API's message. */
 export async function request(method, path, body) {
-  const init = { method, headers: headers(), cache: "no-store" };
+  const sent = token();
+  const init = { method, headers: headers(sent), cache: "no-store" };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -61,7 +67,7 @@ export async function request(method, path, body) {
     throw new ApiError(`the gateway did not answer (${e.message || "network error"})`, { code: "network" });
   }
   const data = await parse(response);
-  if (response.status === 401) onUnauthorized();
+  if (response.status === 401) refused(sent);
   if (!response.ok || (data && data.success === false)) {
     throw errorFrom(response.status, data, `${method} ${path} failed with HTTP ${response.status}`);
   }
@@ -81,8 +87,8 @@ export function upload(path, file, onProgress) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
     xhr.open("POST", path);
-    const t = token();
-    if (t) xhr.setRequestHeader("Authorization", `Bearer ${t}`);
+    const sent = token();
+    if (sent) xhr.setRequestHeader("Authorization", `Bearer ${sent}`);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.addEventListener("progress", (e) => {
       if (e.lengthComputable) onProgress(e.loaded, e.total);
@@ -90,7 +96,7 @@ export function upload(path, file, onProgress) {
     xhr.addEventListener("load", () => {
       let data = null;
       try { data = JSON.parse(xhr.responseText || "null"); } catch { data = { error: xhr.responseText } }
-      if (xhr.status === 401) onUnauthorized();
+      if (xhr.status === 401) refused(sent);
       if (xhr.status >= 200 && xhr.status < 300 && data && data.upload_id) resolve(data);
       else reject(errorFrom(xhr.status, data, `upload failed with HTTP ${xhr.status}`));
     });
