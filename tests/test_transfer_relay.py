@@ -5,6 +5,7 @@ machine (`castray.transfer.job`). Every copy is checked on disk, and the relay c
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -177,3 +178,44 @@ async def test_cancel_during_the_relay_leg(
         inbox = worker.settings.inbox_root() / b_worker.id
         assert not (inbox / "later.bin").exists() and env.temp_files(inbox) == []
         assert _relay_leftovers(worker) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB tmpfs (root only), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+async def test_no_room_for_the_relay_fails_the_other_clusters_nodes_at_once(
+    ray_head: local_ray.RayNode, cluster_b: list[local_ray.RayNode], small_disk: Path,
+    redis_client: aioredis.Redis, names: Names, namespace: str, tmp_path: Path,
+) -> None:
+    a_head, b_head, _ = await _two_views(redis_client, names, ray_head, cluster_b)
+    upload = tmp_path / "uploads" / "big.bin"
+    # 24 MiB would fit on the 32 MiB disk, but not with the headroom a relay leaves free.
+    upload_id, want = await env.random_upload(redis_client, names, upload, 24 * MiB)
+    async with env.running_worker(namespace, tmp_path / "worker", redis_client,
+                                  data_dir=small_disk) as worker:
+        rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
+                              targets=[a_head.id, b_head.id], file_name="big.bin", mode="multicast",
+                              cluster_id=a_head.cluster_id)
+        rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=180)
+    by_node = {d.node_id: d for d in rec.destinations}
+    assert by_node[a_head.id].state == "completed" and by_node[a_head.id].sha256 == want  # its own cluster
+    failed = by_node[b_head.id]
+    assert failed.state == "failed" and failed.error and "no room for the relay copy" in failed.error, failed
+    assert "needed" in failed.error and "free" in failed.error
+    assert rec.state == "completed" and rec.error and b_head.id in rec.error  # done, with one failure
+    assert env.sha256_file(worker.settings.inbox_root() / a_head.id / "big.bin") == want
+    assert _relay_leftovers(worker) == []  # nothing was written to the full disk

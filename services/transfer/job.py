@@ -33,6 +33,7 @@ from castray.shared.events import (
     TransferProgress,
     TransferStarted,
 )
+from castray.shared.sizes import format_size
 from castray.shared.transfers import Destination, TransferRecord
 from castray.transfer.drivers import DriverError, DriverProcess, Drivers
 from castray.transfer.planning import PlanError, Prepared, Relay, prepare
@@ -42,6 +43,7 @@ from castray.transfer.settings import TransferSettings
 log = logging.getLogger(__name__)
 RELAY = "castray-relay"  # the node id of the relay copy in the source cluster's plan (never a view node id)
 STALE_RELAY_S = 3600.0
+RELAY_HEADROOM = 16 * 1024 * 1024  # left free beside a relay copy (logs, other files)
 
 
 class TransferJob:
@@ -120,6 +122,14 @@ class TransferJob:
         """The source's cluster copies to its destinations and to the relay here; then every other
         cluster, at once, from the relay to its own."""
         await asyncio.to_thread(_remove_relays, relay_dir.parent, self.rec.id, stale_too=True)
+        short = await asyncio.to_thread(_short_of_room, relay_dir.parent, self.rec.bytes_total or 0)
+        if short:  # fail those destinations now, not after moving the whole file once
+            for group in prep.relays:
+                for d in group.dests:
+                    await self._dest_failed(d["node_id"], f"no room for the relay copy here: {short}")
+            if prep.plan["dests"]:
+                self.done = await self._drive(prep.address, prep.plan)
+            return
         relay = {"node_id": RELAY, "ray_node_id": "", "dir": str(relay_dir)}  # "": the driver's own node
         self.done = await self._drive(prep.address, {**prep.plan, "dests": [*prep.plan["dests"], relay]})
         copy = self.relayed
@@ -278,6 +288,18 @@ def _remove_relays(directory: Path, transfer_id: str, stale_too: bool = False) -
     for old in directory.iterdir():
         if old.name.startswith(mine) or (stale_too and now - _newest_mtime(old) > STALE_RELAY_S):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _short_of_room(directory: Path, size: int) -> str | None:
+    """Why a relay copy of ``size`` bytes cannot fit under ``directory`` now, or None if it can (or its
+    size is not known yet). Best effort: other transfers may take the room meanwhile."""
+    if size <= 0:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free >= size + RELAY_HEADROOM:
+        return None
+    return f"{format_size(size)} needed, {format_size(free)} free on {directory}"
 
 
 def _newest_mtime(path: Path) -> float:

@@ -86,7 +86,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def settings_for(namespace: str, root: Path, **kw: Any) -> TransferSettings:
-    return TransferSettings(namespace=namespace, data_dir=root / "data", inbox_dir=root / "inbox",
+    data_dir = kw.pop("data_dir", root / "data")
+    return TransferSettings(namespace=namespace, data_dir=data_dir, inbox_dir=root / "inbox",
                             files_root=root / "files", claim_idle_ms=kw.pop("claim_idle_ms", 3000),
                             log_level="INFO", **kw)
 
