@@ -23,6 +23,11 @@ def as_bytes(raw: bytes | str) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
+def as_text(raw: bytes | str | None) -> str | None:
+    """A Redis string reply as text (None stays None): bytes here, typed as either by redis-py."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def unpack(raw: bytes | str) -> Any:
     return msgpack.unpackb(as_bytes(raw), raw=False, strict_map_key=False)
 

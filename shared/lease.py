@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from castray.shared.codec import as_text
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -49,8 +52,13 @@ class Lease:
         await self.redis.eval(_RELEASE, 1, self.key, self.owner)
 
     async def holder(self) -> str | None:
-        raw = await self.redis.get(self.key)
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return await holder_of(self.redis, self.key)
+
+    async def fence(self, pipe: Any) -> bool:
+        """WATCH the lease on ``pipe`` (a transaction pipeline, before MULTI) and say whether we hold it;
+        if it changes hands before EXEC, EXEC fails with WatchError, so nothing is written."""
+        await pipe.watch(self.key)
+        return as_text(await pipe.get(self.key)) == self.owner
 
     async def keep(self, period: float) -> None:
         """Renew every ``period`` seconds while the lease is ours; return once it may not be.
@@ -71,3 +79,8 @@ class Lease:
             except (RedisError, OSError, TimeoutError):
                 if time.monotonic() - confirmed >= self.ttl_ms / 1000:
                     return
+
+
+async def holder_of(redis: aioredis.Redis, key: str) -> str | None:
+    """Who holds the lease at ``key`` now (None: nobody)."""
+    return as_text(await redis.get(key))

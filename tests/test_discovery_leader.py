@@ -18,7 +18,8 @@ from castray import local_ray
 from castray.discovery.publisher import NotLeading
 from castray.discovery.worker import DiscoveryWorker
 from castray.shared.bus import Bus
-from castray.shared.lease import Lease
+from castray.shared.codec import as_text
+from castray.shared.lease import Lease, holder_of
 from castray.shared.names import Names
 from tests.test_discovery_support import (  # noqa: F401  (fixtures)
     EventLog,
@@ -30,12 +31,8 @@ from tests.test_discovery_support import (  # noqa: F401  (fixtures)
 )
 
 
-def _text(raw: Any) -> str | None:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 async def _meta_source(redis: aioredis.Redis, names: Names) -> str | None:
-    return _text(await redis.hget(names.discovery_meta, "source"))
+    return as_text(await redis.hget(names.discovery_meta, "source"))
 
 
 async def _command_servers(redis: aioredis.Redis, names: Names) -> int:
@@ -94,7 +91,7 @@ async def test_two_replicas_one_leads_the_other_stands_by(
         # replicas without the lease rewrote each other's state at every check.
         for _ in range(15):
             await asyncio.sleep(0.2)
-            assert await Lease(redis_client, names.discovery_leader, "", 1).holder() == first.bus.source
+            assert await holder_of(redis_client, names.discovery_leader) == first.bus.source
             assert await _meta_source(redis_client, names) == first.bus.source
         assert first.leading and not second.leading and second.terms == 0
         assert len(events.of_type("source-reset")) == resets
@@ -200,4 +197,4 @@ async def test_standby_takes_over_from_a_killed_leader_process(
 
 async def _stands_by(worker: DiscoveryWorker, redis: aioredis.Redis, names: Names, leader: str) -> bool:
     return (worker._runner is not None and not worker.leading
-            and _text(await redis.get(names.discovery_leader)) == leader)
+            and await holder_of(redis, names.discovery_leader) == leader)

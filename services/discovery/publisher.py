@@ -170,10 +170,8 @@ class StatePublisher:
         for _ in range(3):
             async with self.redis.pipeline(transaction=True) as pipe:
                 if self.lease is not None:
-                    await pipe.watch(self.lease.key)
-                    holder = await pipe.get(self.lease.key)
-                    if (holder.decode() if isinstance(holder, bytes) else holder) != self.lease.owner:
-                        raise NotLeading(f"the discovery lease is held by {holder!r}")
+                    if not await self.lease.fence(pipe):
+                        raise NotLeading("another discovery replica holds the lease")
                     pipe.multi()  # type: ignore[no-untyped-call]
                 queue(pipe)
                 try:

@@ -55,7 +55,6 @@ class DiscoveryWorker:
         self.lease = Lease(redis, settings.names.discovery_leader, self.bus.source,
                            int(settings.leader_ttl * 1000))
         self.publisher = self._new_publisher()
-        self.leading = False
         self.terms = 0  # how many times this replica has led
         self.session: aiohttp.ClientSession | None = None
         self.tracker: Tracker | None = None
@@ -66,6 +65,11 @@ class DiscoveryWorker:
         self._started = asyncio.Event()
         self._commands_ready = asyncio.Event()
         self._closed = False
+
+    @property
+    def leading(self) -> bool:
+        """This replica leads now (set from the start of a term to its end)."""
+        return self._started.is_set()
 
     def _new_publisher(self) -> StatePublisher:
         return StatePublisher(self.redis, self.bus, check_interval=self.settings.state_check_interval,
@@ -129,7 +133,6 @@ class DiscoveryWorker:
             self._tasks.append(
                 asyncio.create_task(self.discoverer.run_periodically(), name="discovery-passes")
             )
-        self.leading = True
         self._started.set()
         log.info("discovery leading as %s (namespace %s)", self.bus.source, self.settings.namespace)
         try:
@@ -139,16 +142,15 @@ class DiscoveryWorker:
                     task.result()  # a failed task ends the worker, as it always has
             log.warning("discovery lost its lease (namespace %s); standing by", self.settings.namespace)
         finally:
-            self.leading = False
             await stop_tasks([keeper])
             await self._end_term()
 
     async def _end_term(self) -> None:
         """Stop this term's tasks and watchers; the next term builds everything afresh."""
+        self._started.clear()  # not leading from here on
+        self._commands_ready.clear()
         await stop_tasks(self._tasks)
         self._tasks = []
-        self._started.clear()
-        self._commands_ready.clear()
         if self.discoverer is not None:
             await self.discoverer.close()
         if self.tracker is not None:

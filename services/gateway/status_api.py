@@ -9,6 +9,7 @@ from aiohttp import web
 from castray.gateway import keys, summaries
 from castray.gateway.openapi import doc
 from castray.shared.bus import REDIS_ERRORS
+from castray.shared.lease import holder_of
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +20,8 @@ log = logging.getLogger(__name__)
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
     snap = await app[keys.VIEW].snapshot()
-    leader = await app[keys.REDIS].get(app[keys.NAMES].discovery_leader)
-    return web.json_response({"success": True, **summaries.build_status(snap),
-                              "discovery_leader": leader.decode() if isinstance(leader, bytes) else leader})
+    leader = await holder_of(app[keys.REDIS], app[keys.NAMES].discovery_leader)
+    return web.json_response({"success": True, **summaries.build_status(snap), "discovery_leader": leader})
 
 
 @doc("Health: Redis answers and the event listener is subscribed (503 otherwise)", tag="status",

@@ -131,7 +131,7 @@ async def _newest_first(redis: aioredis.Redis, index: str, key: Callable[[str], 
         ids, total = await pipe.execute()
     if not ids:
         return [], int(total)
-    raws = await redis.mget([key(i.decode() if isinstance(i, bytes) else i) for i in ids])
+    raws = await redis.mget([key(str(codec.as_text(i))) for i in ids])
     records: list[M] = []
     for raw in raws:
         if raw is None:

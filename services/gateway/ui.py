@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+
+from castray.gateway.errors import Handler
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_PREFIX = "/ui/static/"
