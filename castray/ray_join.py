@@ -33,7 +33,7 @@ def joined() -> Iterator[list[local_ray.RayNode]]:
     nodes: list[local_ray.RayNode] = []
     temps: list[str] = []
     try:
-        for address in JoinSettings().join_addresses:
+        for address in JoinSettings().join_ray:
             temps.append(tempfile.mkdtemp(prefix="castray-ray-"))  # short: Ray's socket paths live under it
             try:
                 node = local_ray.join_cluster(address, temps[-1])

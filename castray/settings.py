@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from castray.shared.settings import CommonSettings
+from castray.shared.settings import CommonSettings, CsvList
 
 
 class UpSettings(CommonSettings):
@@ -28,12 +28,8 @@ class UpSettings(CommonSettings):
 
 
 class JoinSettings(CommonSettings):
-    join_ray: str | None = Field(default=None,
-                                 description="`castray transfer`: first join this host to the Ray cluster at "
-                                 "each of these GCS host:port addresses (comma-separated) as a node with no "
-                                 "CPUs (a Ray driver needs a raylet on its own host: set in containers, and "
-                                 "for clusters on other machines).")
-
-    @property
-    def join_addresses(self) -> list[str]:
-        return [part.strip() for part in (self.join_ray or "").split(",") if part.strip()]
+    join_ray: CsvList = Field(default_factory=list,
+                              description="`castray transfer`: first join this host to the Ray cluster at "
+                              "each of these GCS host:port addresses (comma-separated) as a node with no "
+                              "CPUs (a Ray driver needs a raylet on its own host: set in containers, and "
+                              "for clusters on other machines).")

@@ -5,10 +5,27 @@ Built once at the entry point and passed explicitly: nothing reads the environme
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from castray.shared.names import Names
+
+
+def split_csv(value: Any) -> Any:
+    """A list setting from the environment: ``a,b,c`` (blanks dropped) or a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# A list of strings, given in the environment comma-separated (or as JSON).
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 
 
 class CommonSettings(BaseSettings):

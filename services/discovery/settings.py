@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field
 
-from castray.shared.settings import CommonSettings
+from castray.shared.settings import CommonSettings, CsvList
 
 
 def default_ray_temp_dirs() -> list[str]:
@@ -25,20 +23,6 @@ def default_ray_temp_dirs() -> list[str]:
             break
     dirs.append("/tmp/ray")
     return list(dict.fromkeys(dirs))
-
-
-def _split(value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-CsvList = Annotated[list[str], NoDecode]
 
 
 class DiscoverySettings(CommonSettings):
@@ -91,8 +75,3 @@ class DiscoverySettings(CommonSettings):
         description="Seconds a discovery replica leads without renewing its lease: one replica leads, the "
         "others stand by, and one of them takes over this long after the leader died.",
     )
-
-    @field_validator("discovery_addresses", "ray_temp_dirs", "scan_hosts", mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split(value)
