@@ -28,6 +28,7 @@ from castray import local_ray, ray_find, redis_local
 from castray.children import Child, stop_all
 from castray.cli import SERVICES
 from castray.settings import UpSettings
+from castray.shared.lifecycle import python_module_command
 from castray.shared.log import setup_logging
 
 log = logging.getLogger("castray.up")
@@ -154,7 +155,7 @@ class Supervisor:
 
     def _start_children(self, env: dict[str, str]) -> None:
         for name in SERVICES:
-            child = Child(name, [sys.executable, "-m", "castray.cli", name], env,
+            child = Child(name, python_module_command("castray.cli", name), env,
                           max_delay=self.settings.restart_max_delay)
             self.children.append(child)
             child.start()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -76,3 +77,13 @@ def run_service(service: Service) -> None:
     """Blocking entry point for ``castray <service>``."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(service))
+
+
+def python_module_command(module: str, *args: str) -> list[str]:
+    """The argv that runs ``python -m module`` in a child process, with this interpreter.
+
+    ``-P`` (Python 3.11+) keeps the working directory off ``sys.path``: a folder named ``castray/`` there
+    (the source tree, say) would otherwise shadow the installed package, whose subpackages live elsewhere
+    (pyproject.toml's package-dir mapping), and ``castray.transfer`` would not be found.
+    """
+    return [sys.executable, "-P", "-m", module, *args]

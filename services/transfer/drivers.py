@@ -8,12 +8,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+from castray.shared.lifecycle import python_module_command
+
 log = logging.getLogger(__name__)
 _LINE_LIMIT = 16 * 1024 * 1024
+
+
+def driver_command(address: str, log_level: str) -> list[str]:
+    """The driver's argv: ``python -P -m castray.transfer.driver`` (``-P``: see python_module_command)."""
+    return python_module_command("castray.transfer.driver", "--address", address, "--log-level", log_level)
 
 
 class DriverError(Exception):
@@ -43,8 +49,7 @@ class DriverProcess:
         """Start the process and wait until it is connected to Ray (`DriverError` if it cannot)."""
         self._ready = asyncio.get_running_loop().create_future()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "castray.transfer.driver", "--address", self.address,
-            "--log-level", self.log_level, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *driver_command(self.address, self.log_level), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=_LINE_LIMIT)
         self._reader = asyncio.create_task(self._read(), name=f"driver-{self.address}")
         try:
