@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 NODES_PATH = "/api/v0/nodes?limit=10000&detail=true"
 SUMMARY_PATH = "/nodes?view=summary"
+# Ray's state API never lists more (RAY_MAX_LIMIT_FROM_API_SERVER): a longer list is a lie.
+MAX_ROWS = 10_000
 _NODE_ID_RE = re.compile(r"^[0-9a-fA-F]{12,128}$")
 _GCS_PORT_RE = re.compile(r"^--gcs_server_port=(\d{1,5})$")
 
@@ -69,12 +71,19 @@ class DashboardClient:
     """Requests to one dashboard (``base_url`` like ``http://127.0.0.1:8265``) over a shared session."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, *, timeout: float, max_bytes: int
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float,
+        max_bytes: int,
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.max_rows = max_rows
 
     async def get_json(self, path: str, *, what: str = "dashboard") -> Any:
         """GET ``path`` and parse JSON; failures are classified `CommandError`s."""
@@ -94,10 +103,7 @@ class DashboardClient:
             raise errors.dashboard_unreachable(f"{url} failed: {type(e).__name__}: {e}") from e
         if status != 200:
             raise _status_error(status, url, what)
-        try:
-            return json.loads(body)
-        except ValueError as e:
-            raise errors.not_ray_dashboard(f"{url} answered something that is not JSON") from e
+        return _parse_json(body, url)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
         if resp.content_length is not None and resp.content_length > self.max_bytes:
@@ -134,6 +140,10 @@ class DashboardClient:
                 raise TypeError("result is not a list")
         except (KeyError, TypeError) as e:
             raise errors.not_ray_dashboard(f"{self.base_url}/api/v0/nodes has an unexpected shape") from e
+        if len(rows) > self.max_rows:
+            raise errors.not_ray_dashboard(
+                f"{self.base_url}/api/v0/nodes listed {len(rows)} nodes (most accepted: {self.max_rows})"
+            )
         out: dict[str, NodeRow] = {}
         bad = 0
         for raw in rows:
@@ -158,10 +168,26 @@ class DashboardClient:
             raise errors.not_ray_dashboard(
                 f"{self.base_url}/nodes?view=summary has an unexpected shape"
             ) from e
+        if len(rows) > self.max_rows:
+            raise errors.not_ray_dashboard(
+                f"{self.base_url}/nodes?view=summary listed {len(rows)} nodes (most: {self.max_rows})"
+            )
         return [r for r in (_summary_row(raw) for raw in rows) if r is not None]
 
 
+def _parse_json(body: bytes, url: str) -> Any:
+    """JSON from a dashboard that may lie: deep nesting (``RecursionError`` in the parser) is refused too."""
+    try:
+        return json.loads(body)
+    except RecursionError as e:
+        raise errors.not_ray_dashboard(f"{url} answered JSON nested too deeply") from e
+    except ValueError as e:
+        raise errors.not_ray_dashboard(f"{url} answered something that is not JSON") from e
+
+
 def _status_error(status: int, url: str, what: str) -> CommandError:
+    if 300 <= status < 400:
+        return errors.not_ray_dashboard(f"{url} answered a redirect (HTTP {status}), which is not followed")
     if what == "nodes" and status == 404:
         return errors.incompatible_version(f"{url} answered 404: this Ray has no state API")
     if what == "nodes" and status >= 500:

@@ -3,6 +3,7 @@
 address_malformed (400); dashboard_unreachable, not_ray_dashboard, gcs_unreachable, incompatible_version and
 timeout (422: the address the user gave does not lead to a usable Ray cluster; a 4xx, since it is the
 request that cannot be carried out, not CastRay that failed); not_found (404), local_cluster (409).
+node_list_unstable: why a watched cluster fails whose node list changes on every poll.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def incompatible_version(message: str) -> CommandError:
 
 def timed_out(message: str) -> CommandError:
     return CommandError(message, status=422, code="timeout")
+
+
+def node_list_unstable(message: str) -> CommandError:
+    return CommandError(message, status=422, code="node_list_unstable")
 
 
 def not_found(message: str) -> CommandError:

@@ -79,6 +79,9 @@ class Discoverer:
                     return await self.prober.probe(c.address, kind=c.kind)
                 except CommandError as e:
                     return e
+                except Exception as e:  # a bug on one candidate must not abort the pass for the others
+                    log.exception("probing %s failed unexpectedly", c.address)
+                    return CommandError(f"probe failed: {type(e).__name__}", status=500, code="internal")
 
         outcomes = await asyncio.gather(*(probe(c) for c in candidates))
         explicit, self._explicit, self._open = self._explicit, False, False

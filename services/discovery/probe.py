@@ -52,6 +52,7 @@ class Prober:
             dashboard_url,
             timeout=self.settings.poll_timeout,
             max_bytes=self.settings.max_response_bytes,
+            max_rows=self.settings.max_cluster_nodes,
         )
 
     async def probe(self, address: str | Address, *, kind: str = "any") -> Probe:

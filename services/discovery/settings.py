@@ -62,6 +62,16 @@ class DiscoverySettings(CommonSettings):
     max_response_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="Largest dashboard response body read."
     )
+    max_cluster_nodes: int = Field(
+        default=10_000, ge=1,
+        description="Most nodes one dashboard may list (Ray's state API lists at most 10000); a longer list "
+        "makes the cluster fail, with the reason.",
+    )
+    max_new_nodes_per_minute: float = Field(
+        default=1000.0, gt=0,
+        description="Node ids a cluster may show that discovery did not know, per minute, after a burst of "
+        "CASTRAY_MAX_CLUSTER_NODES: a node list that changes on every poll makes the cluster fail.",
+    )
     min_ray_version: str = Field(default="2.9.0", description="Oldest Ray version accepted.")
     local_cluster: str | None = Field(
         default=None,

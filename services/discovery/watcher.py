@@ -14,7 +14,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from castray.discovery.dashboard import DashboardClient
+from castray.discovery import errors
+from castray.discovery.dashboard import DashboardClient, NodeRow
+from castray.discovery.limits import NodeIdBudget
 from castray.discovery.settings import DiscoverySettings
 from castray.shared.errors import CommandError
 
@@ -46,6 +48,9 @@ class ClusterWatcher:
         self._task: asyncio.Task[None] | None = None
         self._hostname_task: asyncio.Task[None] | None = None
         self._hostnames_at = 0.0
+        self.budget = NodeIdBudget(
+            burst=settings.max_cluster_nodes, per_minute=settings.max_new_nodes_per_minute
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"watch-{self.cluster_id}")
@@ -76,8 +81,11 @@ class ClusterWatcher:
                 await self.poll_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug must not end the watch
+            except Exception as e:  # a bug must not end the watch, nor keep a failing cluster alive
                 log.exception("watcher of %s: poll failed unexpectedly", self.cluster_id)
+                self.failures += 1
+                failed = CommandError(f"poll failed: {type(e).__name__}", status=500, code="internal")
+                await self.tracker.poll_failed(self.cluster_id, failed, self.failures)
             await asyncio.sleep(max(0.0, started + self._interval() - loop.time()))
 
     async def poll_once(self) -> None:
@@ -94,7 +102,7 @@ class ClusterWatcher:
                     self._task = None
                     await self.tracker.replaced(self.cluster_id, version.session_name)
                     return
-            rows = await self.client.nodes()
+            rows = self._within_budget(await self.client.nodes())
         except CommandError as e:
             self.failures += 1
             log.debug("cluster %s poll %d failed: %s", self.cluster_id, self.failures, e.message)
@@ -103,6 +111,16 @@ class ClusterWatcher:
         self.failures = 0
         await self.tracker.poll_ok(self.cluster_id, rows)
         self._maybe_fetch_hostnames()
+
+    def _within_budget(self, rows: list[NodeRow]) -> list[NodeRow]:
+        known = {n.ray_node_id for n in self.tracker.state.nodes_of(self.cluster_id)}
+        new = sum(1 for r in rows if r.node_id not in known)
+        if not self.budget.take(new):
+            raise errors.node_list_unstable(
+                f"{self.client.base_url} listed {new} nodes never seen before: its node list changes faster "
+                f"than {self.settings.max_new_nodes_per_minute:g} new nodes a minute"
+            )
+        return rows
 
     def _maybe_fetch_hostnames(self) -> None:
         if self._hostname_task is not None and not self._hostname_task.done():
