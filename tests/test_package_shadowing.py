@@ -22,7 +22,8 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_transfer_driver_starts_from_a_folder_that_holds_the_source(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "castray", tmp_path / "castray")  # the source folder: castray/ has no transfer/
-    assert driver_command("127.0.0.1:1", "INFO")[:4] == [sys.executable, "-P", "-m", "castray.transfer.driver"]
+    argv = driver_command("127.0.0.1:1", "INFO")
+    assert argv[:4] == [sys.executable, "-P", "-m", "castray.transfer.driver"]
     # (An editable install resolves castray.transfer through its own finder, so plain `-m` may work here
     # too; the installed, non-editable package of the image does not: tests/test_compose_engine.py.)
 

@@ -49,8 +49,8 @@ class DriverProcess:
         """Start the process and wait until it is connected to Ray (`DriverError` if it cannot)."""
         self._ready = asyncio.get_running_loop().create_future()
         self.proc = await asyncio.create_subprocess_exec(
-            *driver_command(self.address, self.log_level), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            limit=_LINE_LIMIT)
+            *driver_command(self.address, self.log_level), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, limit=_LINE_LIMIT)
         self._reader = asyncio.create_task(self._read(), name=f"driver-{self.address}")
         try:
             hello = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
