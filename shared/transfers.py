@@ -104,6 +104,10 @@ class TransferRecord(BaseModel):
     finished_at: float | None = None
     destinations: list[Destination]
     error: str | None = None
+    waiting_for: str | None = Field(default=None, description=(
+        "While a running transfer waits for something the node view does not have yet (e.g. its cluster's "
+        "GCS address, learned shortly after the nodes show ALIVE): what. It fails if that takes longer "
+        "than the transfer service's ready_timeout."))
     overwrite: bool = False
     cancel_requested: bool = False
     worker: str | None = None

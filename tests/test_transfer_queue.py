@@ -1,6 +1,6 @@
 """The worker's queue discipline, without Ray: finished records are only acknowledged, a cancel before
-start settles at once, a transfer that cannot be planned fails with a reason, a lease held by a live
-replica is respected."""
+start settles at once, a transfer that cannot be planned fails with a reason (after ``ready_timeout`` if it
+waited for the view), a lease held by a live replica is respected."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from tests.support import transfer_env as env
 @pytest.fixture
 async def worker(namespace: str, tmp_path: Path,
                  redis_client: aioredis.Redis) -> AsyncIterator[TransferWorker]:
-    async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=1000) as w:
+    async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=1000,
+                                  ready_timeout=1.0) as w:
         yield w
 
 
@@ -76,7 +77,8 @@ async def test_cancel_before_start_and_unplannable(
     assert got.state == "failed" and "node view" in str(got.error)
     assert got.destinations[0].state == "failed" and got.destinations[0].error
     got = await env.wait_record(redis_client, names, no_gcs.id, env.done, timeout=30)
-    assert got.state == "failed" and "GCS address" in str(got.error)
+    # (it waited for the address, up to ready_timeout: tests/test_transfer_waits.py)
+    assert got.state == "failed" and "gave up after 1 s waiting for the GCS address" in str(got.error)
     await _wait_acked(redis_client, names)
 
 

@@ -110,14 +110,14 @@ class Prober:
         rows, summary = await asyncio.gather(client.nodes(), self._summary(client))
         head = next((r for r in rows if r.is_head_node and r.state == "ALIVE"), None)
         head = head or next((r for r in rows if r.is_head_node), None)
-        gcs_address = _gcs_address(head, summary)
-        key = gcs_address or (head.node_id if head else url)
+        gcs_at = gcs_address(head.node_id if head else None, head.node_ip if head else None, summary)
+        key = gcs_at or (head.node_id if head else url)
         return Probe(
             cluster_id=cluster_id(version.session_name, key),
             dashboard_url=url,
             ray_version=version.ray_version,
             session_name=version.session_name,
-            gcs_address=gcs_address,
+            gcs_address=gcs_at,
             head_node_id=head.node_id if head else None,
             rows=rows,
             hostnames={s.node_id: s.hostname for s in summary if s.hostname},
@@ -135,11 +135,13 @@ class Prober:
         return {s.node_id: s.hostname for s in rows if s.hostname}
 
 
-def _gcs_address(head: NodeRow | None, summary: list[SummaryRow]) -> str | None:
-    row = next(
-        (s for s in summary if s.gcs_port is not None and (head is None or s.node_id == head.node_id)), None
-    )
+def gcs_address(head_id: str | None, head_ip: str | None, summary: list[SummaryRow]) -> str | None:
+    """``ip:port`` of the GCS, from the head's summary row. Ray adds the ``gcs`` part of that row only
+    with the head agent's first report, a few seconds after the head shows ALIVE (measured on 2.60:
+    2.6 s): a cluster probed before then is found without it, and its watcher learns it later."""
+    row = next((s for s in summary if s.gcs_port is not None and (head_id is None or s.node_id == head_id)),
+               None)
     if row is None or row.gcs_port is None:
         return None
-    ip = (head.node_ip if head else None) or row.ip
+    ip = head_ip or row.ip
     return f"{ip}:{row.gcs_port}" if ip else None

@@ -11,8 +11,8 @@ import logging
 import time
 from collections import defaultdict
 
-from castray.discovery.dashboard import NodeRow
-from castray.discovery.probe import Probe, Prober
+from castray.discovery.dashboard import NodeRow, SummaryRow
+from castray.discovery.probe import Probe, Prober, gcs_address
 from castray.discovery.publisher import StatePublisher
 from castray.discovery.records import CLUSTER_FIELDS, NODE_FIELDS, build_node, diff
 from castray.discovery.settings import DiscoverySettings
@@ -196,6 +196,18 @@ class Tracker:
                 new = node.model_copy(update={"hostname": name})
                 await self.publisher.node_event(new, "updated", diff(node, new, NODE_FIELDS))
 
+    async def set_gcs_address(self, cid: str, summary: list[SummaryRow]) -> None:
+        """Complete a cluster found before its dashboard reported the GCS: transfers wait for it."""
+        async with self._locks[cid]:
+            cluster = self.state.clusters.get(cid)
+            head = next((n for n in self.state.nodes_of(cid) if n.is_head and n.state == "ALIVE"), None)
+            if cluster is None or cluster.gcs_address or head is None:
+                return
+            address = gcs_address(head.ray_node_id, head.ip, summary)
+            if address:
+                log.info("cluster %s: GCS at %s", cid, address)
+                await self._refresh(cid, cluster.model_copy(update={"gcs_address": address}))
+
     async def replaced(self, cid: str, session_name: str) -> None:
         """The dashboard now serves another session: the old cluster is gone for good."""
         async with self._locks[cid]:
@@ -251,6 +263,10 @@ class Tracker:
 
     def missing_hostnames(self, cid: str) -> bool:
         return any(n.hostname is None and n.state == "ALIVE" for n in self.state.nodes_of(cid))
+
+    def missing_gcs_address(self, cid: str) -> bool:
+        cluster = self.state.clusters.get(cid)
+        return cluster is not None and not cluster.gcs_address
 
     async def close(self) -> None:
         watchers, self.watchers = list(self.watchers.values()), {}

@@ -2,8 +2,9 @@
 
 A slow, hanging or lying dashboard only ever delays its own watcher. After a run of failures the
 watcher checks, before trusting the answers again, that the dashboard still serves the same session
-(a new head on the same port is a new cluster). Hostnames come from the heavier summary view, fetched
-in the background only while some alive node has none.
+(a new head on the same port is a new cluster). Hostnames, and the GCS address of a cluster found before
+its dashboard reported it, come from the heavier summary view, fetched in the background only while
+one of them is missing.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class ClusterWatcher:
             return
         self.failures = 0
         await self.tracker.poll_ok(self.cluster_id, rows)
-        self._maybe_fetch_hostnames()
+        self._maybe_fetch_summary()
 
     def _within_budget(self, rows: list[NodeRow]) -> list[NodeRow]:
         known = {n.ray_node_id for n in self.tracker.state.nodes_of(self.cluster_id)}
@@ -122,20 +123,23 @@ class ClusterWatcher:
             )
         return rows
 
-    def _maybe_fetch_hostnames(self) -> None:
+    def _maybe_fetch_summary(self) -> None:
         if self._hostname_task is not None and not self._hostname_task.done():
             return
         if time.monotonic() - self._hostnames_at < HOSTNAME_INTERVAL:
             return
-        if not self.tracker.missing_hostnames(self.cluster_id):
+        cid = self.cluster_id
+        if not self.tracker.missing_hostnames(cid) and not self.tracker.missing_gcs_address(cid):
             return
         self._hostnames_at = time.monotonic()
-        self._hostname_task = asyncio.create_task(self._fetch_hostnames())
+        self._hostname_task = asyncio.create_task(self._fetch_summary())
 
-    async def _fetch_hostnames(self) -> None:
+    async def _fetch_summary(self) -> None:
         try:
             rows = await self.client.summary()
         except CommandError as e:
-            log.debug("cluster %s: no hostnames (%s)", self.cluster_id, e.message)
+            log.debug("cluster %s: no summary (%s)", self.cluster_id, e.message)
             return
         await self.tracker.set_hostnames(self.cluster_id, {r.node_id: r.hostname for r in rows if r.hostname})
+        if self.tracker.missing_gcs_address(self.cluster_id):
+            await self.tracker.set_gcs_address(self.cluster_id, rows)

@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from castray.shared.events import (
 from castray.shared.sizes import format_size
 from castray.shared.transfers import Destination, TransferRecord
 from castray.transfer.drivers import DriverError, DriverProcess, Drivers
-from castray.transfer.planning import PlanError, Prepared, Relay, prepare
+from castray.transfer.planning import PlanError, Prepared, Relay, Waiting, prepare
+from castray.transfer.readiness import WaitCancelled, plan_when_ready
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
 
@@ -76,12 +78,17 @@ class TransferJob:
                 d.state, d.bytes_done, d.path, d.sha256, d.error = "pending", 0, None, None, None
         token = uuid.uuid4().hex[:8]
         try:
-            prep = await prepare(self.store.redis, self.bus.names, self.settings, rec, retry=retry,
-                                 token=token)
+            prep = await self._plan(retry, token)
+        except WaitCancelled:
+            rec.waiting_for = None
+            await self._settle({"state": "cancelled"})
+            return
         except PlanError as e:
+            rec.waiting_for = None
             await self._fail_rest(str(e))
             await self._settle({"state": "failed", "error": str(e)})
             return
+        rec.waiting_for = None
         rec.cluster_id, rec.source_node_id = prep.cluster_id, prep.source_node_id
         if prep.source_node_id is None:  # read beside us: the chunks enter Ray at the driver's node
             try:
@@ -111,6 +118,26 @@ class TransferJob:
         finally:
             await asyncio.to_thread(_remove_relays, relay_dir.parent, rec.id)
         await self._settle(self.done)
+
+    async def _plan(self, retry: bool, token: str) -> Prepared:
+        """The plan, once the node view has what it needs (waiting up to ``ready_timeout`` for it)."""
+        def attempt(waiting: Waiting) -> Awaitable[Prepared]:
+            return prepare(self.store.redis, self.bus.names, self.settings, self.rec, retry=retry,
+                           token=token, waiting=waiting)
+
+        return await plan_when_ready(attempt, redis=self.store.redis, names=self.bus.names,
+                                     timeout=self.settings.ready_timeout, keep_waiting=self._keep_waiting)
+
+    async def _keep_waiting(self, what: str) -> bool:
+        """Say in the record what the transfer waits for; False once a cancel has been requested."""
+        if self.rec.waiting_for != what:
+            self.rec.waiting_for = what
+            log.info("transfer %s waits for %s", self.rec.id, what)
+            await self.store.save(self.rec)  # takes a cancel request stored meanwhile
+        else:
+            stored = await self.store.load(self.rec.id)
+            self.rec.cancel_requested = self.rec.cancel_requested or bool(stored and stored.cancel_requested)
+        return not self.rec.cancel_requested
 
     async def _driver_node(self, prep: Prepared) -> str | None:
         """The view id of the node the source cluster's driver is attached to (`DriverError` if it

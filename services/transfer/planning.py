@@ -5,6 +5,13 @@ view (hashes ``Names.view_nodes`` / ``Names.view_clusters``) gives each one's Ra
 state, and the cluster's GCS address. Ray moves data only within one cluster: destinations in other
 clusters than the source's are grouped by cluster (`Relay`), and the job serves them from a verified copy
 on this machine once the source's cluster has made it (see `castray.transfer.job`).
+
+Some of what a plan needs may not be in the view yet although the cluster is: discovery learns a GCS
+address from the head's dashboard, which reports it a few seconds after it lists the head ALIVE, and a
+node of a cluster discovery lost contact with is UNREACHABLE until it answers again. While the transfer
+may still wait (`Waiting`), those raise `NotReady`, naming what is missing (`castray.transfer.readiness`
+waits for the view to change and plans again); once it may wait no longer, they are failures that say
+what was waited for. A DEAD node never comes back (Ray gives a restarted node a new id): no waiting.
 """
 
 from __future__ import annotations
@@ -32,6 +39,32 @@ from castray.transfer.settings import TransferSettings
 
 class PlanError(Exception):
     """The transfer cannot run at all; the message says why."""
+
+
+class NotReady(PlanError):
+    """The transfer cannot run yet: ``what`` it waits for is not in the node view yet."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"waiting for {what}")
+        self.what = what
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How a plan treats what is not in the view yet: wait for it, or (``gave_up_after`` set) fail."""
+
+    gave_up_after: float | None = None
+
+    def missing(self, what: str) -> str:
+        """Raise `NotReady` while waiting; once given up, the failure message to use instead."""
+        if self.gave_up_after is None:
+            raise NotReady(what)
+        return f"gave up after {self.gave_up_after:g} s waiting for {what}"
+
+
+def _state(node: NodeInfo) -> str:
+    """``DEAD`` with Ray's reason when it gave one (e.g. "Expected termination: received SIGTERM")."""
+    return f"{node.state} ({node.state_message})" if node.state_message else node.state
 
 
 @dataclass
@@ -66,7 +99,7 @@ async def _nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
     return out
 
 
-async def _cluster(redis: aioredis.Redis, names: Names, cluster_id: str) -> ClusterInfo:
+async def _cluster(redis: aioredis.Redis, names: Names, cluster_id: str, waiting: Waiting) -> ClusterInfo:
     raw = await redis.hget(names.view_clusters, cluster_id)
     if raw is None:
         raise PlanError(f"cluster {cluster_id} is not in the node view")
@@ -75,15 +108,31 @@ async def _cluster(redis: aioredis.Redis, names: Names, cluster_id: str) -> Clus
     except EventDecodeError as e:
         raise PlanError(f"cluster {cluster_id}: unreadable record") from e
     if not cluster.gcs_address:
-        raise PlanError(f"cluster {cluster.name} has no known GCS address: cannot run Ray tasks on it")
+        raise PlanError(waiting.missing(f"the GCS address of cluster {cluster.name} (discovery reads it from "
+                                        "the cluster's dashboard, which reports it shortly after its nodes)"))
     return cluster
 
 
-def _head(nodes: dict[str, NodeInfo], cluster_id: str) -> NodeInfo:
-    for node in nodes.values():
-        if node.cluster_id == cluster_id and node.is_head and node.state == "ALIVE":
+def _head(nodes: dict[str, NodeInfo], cluster_id: str, waiting: Waiting) -> NodeInfo:
+    heads = [n for n in nodes.values() if n.cluster_id == cluster_id and n.is_head]
+    for node in heads:
+        if node.state == "ALIVE":
             return node
-    raise PlanError(f"cluster {cluster_id} has no alive head node")
+    if not heads or any(n.state == "UNREACHABLE" for n in heads):
+        raise PlanError(waiting.missing(f"the head node of cluster {cluster_id} to be ALIVE"))
+    raise PlanError(f"cluster {cluster_id} has no alive head node ({', '.join(_state(n) for n in heads)})")
+
+
+def _unusable(node: NodeInfo | None, role: str, node_id: str, waiting: Waiting) -> str | None:
+    """Why ``node`` cannot take part now (None: it can); raises `NotReady` while an UNREACHABLE node may
+    still answer again."""
+    if node is None:
+        return f"{role} node {node_id} is not in the node view"
+    if node.state == "UNREACHABLE":
+        return waiting.missing(f"{role} node {node.id} to answer again (it is UNREACHABLE)")
+    if node.state != "ALIVE":
+        return f"{role} node {node.id} is {_state(node)}"
+    return None
 
 
 def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
@@ -98,7 +147,7 @@ def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
 
 
 async def _source(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
-                  nodes: dict[str, NodeInfo], cluster_id: str, token: str
+                  nodes: dict[str, NodeInfo], cluster_id: str, token: str, waiting: Waiting
                   ) -> tuple[dict[str, Any], NodeInfo | None, str | None, int | None]:
     """(source spec, source node, expected sha256, expected size). An upload has no node: it is read
     beside the transfer service, whose data directory the gateway shares, or streamed from the gateway
@@ -124,7 +173,7 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
             size = parse_size(gen.generate.size)
         except SizeError as e:
             raise PlanError(str(e)) from None
-        node = nodes.get(gen.node_id or record.source_node_id or "") or _head(nodes, cluster_id)
+        node = nodes.get(gen.node_id or record.source_node_id or "") or _head(nodes, cluster_id, waiting)
         path = settings.data_dir.absolute() / "tmp" / f"gen-{record.id}-{token}"
         return ({"kind": "generate", "path": str(path), "size": size, "content": gen.generate.content},
                 node, None, size)
@@ -136,20 +185,23 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
 
 
 async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
-                  *, retry: bool, token: str) -> Prepared:
-    """The plan for the destinations of ``record`` not yet completed (`PlanError` if none can run)."""
+                  *, retry: bool, token: str, waiting: Waiting | None = None) -> Prepared:
+    """The plan for the destinations of ``record`` not yet completed (`PlanError` if none can run,
+    `NotReady` if it must wait for the view and ``waiting`` says it still may)."""
+    waiting = waiting or Waiting()
     try:
         file_name = safe_file_name(record.file_name)
     except ValueError as e:
         raise PlanError(f"unusable file name: {e}") from None
     nodes = await _nodes(redis, names)
     cluster_id = _pick_cluster(record, nodes)
-    cluster = await _cluster(redis, names, cluster_id)
-    spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token)
+    cluster = await _cluster(redis, names, cluster_id, waiting)
+    spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token,
+                                              waiting)
     if src_node is not None and src_node.cluster_id != cluster_id:
         raise PlanError(f"source node {src_node.id} is not in the transfer's cluster {cluster_id}")
-    if src_node is not None and src_node.state != "ALIVE":
-        raise PlanError(f"source node {src_node.id} is {src_node.state}")
+    if src_node is not None and (why := _unusable(src_node, "source", src_node.id, waiting)):
+        raise PlanError(why)
     dests: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     others: dict[str, list[dict[str, Any]]] = {}
@@ -158,23 +210,24 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
         if dest.state == "completed":
             continue
         node = nodes.get(dest.node_id)
-        if node is None:
-            failed[dest.node_id] = "node is not in the node view"
-        elif node.state != "ALIVE":
-            failed[dest.node_id] = f"node is {node.state}"
-        else:
-            try:
-                directory = inbox / safe_file_name(node.id)
-            except ValueError:
-                failed[dest.node_id] = "node id cannot be a directory name"
-                continue
-            plan_dest = {"node_id": node.id, "ray_node_id": node.ray_node_id, "dir": str(directory)}
-            group = dests if node.cluster_id == cluster_id else others.setdefault(node.cluster_id, [])
-            group.append(plan_dest)
+        if why := _unusable(node, "destination", dest.node_id, waiting):
+            failed[dest.node_id] = why
+            continue
+        assert node is not None
+        try:
+            directory = inbox / safe_file_name(node.id)
+        except ValueError:
+            failed[dest.node_id] = "node id cannot be a directory name"
+            continue
+        plan_dest = {"node_id": node.id, "ray_node_id": node.ray_node_id, "dir": str(directory)}
+        group = dests if node.cluster_id == cluster_id else others.setdefault(node.cluster_id, [])
+        group.append(plan_dest)
     relays = []
     for other_id, members in others.items():
         try:
-            other = await _cluster(redis, names, other_id)
+            other = await _cluster(redis, names, other_id, waiting)
+        except NotReady:
+            raise
         except PlanError as e:
             failed.update({d["node_id"]: str(e) for d in members})
             continue

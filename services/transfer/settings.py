@@ -32,6 +32,10 @@ class TransferSettings(CommonSettings):
     driver_start_timeout: float = Field(default=90.0, gt=0, description="Seconds to connect to a cluster.")
     node_timeout: float = Field(default=60.0, gt=0,
                                 description="Seconds to wait for a node's agent to start.")
+    ready_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a transfer waits for what the node view does not have yet "
+        "(a cluster's GCS address, which discovery learns shortly after the nodes; an UNREACHABLE node) "
+        "before it fails, saying what it waited for.")
     gateway_url: str | None = Field(
         default=None, description="Set when this service does not share the gateway's data directory "
         "(another machine, no shared volume): uploads are then streamed from the gateway "

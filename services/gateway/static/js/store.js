@@ -155,6 +155,7 @@ export class Store {
     t.file_name = rec.file_name || t.file_name;
     t.bytes_total = rec.bytes_total ?? t.bytes_total;
     t.error = rec.error ?? t.error;
+    t.waiting_for = rec.waiting_for ?? null;
     t.sha256 = rec.sha256 ?? t.sha256;
     if (rec.created_at) t.created = rec.created_at;
     for (const dr of rec.destinations || []) {
@@ -185,6 +186,7 @@ export class Store {
     switch (type) {
       case "transfer-started":
         if (!isTerminal(t.state)) t.state = "running";
+        t.waiting_for = null;
         for (const target of msg.targets || []) this.destination(t, target);
         this.log("transfer", `Transfer ${id.slice(0, 8)} started: ${t.file_name || "file"} (${bytes(t.bytes_total)}) to ${(msg.targets || []).length || "?"} node(s)`);
         break;

@@ -280,7 +280,8 @@ export class TransfersPanel {
     card.el.dataset.state = t.state;
     setText(card.title, t.file_name || `transfer ${shortId(t.id)}`);
     card.title.title = t.file_name || t.id;
-    setText(card.meta, [t.mode, t.bytes_total ? bytes(t.bytes_total) : null, shortId(t.id)].filter(Boolean).join(" · "));
+    const waiting = !isTerminal(t.state) && t.waiting_for ? `waiting for ${t.waiting_for}` : null;
+    setText(card.meta, [t.mode, t.bytes_total ? bytes(t.bytes_total) : null, shortId(t.id), waiting].filter(Boolean).join(" · "));
     setText(card.state, t.state);
     card.state.dataset.state = t.state;
     card.cancel.hidden = isTerminal(t.state);
