@@ -142,11 +142,17 @@ def test_loads_clean_shows_head_and_follows_nodes_live(stack: ViewStack,
     page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
     assert page.evaluate("window.__flashed") == []
     # ... a visible one is highlighted.
-    stack.do(stack.feed.node_upsert(quiet.model_copy(update={"state": "DEAD"})))
+    expect(page.locator('#transfer-targets option[value="c1-n0001"]')).to_have_count(1)
+    reason = "Expected termination: received SIGTERM"
+    stack.do(stack.feed.node_upsert(quiet.model_copy(update={"state": "DEAD", "state_message": reason})))
     expect(node_row(page, "c1-n0001")).to_have_attribute("data-state", "DEAD")
     assert "c1-n0001" in page.evaluate("window.__flashed")
-    expect(node_row(page, "c1-n0001").locator('[data-col="state"]')).to_have_text("DEAD")
-    expect(cluster.locator('[data-col="nodes"]')).to_have_text("1 / 2")
+    expect(node_row(page, "c1-n0001").locator(".state-badge")).to_have_text("DEAD")
+    expect(node_row(page, "c1-n0001").get_by_test_id("node-state-reason")).to_have_text(reason)
+    # Listed with Ray's reason, but no longer counted, and never offered as a transfer target.
+    expect(cluster.locator('[data-col="nodes"]')).to_have_text("1 / 1")
+    expect(page.get_by_test_id("stat-nodes")).to_have_text("1")
+    expect(page.locator('#transfer-targets option[value="c1-n0001"]')).to_have_count(0)
     expect(page.get_by_test_id("activity-log")).to_contain_text("worker-1: ALIVE → DEAD")
     expect(page.get_by_test_id("stat-alive")).to_have_text("1")
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"

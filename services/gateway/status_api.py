@@ -14,8 +14,9 @@ from castray.shared.lease import holder_of
 log = logging.getLogger(__name__)
 
 
-@doc("Every node of every cluster: total_nodes, active_nodes, node_statuses, clusters, ray_cluster; and "
-     "discovery_leader, the discovery replica that leads (null: none does now)",
+@doc("Every node of every cluster: total_nodes, active_nodes, dead_nodes, node_statuses, clusters, "
+     "ray_cluster; and discovery_leader, the discovery replica that leads (null: none does now). A DEAD node "
+     "is listed in node_statuses with Ray's reason (state_message) but counted in dead_nodes only",
      tag="status", responses={503: "Redis unavailable"})
 async def get_status(request: web.Request) -> web.Response:
     app = request.app

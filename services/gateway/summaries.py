@@ -50,12 +50,20 @@ def external_node(node: NodeInfo, clusters: dict[str, ClusterInfo]) -> dict[str,
             "cluster_source": cluster_address(cluster) if cluster else None}
 
 
+def counted(node: NodeInfo) -> bool:
+    """Whether a node counts among a cluster's nodes. A DEAD node stays listed, with the reason Ray gave
+    (``state_message``), but never comes back (Ray gives a restarted node a new id): it is counted apart,
+    as the original CastRay, which listed alive Ray nodes only, never counted it."""
+    return node.state != "DEAD"
+
+
 def cluster_summary(cluster: ClusterInfo, snap: Snapshot) -> dict[str, Any]:
-    """A cluster record with its address and node counts."""
+    """A cluster record with its address and node counts (``node_count`` leaves DEAD nodes out)."""
     states = Counter(n.state for n in snap.nodes.values() if n.cluster_id == cluster.id)
+    dead = states.get("DEAD", 0)
     return {**cluster.model_dump(mode="json"), "address": cluster_address(cluster),
-            "external": is_external(cluster), "node_count": sum(states.values()),
-            "alive_node_count": states.get("ALIVE", 0), "dead_node_count": states.get("DEAD", 0)}
+            "external": is_external(cluster), "node_count": sum(states.values()) - dead,
+            "alive_node_count": states.get("ALIVE", 0), "dead_node_count": dead}
 
 
 def ray_cluster_summary(snap: Snapshot) -> dict[str, Any]:
@@ -69,12 +77,15 @@ def ray_cluster_summary(snap: Snapshot) -> dict[str, Any]:
 
 
 def build_status(snap: Snapshot) -> dict[str, Any]:
-    """The body of ``GET /api/status`` and of the WebSocket ``status_update``."""
+    """The body of ``GET /api/status`` and of the WebSocket ``status_update``: ``node_statuses`` lists every
+    node, the counts leave DEAD ones out (``dead_nodes`` counts them)."""
     nodes = snap.node_list()
+    live = [n for n in nodes if counted(n)]
     return {
-        "total_nodes": len(nodes),
-        "active_nodes": sum(1 for n in nodes if n.state == "ALIVE"),
-        "external_nodes": sum(1 for n in nodes if n.external),
+        "total_nodes": len(live),
+        "active_nodes": sum(1 for n in live if n.state == "ALIVE"),
+        "dead_nodes": len(nodes) - len(live),
+        "external_nodes": sum(1 for n in live if n.external),
         "node_statuses": [node_status(n) for n in nodes],
         "clusters": [cluster_summary(c, snap) for c in snap.cluster_list()],
         "ray_cluster": ray_cluster_summary(snap),

@@ -131,7 +131,7 @@ async def _source_node(app: web.Application, node_id: str) -> NodeInfo:
     if node is None:
         raise ApiError(404, f"unknown source node {node_id!r}", code="unknown_node", unknown=[node_id])
     if node.state != "ALIVE":
-        raise ApiError(409, f"source node {node_id} is {node.state}", code="node_not_alive")
+        raise ApiError(409, f"source {node_id}: {not_alive(node)}", code="node_not_alive", nodes=[node_id])
     return node
 
 
@@ -142,10 +142,19 @@ def _check_mode(req: TransferRequest, targets: list[str]) -> None:
         raise ApiError(400, "multicast needs at least one target", code="bad_targets")
 
 
+def not_alive(node: NodeInfo) -> str:
+    """Why ``node`` cannot take part: its state and the reason Ray gave, e.g. "node is DEAD (Expected
+    termination: received SIGTERM)"."""
+    why = f" ({node.state_message})" if node.state_message else ""
+    return f"node is {node.state}{why}"
+
+
 def _check_alive(nodes: list[NodeInfo]) -> None:
-    down = [n.id for n in nodes if n.state != "ALIVE"]
+    down = [n for n in nodes if n.state != "ALIVE"]
     if down:
-        raise ApiError(409, f"target node(s) not alive: {', '.join(down)}", code="node_not_alive", nodes=down)
+        reasons = {n.id: not_alive(n) for n in down}
+        raise ApiError(409, "target node(s) not alive: " + "; ".join(f"{k}: {v}" for k, v in reasons.items()),
+                       code="node_not_alive", nodes=list(reasons), reasons=reasons)
 
 
 def _check_one_cluster(cluster_id: str | None, nodes: list[NodeInfo]) -> None:
@@ -209,7 +218,7 @@ async def resolve_recipients(app: web.Application, sender_id: str | None,
         if node is None:
             reason = "unknown node"
         elif node.state != "ALIVE":
-            reason = f"node is {node.state}"
+            reason = not_alive(node)
         elif cluster is not None and node.cluster_id != cluster:
             reason = f"node is not in the sender's cluster {cluster}"
         if reason:

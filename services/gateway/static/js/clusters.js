@@ -116,8 +116,10 @@ export class ClustersPanel {
   counts() {
     const counts = new Map();
     for (const n of this.store.nodes.values()) {
-      const c = counts.get(n.cluster_id) || { alive: 0, total: 0 };
-      c.total += 1;
+      const c = counts.get(n.cluster_id) || { alive: 0, total: 0, dead: 0 };
+      // A DEAD node stays listed (with Ray's reason) but is no longer counted: it never comes back.
+      if (n.state === "DEAD") c.dead += 1;
+      else c.total += 1;
       if (n.state === "ALIVE") c.alive += 1;
       counts.set(n.cluster_id, c);
     }
@@ -134,7 +136,7 @@ export class ClustersPanel {
     for (const c of clusters) {
       let row = this.rows.get(c.id);
       if (!row) { row = this.makeRow(c.id); this.rows.set(c.id, row); }
-      this.fill(row, c, counts.get(c.id) || { alive: 0, total: 0 });
+      this.fill(row, c, counts.get(c.id) || { alive: 0, total: 0, dead: 0 });
       if (row.tr === cursor) cursor = cursor.nextSibling;
       else this.body.insertBefore(row.tr, cursor);
     }
@@ -185,7 +187,7 @@ export class ClustersPanel {
     setText(x.seen, c.state === "alive" ? "" : `last seen ${ago(c.last_seen)}`);
     setText(x.version, c.ray_version || "—");
     setText(x.nodes, `${count.alive} / ${count.total}`);
-    x.nodes.title = `${count.alive} alive of ${count.total}`;
+    x.nodes.title = `${count.alive} alive of ${count.total}${count.dead ? `; ${count.dead} dead, not counted` : ""}`;
     setText(x.address, c.dashboard_url || c.gcs_address || (c.addresses || [])[0] || "—");
     x.address.title = [...new Set([c.dashboard_url, c.gcs_address, ...(c.addresses || [])].filter(Boolean))].join("\n");
     row.button.hidden = c.found_by === "local";

@@ -151,6 +151,8 @@ export class NodesTable {
     text(c.stateText, node.state || "?");
     setAttr(c.stateText, "data-state", node.state || "");
     setAttr(c.state, "title", node.state_message || null);
+    // Why a node is not ALIVE, as Ray says it (e.g. "Expected termination: received SIGTERM").
+    text(c.reason, node.state !== "ALIVE" && node.state_message ? node.state_message : "");
     text(c.cpu, r.CPU === undefined ? "—" : cpu(r.CPU));
     text(c.memory, r.memory === undefined ? "—" : bytes(r.memory));
     text(c.object_store, r.object_store_memory === undefined ? "—" : bytes(r.object_store_memory));
@@ -184,7 +186,8 @@ export class NodesTable {
       external: cell("external", "cell-origin"),
     };
     cells.stateText = h("span", { className: "state-badge" });
-    cells.state.appendChild(cells.stateText);
+    cells.reason = h("span", { className: "sub state-reason", dataset: { testid: "node-state-reason" } });
+    cells.state.append(cells.stateText, cells.reason);
     const tr = h("tr", { dataset: { testid: "node-row", id } },
       cells.dot, cells.name, cells.ip, cells.cluster, cells.head, cells.state, cells.cpu, cells.memory,
       cells.object_store, cells.external);

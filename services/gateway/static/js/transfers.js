@@ -109,7 +109,9 @@ export class TransfersPanel {
   }
 
   refreshPickers() {
-    const nodes = [...this.store.nodes.values()].sort((a, b) =>
+    // A DEAD node is never offered (Ray gives a restarted node a new id); an UNREACHABLE one is shown
+    // disabled, as it may answer again.
+    const nodes = [...this.store.nodes.values()].filter((n) => n.state !== "DEAD").sort((a, b) =>
       String(a.name || a.id).localeCompare(String(b.name || b.id)));
     const label = (n) => `${n.name || n.id} · ${n.ip || "?"}${n.is_head ? " · head" : ""} · ${this.store.clusterName(n.cluster_id)}${n.state === "ALIVE" ? "" : ` · ${n.state}`}`;
     for (const picker of this.pickerLists) picker.update(nodes, label);
