@@ -10,6 +10,7 @@ import pytest
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 
 CONNECT = "/api/cluster/connect-external"
+TOKEN = "s3cret-token-of-24-chars"
 
 
 async def assert_json_error(resp, status: int) -> dict:
@@ -63,13 +64,14 @@ async def test_empty_body_is_400(gateway) -> None:
 
 async def test_huge_bodies_are_413_with_or_without_a_length(gateway) -> None:
     big = b'{"cluster_address": "' + b"x" * (3 * 1024 * 1024) + b'"}'
-    await assert_json_error(await gateway.post(CONNECT, data=big), 413)
+    json_type = {"Content-Type": "application/json"}
+    await assert_json_error(await gateway.post(CONNECT, data=big, headers=json_type), 413)
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(64):
             yield b"x" * 65536
 
-    await assert_json_error(await gateway.post(CONNECT, data=chunks()), 413)
+    await assert_json_error(await gateway.post(CONNECT, data=chunks(), headers=json_type), 413)
     await assert_healthy(gateway)
 
 
@@ -79,7 +81,7 @@ async def test_validation_errors_name_the_field(gateway) -> None:
 
 
 async def test_token_protects_api_but_not_health_or_ui(make_gateway) -> None:
-    client = await make_gateway(api_token="s3cret")
+    client = await make_gateway(api_token=TOKEN)
     resp = await client.get("/api/status")
     await assert_json_error(resp, 401)
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -87,8 +89,8 @@ async def test_token_protects_api_but_not_health_or_ui(make_gateway) -> None:
         await client.get("/api/status", headers={"Authorization": "Bearer nope"}), 401
     )
     assert body["code"] == "bad_token"
-    await assert_json_error(await client.get("/api/status?token=s3cret"), 401)  # query tokens: /ws only
-    assert (await client.get("/api/status", headers={"Authorization": "Bearer s3cret"})).status == 200
+    await assert_json_error(await client.get(f"/api/status?token={TOKEN}"), 401)  # never in a URL
+    assert (await client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
     assert (await client.get("/api/health")).status == 200
     assert (await client.get("/health")).status == 200
     assert (await client.get("/", allow_redirects=False)).status == 302

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from castray.gateway import keys
+from castray.gateway.auth import token_protocol
 from castray.node_registry.view import MergedView
 from castray.shared.bus import Bus
 from castray.shared.events import (
@@ -388,14 +389,28 @@ async def test_lost_redis_subscription_resyncs_clients(
 
 
 async def test_token_required_on_ws_when_set(make_gateway) -> None:
-    client = await make_gateway(api_token="s3cret")
+    token = "s3cret-token-of-24-chars"
+    client = await make_gateway(api_token=token)
     with pytest.raises(aiohttp.WSServerHandshakeError) as e:
         await client.ws_connect("/ws")
     assert e.value.status == 401
-    async with client.ws_connect("/ws?token=s3cret") as ws:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as e:  # never in the query string (logs keep it)
+        await client.ws_connect(f"/ws?token={token}")
+    assert e.value.status == 401
+    async with client.ws_connect("/ws", headers={"Authorization": f"Bearer {token}"}) as ws:
         assert (await recv(ws))["type"] == "snapshot"
-    async with client.ws_connect("/ws", headers={"Authorization": "Bearer s3cret"}) as ws:
+
+
+async def test_ws_takes_the_token_as_a_subprotocol_and_never_echoes_it(make_gateway) -> None:
+    token = "s3cret/token+with=odd:chars"
+    client = await make_gateway(api_token=token)
+    async with client.ws_connect("/ws", protocols=("castray.v1", token_protocol(token))) as ws:
+        assert ws.protocol == "castray.v1"
         assert (await recv(ws))["type"] == "snapshot"
+    for wrong in ("castray.bearer.d3Jvbmc", "castray.bearer.%%%"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+            await client.ws_connect("/ws", protocols=("castray.v1", wrong))
+        assert e.value.status == 401
 
 
 async def test_events_written_by_the_real_registry_reach_the_client(

@@ -18,7 +18,7 @@ from tests.support import transfer_env as env
 from tests.support.gateway_files import gateway
 
 MiB = 1024 * 1024
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 
 
 async def test_an_upload_is_streamed_from_the_gateway(ray_head: local_ray.RayNode,

@@ -465,7 +465,8 @@ def test_a_stored_upload_is_picked_as_the_source_then_deleted(stack: ViewStack,
 def test_a_gateway_with_a_token_asks_for_it_then_goes_live(namespace: str, redis_url: str,
                                                            browser: Any) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
-    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir, api_token="s3cret-token")
+    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir,
+                  api_token="s3cret-token/1234+5678")
     s.start()
     context = browser.new_context()
     try:
@@ -476,12 +477,12 @@ def test_a_gateway_with_a_token_asks_for_it_then_goes_live(namespace: str, redis
         page.goto(f"{s.url}/ui")
         expect(page.locator("#auth-bar")).to_be_visible()
         expect(page.get_by_test_id("conn-badge")).not_to_have_attribute("data-state", "live")
-        page.locator("#auth-token").fill("s3cret-token")
+        page.locator("#auth-token").fill("s3cret-token/1234+5678")
         page.locator("#auth-form button[type=submit]").click()
         expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "live")
         expect(node_row(page, "c1-n0000")).to_have_attribute("data-state", "ALIVE")
         expect(page.locator("#auth-bar")).to_be_hidden()
-        assert any("token=s3cret-token" in u for u in watch.websockets)
+        assert watch.websockets and not any("token" in u for u in watch.websockets)  # a subprotocol
         # Refused before the token: the requests (401) and the WebSocket handshake, nothing else.
         assert watch.errors_except("status of 401", "WebSocket connection to") == []
     finally:

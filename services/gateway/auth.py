@@ -1,11 +1,15 @@
-"""Optional bearer-token check for ``/api/*`` and ``/ws`` (on when ``CASTRAY_API_TOKEN`` is set).
+"""Bearer-token check for ``/api/*`` and ``/ws`` (on when ``CASTRAY_API_TOKEN`` is set).
 
-Browsers cannot set headers on a WebSocket, so ``/ws`` also accepts ``?token=``. Health endpoints stay
-open so that orchestrators can probe them.
+A browser cannot set headers on a WebSocket, so ``/ws`` also takes the token as a subprotocol,
+``castray.bearer.<token in unpadded base64url>`` (beside ``castray.v1``, the one the server selects, so
+the token is never echoed back), as Kubernetes does. Never in the query string, which proxies and logs
+keep. Health endpoints stay open so that orchestrators can probe them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from aiohttp import web
@@ -14,10 +18,29 @@ from castray.gateway import keys
 from castray.gateway.errors import ApiError, Handler
 
 OPEN_PATHS = frozenset({"/api/health"})
+WS_PROTOCOL = "castray.v1"
+TOKEN_PROTOCOL_PREFIX = "castray.bearer."
 
 
 def _protected(path: str) -> bool:
     return (path.startswith("/api/") or path == "/ws") and path not in OPEN_PATHS
+
+
+def token_protocol(token: str) -> str:
+    """The subprotocol that carries ``token`` on a WebSocket handshake."""
+    return TOKEN_PROTOCOL_PREFIX + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def _from_protocols(header: str) -> str | None:
+    for item in header.split(","):
+        value = item.strip()
+        if value.startswith(TOKEN_PROTOCOL_PREFIX):
+            encoded = value[len(TOKEN_PROTOCOL_PREFIX):]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (binascii.Error, ValueError):
+                raise ApiError(401, "the token subprotocol is not base64url", code="bad_token") from None
+    return None
 
 
 def _presented(request: web.Request) -> str | None:
@@ -26,7 +49,7 @@ def _presented(request: web.Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     if request.path == "/ws":
-        return request.query.get("token")
+        return _from_protocols(request.headers.get("Sec-WebSocket-Protocol", ""))
     return None
 
 
@@ -36,7 +59,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token and _protected(request.path):
         given = _presented(request)
         if given is None:
-            raise ApiError(401, "this gateway needs a token: send 'Authorization: Bearer <token>'")
+            raise ApiError(401, "this gateway needs a token: send 'Authorization: Bearer <token>' (on /ws, "
+                           f"or the subprotocol '{TOKEN_PROTOCOL_PREFIX}<base64url token>')")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise ApiError(401, "wrong token", code="bad_token")
     return await handler(request)

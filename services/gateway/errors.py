@@ -84,12 +84,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal error", "internal")
 
 
+def is_json_type(content_type: str) -> bool:
+    """``application/json`` or a ``+json`` type: what no HTML form and no CORS-simple fetch can send."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request body as JSON, or a 400 that says what is wrong with it."""
+    """The request body as JSON, or a 400 (415 when it is not labelled JSON) that says what is wrong."""
     if not request.can_read_body:
         if required:
             raise ApiError(400, "request body is empty; send a JSON object")
         return {}
+    # A web page of another site can post text/plain or a form without a preflight: never read those.
+    given = request.headers.get("Content-Type")
+    if not is_json_type(given or ""):
+        raise ApiError(415, f"send the body as JSON with 'Content-Type: application/json' (got "
+                       f"{given or 'no Content-Type'})", code="unsupported_media_type")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as e:

@@ -13,9 +13,11 @@ from castray.shared.names import Names
 
 if TYPE_CHECKING:  # the modules below import this one
     from castray.gateway.event_hub import EventHub
+    from castray.gateway.origin import BrowserPolicy
     from castray.gateway.view_store import ViewStore
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
+BROWSER_POLICY: web.AppKey[BrowserPolicy] = web.AppKey("browser_policy")
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", Bus)
 NAMES = web.AppKey("names", Names)

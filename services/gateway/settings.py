@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from castray.shared.settings import CommonSettings
+from castray.shared import exposure
+from castray.shared.settings import CsvList
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class GatewaySettings(CommonSettings):
+def normalize_origin(value: str) -> str:
+    """``scheme://host[:port]`` in lower case, the scheme's default port left out; ValueError otherwise."""
+    parts = urlsplit(value.strip().lower())
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"{value!r}: bad port") from e
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{value!r} is not an origin; write it as scheme://host[:port], "
+                         "e.g. https://castray.example.com")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+class GatewaySettings(exposure.ExposureSettings):
     host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the gateway serves on.")
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON request body.")
@@ -21,8 +42,25 @@ class GatewaySettings(CommonSettings):
     command_timeout: float = Field(default=10.0, description="Seconds to wait for discovery to answer.")
     ws_queue_size: int = Field(default=1000, ge=1,
                                description="Events buffered per WebSocket before a resnapshot.")
-    api_token: str | None = Field(default=None, description="If set, REST and /ws require this bearer token.")
+    allowed_origins: CsvList = Field(
+        default_factory=list, description="Browser origins, besides the gateway's own, whose pages may "
+        "change things (POST, DELETE, /ws), e.g. https://castray.example.com for a reverse proxy that "
+        "rewrites Host. Their host names are allowed Hosts too.")
+    allowed_hosts: CsvList = Field(
+        default_factory=list, description="Host header names answered besides loopback ones, the bind "
+        "address and (on a wildcard bind) IP addresses and this machine's name; '.example.com' allows "
+        "its subdomains, '*' any (turns off the DNS-rebinding check). Others get 403.")
     ws_heartbeat: float = Field(default=20.0, gt=0, description="Seconds between WebSocket pings.")
     ws_replay_limit: int = Field(default=10_000, ge=1, description="Most view deltas replayed on resume.")
     status_interval: float = Field(default=1.0, gt=0,
                                    description="Least seconds between status_update pushes.")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [normalize_origin(v) for v in value]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [exposure.strip_brackets(v.strip().lower()).rstrip(".") for v in value]

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from castray.gateway import keys
+from castray.gateway.auth import WS_PROTOCOL
 from castray.gateway.errors import ApiError
 from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps
 from castray.gateway.openapi import doc
@@ -176,14 +177,19 @@ class WsSession:
 @doc("WebSocket: snapshot then deltas (topics: clusters, nodes, transfers, messages; resume with epoch "
      "and since)", tag="events",
      query={"topics": "comma-separated topics (default all)", "epoch": "resume: the epoch you had",
-            "since": "resume: the last version you applied", "token": "API token when one is set"},
-     responses={400: "bad topics or resume parameters", 401: "missing or wrong token"})
+            "since": "resume: the last version you applied"},
+     responses={400: "bad topics or resume parameters", 401: "missing or wrong token (Authorization: Bearer, "
+                "or the subprotocol castray.bearer.<base64url token> beside castray.v1)",
+                403: "another site's page (Origin), or a Host this gateway does not answer to"})
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[keys.SETTINGS]
     topics = parse_topics(request.query.get("topics"))
     resume = parse_resume(request.query)
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=MAX_CLIENT_FRAME)
+    # castray.v1 is selected when offered, so a browser that sent its token as a subprotocol beside it
+    # gets a protocol back (it requires one) and the token is never echoed.
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=MAX_CLIENT_FRAME,
+                               protocols=(WS_PROTOCOL,))
     await ws.prepare(request)
     hub = app[keys.HUB]
     sub = hub.subscribe(topics, settings.ws_queue_size)  # before the snapshot: nothing is missed

@@ -13,14 +13,42 @@ export class ApiError extends Error {
   }
 }
 
+let pageToken = "";
+
 export function token() {
-  try { return localStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
+  try { return localStorage.getItem(TOKEN_KEY) || pageToken; } catch { return pageToken; }
 }
 
 export function setToken(value) {
+  pageToken = value || "";
   try {
     if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
   } catch { /* storage disabled: the token lives for this page only */ }
+}
+
+/** A token handed over in the address's fragment (`/ui#token=...`, as `castray up` prints it) is kept,
+ * then taken out of the address bar and the history. A fragment never reaches a server or its logs. */
+function adoptTokenFromUrl() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const given = params.get("token");
+  if (!given) return;
+  setToken(given);
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(history.state, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+}
+
+adoptTokenFromUrl();
+
+/** WebSocket subprotocols: `castray.v1` (the one the gateway selects) and, with a token, the token as
+ * `castray.bearer.<base64url>`: a browser cannot set headers on a WebSocket, and a URL would be logged. */
+export function wsProtocols() {
+  const t = token();
+  if (!t) return ["castray.v1"];
+  let binary = "";
+  for (const byte of new TextEncoder().encode(t)) binary += String.fromCharCode(byte);
+  const encoded = btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return ["castray.v1", `castray.bearer.${encoded}`];
 }
 
 /** Called with no argument when the gateway answers 401 (the page then asks for a token). */

@@ -1,7 +1,7 @@
 // The live connection: /ws with a snapshot, then deltas; reconnects with backoff and resumes from the
 // last epoch + version it applied, so nothing is missed and nothing is applied twice.
 
-import { token } from "./api.js";
+import { wsProtocols } from "./api.js";
 
 const TOPICS = "clusters,nodes,transfers";
 const VIEW_TYPES = new Set(["node-changed", "cluster-found", "cluster-lost", "cluster-removed"]);
@@ -33,8 +33,6 @@ export class LiveConnection {
       params.set("epoch", this.store.epoch);
       params.set("since", String(this.store.version));
     }
-    const t = token();
-    if (t) params.set("token", t);
     return `${proto}//${location.host}/ws?${params}`;
   }
 
@@ -55,7 +53,7 @@ export class LiveConnection {
     this.onState(this.everLive ? "reconnecting" : "connecting", "");
     let socket;
     try {
-      socket = new WebSocket(this.url());
+      socket = new WebSocket(this.url(), wsProtocols());
     } catch (e) {
       this.scheduleReconnect(String(e.message || e));
       return;
