@@ -55,7 +55,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_http(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--host", metavar="H", help=f"address {what} binds (CASTRAY_HOST; default 127.0.0.1)")
+    p.add_argument("--host", metavar="H", help=f"address {what} binds (CASTRAY_HOST; default 127.0.0.1); "
+                   "any other than loopback needs CASTRAY_API_TOKEN (`castray up` makes one)")
     p.add_argument("--port", metavar="N", type=_port, help=f"port {what} serves on (CASTRAY_PORT; 8000)")
 
 

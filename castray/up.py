@@ -1,6 +1,8 @@
 """``castray up``: every CastRay service on one machine, as one process tree with a clean Ctrl-C.
 
-Order of work: refuse a busy gateway port (before anything heavy); settle Redis (the configured one, an
+A gateway on a non-loopback ``--host`` with no ``CASTRAY_API_TOKEN`` gets a token made for the run, printed
+once in the URL's fragment (``/ui#token=...``, which the page keeps and no server log sees), as Jupyter
+does. Order of work: refuse a busy gateway port (before anything heavy); settle Redis (the configured one, an
 embedded one, or a clear refusal); find a running Ray cluster or start a local head; start discovery,
 registry, transfer and gateway as child processes configured through the environment; restart any that
 dies; on SIGINT/SIGTERM stop the services, then the Ray head and Redis it started, within 10 s.
@@ -28,6 +30,7 @@ from castray import local_ray, ray_find, redis_local
 from castray.children import Child, stop_all
 from castray.cli import SERVICES
 from castray.settings import UpSettings
+from castray.shared import exposure
 from castray.shared.lifecycle import python_module_command
 from castray.shared.log import setup_logging
 
@@ -73,8 +76,14 @@ def _http_answers(url: str) -> bool:
 
 
 class Supervisor:
-    def __init__(self, settings: UpSettings) -> None:
+    def __init__(self, settings: UpSettings, access: exposure.ExposureSettings | None = None) -> None:
         self.settings = settings
+        access = access or exposure.ExposureSettings()
+        # A gateway the network can reach gets a token, made here when none was given (as Jupyter does);
+        # the URL with it is printed once, when the gateway answers.
+        self.generated_token: str | None = None
+        if exposure.unguarded_bind(settings.host, access.api_token, access.allow_unauthenticated_network):
+            self.generated_token = exposure.generate_token()
         self.data_dir = settings.data_dir.resolve()
         self.redis: redis_local.EmbeddedRedis | None = None
         self.head: local_ray.RayNode | None = None
@@ -151,6 +160,8 @@ class Supervisor:
         env = {**os.environ, "CASTRAY_REDIS_URL": redis_url, "CASTRAY_DATA_DIR": str(self.data_dir),
                "CASTRAY_HOST": s.host, "CASTRAY_PORT": str(s.port), "CASTRAY_NAMESPACE": s.namespace,
                "PYTHONUNBUFFERED": "1", **ray_env}
+        if self.generated_token is not None:
+            env["CASTRAY_API_TOKEN"] = self.generated_token
         return env
 
     def _start_children(self, env: dict[str, str]) -> None:
@@ -179,8 +190,17 @@ class Supervisor:
                 next_check = now + 0.5
                 if _http_answers(f"{base}/api/status"):
                     announced = True
-                    print(f"CastRay is up: {base}/ui  (API: /api/status, docs: /api/docs)", flush=True)
+                    print(self._announcement(base), flush=True)
             time.sleep(0.2)
+
+    def _announcement(self, base: str) -> str:
+        if self.generated_token is None:
+            return f"CastRay is up: {base}/ui  (API: /api/status, docs: /api/docs)"
+        fragment = f"#token={self.generated_token}"
+        other = f"http://{socket.gethostname()}:{self.settings.port}/ui{fragment}"
+        return (f"CastRay is up on the network, with a token made for this run: {base}/ui{fragment}  (from "
+                f"other machines: {other}; programs send 'Authorization: Bearer <the token>'; set "
+                "CASTRAY_API_TOKEN to choose it)")
 
     def run(self) -> int:
         self._install_signals()
@@ -235,9 +255,10 @@ def main() -> int:
     """Entry point of ``castray up``; returns the exit code."""
     try:
         settings = UpSettings()
+        access = exposure.ExposureSettings()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"castray up: bad settings: {problems}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, json_lines=settings.log_json, service="up")
-    return Supervisor(settings).run()
+    return Supervisor(settings, access).run()

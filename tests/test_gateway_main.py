@@ -105,3 +105,44 @@ async def test_signal_stops_it_cleanly_with_a_client_connected(
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "extra", "says"), [
+    (["--host", "0.0.0.0"], {}, "refusing to serve on every interface (0.0.0.0) without a token"),
+    ([], {"CASTRAY_HOST": "::"}, "without a token"),
+    ([], {"CASTRAY_HOST": "10.0.0.1"}, "without a token"),
+    (["--host", "0.0.0.0"], {"CASTRAY_API_TOKEN": ""}, "CASTRAY_API_TOKEN is set but empty"),
+    ([], {"CASTRAY_API_TOKEN": "short-token"}, "use at least 16"),
+])
+def test_a_network_bind_without_a_usable_token_exits_2_with_one_clear_line(
+    namespace: str, redis_url: str, procs, args: list[str], extra: dict[str, str], says: str
+) -> None:
+    env = {**gateway_env(namespace, redis_url, free_port()), **extra}
+    proc = start(env, *args)
+    procs.append(proc)
+    _, err = proc.communicate(timeout=DEADLINE)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, err
+    assert lines[0].startswith("castray gateway: ") and says in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("extra", [{"CASTRAY_ALLOW_UNAUTHENTICATED_NETWORK": "true"},
+                                   {"CASTRAY_API_TOKEN": "a-token-of-at-least-16-chars"}])
+def test_a_network_bind_serves_with_a_token_or_the_explicit_opt_out(
+    namespace: str, redis_url: str, procs, extra: dict[str, str]
+) -> None:
+    port = free_port()
+    proc = start({**gateway_env(namespace, redis_url, port), "CASTRAY_HOST": "0.0.0.0", **extra})
+    procs.append(proc)
+    wait_healthy(port, proc)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status")
+    if "CASTRAY_API_TOKEN" in extra:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        request.add_header("Authorization", f"Bearer {extra['CASTRAY_API_TOKEN']}")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0 and "Traceback" not in err, err

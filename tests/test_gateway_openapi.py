@@ -70,3 +70,9 @@ async def test_docs_page_lists_every_endpoint(gateway) -> None:
     spec = gateway.server.app[keys.OPENAPI]
     for path in spec["paths"]:
         assert f"<code>{path}</code>" in page
+
+
+async def test_spec_names_the_optional_bearer_token(gateway) -> None:
+    spec = await (await gateway.get("/api/openapi.json")).json()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["security"] == [{"bearer": []}, {}]  # a token, or none when the gateway has none

@@ -348,3 +348,33 @@ def test_up_refuses_a_redis_that_refuses_its_credentials(
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+# --- a gateway the network can reach gets a token ------------------------------------------------------
+
+def test_up_on_every_interface_makes_a_token_and_prints_the_url_with_it_once(
+        isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
+    up = start_up(isolated_env, "--host", "0.0.0.0", "--no-ray")
+    line = wait_for(lambda: next((ln for ln in up.stdout().splitlines() if "CastRay is up" in ln), None),
+                    "the announcement")
+    token = re.search(rf"{re.escape(up.base)}/ui#token=([A-Za-z0-9_-]+)", line)[1]
+    assert len(token) >= 16
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{up.base}/api/status", timeout=10)
+    assert refused.value.code == 401
+    request = urllib.request.Request(f"{up.base}/api/status", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+    alive, code = up.stop()
+    assert alive == [] and code == 0
+    said = up.stdout() + up.stderr()
+    assert [ln for ln in said.splitlines() if token in ln] == [line]  # printed once, never logged
+    _assert_no_traceback(up)
+
+
+@pytest.mark.parametrize(("token", "says"), [("", "set but empty"), ("too-short", "use at least 16")])
+def test_up_refuses_an_empty_or_short_token(isolated_env: dict[str, str], start_up: Callable[..., Up],
+                                            token: str, says: str) -> None:
+    up = start_up({**isolated_env, "CASTRAY_API_TOKEN": token})
+    assert up.process.wait(timeout=60) == 2
+    assert says in up.stderr() and up.stderr().strip().count("\n") == 0, up.stderr()

@@ -1,6 +1,8 @@
 """``castray gateway``: settings from the environment (and ``--host``/``--port``), then serve until a signal.
 
-A busy port is one clear line on stderr and exit status 1, never a traceback.
+A busy port is one clear line on stderr and exit status 1, never a traceback. Bad settings, and a
+non-loopback bind without a token (unless ``CASTRAY_ALLOW_UNAUTHENTICATED_NETWORK``), are one line and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 
 from castray.gateway.app import create_app
 from castray.gateway.settings import GatewaySettings
+from castray.shared import exposure
 from castray.shared.lifecycle import run_service
 from castray.shared.log import setup_logging
 
@@ -77,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         print(f"castray gateway: bad settings: {problems}", file=sys.stderr)
+        sys.exit(2)
+    refusal = exposure.unguarded_bind(settings.host, settings.api_token,
+                                      settings.allow_unauthenticated_network)
+    if refusal is not None:
+        print(f"castray gateway: {refusal}", file=sys.stderr)
         sys.exit(2)
     setup_logging(settings.log_level, json_lines=settings.log_json, service="gateway")
     try:

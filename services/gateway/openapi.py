@@ -82,7 +82,13 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
             schemas[name] = rdoc.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
             ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
         op["responses"]["200"] = ok
-        for status, text in rdoc.responses.items():
+        refusals = dict(rdoc.responses)
+        if route.method not in ("GET", "HEAD") or path == "/ws":
+            refusals.setdefault(403, "Refused: a page of another site (Origin), or a Host this gateway "
+                                "does not answer to")
+        if rdoc.body is not None:
+            refusals.setdefault(415, "The body is not labelled Content-Type: application/json")
+        for status, text in refusals.items():
             op["responses"][str(status)] = {"description": text, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Error"}}}}
         paths.setdefault(_PARAM.sub(r"{\1}", path), {})[route.method.lower()] = op
@@ -92,8 +98,13 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
     schemas["Error"] = {"type": "object", "required": ["success", "error", "code", "status"], "properties": {
         "success": {"type": "boolean"}, "error": {"type": "string"}, "code": {"type": "string"},
         "status": {"type": "integer"}}}
+    # The token is optional (CASTRAY_API_TOKEN): either a bearer token or nothing. /ws also takes it as the
+    # subprotocol castray.bearer.<base64url token>, which OpenAPI cannot describe (see /ws's summary).
+    bearer = {"type": "http", "scheme": "bearer", "description": "CASTRAY_API_TOKEN, when the gateway has "
+              "one. Browsers' cross-site requests are refused whatever they carry (Origin, Host checks)."}
     return {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths,
-            "components": {"schemas": schemas}}
+            "components": {"schemas": schemas, "securitySchemes": {"bearer": bearer}},
+            "security": [{"bearer": []}, {}]}
 
 
 # --- serving it ----------------------------------------------------------------------------------
