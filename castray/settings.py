@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from castray.shared.settings import CommonSettings, CsvList
+from castray.shared.address_policy import AddressPolicySettings
+from castray.shared.settings import CommonSettings
 
 
 class UpSettings(CommonSettings):
@@ -27,9 +28,5 @@ class UpSettings(CommonSettings):
                                      description="`castray up`: longest wait before restarting a dead child.")
 
 
-class JoinSettings(CommonSettings):
-    join_ray: CsvList = Field(default_factory=list,
-                              description="`castray transfer`: first join this host to the Ray cluster at "
-                              "each of these GCS host:port addresses (comma-separated) as a node with no "
-                              "CPUs (a Ray driver needs a raylet on its own host: set in containers, and "
-                              "for clusters on other machines).")
+class JoinSettings(AddressPolicySettings):
+    """``CASTRAY_JOIN_RAY`` (the field lives in `AddressPolicySettings`: the join addresses are allowed)."""

@@ -53,7 +53,8 @@ def settings() -> Iterator[tuple[str, str, list[str], str]]:
             if who == "all":
                 common.add(name)
             if var in seen:
-                seen[var][1].append(who)
+                if who not in seen[var][1]:
+                    seen[var][1].append(who)
             else:
                 seen[var] = (_default(field), [who], (field.description or "").replace("|", "\\|"))
     for var, (default, users, meaning) in seen.items():

@@ -8,6 +8,7 @@ answer may cost in memory is bounded by the response and row caps, whatever it s
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -110,7 +111,7 @@ async def test_a_new_node_of_the_real_cluster_is_seen_while_the_other_lies(
     bad = await _connect(bus, hostile.url)
     hostile.mode = "nested"
     await events.wait_for(cluster_event("cluster-lost", bad), what="cluster-lost of the liar")
-    joined = local_ray.start_worker(ray_head)
+    joined = await asyncio.to_thread(local_ray.start_worker, ray_head)  # the loop goes on meanwhile
     ray_workers.append(joined)
     await events.wait_for(node_event("added", ray_node_id=joined.node_id), what="the new worker added")
 

@@ -63,7 +63,9 @@ class Discoverer:
         return await asyncio.shield(self._task)
 
     async def _candidates(self) -> list[Candidate]:
-        found = await asyncio.gather(sources.session_files(self.settings), sources.scan(self.settings))
+        found = await asyncio.gather(
+            sources.session_files(self.settings), sources.scan(self.settings, self.prober.policy)
+        )
         out = sources.configured(self.settings) + found[0] + found[1] + self.remembered
         self.remembered = []
         return list(dict.fromkeys(out))

@@ -16,6 +16,7 @@ from castray.discovery.addresses import LOOPBACK, Address, parse_address
 from castray.discovery.dashboard import DashboardClient, NodeRow, SummaryRow
 from castray.discovery.records import cluster_id, parse_version
 from castray.discovery.settings import DiscoverySettings
+from castray.shared.address_policy import AddressPolicy, host_of
 from castray.shared.errors import CommandError
 
 
@@ -39,11 +40,15 @@ class Probe:
 
 
 class Prober:
-    """Probes addresses with the settings' timeouts over one shared HTTP session."""
+    """Probes addresses with the settings' timeouts over one shared HTTP session; only addresses the
+    policy allows, given or reported (checked before any packet is sent)."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: DiscoverySettings) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, settings: DiscoverySettings, policy: AddressPolicy | None = None
+    ) -> None:
         self.session = session
         self.settings = settings
+        self.policy = policy or AddressPolicy.from_settings(settings)
         self.min_version = parse_version(settings.min_ray_version)
 
     def client(self, dashboard_url: str) -> DashboardClient:
@@ -61,19 +66,22 @@ class Prober:
         total = self.settings.connect_timeout
         try:
             async with asyncio.timeout(total):
+                ips = await self.policy.check(addr.host)
                 if kind == "gcs":
-                    return await self._via_gcs(addr)
+                    return await self._via_gcs(addr, ips[0])
                 try:
                     return await self.probe_dashboard(addr.http_url)
                 except errors.NotHttp:
                     if addr.url or kind == "dashboard":
                         raise
-                    return await self._via_gcs(addr)
+                    return await self._via_gcs(addr, ips[0])
         except TimeoutError as e:
             raise errors.timed_out(f"probing {addr.hostport} took longer than {total:g} s") from e
 
-    async def _via_gcs(self, addr: Address) -> Probe:
-        info = await gcs.lookup(addr.hostport, timeout=self.settings.poll_timeout)
+    async def _via_gcs(self, addr: Address, ip: str) -> Probe:
+        """``ip``: the checked address of ``addr.host`` (gRPC would resolve the name again)."""
+        target = Address(host=ip, port=addr.port).hostport
+        info = await gcs.lookup(target, timeout=self.settings.poll_timeout)
         if not info.dashboard:
             raise errors.dashboard_unreachable(f"the GCS at {addr.hostport} names no dashboard")
         reported = parse_address(info.dashboard)
@@ -101,6 +109,7 @@ class Prober:
         ) from failure
 
     async def probe_dashboard(self, url: str) -> Probe:
+        await self.policy.check(host_of(url))  # a dashboard a GCS reported may be anywhere
         client = self.client(url)
         version = await client.version()
         if parse_version(version.ray_version) < self.min_version:

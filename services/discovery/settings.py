@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from castray.shared.settings import CommonSettings, CsvList
+from castray.shared.address_policy import AddressPolicySettings
+from castray.shared.settings import CsvList
 
 
 def default_ray_temp_dirs() -> list[str]:
@@ -25,15 +26,9 @@ def default_ray_temp_dirs() -> list[str]:
     return list(dict.fromkeys(dirs))
 
 
-class DiscoverySettings(CommonSettings):
-    """What discovery looks at and how often."""
+class DiscoverySettings(AddressPolicySettings):
+    """What discovery looks at and how often (the addresses it may contact: `AddressPolicySettings`)."""
 
-    discovery_addresses: CsvList = Field(
-        default_factory=list,
-        description="Clusters to watch (CASTRAY_DISCOVERY_ADDRESSES, comma-separated): a dashboard URL "
-        "http://host:port, or host:port of a dashboard or of a GCS (probed: HTTP /api/version first, "
-        "then the GCS's gRPC key-value store, which names the dashboard).",
-    )
     ray_temp_dirs: CsvList = Field(
         default_factory=default_ray_temp_dirs,
         description="Ray temp dirs holding ray_current_cluster and session_*/ (CASTRAY_RAY_TEMP_DIRS); "
@@ -41,9 +36,6 @@ class DiscoverySettings(CommonSettings):
     )
     max_sessions: int = Field(
         default=10, ge=0, description="Newest session_* dirs read per temp dir (older ones are stale)."
-    )
-    scan_hosts: CsvList = Field(
-        default_factory=lambda: ["127.0.0.1"], description="Hosts whose dashboard ports are scanned."
     )
     scan_ports: str = Field(
         default="8265-8269", description="Dashboard ports scanned: ranges and lists, e.g. '8265-8269,9000'."
@@ -73,10 +65,6 @@ class DiscoverySettings(CommonSettings):
         "CASTRAY_MAX_CLUSTER_NODES: a node list that changes on every poll makes the cluster fail.",
     )
     min_ray_version: str = Field(default="2.9.0", description="Oldest Ray version accepted.")
-    local_cluster: str | None = Field(
-        default=None,
-        description="Address of the cluster `castray up` started itself (found_by=local, external=False).",
-    )
     state_check_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks that Redis still holds discovery's state."
     )

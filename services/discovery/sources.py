@@ -15,6 +15,7 @@ from pathlib import Path
 
 from castray.discovery.addresses import parse_ports
 from castray.discovery.settings import DiscoverySettings
+from castray.shared.address_policy import AddressNotAllowed, AddressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +96,36 @@ async def _is_open(host: str, port: int, timeout: float) -> bool:
     return True
 
 
-async def scan(settings: DiscoverySettings) -> list[Candidate]:
-    """Open ports among ``scan_hosts`` x ``scan_ports``, connected to concurrently."""
+async def _allowed_hosts(hosts: list[str], policy: AddressPolicy) -> list[tuple[str, str]]:
+    """(host, the address to connect to) of each scan host the policy allows; the others are skipped."""
+    out: list[tuple[str, str]] = []
+    for host in hosts:
+        try:
+            out.append((host, (await policy.check(host))[0]))
+        except AddressNotAllowed as e:
+            log.warning("scan host skipped: %s", e.message)
+    return out
+
+
+async def scan(settings: DiscoverySettings, policy: AddressPolicy | None = None) -> list[Candidate]:
+    """Open ports among ``scan_hosts`` x ``scan_ports`` (the hosts the policy allows, by default the
+    settings' own), connected to concurrently."""
     try:
         ports = parse_ports(settings.scan_ports)
     except ValueError as e:
         log.warning("scan skipped: %s", e)
         return []
-    targets = [(h, p) for h in settings.scan_hosts for p in ports]
+    policy = policy or AddressPolicy.from_settings(settings)
+    hosts = await _allowed_hosts(settings.scan_hosts, policy) if ports else []
+    targets = [(h, ip, p) for h, ip in hosts for p in ports]
     limit = asyncio.Semaphore(settings.scan_concurrency)
 
-    async def check(host: str, port: int) -> Candidate | None:
+    async def check(host: str, ip: str, port: int) -> Candidate | None:
         async with limit:
-            if await _is_open(host, port, settings.scan_connect_timeout):
+            if await _is_open(ip, port, settings.scan_connect_timeout):
                 shown = f"[{host}]" if ":" in host else host
                 return Candidate("scan", f"{shown}:{port}", "dashboard")
         return None
 
-    found = await asyncio.gather(*(check(h, p) for h, p in targets))
+    found = await asyncio.gather(*(check(h, ip, p) for h, ip, p in targets))
     return [c for c in found if c is not None]

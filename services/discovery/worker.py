@@ -23,10 +23,12 @@ from castray.discovery.commands import DiscoveryCommands
 from castray.discovery.passes import Discoverer
 from castray.discovery.probe import Prober
 from castray.discovery.publisher import StatePublisher
+from castray.discovery.resolver import PolicyResolver
 from castray.discovery.settings import DiscoverySettings
 from castray.discovery.sources import Candidate
 from castray.discovery.tracker import Tracker
 from castray.shared import codec
+from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import REDIS_ERRORS, Bus, instance_name
 from castray.shared.events import ClusterInfo
 from castray.shared.lease import Lease
@@ -79,11 +81,12 @@ class DiscoveryWorker:
         """Open the HTTP session and build the parts (each term calls it; tests may too)."""
         if self.session is not None:
             return
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+        policy = AddressPolicy.from_settings(self.settings)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, resolver=PolicyResolver(policy))
         self.session = aiohttp.ClientSession(
             connector=connector, trust_env=False, headers={"User-Agent": "castray-discovery"}
         )
-        prober = Prober(self.session, self.settings)
+        prober = Prober(self.session, self.settings, policy)
         self.tracker = Tracker(publisher=self.publisher, prober=prober, settings=self.settings)
         self.discoverer = Discoverer(settings=self.settings, prober=prober, tracker=self.tracker)
         self.commands = DiscoveryCommands(tracker=self.tracker, prober=prober, discoverer=self.discoverer)

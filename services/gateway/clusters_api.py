@@ -24,6 +24,8 @@ DISCOVERY = "discovery"
 MAX_ADDRESS = 512
 COMMAND_ERRORS = {
     400: "bad request (address_malformed)", 404: "unknown cluster", 409: "conflict (e.g. the local cluster)",
+    403: "address_not_allowed: the address (or what its name resolves to) is outside CASTRAY_DISCOVERY_ALLOW;"
+         " nothing was sent to it",
     422: "the address leads to no usable Ray cluster: dashboard_unreachable, not_ray_dashboard,"
          " gcs_unreachable, incompatible_version or timeout (the code says which)",
     503: "discovery is not running or did not answer",

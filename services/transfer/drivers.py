@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from castray.shared.address_policy import AddressNotAllowed, AddressPolicy, host_of
 from castray.shared.lifecycle import python_module_command
 
 log = logging.getLogger(__name__)
@@ -133,15 +134,23 @@ class DriverProcess:
 
 
 class Drivers:
-    """Driver processes by GCS address."""
+    """Driver processes by GCS address; only for addresses the policy allows (Ray's protocol trusts its
+    peers: a GCS named by an untrusted dashboard is never connected to)."""
 
-    def __init__(self, *, start_timeout: float = 90.0, log_level: str = "WARNING") -> None:
+    def __init__(self, *, policy: AddressPolicy, start_timeout: float = 90.0, log_level: str = "WARNING"
+                 ) -> None:
+        self.policy = policy
         self.start_timeout, self.log_level = start_timeout, log_level
         self._drivers: dict[str, DriverProcess] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def get(self, address: str) -> DriverProcess:
-        """The live driver for ``address``, started (or restarted) if needed."""
+        """The live driver for ``address``, started (or restarted) if needed; `DriverError` (from
+        `AddressNotAllowed`) for an address outside the allow-list."""
+        try:
+            await self.policy.check(host_of(address))
+        except AddressNotAllowed as e:
+            raise DriverError(f"refusing to connect to Ray at {address}: {e.message}") from e
         lock = self._locks.setdefault(address, asyncio.Lock())
         async with lock:
             driver = self._drivers.get(address)

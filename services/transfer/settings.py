@@ -6,12 +6,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from castray.shared.settings import CommonSettings
+from castray.shared.address_policy import AddressPolicySettings
 
 MiB = 1024 * 1024
 
 
-class TransferSettings(CommonSettings):
+class TransferSettings(AddressPolicySettings):
+    """Transfer's settings; the GCS addresses it may ``ray.init`` against: `AddressPolicySettings`."""
+
     data_dir: Path = Field(default=Path("var/castray"), description="Uploads and generated files.")
     inbox_dir: Path | None = Field(
         default=None, description="Root of the inboxes: files land at <inbox>/<node id>/<name>. "

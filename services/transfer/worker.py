@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from castray.shared import bus as busmod
+from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import Bus
 from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
@@ -51,7 +52,8 @@ class TransferWorker:
         self.redis = redis or busmod.connect(settings.redis_url)
         self.bus = Bus(self.redis, self.names, source=self.instance)
         self.store = RecordStore(self.redis, self.names)
-        self.drivers = Drivers(start_timeout=settings.driver_start_timeout, log_level=settings.log_level)
+        self.drivers = Drivers(policy=AddressPolicy.from_settings(settings),
+                               start_timeout=settings.driver_start_timeout, log_level=settings.log_level)
         self.active: dict[str, asyncio.Task[None]] = {}
         self._closing = asyncio.Event()
         self._closed = False
