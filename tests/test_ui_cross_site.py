@@ -10,6 +10,7 @@ fragment (as ``castray up`` prints it) is used for REST and for the WebSocket, n
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 import urllib.parse
@@ -23,7 +24,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from castray.node_registry.feed import make_cluster, make_node
 from castray.shared import bus as busmod
-from tests.support import attacker_site
+from tests.support import attacker_site, reverse_proxy
 from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port, launch_browser
 
 pytestmark = pytest.mark.timeout(180)
@@ -181,4 +182,35 @@ def test_a_token_in_the_address_fragment_is_used_and_never_sent_in_a_url(namespa
         assert watch.errors_except() == []
     finally:
         context.close()
+        s.stop()
+
+
+def test_ui_works_behind_a_reverse_proxy_that_is_configured_in(namespace: str, redis_url: str,
+                                                                browser: Any) -> None:
+    """A proxy that rewrites Host (nginx's plain proxy_pass): the page's origin is the proxy's. Configured in
+    CASTRAY_ALLOWED_ORIGINS, the page goes live and can change things; through another proxy it cannot."""
+    configured, other = free_port(), free_port()
+    s = make_stack(namespace, redis_url, gateway_overrides={"allowed_origins": f"http://localhost:{configured}"})
+    proxies = [s.do(reverse_proxy.serve(s.url, port)) for port in (configured, other)]
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(DEADLINE_MS)
+        create = """async () => (await fetch("/api/file-generator/create", { method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ size: "1KB", file_name: "via-proxy.txt" }) })).status"""
+        page.goto(f"http://localhost:{configured}/ui")
+        expect(page.get_by_test_id("conn-badge")).to_have_attribute("data-state", "live")
+        expect(page.locator('#nodes-body tr[data-id="c1-n0000"]')).to_have_attribute("data-state", "ALIVE")
+        assert page.evaluate(create) == 200
+        page.goto(f"http://localhost:{other}/ui")
+        badge = page.get_by_test_id("conn-badge")
+        expect(badge).to_have_attribute("title", re.compile("closed"))  # a handshake was refused
+        expect(badge).not_to_have_attribute("data-state", "live")
+        assert page.evaluate(create) == 403
+        assert gateway_state(s)["generated"] == ["via-proxy.txt"]
+    finally:
+        context.close()
+        for runner in proxies:
+            s.do(runner.cleanup())
         s.stop()

@@ -69,6 +69,7 @@ class ViewStack:
     redis_url: str
     data_dir: Path
     api_token: str | None = None
+    gateway_overrides: dict[str, Any] = field(default_factory=dict)  # more GatewaySettings
     loop: LoopThread = field(default_factory=LoopThread)
     port: int = 0
     runner: web.AppRunner | None = None
@@ -96,7 +97,8 @@ class ViewStack:
 
     async def _serve(self) -> None:
         settings = GatewaySettings(namespace=self.namespace, redis_url=self.redis_url, host="127.0.0.1",
-                                   port=self.port, data_dir=self.data_dir, api_token=self.api_token)
+                                   port=self.port, data_dir=self.data_dir, api_token=self.api_token,
+                                   **self.gateway_overrides)
         self.runner = web.AppRunner(create_app(settings), access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
