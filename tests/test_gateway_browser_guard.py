@@ -61,7 +61,7 @@ async def test_a_foreign_host_is_refused_dns_rebinding(namespace: str, tmp_path:
 
 
 async def test_configured_hosts_and_origins_are_answered(namespace: str, tmp_path: Path) -> None:
-    async with gateway(namespace, tmp_path / "data", allowed_hosts="castray.lan,.corp.example",
+    async with gateway(namespace, tmp_path / "data", allowed_hosts="Castray.LAN:8000,.corp.example",
                        allowed_origins="https://castray.example.com") as client:
         for host in ("castray.lan", "castray.lan:8000", "a.corp.example", "castray.example.com"):
             assert (await client.get("/api/status", headers={"Host": host})).status == 200, host

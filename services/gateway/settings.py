@@ -30,6 +30,16 @@ def normalize_origin(value: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+def _host_name(value: str) -> str:
+    """``Name``, ``name:8000``, ``[::1]:8000`` -> the bare lower-case name a Host header is matched on."""
+    text = value.strip().lower()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
 class GatewaySettings(exposure.ExposureSettings):
     host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the gateway serves on.")
@@ -63,4 +73,4 @@ class GatewaySettings(exposure.ExposureSettings):
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
-        return [exposure.strip_brackets(v.strip().lower()).rstrip(".") for v in value]
+        return [_host_name(v) for v in value]
