@@ -34,7 +34,7 @@ async def _pending(redis: aioredis.Redis, names: Names) -> int:
 
 
 async def _wait_acked(redis: aioredis.Redis, names: Names) -> None:
-    for _ in range(100):
+    for _ in range(600):  # generous: a worker starved on a busy 2-core machine re-claims its entry late
         info = await redis.xinfo_groups(names.transfer_requests)
         if info and int(info[0]["lag"] or 0) == 0 and await _pending(redis, names) == 0:
             return
