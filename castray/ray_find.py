@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ class Where:
     temp_dirs: list[str] = field(default_factory=list)
     scan_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     scan_ports: list[int] = field(default_factory=lambda: list(range(8265, 8270)))
+    # Hosts that may be contacted (discovery's CASTRAY_DISCOVERY_ALLOW policy): nothing else is.
+    allowed: Callable[[str], bool] = lambda host: True
 
 
 def parse_ports(text: str) -> list[int]:
@@ -48,9 +51,12 @@ def where_discovery_looks() -> Where:
         base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR")
         dirs = [str(Path(base) / "ray")] if base else []
         return Where(temp_dirs=[*dirs, "/tmp/ray"])
+    from castray.shared.address_policy import AddressPolicy
+
     s = DiscoverySettings()
     return Where(addresses=list(s.discovery_addresses), temp_dirs=list(s.ray_temp_dirs),
-                 scan_hosts=list(s.scan_hosts), scan_ports=discovery_ports(s.scan_ports))
+                 scan_hosts=list(s.scan_hosts), scan_ports=discovery_ports(s.scan_ports),
+                 allowed=AddressPolicy.from_settings(s).allows_blocking)
 
 
 def _tcp_answers(host: str, port: int, timeout: float) -> bool:
@@ -69,19 +75,21 @@ def dashboard_answers(url: str, timeout: float = 1.0) -> bool:
     return False
 
 
-def _address_answers(address: str, timeout: float) -> bool:
+def _address_answers(address: str, timeout: float, allowed: Callable[[str], bool]) -> bool:
     url = address if "://" in address else f"http://{address}"
+    if not allowed(urlsplit(url).hostname or ""):
+        return False
     if dashboard_answers(url, timeout):
         return True
     parts = urlsplit(url)  # host:port of a GCS: it speaks gRPC; that it listens is enough here
     return bool(parts.hostname and parts.port and _tcp_answers(parts.hostname, parts.port, timeout))
 
 
-def _session_file_cluster(temp_dir: str, timeout: float) -> str | None:
+def _session_file_cluster(temp_dir: str, timeout: float, allowed: Callable[[str], bool]) -> str | None:
     path = Path(temp_dir) / "ray_current_cluster"
     with contextlib.suppress(OSError, ValueError):
         host, _, port = path.read_text().strip().rpartition(":")
-        if _tcp_answers(host, int(port), timeout):
+        if allowed(host) and _tcp_answers(host, int(port), timeout):
             return f"{host}:{port} (from {path})"
     return None
 
@@ -89,13 +97,14 @@ def _session_file_cluster(temp_dir: str, timeout: float) -> str | None:
 def find_cluster(where: Where, timeout: float = 1.0) -> str | None:
     """A description of one running cluster discovery will find, or None."""
     for address in where.addresses:
-        if _address_answers(address, timeout):
+        if _address_answers(address, timeout, where.allowed):
             return f"{address} (CASTRAY_DISCOVERY_ADDRESSES)"
     for temp_dir in where.temp_dirs:
-        found = _session_file_cluster(temp_dir, timeout)
+        found = _session_file_cluster(temp_dir, timeout, where.allowed)
         if found:
             return found
-    urls = [f"http://{h}:{p}" for h in where.scan_hosts for p in where.scan_ports]
+    hosts = [h for h in where.scan_hosts if where.allowed(h)] if where.scan_ports else []
+    urls = [f"http://{h}:{p}" for h in hosts for p in where.scan_ports]
     if not urls:
         return None
     with ThreadPoolExecutor(max_workers=min(16, len(urls))) as pool:

@@ -19,6 +19,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -220,6 +221,20 @@ class AddressPolicy:
         if not allowed:
             raise AddressNotAllowed(host, f"it resolves to {', '.join(map(str, ips[:4]))}, not allowed")
         return allowed
+
+    def allows_blocking(self, host: str) -> bool:
+        """`check` for synchronous callers (``castray up``), in a thread of its own: any event loop may
+        already run in the caller's."""
+
+        def run() -> bool:
+            try:
+                asyncio.run(self.check(host))
+            except AddressNotAllowed:
+                return False
+            return True
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(run).result()
 
     async def _resolve_listed(self, name: str) -> list[IP]:
         now = time.monotonic()

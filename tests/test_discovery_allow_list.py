@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from castray import local_ray
+from castray import local_ray, ray_find
 from castray.discovery.probe import Prober
 from castray.discovery.settings import DiscoverySettings
 from castray.shared.address_policy import AddressNotAllowed, AddressPolicy, AddressPolicySettings
@@ -166,3 +166,16 @@ async def test_transfer_never_starts_ray_against_a_gcs_outside_the_allow_list(li
         assert isinstance(info.value.__cause__, AddressNotAllowed)
     assert listener.connections() == 0
     await drivers.close()
+
+
+def test_castray_up_looks_for_a_running_cluster_only_where_it_is_allowed(
+    listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``castray up``'s look before it starts a head (``ray_find``) applies the same policy."""
+    monkeypatch.setenv("CASTRAY_DISCOVERY_ALLOW", "127.0.0.1/32")
+    monkeypatch.setenv("CASTRAY_DISCOVERY_ADDRESSES", f"127.0.0.2:{listener.port}")
+    monkeypatch.setenv("CASTRAY_SCAN_HOSTS", "127.0.0.2")
+    monkeypatch.setenv("CASTRAY_SCAN_PORTS", str(listener.port))
+    monkeypatch.setenv("CASTRAY_RAY_TEMP_DIRS", "")
+    assert ray_find.find_cluster(ray_find.where_discovery_looks()) is None
+    assert listener.connections() == 0
