@@ -134,14 +134,21 @@ def test_three_transfer_replicas_share_the_work_and_finish_a_killed_ones_transfe
     assert record["state"] != "completed"
     worker_host = record["worker"].split("@", 1)[1].split(":")[0]  # transfer@<container hostname>:...
     victim = next(c for c in stack.containers("transfer") if c.startswith(worker_host))
+    victim_ip = stack.ip_of(victim)
     stack.kill(victim)  # SIGKILL: no chance to clean up
 
     final = stack.finished(transfer_id, timeout=600)
     assert final["worker"].split("@", 1)[1].split(":")[0] != worker_host, final
     _verified_in_containers(stack, final)
-    # The killed replica's node leaves the targets: three ALIVE nodes again (the head and two replicas).
-    stack.wait_for("the killed replica's node no longer ALIVE", lambda: len(stack.alive_nodes()) == 3,
-                   timeout=180)
+    # The killed replica's node leaves: DEAD with Ray's reason, no longer counted (the head and two replicas).
+    def dead_with_reason() -> list[dict[str, Any]]:
+        nodes = stack.get("/api/nodes")["nodes"]
+        return [n for n in nodes if n["ip"] == victim_ip and n["state"] == "DEAD" and n["state_message"]]
+
+    stack.wait_for("the killed replica's node DEAD", dead_with_reason, timeout=180)
+    counts = stack.get("/api/status")
+    assert (counts["total_nodes"], counts["active_nodes"]) == (3, 3), counts
+    assert victim_ip not in {n["ip"] for n in stack.alive_nodes()}
 
 
 def test_redis_restarted_keeps_the_state(stack: Stack) -> None:

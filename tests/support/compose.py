@@ -137,6 +137,10 @@ class Stack:
                                    + self.compose("logs", "--tail=40", check=False).stdout[-6000:])
             time.sleep(1)
 
+    def ip_of(self, cid: str) -> str:
+        networks = self.inspect(cid)["NetworkSettings"]["Networks"]
+        return str(next(iter(networks.values()))["IPAddress"])
+
     def container_of_ip(self, ip: str) -> str:
         for cid in self.containers():
             networks = self.inspect(cid)["NetworkSettings"]["Networks"]
