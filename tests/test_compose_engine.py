@@ -151,6 +151,26 @@ def test_three_transfer_replicas_share_the_work_and_finish_a_killed_ones_transfe
     assert victim_ip not in {n["ip"] for n in stack.alive_nodes()}
 
 
+def test_a_replica_stopped_by_scaling_down_leaves_the_view_with_sigterm_as_the_reason(stack: Stack) -> None:
+    before = stack.containers("transfer")
+    ips = {cid: stack.ip_of(cid) for cid in before}
+    stack.compose("up", "-d", "--no-recreate", "--scale", "transfer=1", timeout=300)
+    (kept,) = stack.containers("transfer")
+    stopped_ips = {ip for cid, ip in ips.items() if cid != kept}
+    assert stopped_ips
+
+    def dead_by_sigterm() -> bool:
+        nodes = stack.get("/api/nodes")["nodes"]
+        return all(
+            not any(n["ip"] == ip and n["state"] == "ALIVE" for n in nodes)
+            and any(n["ip"] == ip and n["state"] == "DEAD" and "SIGTERM" in (n["state_message"] or "")
+                    for n in nodes)
+            for ip in stopped_ips)
+
+    stack.wait_for("the stopped replica's node DEAD by SIGTERM", dead_by_sigterm, timeout=120)
+    assert len(stack.alive_nodes()) == 2  # the head and the kept replica
+
+
 def test_redis_restarted_keeps_the_state(stack: Stack) -> None:
     transfer_id = stack.transfer({"source": {"generate": {"size": "4MiB", "content": "random"}},
                                   "mode": "unicast", "targets": [_head(stack)["id"]]})
