@@ -110,6 +110,13 @@ class Names:
     def transfer(self, transfer_id: str) -> str:
         return f"{self.ns}:transfer:{transfer_id}"
 
+    @property
+    def transfer_dead_letters(self) -> str:
+        """Stream of transfer requests given up on after ``max_deliveries`` (poison requests): each entry
+        has ``transfer_id``, ``entry_id`` (its id on the request stream), ``deliveries``, ``error`` and
+        ``data`` (the request as it was queued, msgpack). Capped; the record says ``failed`` too."""
+        return f"{self.ns}:transfers:dead-letters"
+
     def transfer_lease(self, transfer_id: str) -> str:
         """String naming the transfer worker running the transfer; expires unless renewed."""
         return f"{self.ns}:transfer-lease:{transfer_id}"

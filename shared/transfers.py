@@ -111,5 +111,8 @@ class TransferRecord(BaseModel):
     overwrite: bool = False
     cancel_requested: bool = False
     worker: str | None = None
+    attempts: int = Field(default=0, description=(
+        "Times a transfer worker began handling the request; past the transfer service's max_deliveries "
+        "it is given up (failed, and its request moved to the dead-letter stream)."))
     sender_id: str | None = Field(default=None, description=(
         "Node the original CastRay's endpoints name as sender (statistics only; data comes from source)."))

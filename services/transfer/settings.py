@@ -26,6 +26,10 @@ class TransferSettings(AddressPolicySettings):
     max_transfers: int = Field(default=4, ge=1, le=256, description="Transfers this replica runs at once.")
     claim_idle_ms: int = Field(default=15_000, ge=500,
                                description="A request pending this long without a heartbeat is taken over.")
+    max_deliveries: int = Field(
+        default=3, ge=1, le=100, description="A request whose handling raised an unexpected error (or whose "
+        "replica died) this many times is given up: its record fails with the reason and the entry moves "
+        "to the dead-letter stream (<namespace>:transfers:dead-letters).")
     heartbeat_s: float = Field(default=0.0, ge=0.0,
                                description="Heartbeat period (0: a quarter of claim_idle_ms).")
     progress_interval: float = Field(default=0.25, gt=0.0,

@@ -5,6 +5,10 @@ lease and re-claims its stream entry every heartbeat, so the entry never looks i
 a replica dies both stop: after ``claim_idle_ms`` another replica claims the entry (XAUTOCLAIM), takes the
 lease and runs the transfer again (copies already placed are kept). A record already completed, failed
 or cancelled is just acknowledged, so no transfer is ever done twice.
+
+A request whose handling raises an unexpected error stays pending and is retried when claimed again, up
+to ``max_deliveries`` attempts in all (``TransferRecord.attempts``, counted when an attempt takes the
+lease, so a replica that died mid-run counts too); then it is given up (`castray.transfer.dead_letter`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from castray.shared.bus import Bus
 from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
 from castray.shared.transfers import TransferRecord
+from castray.transfer import dead_letter
 from castray.transfer.drivers import Drivers
 from castray.transfer.job import TransferJob
 from castray.transfer.records import RecordStore
@@ -82,16 +87,19 @@ class TransferWorker:
                 await asyncio.wait_for(self._closing.wait(), 0.2)
             return next_claim
         entries: list[tuple[str, dict[str, Any]]] = []
+        claimed = False
         if time.monotonic() >= next_claim:
             entries = await self.bus.claim_stale_work(self.stream, TRANSFER_GROUP, self.instance,
                                                       idle_ms=self.settings.claim_idle_ms, count=free)
             next_claim = time.monotonic() + self.settings.heartbeat_period()
+            claimed = bool(entries)
         if not entries:
             entries = await self.bus.read_work(self.stream, TRANSFER_GROUP, self.instance, count=free,
                                                block_ms=500)
         for entry_id, data in entries:
             if entry_id not in self.active:
-                task = asyncio.create_task(self._handle(entry_id, data), name=f"transfer-{entry_id}")
+                count = await dead_letter.deliveries(self.redis, self.stream, entry_id) if claimed else 1
+                task = asyncio.create_task(self._handle(entry_id, data, count), name=f"transfer-{entry_id}")
                 self.active[entry_id] = task
                 task.add_done_callback(functools.partial(self._forget, entry_id))
         return next_claim
@@ -99,7 +107,9 @@ class TransferWorker:
     def _forget(self, entry_id: str, _task: asyncio.Task[None]) -> None:
         self.active.pop(entry_id, None)
 
-    async def _handle(self, entry_id: str, data: dict[str, Any]) -> None:
+    async def _handle(self, entry_id: str, data: dict[str, Any], count: int = 1) -> None:
+        """Run one request. ``count``: Redis's deliveries of the entry, used as the attempt count until
+        the record's own (which counts only the attempts that took the lease) is known."""
         try:
             record = await self._record(data)
             if record is None or record.state in TERMINAL:
@@ -109,6 +119,11 @@ class TransferWorker:
             if not await lease.acquire():
                 return  # a live replica runs it; it re-claims the entry with its heartbeat
             try:
+                record.attempts = count = record.attempts + 1
+                if count > self.settings.max_deliveries:
+                    await self._give_up(entry_id, data, count - 1, dead_letter.died_reason(count - 1))
+                    return
+                await self.store.save(record)
                 await self._run_leased(entry_id, record, lease)
             finally:
                 with contextlib.suppress(*busmod.REDIS_ERRORS):
@@ -119,8 +134,16 @@ class TransferWorker:
             log.warning("transfer entry %s left pending (redis: %s)", entry_id, e)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug must not kill the worker; the entry stays pending for a retry
-            log.exception("transfer entry %s failed unexpectedly", entry_id)
+        except Exception as e:  # a bug must not kill the worker; the entry stays pending for a retry
+            log.exception("transfer entry %s failed unexpectedly (attempt %d of at most %d)", entry_id,
+                          count, self.settings.max_deliveries)
+            if count >= self.settings.max_deliveries:
+                with contextlib.suppress(*busmod.REDIS_ERRORS):
+                    await self._give_up(entry_id, data, count, dead_letter.crash_reason(e, count))
+
+    async def _give_up(self, entry_id: str, data: dict[str, Any], count: int, reason: str) -> None:
+        await dead_letter.give_up(bus=self.bus, store=self.store, stream=self.stream, entry_id=entry_id,
+                                  data=data, count=count, reason=reason)
 
     async def _record(self, data: dict[str, Any]) -> TransferRecord | None:
         tid = str(data.get("id") or "")

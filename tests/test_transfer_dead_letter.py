@@ -1,0 +1,77 @@
+"""Poison transfer requests: one whose handling raises an unexpected error is retried up to
+``max_deliveries`` deliveries, then fails with its reason, is acknowledged and copied to the dead-letter
+stream; one begun too often without an outcome (its replica died each time) is given up unrun."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from castray.shared import codec
+from castray.shared.bus import Bus
+from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.names import TRANSFER_GROUP, Names
+from castray.shared.transfers import Destination, TransferRecord
+from tests.support import transfer_env as env
+
+
+async def _view(redis: aioredis.Redis, names: Names) -> NodeInfo:
+    cluster = ClusterInfo(id="cx", name="cx", gcs_address="127.0.0.1:1")  # never contacted here
+    node = NodeInfo(id="cx-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cx", name="a", is_head=True)
+    await redis.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
+    await redis.hset(names.view_nodes, node.id, codec.encode_model(node))
+    return node
+
+
+async def _pending(redis: aioredis.Redis, names: Names) -> int:
+    return int((await redis.xpending(names.transfer_requests, TRANSFER_GROUP))["pending"])
+
+
+async def _dead_letters(redis: aioredis.Redis, names: Names, count: int) -> list[dict[bytes, bytes]]:
+    for _ in range(900):
+        rows = await redis.xrange(names.transfer_dead_letters)
+        if len(rows) >= count:
+            return [fields for _id, fields in rows]
+        await asyncio.sleep(0.1)
+    raise AssertionError("nothing reached the dead-letter stream")
+
+
+async def test_a_request_that_raises_fails_with_its_reason_after_max_deliveries(
+    namespace: str, tmp_path: Path, redis_client: aioredis.Redis, names: Names
+) -> None:
+    node = await _view(redis_client, names)
+    # an upload id the planner's model refuses: its handling raises a ValidationError, not a PlanError
+    rec = await env.queue(redis_client, names, source={"upload_id": "not-an-id"}, targets=[node.id],
+                          file_name="p.bin", mode="unicast", cluster_id="cx")
+    async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=500, max_deliveries=3):
+        got = await env.wait_record(redis_client, names, rec.id, env.done, timeout=120)
+        fields = (await _dead_letters(redis_client, names, 1))[0]
+    assert got.state == "failed"
+    assert "gave up after 3 deliveries" in str(got.error) and "ValidationError" in str(got.error)
+    assert got.destinations[0].state == "failed" and got.destinations[0].error == got.error
+    assert fields[b"transfer_id"].decode() == rec.id and int(fields[b"deliveries"]) == 3
+    assert codec.unpack(fields[b"data"])["id"] == rec.id
+    assert await _pending(redis_client, names) == 0  # acknowledged: never claimed again
+
+
+async def test_a_request_delivered_too_often_is_given_up_without_running(
+    namespace: str, tmp_path: Path, redis_client: aioredis.Redis, names: Names
+) -> None:
+    node = await _view(redis_client, names)
+    # two replicas took it and died mid-run (never acknowledged): two attempts already
+    rec = TransferRecord(id=uuid.uuid4().hex, mode="unicast", source={"generate": {"size": 10}},
+                         file_name="d.bin", created_at=time.time(), cluster_id="cx", state="running",
+                         worker="dead-2", attempts=2, destinations=[Destination(node_id=node.id)])
+    await redis_client.set(names.transfer(rec.id), codec.encode_model(rec))
+    bus = Bus(redis_client, names, source="test")
+    await bus.add_work(names.transfer_requests, rec.model_dump(mode="json"))
+    async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=500, max_deliveries=2):
+        got = await env.wait_record(redis_client, names, rec.id, env.done, timeout=60)
+        await _dead_letters(redis_client, names, 1)
+    assert got.state == "failed" and "gave up after 2 deliveries" in str(got.error)
+    assert got.worker == "dead-2" and got.started_at is None  # not run a third time
+    assert await _pending(redis_client, names) == 0
