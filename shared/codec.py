@@ -29,7 +29,12 @@ def as_text(raw: bytes | str | None) -> str | None:
 
 
 def unpack(raw: bytes | str) -> Any:
-    return msgpack.unpackb(as_bytes(raw), raw=False, strict_map_key=False)
+    """msgpack to plain data; anything that is not msgpack raises `ValueError` (msgpack's own errors are
+    ValueErrors, but a map keyed by an array or a map raises TypeError: unhashable in Python)."""
+    try:
+        return msgpack.unpackb(as_bytes(raw), raw=False, strict_map_key=False)
+    except TypeError as e:
+        raise ValueError(f"not msgpack data CastRay writes: {e}") from e
 
 
 def encode_model(model: BaseModel) -> bytes:

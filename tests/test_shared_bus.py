@@ -42,6 +42,8 @@ async def test_published_events_arrive_in_order_with_gap_free_sequence(
     for _ in range(50):
         await pub.publish(names.discovery_events, events.SourceReset())
     await redis_client.publish(names.discovery_events, b"garbage")  # skipped, never kills the loop
+    await redis_client.publish(names.discovery_events, bytes([0x81, 0x91, 0x01, 0x02]))  # {[1]: 2}
+    await redis_client.publish(names.discovery_events, bytes([0xDD, 0xFF, 0xFF, 0xFF, 0xFF]))  # 4 G items
     await pub.publish(names.discovery_events, events.SourceReset())
     await _until(lambda: len(got) == 51)
     task.cancel()
