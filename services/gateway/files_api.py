@@ -22,11 +22,12 @@ from castray.gateway import keys
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
+from castray.gateway.storage import BUDGET, Budget, Share
 from castray.gateway.transfer_plan import enqueue, generate_size, plan, resolve_recipients
 from castray.shared import filegen
 from castray.shared.safe_names import inside, safe_file_name
 from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
-from castray.shared.transfers import ContentType, TransferRequest, UploadSource
+from castray.shared.transfers import ContentType, TransferRequest, UploadRecord, UploadSource
 
 T = TypeVar("T")
 # Generating up to a GiB keeps a thread busy for seconds: a few at a time, so that the default
@@ -37,6 +38,7 @@ TAG = "files"
 GEN = "/api/file-generator"
 WRITE_CHUNK = 1024 * 1024  # bytes gathered before one write in the thread
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file in a multipart body
+FULL = "Over the storage quota, or below the free-space floor (with the numbers)"
 
 
 # --- uploads -------------------------------------------------------------------------------------
@@ -53,7 +55,8 @@ class UploadAnswer(BaseModel):
 @doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
      tag=TAG, response_model=UploadAnswer,
      responses={400: "Not multipart, no 'file' field, or an unusable file name",
-                413: "Over max_upload_bytes"})
+                413: "Over max_upload_bytes",
+                507: FULL})
 async def upload(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     cap = settings.max_upload_bytes
@@ -68,10 +71,23 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
     upload_id = uuid.uuid4().hex
     folder = inside(Path(settings.data_dir) / gf.UPLOADS, upload_id)
-    sink = await disk(gf.UploadFile, folder)
+    async with request.app[BUDGET].hold() as share:
+        if request.content_length is not None:  # refuse at once what cannot fit (headers not counted)
+            await share.budget.check(max(0, request.content_length - MULTIPART_SLACK))
+        sink = await disk(gf.UploadFile, folder)
+        record = await _store(request, part, sink, share, name, upload_id)
+    answer = UploadAnswer(upload_id=upload_id, file_name=name, file_size=record.file_size,
+                          sha256=record.sha256, file_path=record.path,
+                          message=f"uploaded {name} ({format_size(record.file_size)})")
+    return web.json_response(answer.model_dump())
+
+
+async def _store(request: web.Request, part: BodyPartReader, sink: gf.UploadFile, share: Share, name: str,
+                 upload_id: str) -> UploadRecord:
+    """Stream the part into ``sink`` and record it; nothing stays behind if that fails."""
     try:
         try:
-            await _stream(part, sink, cap)
+            await _stream(part, sink, request.app[keys.SETTINGS].max_upload_bytes, share)
         except ValueError as e:  # aiohttp's word for a body that breaks off or loses its boundary
             raise ApiError(400, f"malformed multipart body: {e}") from e
         # aiohttp ends a part quietly at the end of the body; a complete one is followed by its
@@ -86,10 +102,7 @@ async def upload(request: web.Request) -> web.Response:
     except BaseException:  # nothing stays behind: not the file, not its folder
         await asyncio.to_thread(sink.discard)
         raise
-    answer = UploadAnswer(upload_id=upload_id, file_name=name, file_size=record.file_size,
-                          sha256=record.sha256, file_path=record.path,
-                          message=f"uploaded {name} ({format_size(record.file_size)})")
-    return web.json_response(answer.model_dump())
+    return record
 
 
 async def _file_part(request: web.Request) -> BodyPartReader:
@@ -104,7 +117,8 @@ async def _file_part(request: web.Request) -> BodyPartReader:
     raise ApiError(400, "no multipart field named 'file'")
 
 
-async def _stream(part: BodyPartReader, sink: gf.UploadFile, cap: int) -> None:
+async def _stream(part: BodyPartReader, sink: gf.UploadFile, cap: int, share: Share) -> None:
+    """Write the part to ``sink``, each piece taken from the storage budget before it is written."""
     buffer, size = bytearray(), 0
     while chunk := await part.read_chunk(WRITE_CHUNK):
         size += len(chunk)
@@ -112,9 +126,11 @@ async def _stream(part: BodyPartReader, sink: gf.UploadFile, cap: int) -> None:
             raise ApiError(413, f"upload is larger than the limit of {format_size(cap)}", max_size=cap)
         buffer += chunk
         if len(buffer) >= WRITE_CHUNK:
+            await share.grow(len(buffer))
             await disk(sink.write, bytes(buffer))
             buffer.clear()
     if buffer:
+        await share.grow(len(buffer))
         await disk(sink.write, bytes(buffer))
 
 
@@ -154,12 +170,13 @@ def _generated_dir(app: web.Application) -> Path:
 
 async def _create(app: web.Application, size: int, content: filegen.Content, name: str) -> dict[str, Any]:
     folder = _generated_dir(app)
-    try:
-        path = await disk(gf.reserve, folder, name)
-    except ValueError as e:
-        raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
-    async with app[GENERATING]:
-        sha256 = await disk(gf.generate, path, size, content)
+    async with app[BUDGET].hold(size):  # 507 before anything is written
+        try:
+            path = await disk(gf.reserve, folder, name)
+        except ValueError as e:
+            raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
+        async with app[GENERATING]:
+            sha256 = await disk(gf.generate, path, size, content)
     st = await asyncio.to_thread(path.stat)
     return {"file_path": str(path), "file_name": path.name, "requested_size": size, "actual_size": st.st_size,
             "content_type": content, "sha256": sha256, "md5_hash": None, "created": True,
@@ -191,7 +208,7 @@ async def info(request: web.Request) -> web.Response:
 
 
 @doc("Generate a file of an exact size", tag=TAG, body=CreateFile,
-     responses={400: "Bad size (0, over the limit, not a size), content type or file name"})
+     responses={400: "Bad size (0, over the limit, not a size), content type or file name", 507: FULL})
 async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateFile)
     size = generate_size(request.app, body.size)
@@ -201,7 +218,8 @@ async def create(request: web.Request) -> web.Response:
                               "file_info": file_info})
 
 
-@doc("Generate a file of a preset size", tag=TAG, body=CreatePreset, responses={400: "Unknown preset"})
+@doc("Generate a file of a preset size", tag=TAG, body=CreatePreset,
+     responses={400: "Unknown preset", 507: FULL})
 async def create_preset(request: web.Request) -> web.Response:
     body = await parse_body(request, CreatePreset)
     if body.preset not in PRESETS:
@@ -217,7 +235,8 @@ async def create_preset(request: web.Request) -> web.Response:
 
 
 @doc("Generate a file and queue a real transfer of it from the sender's cluster to the recipients", tag=TAG,
-     body=CreateAndTransfer, responses={400: "Bad size or no valid recipients", 404: "Unknown sender"})
+     body=CreateAndTransfer, responses={400: "Bad size or no valid recipients", 404: "Unknown sender",
+                                                 507: FULL})
 async def create_and_transfer(request: web.Request) -> web.Response:
     app = request.app
     body = await parse_body(request, CreateAndTransfer)
@@ -302,7 +321,10 @@ def _tag(size: str | int) -> str:
 
 
 def setup(app: web.Application) -> None:
+    settings = app[keys.SETTINGS]
     app[GENERATING] = asyncio.Semaphore(MAX_GENERATING)
+    app[BUDGET] = Budget(Path(settings.data_dir), quota=settings.storage_quota_bytes,
+                         floor=settings.storage_min_free_bytes)
     app.router.add_post("/api/upload", upload)
     app.router.add_get(f"{GEN}/presets", presets)
     app.router.add_get(f"{GEN}/info", info)

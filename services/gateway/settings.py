@@ -47,6 +47,12 @@ class GatewaySettings(exposure.ExposureSettings):
     max_upload_bytes: int = Field(default=20 * 1024**3, description="Largest file upload.")
     max_generate_bytes: int = Field(default=1024**3, ge=1,
                                     description="Largest generated file (file generator, generate sources).")
+    storage_quota_bytes: int = Field(
+        default=100 * 1024**3, ge=0, description="Most bytes of stored uploads plus generated files under "
+        "the data directory (0: no quota); an upload or generation that would pass it gets 507.")
+    storage_min_free_bytes: int = Field(
+        default=512 * 1024**2, ge=0, description="Free space always left on the data directory's disk (0: "
+        "none); an upload or generation that would leave less gets 507.")
     messages_per_node: int = Field(default=100, ge=1, description="Messages kept per node (/api/send).")
     data_dir: Path = Field(default=Path("var/castray"), description="Uploads and generated files.")
     command_timeout: float = Field(default=10.0, description="Seconds to wait for discovery to answer.")
