@@ -17,6 +17,21 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot even parse (a NUL in a header, a broken request line) at ERROR
+    with a traceback. It is the client's fault and already answered 400: one line at INFO is enough, and
+    a client sending garbage cannot fill the logs with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in ("BadHttpMessage", "BadStatusLine", "InvalidHeader",
+                                                        "LineTooLong", "BadHttpMethod", "InvalidURLError"):
+            record.msg, record.args = "malformed HTTP request refused (400): %s", (str(exc).splitlines()[0],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def setup_logging(level: str = "INFO", *, json_lines: bool = False, service: str = "castray") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
@@ -28,3 +43,6 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False, service: str
     root.setLevel(level.upper())
     for noisy in ("aiohttp.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequestFilter) for f in server.filters):
+        server.addFilter(_MalformedRequestFilter())

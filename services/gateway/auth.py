@@ -22,7 +22,8 @@ WS_PROTOCOL = "castray.v1"
 TOKEN_PROTOCOL_PREFIX = "castray.bearer."
 
 
-def _protected(path: str) -> bool:
+def is_protected(path: str) -> bool:
+    """Whether ``path`` needs the token (when the gateway has one)."""
     return (path.startswith("/api/") or path == "/ws") and path not in OPEN_PATHS
 
 
@@ -56,7 +57,7 @@ def _presented(request: web.Request) -> str | None:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[keys.SETTINGS].api_token
-    if token and _protected(request.path):
+    if token and is_protected(request.path):
         given = _presented(request)
         if given is None:
             raise ApiError(401, "this gateway needs a token: send 'Authorization: Bearer <token>' (on /ws, "

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from castray.gateway import keys
+from castray.gateway import auth, keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,9 +83,13 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
             ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
         op["responses"]["200"] = ok
         refusals = dict(rdoc.responses)
+        if auth.is_protected(path):
+            refusals.setdefault(401, "No token or a wrong one, on a gateway with CASTRAY_API_TOKEN")
         if route.method not in ("GET", "HEAD") or path == "/ws":
             refusals.setdefault(403, "Refused: a page of another site (Origin), or a Host this gateway "
                                 "does not answer to")
+        else:
+            refusals.setdefault(403, "Refused: a Host this gateway does not answer to")
         if rdoc.body is not None:
             refusals.setdefault(415, "The body is not labelled Content-Type: application/json")
         for status, text in refusals.items():
