@@ -130,7 +130,17 @@ class Names:
         return f"{self.ns}:uploads"
 
     def node_messages(self, node_id: str) -> str:
+        """List of a node's messages, newest first: references ``{ref, direction}`` to message bodies."""
         return f"{self.ns}:messages:{node_id}"
+
+    def message(self, key: str) -> str:
+        """One message body sent with ``/api/send``, stored once however many nodes it went to."""
+        return f"{self.ns}:message:{key}"
+
+    @property
+    def message_index(self) -> str:
+        """Sorted set: message body keys by time (the oldest beyond ``messages_kept`` are removed)."""
+        return f"{self.ns}:message-index"
 
     @property
     def services(self) -> str:

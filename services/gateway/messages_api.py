@@ -1,8 +1,9 @@
 """Text and JSON messages to nodes (the original's ``POST /api/send``, ``GET /api/nodes/{id}/messages``).
 
-Each recipient keeps its newest ``messages_per_node`` messages in a capped Redis list
-(``names.node_messages(id)``, newest first); a sender that is a node of the view keeps a ``sent`` copy.
-Every cast is announced as ``message-sent`` on ``names.message_events``.
+Content is capped at ``max_message_bytes`` (413 beyond). Each message is stored once and each recipient
+keeps a reference to it among its newest ``messages_per_node`` (`castray.gateway.message_store`); a
+sender that is a node of the view keeps a ``sent`` one. Every cast is announced as ``message-sent`` on
+``names.message_events``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from castray.gateway import keys
+from castray.gateway import keys, message_store
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.transfers_api import query_int
-from castray.shared import codec
 from castray.shared.events import MessageSent, NodeInfo
 
 TAG = "messages"
 MAX_COUNT = 1000
+
+
+class MessageTooLarge(ApiError):
+    """The content of a message is over ``max_message_bytes`` (413)."""
+
+    def __init__(self, *, size: int, max_bytes: int) -> None:
+        super().__init__(413, f"message content is {size} bytes, over the limit of {max_bytes}; send a file "
+                         "as a transfer instead (POST /api/upload, POST /api/transfers)",
+                         code="message_too_large", size=size, max_bytes=max_bytes)
 
 
 class CastMessage(BaseModel):
@@ -55,25 +64,21 @@ class CastResponse(BaseModel):
 @doc("Send a text or JSON message to one node, several, or every alive node", tag=TAG, body=CastMessage,
      response_model=CastResponse,
      responses={400: "Invalid message or recipients", 404: "No recipient is a known node",
-                409: "No recipient is alive"})
+                409: "No recipient is alive", 413: "Content over max_message_bytes"})
 async def send(request: web.Request) -> web.Response:
     started = time.perf_counter()
     msg = await parse_body(request, CastMessage)
-    content = _content(msg)
     app = request.app
-    redis, names, cap = app[keys.REDIS], app[keys.NAMES], app[keys.SETTINGS].messages_per_node
+    settings = app[keys.SETTINGS]
+    content = _content(msg, settings.max_message_bytes)
+    redis, names = app[keys.REDIS], app[keys.NAMES]
     delivered, failed, sender = await _recipients(app, msg)
     message_id = msg.id or uuid.uuid4().hex
     entry = {"message_id": message_id, "cast_type": msg.cast_type, "message_type": msg.message_type,
              "content": content, "sender": msg.sender, "group_id": msg.group_id,
              "timestamp": msg.timestamp if msg.timestamp is not None else time.time()}
-    async with redis.pipeline(transaction=True) as pipe:
-        for rid in delivered:
-            _push(pipe, names.node_messages(rid), {**entry, "direction": "received"}, cap)
-        if sender is not None:
-            sent = {**entry, "direction": "sent", "recipients": delivered}
-            _push(pipe, names.node_messages(sender.id), sent, cap)
-        await pipe.execute()
+    await message_store.save(redis, names, entry, recipients=delivered, sender=sender.id if sender else None,
+                             per_node=settings.messages_per_node, kept=settings.messages_kept)
     await app[keys.BUS].publish(names.message_events, MessageSent(
         message_id=message_id, cast_type=msg.cast_type, sender=msg.sender, recipients=delivered))
     answer = CastResponse(success=True, recipients_count=len(delivered), failed_recipients=failed,
@@ -83,15 +88,14 @@ async def send(request: web.Request) -> web.Response:
     return web.json_response(answer.model_dump())
 
 
-def _push(pipe: Any, key: str, item: dict[str, Any], cap: int) -> None:
-    pipe.lpush(key, codec.pack(item))
-    pipe.ltrim(key, 0, cap - 1)
-
-
-def _content(msg: CastMessage) -> Any:
+def _content(msg: CastMessage, max_bytes: int) -> Any:
     if msg.message_type == "file":
         raise ApiError(400, "files are not sent as messages: upload the file (POST /api/upload) and "
                             "queue a transfer (POST /api/transfers)", code="use_transfers")
+    text = msg.content if isinstance(msg.content, str) else json.dumps(msg.content, ensure_ascii=False)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise MessageTooLarge(size=size, max_bytes=max_bytes)
     if msg.message_type == "json" and isinstance(msg.content, str):
         try:
             return json.loads(msg.content)
@@ -138,10 +142,11 @@ async def node_messages(request: web.Request) -> web.Response:
     count = query_int(request, "count", 50, 1, MAX_COUNT)
     app = request.app
     redis, names = app[keys.REDIS], app[keys.NAMES]
-    raw = await redis.lrange(names.node_messages(node_id), 0, count - 1)
-    if not raw and await store.get_node(redis, names, node_id) is None:
+    messages = await message_store.read(redis, names, node_id, count)
+    if not messages and await message_store.is_empty(redis, names, node_id) \
+            and await store.get_node(redis, names, node_id) is None:
         raise ApiError(404, f"unknown node {node_id!r}", code="unknown_node")
-    return web.json_response([codec.unpack(r) for r in raw])
+    return web.json_response(messages)
 
 
 def setup(app: web.Application) -> None:

@@ -53,7 +53,19 @@ class GatewaySettings(exposure.ExposureSettings):
     storage_min_free_bytes: int = Field(
         default=512 * 1024**2, ge=0, description="Free space always left on the data directory's disk (0: "
         "none); an upload or generation that would leave less gets 507.")
+    transfer_records_max_age: float = Field(
+        default=30 * 86400.0, ge=0, description="Seconds a finished transfer's record (and its index entry) "
+        "is kept, counted from its creation (0: no age limit); applied whenever a transfer is queued.")
+    transfer_records_max_count: int = Field(
+        default=10_000, ge=0, description="Transfer records kept: finished ones older than the newest this "
+        "many are removed (0: no count limit); applied whenever a transfer is queued.")
     messages_per_node: int = Field(default=100, ge=1, description="Messages kept per node (/api/send).")
+    messages_kept: int = Field(
+        default=1000, ge=1, description="Message bodies kept in all (/api/send stores each message once, "
+        "whatever its number of recipients); the oldest beyond are removed.")
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1, description="Largest /api/send content (UTF-8 bytes of the text, or of the "
+        "JSON); larger is 413.")
     data_dir: Path = Field(default=Path("var/castray"), description="Uploads and generated files.")
     command_timeout: float = Field(default=10.0, description="Seconds to wait for discovery to answer.")
     ws_queue_size: int = Field(default=1000, ge=1,

@@ -22,6 +22,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
+from castray.gateway.retention import trim_transfers
 from castray.shared import codec
 from castray.shared.events import NodeInfo
 from castray.shared.safe_names import safe_file_name
@@ -76,13 +77,17 @@ async def plan(app: web.Application, req: TransferRequest, *, sender_id: str | N
 
 
 async def enqueue(app: web.Application, record: TransferRecord) -> None:
-    """Store the record, index it, and put it on the request stream for the workers."""
+    """Store the record, index it, and put it on the request stream for the workers; then apply the
+    retention of finished records (`castray.gateway.retention`: on write, since only writes add any)."""
     redis, names, bus = app[keys.REDIS], app[keys.NAMES], app[keys.BUS]
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(names.transfer(record.id), codec.encode_model(record))
         pipe.zadd(names.transfer_index, {record.id: record.created_at})
         await pipe.execute()
     await bus.add_work(names.transfer_requests, record.model_dump(mode="json"))
+    settings = app[keys.SETTINGS]
+    await trim_transfers(redis, names, max_age=settings.transfer_records_max_age,
+                         max_count=settings.transfer_records_max_count)
 
 
 async def _source_facts(app: web.Application, req: TransferRequest, transfer_id: str) -> SourceFacts:

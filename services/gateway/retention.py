@@ -1,0 +1,74 @@
+"""Retention of finished transfer records: by age and by count, applied when a transfer is queued.
+
+Why on write and not on a timer: the records only grow when the gateway queues a transfer, so trimming
+there bounds them as tightly as a timer would, with no background task to run and nothing to coordinate
+between gateway replicas (two trimming at once delete the same keys; deleting is idempotent). Each pass
+looks at no more than ``BATCH`` of the oldest candidates, so a write never waits on a long sweep, and
+every later write goes on where it stopped. An idle installation keeps its records until its next write.
+
+Removed: a record (``Names.transfer(id)``) whose state is completed, failed or cancelled, that finished
+more than ``GRACE_S`` ago (its request's stream entry may still await its acknowledgement just after), and
+that is older than ``max_age`` seconds or not among the newest ``max_count``; its entry in the index
+(``Names.transfer_index``) goes with it, as does an index entry whose record is already gone. Queued and
+running transfers are never removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from castray.shared import codec
+from castray.shared.errors import EventDecodeError
+from castray.shared.names import Names
+from castray.shared.transfers import TransferRecord
+
+log = logging.getLogger(__name__)
+BATCH = 200
+GRACE_S = 300.0
+FINISHED = ("completed", "failed", "cancelled")
+
+
+async def trim_transfers(redis: aioredis.Redis, names: Names, *, max_age: float, max_count: int,
+                         now: float | None = None) -> int:
+    """Remove finished transfer records past ``max_age`` seconds (0: no age limit) or beyond the newest
+    ``max_count`` (0: no count limit); how many were removed."""
+    now = time.time() if now is None else now
+    index = names.transfer_index
+    candidates: list[str] = []
+    if max_age > 0:
+        old = await redis.zrangebyscore(index, "-inf", now - max_age, start=0, num=BATCH)
+        candidates += [_text(x) for x in old]
+    if max_count > 0:
+        excess = await redis.zcard(index) - max_count
+        if excess > 0:
+            candidates += [_text(x) for x in await redis.zrange(index, 0, min(excess, BATCH) - 1)]
+    if not candidates:
+        return 0
+    ids = list(dict.fromkeys(candidates))
+    raws = await redis.mget([names.transfer(i) for i in ids])
+    doomed = [i for i, raw in zip(ids, raws, strict=True) if _removable(raw, now)]
+    if not doomed:
+        return 0
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(*[names.transfer(i) for i in doomed])
+        pipe.zrem(index, *doomed)
+        await pipe.execute()
+    log.info("retention removed %d finished transfer records", len(doomed))
+    return len(doomed)
+
+
+def _removable(raw: bytes | str | None, now: float) -> bool:
+    if raw is None:
+        return True  # an index entry left without its record
+    try:
+        record = codec.decode_model(raw, TransferRecord)
+    except EventDecodeError:
+        return False  # not ours to judge: leave it for a person to look at
+    return record.state in FINISHED and now - (record.finished_at or record.created_at) > GRACE_S
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
