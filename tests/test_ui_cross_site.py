@@ -47,6 +47,10 @@ def make_stack(namespace: str, redis_url: str, **kw: Any) -> ViewStack:
     s.do(s.feed.cluster_found(make_cluster(1, found_by="local", name="lab")))
     for i in range(len(NODES)):
         s.do(s.feed.node_upsert(make_node("c1", i)))
+    deadline = time.monotonic() + DEADLINE_MS / 1000
+    while {n["id"] for n in get(s, "/api/nodes")["nodes"]} != set(NODES):  # the registry applies it
+        assert time.monotonic() < deadline, "the view never held the seeded nodes"
+        time.sleep(0.05)
     return s
 
 
@@ -60,7 +64,9 @@ def stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
 
 
 def get(stack: ViewStack, path: str) -> Any:
-    with urllib.request.urlopen(f"{stack.url}{path}", timeout=30) as r:
+    headers = {"Authorization": f"Bearer {stack.api_token}"} if stack.api_token else {}
+    request = urllib.request.Request(f"{stack.url}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as r:
         return json.loads(r.read())
 
 
