@@ -89,7 +89,8 @@ async def test_external_info_has_the_manuals_shape(gateway, view: ViewWriter) ->
         body["connected_cluster"] == "127.0.0.1:8265"
     )  # c1: the first alive external cluster (not local c2)
     assert [c["id"] for c in body["connected_clusters"]] == ["c1"]
-    assert set(body["external_nodes"]) == {"c1-h", "c1-w", "c1-d", "c3-h"}
+    # The seed's external nodes are those that count: not the DEAD c1-d (in /api/nodes, with its reason).
+    assert set(body["external_nodes"]) == {"c1-h", "c1-w", "c3-h"}
     w = body["external_nodes"]["c1-w"]
     assert (w["id"], w["address"], w["status"], w["type"], w["cluster_source"]) == (
         "c1-w",
@@ -121,8 +122,8 @@ async def test_nodes_external_has_the_seeds_shape_and_is_not_taken_by_node_id(
     resp = await gateway.get("/api/nodes/external")
     assert resp.status == 200
     body = await resp.json()
-    assert body["success"] is True and body["count"] == 4
-    assert sorted(n["id"] for n in body["external_nodes"]) == ["c1-d", "c1-h", "c1-w", "c3-h"]
+    assert body["success"] is True and body["count"] == 3  # not the DEAD c1-d
+    assert sorted(n["id"] for n in body["external_nodes"]) == ["c1-h", "c1-w", "c3-h"]
     assert {n["type"] for n in body["external_nodes"]} == {"external"}
 
 

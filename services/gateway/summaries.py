@@ -100,7 +100,9 @@ def connected_external(snap: Snapshot) -> list[ClusterInfo]:
 
 
 def external_nodes(snap: Snapshot) -> list[NodeInfo]:
-    return snap.node_list(external=True)
+    """The nodes of external clusters that count (not DEAD): the seed's external nodes. A DEAD node is still
+    in ``/api/nodes`` and ``node_statuses``, with Ray's reason."""
+    return [n for n in snap.node_list(external=True) if counted(n)]
 
 
 def external_info(snap: Snapshot) -> dict[str, Any]:
