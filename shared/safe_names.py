@@ -1,7 +1,8 @@
 """File names from users are hostile: make them safe, and keep paths inside their root.
 
 `safe_file_name` keeps only the last path component (``../../x`` -> ``x``, ``/etc/passwd`` ->
-``passwd``, ``a\\b`` -> ``b``) and refuses, with a `ValueError` that says why, names that cannot be used
+``passwd``, ``a\\b`` -> ``b``) and refuses (control and format characters, e.g. the bidi override U+202E,
+included), with a `ValueError` that says why, names that cannot be used
 as one file name. `inside` joins parts under a root and refuses any result outside it (``..``,
 absolute parts, symlinks pointing out).
 """
@@ -32,6 +33,9 @@ def safe_file_name(name: str) -> str:
         raise ValueError(f"file name {base!r} is only dots")
     if any(unicodedata.category(c) == "Cc" for c in base):
         raise ValueError("file name must not contain control characters")
+    if bad := next((c for c in base if unicodedata.category(c) == "Cf"), None):
+        # Bidi overrides (U+202E shows "evil\u202Etxt.exe" as "evilexe.txt"), zero-width characters.
+        raise ValueError(f"file name must not contain format characters (U+{ord(bad):04X})")
     if len(base.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise ValueError(f"file name is longer than {MAX_NAME_BYTES} bytes (UTF-8)")
     try:

@@ -106,7 +106,7 @@ async def test_a_bare_node_receives_and_sends_verified_copies(
     head, bare = view[str(ray_head.node_id)], view[str(bare_node.node_id)]
 
     # An upload (its sha256 known) from the head to the bare node.
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "to-bare.bin",
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/to-bare.bin",
                                               40 * MiB + 123)  # an unaligned tail too
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[bare.id],
                           file_name="to-bare.bin", mode="unicast", cluster_id=head.cluster_id)

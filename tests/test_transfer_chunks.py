@@ -10,14 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from castray.transfer.agent import CHUNK_DIGEST, SourceFile, TransferError, _Sink
+from castray.transfer.agent import SourceFile
+from castray.transfer.sink import CHUNK_DIGEST, Sink, TransferError, open_sink, temp_name
 
 CHUNK = 1 << 20
 
 
-def _copy(src: Path, dest_dir: Path, known_sha: str | None) -> _Sink:
+def _sink(dest_dir: Path) -> Sink:
+    """A sink for ``<dest_dir>/inbox/copy.bin``, writing ``_temp(dest_dir)`` first."""
+    return open_sink({"dir": str(dest_dir / "inbox"), "file_name": "copy.bin", "transfer_id": "t",
+                      "token": "k", "overwrite": False})
+
+
+def _temp(dest_dir: Path) -> Path:
+    return dest_dir / "inbox" / temp_name("t", "k")
+
+
+def _copy(src: Path, dest_dir: Path, known_sha: str | None) -> Sink:
     source = SourceFile.open(src, remove_after=False, known_sha=known_sha)
-    sink = _Sink(dest_dir / "copy.bin", dest_dir / ".copy.part", overwrite=False, retry=False)
+    sink = _sink(dest_dir)
     try:
         for offset in range(0, source.size, CHUNK):
             sink.write(*source.read(min(CHUNK, source.size - offset)))
@@ -38,7 +49,7 @@ def test_chunks_verified_and_copy_placed(tmp_path: Path, known: bool) -> None:
     sink = _copy(src, tmp_path, sha if known else None)
     out = sink.finish(sha)
     assert out["sha256"] == sha and Path(out["path"]).read_bytes() == src.read_bytes()
-    assert not (tmp_path / ".copy.part").exists()
+    assert not _temp(tmp_path).exists()
 
 
 @pytest.mark.parametrize("known", [False, True])
@@ -46,7 +57,7 @@ def test_a_corrupted_chunk_is_refused_at_once(tmp_path: Path, known: bool) -> No
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(3 * CHUNK))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    sink = _Sink(tmp_path / "copy.bin", tmp_path / ".copy.part", overwrite=False, retry=False)
+    sink = _sink(tmp_path)
     source = SourceFile.open(src, remove_after=False, known_sha=sha if known else None)
     try:
         sink.write(*source.read(CHUNK))
@@ -56,11 +67,11 @@ def test_a_corrupted_chunk_is_refused_at_once(tmp_path: Path, known: bool) -> No
         with pytest.raises(TransferError, match=f"chunk at byte {CHUNK} arrived corrupted"):
             sink.write(data, digest)
         sink.writer.flush()
-        assert (tmp_path / ".copy.part").stat().st_size == CHUNK  # only the good chunk was written
+        assert _temp(tmp_path).stat().st_size == CHUNK  # only the good chunk was written
     finally:
         source.close()
         sink.abort()
-    assert not (tmp_path / ".copy.part").exists()
+    assert not _temp(tmp_path).exists()
 
 
 def test_a_source_changed_since_upload_is_never_placed(tmp_path: Path) -> None:
@@ -74,4 +85,4 @@ def test_a_source_changed_since_upload_is_never_placed(tmp_path: Path) -> None:
             sink.finish(recorded)
     finally:
         sink.abort()
-    assert not (tmp_path / "copy.bin").exists() and not (tmp_path / ".copy.part").exists()
+    assert not (tmp_path / "inbox" / "copy.bin").exists() and not _temp(tmp_path).exists()

@@ -42,7 +42,7 @@ async def test_destination_killed_mid_transfer(
         ray_workers.append(await asyncio.to_thread(local_ray.start_worker, ray_head))
     view = await env.register_view(redis_client, names, ray_head)
     head, w1, doomed = view[str(ray_head.node_id)], *(view[str(n.node_id)] for n in ray_workers)
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "payload.bin",
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/payload.bin",
                                               64 * MiB)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
                           targets=[head.id, w1.id, doomed.id], file_name="f.bin")
@@ -95,7 +95,7 @@ async def test_worker_replica_killed_mid_transfer(
     ray_workers.append(await asyncio.to_thread(local_ray.start_worker, ray_head))
     view = await env.register_view(redis_client, names, ray_head)
     head, w1 = view[str(ray_head.node_id)], view[str(ray_workers[0].node_id)]
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "payload.bin",
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/payload.bin",
                                               64 * MiB)
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(names.transfer_events)

@@ -37,7 +37,7 @@ async def test_unicast_multicast_broadcast_64mib(
     view = await env.register_view(redis_client, names, ray_head)
     head = view[str(ray_head.node_id)]
     w1, w2 = (view[str(n.node_id)] for n in two_workers)
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "payload.bin",
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/payload.bin",
                                               64 * MiB)
     events: list[dict] = []
     pubsub = redis_client.pubsub()

@@ -64,7 +64,7 @@ async def test_multicast_across_two_clusters_verified_everywhere(
         (relay / name / "x.bin").write_bytes(b"x")
         for path in (relay / name / "x.bin", relay / name):
             os.utime(path, (time.time() - age, time.time() - age))
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "across.bin",
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/across.bin",
                                               48 * MiB + 4097)
     targets = [a_head.id, b_head.id, b_worker.id]
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=targets,
@@ -117,7 +117,8 @@ async def _unreachable_other_cluster(ray_head: local_ray.RayNode, transfer_worke
     ghost = NodeInfo(id="cgone-ghost", ray_node_id="f" * 56, cluster_id="cgone", name="ghost", state="ALIVE")
     await redis_client.hset(names.view_clusters, gone.id, codec.encode_model(gone))
     await redis_client.hset(names.view_nodes, ghost.id, codec.encode_model(ghost))
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "uploads" / "half.bin", 3 * MiB)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/half.bin",
+                                              3 * MiB)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[a_head.id, ghost.id],
                           file_name="half.bin", mode="multicast", cluster_id=a_head.cluster_id)
     rec = await env.wait_record(redis_client, names, rec.id, env.done, timeout=120)
@@ -139,7 +140,7 @@ async def test_cancel_during_the_source_leg_cancels_every_cluster(
     async with env.running_worker(namespace, tmp_path, redis_client, rate_limit=8 * MiB,
                                   chunk_bytes=MiB) as worker:
         a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
-        upload_id, _ = await env.random_upload(redis_client, names, tmp_path / "uploads" / "slow.bin",
+        upload_id, _ = await env.random_upload(redis_client, names, tmp_path / "data/uploads/slow.bin",
                                                64 * MiB)
         rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
                               targets=[a_head.id, b_worker.id], file_name="slow.bin", mode="multicast",
@@ -164,7 +165,7 @@ async def test_cancel_during_the_relay_leg(
     async with env.running_worker(namespace, tmp_path, redis_client, rate_limit=8 * MiB,
                                   chunk_bytes=MiB) as worker:
         a_head, _, b_worker = await _two_views(redis_client, names, ray_head, cluster_b)
-        upload_id, _ = await env.random_upload(redis_client, names, tmp_path / "uploads" / "later.bin",
+        upload_id, _ = await env.random_upload(redis_client, names, tmp_path / "data/uploads/later.bin",
                                                32 * MiB)
         rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[b_worker.id],
                               file_name="later.bin", mode="unicast", cluster_id=a_head.cluster_id)
@@ -182,17 +183,18 @@ async def test_cancel_during_the_relay_leg(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs (root only), unmounted after the test."""
+    """A data directory whose relay folder is a 32 MiB tmpfs (root only), unmounted after the test."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    small = tmp_path / "small"
-    small.mkdir()
+    data = tmp_path / "small"
+    small = data / "relay"
+    small.mkdir(parents=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
-        yield small
+        yield data
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
 
@@ -202,7 +204,7 @@ async def test_no_room_for_the_relay_fails_the_other_clusters_nodes_at_once(
     redis_client: aioredis.Redis, names: Names, namespace: str, tmp_path: Path,
 ) -> None:
     a_head, b_head, _ = await _two_views(redis_client, names, ray_head, cluster_b)
-    upload = tmp_path / "uploads" / "big.bin"
+    upload = small_disk / "uploads" / "big.bin"  # the data directory's own disk; its relay folder is small
     # 24 MiB would fit on the 32 MiB disk, but not with the headroom a relay leaves free.
     upload_id, want = await env.random_upload(redis_client, names, upload, 24 * MiB)
     async with env.running_worker(namespace, tmp_path / "worker", redis_client,

@@ -62,7 +62,7 @@ async def test_broadcast_sent_before_discovery_knows_the_gcs_waits_then_complete
         cluster = await until(in_view_without_gcs, deadline=DEADLINE, what="the head ALIVE in the view")
         assert cluster.gcs_address is None  # what discovery sees in a head's first seconds
 
-        upload_id, want = await env.random_upload(redis_client, names, tmp_path / "up" / "payload.bin",
+        upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/up/payload.bin",
                                                   3 * MiB + 7)
         resp = await client.post("/api/transfers", json={"source": {"upload_id": upload_id},
                                                          "mode": "broadcast"})
@@ -138,7 +138,7 @@ async def test_unreachable_target_is_waited_for_a_dead_one_is_not(
     dead = NodeInfo(id=f"{cluster.id}-deadbeef0000", ray_node_id="deadbeef" * 7, cluster_id=cluster.id,
                     name="gone", state="DEAD", state_message="Expected termination: received SIGTERM")
     await writer.node(dead)
-    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "up" / "later.bin", 4096)
+    upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/up/later.bin", 4096)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id},
                           targets=[head.id, dead.id], file_name="later.bin", mode="multicast",
                           cluster_id=cluster.id)

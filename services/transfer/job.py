@@ -173,7 +173,9 @@ class TransferJob:
 
     async def _relay_leg(self, prep: Prepared, group: Relay, path: str, sha256: str) -> None:
         """One other cluster's destinations, from the relay copy, read here by that cluster's driver."""
-        plan = {**prep.plan, "source": {"kind": "here", "path": path}, "source_ray_node": "",
+        copy = Path(path)  # <relay folder>/<this transfer's folder>/<name>, as our own sink reported it
+        source = {"kind": "here", "root": str(copy.parent.parent), "path": f"{copy.parent.name}/{copy.name}"}
+        plan = {**prep.plan, "source": source, "source_ray_node": "",
                 "dests": group.dests, "expected_sha": sha256}
         done = await self._drive(group.address, plan)
         if done.get("state") == "cancelled":

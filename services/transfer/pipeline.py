@@ -30,7 +30,8 @@ from ray.exceptions import (
     RayTaskError,
 )
 
-from castray.transfer.agent import FAST, NodeAgent, TransferError, agent_options, temp_name
+from castray.transfer.agent import FAST, NodeAgent, agent_options
+from castray.transfer.sink import TransferError, temp_name
 from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,13 @@ what was waited for. A DEAD node never comes back (Ray gives a restarted node a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from castray.shared import codec
+from castray.shared.confined import ConfinementError, relative_parts
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
@@ -146,6 +148,23 @@ def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
     raise PlanError("none of the transfer's nodes is in the node view")
 
 
+def _in_data_dir(settings: TransferSettings, upload_id: str, stored: str) -> str:
+    """An upload's stored path (absolute, or relative to the data directory) as a path relative to the
+    data directory; `PlanError` if it lies anywhere else."""
+    path = PurePosixPath(stored)
+    roots = {settings.data_dir.absolute(), settings.data_dir.resolve()}
+    relative = next((str(path.relative_to(r)) for r in roots if path.is_relative_to(r)), None)
+    if relative is None and not path.is_absolute():
+        relative = stored
+    try:
+        if relative is None:
+            raise ConfinementError("it is outside the data directory")
+        relative_parts(relative)
+    except ConfinementError as e:
+        raise PlanError(f"upload {upload_id} is stored at a path this service refuses to read: {e}") from None
+    return relative
+
+
 async def _source(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
                   nodes: dict[str, NodeInfo], cluster_id: str, token: str, waiting: Waiting
                   ) -> tuple[dict[str, Any], NodeInfo | None, str | None, int | None]:
@@ -162,10 +181,13 @@ async def _source(redis: aioredis.Redis, names: Names, settings: TransferSetting
             upload = codec.decode_model(stored, UploadRecord)
         except EventDecodeError:
             raise PlanError(f"upload {up.upload_id} has an unreadable record") from None
-        spec: dict[str, Any] = {"kind": "here", "path": upload.path}
         if settings.gateway_url:  # this service cannot see the gateway's disk: stream it from there
-            spec["url"] = f"{settings.gateway_url.rstrip('/')}/api/uploads/{upload.upload_id}/content"
-            spec["token"] = settings.api_token or ""
+            spec: dict[str, Any] = {
+                "kind": "here", "path": upload.file_name, "token": settings.api_token or "",
+                "url": f"{settings.gateway_url.rstrip('/')}/api/uploads/{upload.upload_id}/content"}
+        else:  # never trusted: read beneath the data directory, whatever the record says
+            spec = {"kind": "here", "root": str(settings.data_dir.absolute()),
+                    "path": _in_data_dir(settings, up.upload_id, upload.path)}
         return spec, None, upload.sha256, upload.file_size
     if "generate" in raw:
         gen = GenerateSource.model_validate(raw)

@@ -20,11 +20,13 @@ from typing import Any
 AGENT_MODULES = (
     "castray",
     "castray.shared",
+    "castray.shared.confined",
     "castray.shared.filegen",
     "castray.shared.safe_names",
     "castray.transfer",
     "castray.transfer.agent",
     "castray.transfer.diskio",
+    "castray.transfer.sink",
 )
 
 

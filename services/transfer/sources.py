@@ -4,7 +4,8 @@
 - `HereReader`: this driver process reads a file on its own machine and puts each chunk into the object
   store of the node it is attached to. Uploads live with the services (the gateway streams them into the
   data directory it shares with the transfer service), not on any node of a cluster, which may be on other
-  machines; so they are read here (source spec ``{"kind": "here", "path": ...}``). A transfer service that
+  machines; so they are read here (source spec ``{"kind": "here", "root": <data dir>, "path": <relative>}``,
+  opened beneath the root without following a symlink). A transfer service that
   does not share that directory (``CASTRAY_GATEWAY_URL`` set) streams the upload from the gateway instead
   (``{"kind": "here", "url": ..., "token": ...}``), still read once, chunk by chunk.
 
@@ -22,7 +23,9 @@ from typing import Any
 
 import ray
 
-from castray.transfer.agent import SourceFile, TransferError
+from castray.shared.confined import ConfinementError, open_beneath, open_nofollow
+from castray.transfer.agent import SourceFile
+from castray.transfer.sink import TransferError
 
 
 class AgentReader:
@@ -53,9 +56,13 @@ class HereReader:
             self.source = fetch(str(spec["url"]), str(spec.get("token") or ""), known_sha, fast)
             return self.source.size
         path = Path(spec["path"])
-        if not path.is_file():
-            raise TransferError(f"source file not found beside the transfer service: {path.name}")
-        self.source = SourceFile.open(path, False, known_sha, fast)
+        try:  # beneath its root (the data directory), never through a symlink
+            fd = open_beneath(spec["root"], spec["path"]) if spec.get("root") else open_nofollow(path)
+        except ConfinementError as e:
+            raise TransferError(f"source refused: {e}") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise TransferError(f"source file not found beside the transfer service: {path.name}") from None
+        self.source = SourceFile.from_fd(fd, known_sha, fast)
         return self.source.size
 
     def read(self, index: int, length: int) -> tuple[Any, Any]:
