@@ -37,7 +37,8 @@ class UploadRecord(BaseModel):
     file_name: str
     file_size: int
     sha256: str
-    path: str = Field(description="Absolute path of the stored file.")
+    path: str = Field(description="Path of the stored file relative to the data directory, e.g. "
+                      "uploads/<upload_id>/<file_name> (absolute in records written before 2026-12).")
     created_at: float
     origin: UploadOrigin = Field(
         default="upload", description="Uploaded through POST /api/upload, or made by the file generator.")

@@ -49,8 +49,8 @@ async def test_create_writes_exactly_the_size(namespace: str, tmp_path: Path, co
         info = body["file_info"]
         download = await client.get(info["download_url"])
         downloaded = await download.read()
-    path = Path(info["file_path"])
-    assert path.parent == (data_dir / "generated").resolve()
+    assert info["file_path"] == f"generated/{info['file_name']}"  # relative: no server path in answers
+    path = data_dir / info["file_path"]
     assert info["file_name"].startswith(f"sample_1.5KB_{content}_") and info["file_name"].endswith(".txt")
     data = path.read_bytes()  # noqa: ASYNC240 - a test reading its result
     assert len(data) == 1536 == info["actual_size"] == info["requested_size"]
@@ -154,7 +154,7 @@ async def test_create_and_transfer_queues_a_real_transfer(namespace: str, names:
     assert record.sender_id == "c1-head" and record.cluster_id == "c1"
     assert record.bytes_total == 2048 and record.sha256 == body["file_info"]["sha256"]
     upload = codec.unpack(await redis_client.get(names.upload(record.source["upload_id"])))  # type: ignore[arg-type]
-    assert upload["path"] == body["file_info"]["file_path"]
+    assert upload["path"] == body["file_info"]["file_path"]  # relative to the data directory
     assert Path(upload["path"]).name.startswith("transfer_2KB_random_")
 
 

@@ -57,12 +57,12 @@ async def test_upload_streams_to_disk_with_correct_sha256(namespace: str, names:
     assert body["file_size"] == len(payload)
     assert body["sha256"] == hashlib.sha256(payload).hexdigest()
     assert len(body["upload_id"]) == 32
-    stored = Path(body["file_path"])
-    assert stored == (data_dir / "uploads" / body["upload_id"] / "source.bin").resolve()
+    assert body["file_path"] == f"uploads/{body['upload_id']}/source.bin"  # relative: no server path
+    stored = (data_dir / body["file_path"]).resolve()
     assert stored.read_bytes() == payload  # noqa: ASYNC240 - a test reading its result
     assert files_under(data_dir / "uploads") == [stored]  # no temporary file left
     record = codec.unpack(await redis_client.get(names.upload(body["upload_id"])))
-    assert record["path"] == str(stored)
+    assert record["path"] == body["file_path"]
     assert record["sha256"] == body["sha256"] and record["file_size"] == len(payload)
     assert record["file_name"] == "source.bin" and record["created_at"] > 0
 
@@ -162,7 +162,7 @@ async def test_oversize_upload_is_413_and_nothing_stored(namespace: str, names: 
         resp = await client.post("/api/upload", headers=HEADERS, data=at_limit)
         ok = await resp.json()
         assert resp.status == 200, ok
-    assert files_under(tmp_path / "data") == [Path(ok["file_path"])]
+    assert files_under(tmp_path / "data") == [tmp_path / "data" / ok["file_path"]]
     assert await upload_keys(redis_client, names) == [names.upload(ok["upload_id"]).encode()]
 
 

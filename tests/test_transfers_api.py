@@ -68,7 +68,7 @@ async def test_upload_whose_file_is_gone_is_404(namespace: str, names: Names, tm
                                                 redis_client: aioredis.Redis, view: None) -> None:
     async with gateway(namespace, tmp_path / "data") as client:
         up = await make_upload(client)
-        Path(up["file_path"]).unlink()  # noqa: ASYNC240 - a test removing it
+        (tmp_path / "data" / up["file_path"]).unlink()  # noqa: ASYNC240 - a test removing it
         resp = await client.post("/api/transfers", json={"source": {"upload_id": up["upload_id"]},
                                                          "mode": "unicast", "targets": ["c1-w1"]})
         body = await resp.json()

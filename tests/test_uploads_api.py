@@ -56,13 +56,14 @@ async def test_uploads_are_listed_read_and_deleted_with_their_files(
         one = await (await client.get(f"/api/uploads/{first['upload_id']}")).json()
         assert one["file_name"] == "first.bin" and one["sha256"] == first["sha256"]
 
-        stored = Path(str(first["file_path"]))
+        assert not first["file_path"].startswith("/") and not one["path"].startswith("/")
+        stored = tmp_path / "data" / str(first["file_path"])
         assert await _exists(stored)
         resp = await client.delete(f"/api/uploads/{first['upload_id']}")
         gone = await resp.json()
         assert resp.status == 200 and gone["deleted_size"] == 1000, gone
         assert not await _exists(stored) and not await _exists(stored.parent)
-        assert await _exists(Path(str(second["file_path"])))  # the other upload is untouched
+        assert await _exists(tmp_path / "data" / str(second["file_path"]))  # the other upload is untouched
         assert (await client.get(f"/api/uploads/{first['upload_id']}")).status == 404
         assert (await client.get(f"/api/uploads/{first['upload_id']}/content")).status == 404
         assert (await client.delete(f"/api/uploads/{first['upload_id']}")).status == 404
@@ -97,9 +98,9 @@ async def test_deleting_a_generated_files_record_keeps_the_file(
                                  json={"size": "2KB", "content_type": "random", "recipients": ["c1-w1"]})
         body = await resp.json()
         assert resp.status == 200, body
-        path = Path(body["file_info"]["file_path"])
+        path = tmp_path / "data" / body["file_info"]["file_path"]
         [record] = (await (await client.get("/api/uploads")).json())["uploads"]
-        assert record["origin"] == "generated" and record["path"] == str(path)
+        assert record["origin"] == "generated" and record["path"] == body["file_info"]["file_path"]
         resp = await client.delete(f"/api/uploads/{record['upload_id']}")
         assert resp.status == 200 and (await resp.json())["deleted_size"] == 0
         assert await _exists(path)

@@ -49,7 +49,8 @@ class UploadAnswer(BaseModel):
     sha256: str
     success: bool = True
     message: str
-    file_path: str = Field(description="Where the gateway stored it (the original's key).")
+    file_path: str = Field(description="Where the gateway stored it, relative to its data directory "
+                           "(the original's key).")
 
 
 @doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
@@ -96,8 +97,9 @@ async def _store(request: web.Request, part: BodyPartReader, sink: gf.UploadFile
             raise ApiError(400, "the upload ended before the file did (no closing multipart boundary)",
                            code="truncated_upload")
         path = await disk(sink.finish, name)
-        record = await store.save_upload(request.app[keys.REDIS], request.app[keys.NAMES], path=path,
-                                         file_name=name, file_size=sink.size,
+        app = request.app
+        record = await store.save_upload(app[keys.REDIS], app[keys.NAMES], path=path, file_name=name,
+                                         data_dir=Path(app[keys.SETTINGS].data_dir), file_size=sink.size,
                                          sha256=sink.digest.hexdigest(), upload_id=upload_id)
     except BaseException:  # nothing stays behind: not the file, not its folder
         await asyncio.to_thread(sink.discard)
@@ -178,7 +180,8 @@ async def _create(app: web.Application, size: int, content: filegen.Content, nam
         async with app[GENERATING]:
             sha256 = await disk(gf.generate, path, size, content)
     st = await asyncio.to_thread(path.stat)
-    return {"file_path": str(path), "file_name": path.name, "requested_size": size, "actual_size": st.st_size,
+    return {"file_path": f"{gf.GENERATED}/{path.name}", "file_name": path.name, "requested_size": size,
+            "actual_size": st.st_size,
             "content_type": content, "sha256": sha256, "md5_hash": None, "created": True,
             "includes_metadata": False, "download_url": f"{GEN}/files/{path.name}",
             "size_formatted": format_size(st.st_size), "created_time": gf.iso(st.st_mtime)}
@@ -244,7 +247,7 @@ async def create_and_transfer(request: web.Request) -> web.Response:
     name = _name(body.file_name, f"transfer_{_tag(body.size)}_{body.content_type}_{gf.stamp()}.txt")
     people = await resolve_recipients(app, body.sender_id, body.recipients)  # before any disk work
     file_info = await _create(app, size, body.content_type, name)
-    record = await queue_file(app, Path(file_info["file_path"]), file_info["file_name"], size,
+    record = await queue_file(app, _generated_dir(app) / file_info["file_name"], file_info["file_name"], size,
                               file_info["sha256"], people.valid, sender_id=body.sender_id)
     results = [{"recipient": r, "success": True, "message": f"queued as transfer {record.id}",
                 "transfer_id": record.id} for r in people.valid] + people.failed
@@ -259,6 +262,7 @@ async def queue_file(app: web.Application, path: Path, file_name: str, size: int
                      targets: list[str], *, sender_id: str | None) -> Any:
     """Register a stored file like an upload and queue its transfer to ``targets`` (one transfer)."""
     upload = await store.save_upload(app[keys.REDIS], app[keys.NAMES], path=path, file_name=file_name,
+                                     data_dir=Path(app[keys.SETTINGS].data_dir),
                                      file_size=size, sha256=sha256, origin="generated")
     req = TransferRequest(source=UploadSource(upload_id=upload.upload_id),
                           mode="unicast" if len(targets) == 1 else "multicast", targets=targets)

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from aiohttp import web
 
@@ -97,7 +97,8 @@ async def _source_facts(app: web.Application, req: TransferRequest, transfer_id:
         upload = await store.get_upload(redis, names, src.upload_id)
         if upload is None:
             raise ApiError(404, f"unknown upload {src.upload_id!r}", code="unknown_upload")
-        if not await asyncio.to_thread(os.path.isfile, upload.path):
+        data_dir = Path(app[keys.SETTINGS].data_dir)
+        if not await asyncio.to_thread(os.path.isfile, store.upload_file(data_dir, upload)):
             raise ApiError(404, f"the file of upload {src.upload_id} is gone from storage",
                            code="unknown_upload")
         return SourceFacts(upload.file_name, upload.file_size, upload.sha256)

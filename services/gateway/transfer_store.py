@@ -62,18 +62,32 @@ async def get_node(redis: aioredis.Redis, names: Names, node_id: str) -> NodeInf
 
 # --- uploads (and generated files registered like uploads) -----------------------------------------
 async def save_upload(redis: aioredis.Redis, names: Names, *, path: Path, file_name: str, file_size: int,
-                      sha256: str, upload_id: str | None = None, origin: UploadOrigin = "upload"
-                      ) -> UploadRecord:
-    """Record a stored file at ``names.upload(id)`` so that a transfer can use it as its source."""
-    # ``path`` must be absolute (callers resolve it in a thread, e.g. through `inside`).
+                      sha256: str, upload_id: str | None = None, origin: UploadOrigin = "upload",
+                      data_dir: Path | None = None) -> UploadRecord:
+    """Record a stored file at ``names.upload(id)`` so that a transfer can use it as its source. The
+    record holds its path relative to ``data_dir`` (no server path in an answer; the transfer service
+    reads it beneath its own data directory); without ``data_dir``, the absolute ``path``."""
     upload = UploadRecord(upload_id=upload_id or uuid.uuid4().hex, file_name=file_name,
-                          file_size=file_size, sha256=sha256, path=str(path), created_at=time.time(),
-                          origin=origin)
+                          file_size=file_size, sha256=sha256, path=_stored_path(path, data_dir),
+                          created_at=time.time(), origin=origin)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(names.upload(upload.upload_id), codec.encode_model(upload))
         pipe.zadd(names.upload_index, {upload.upload_id: upload.created_at})
         await pipe.execute()
     return upload
+
+
+def _stored_path(path: Path, data_dir: Path | None) -> str:
+    if data_dir is not None:
+        for root in (data_dir.absolute(), data_dir.resolve()):
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+    return str(path)
+
+
+def upload_file(data_dir: Path, upload: UploadRecord) -> Path:
+    """Where an upload's file is on this machine (its record's path is relative to the data directory)."""
+    return data_dir.absolute() / upload.path  # an absolute record path (an older record) stays as it is
 
 
 async def list_uploads(redis: aioredis.Redis, names: Names, *, limit: int, offset: int

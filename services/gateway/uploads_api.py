@@ -78,7 +78,7 @@ async def get_upload(request: web.Request) -> web.Response:
 async def upload_content(request: web.Request) -> web.StreamResponse:
     record = await _record(request)
     data_dir = Path(request.app[keys.SETTINGS].data_dir)
-    path = await asyncio.to_thread(_servable, data_dir, Path(record.path))
+    path = await asyncio.to_thread(_servable, data_dir, store.upload_file(data_dir, record))
     if path is None:
         raise ApiError(404, f"the file of upload {record.upload_id} is gone")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
