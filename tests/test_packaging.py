@@ -272,3 +272,18 @@ def test_each_light_extra_alone_runs_its_service_without_ray(tmp_path: Path) -> 
     _check_service(venv, "discovery", "castray.discovery", work)
     _check_service(venv, "registry", "castray.node_registry", work)
     _assert_no_ray(venv, work)
+
+
+@pytest.mark.timeout(900)
+def test_the_transfer_extra_alone_runs_its_service_and_its_driver(tmp_path: Path) -> None:
+    """``pip install "castray[transfer]"`` alone, in a new venv: ``castray transfer --help`` works, every
+    module of the transfer service imports (Ray, numpy and xxhash included), and its Ray driver starts as
+    the service starts it (``python -P -m castray.transfer.driver``)."""
+    source, venv, work = _source_copy(tmp_path / "src"), tmp_path / "venv", tmp_path / "work"
+    work.mkdir()
+    _ok(_run(sys.executable, "-m", "venv", venv, cwd=work))
+    _ok(_run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{source}[transfer]", cwd=work,
+             timeout=600))
+    _check_service(venv, "transfer", "castray.transfer", work)
+    driver = _ok(_run(venv / "bin" / "python", "-P", "-m", "castray.transfer.driver", "--help", cwd=work))
+    assert "--address" in driver.stdout
