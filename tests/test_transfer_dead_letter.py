@@ -75,3 +75,20 @@ async def test_a_request_delivered_too_often_is_given_up_without_running(
     assert got.state == "failed" and "gave up after 2 deliveries" in str(got.error)
     assert got.worker == "dead-2" and got.started_at is None  # not run a third time
     assert await _pending(redis_client, names) == 0
+
+
+async def test_a_replica_stopped_by_a_shutdown_does_not_count_an_attempt(
+    namespace: str, tmp_path: Path, redis_client: aioredis.Redis, names: Names
+) -> None:
+    cluster = ClusterInfo(id="cw", name="no-gcs-yet")  # the transfer waits for its GCS address
+    node = NodeInfo(id="cw-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cw", name="a", is_head=True)
+    await redis_client.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
+    await redis_client.hset(names.view_nodes, node.id, codec.encode_model(node))
+    rec = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=[node.id],
+                          file_name="w.bin", mode="unicast", cluster_id="cw")
+    async with env.running_worker(namespace, tmp_path, redis_client, ready_timeout=300.0):
+        got = await env.wait_record(redis_client, names, rec.id, lambda r: r.waiting_for is not None,
+                                    timeout=60)
+        assert got.attempts == 1
+    after = await env.read(redis_client, names, rec.id)  # the worker closed while the transfer waited
+    assert after.attempts == 0 and after.state == "running"

@@ -125,6 +125,10 @@ class TransferWorker:
                     return
                 await self.store.save(record)
                 await self._run_leased(entry_id, record, lease)
+            except asyncio.CancelledError:
+                if self._closing.is_set():  # stopped by a shutdown, not failed: the attempt does not count
+                    await self._uncount(record.id)
+                raise
             finally:
                 with contextlib.suppress(*busmod.REDIS_ERRORS):
                     await lease.release()
@@ -140,6 +144,13 @@ class TransferWorker:
             if count >= self.settings.max_deliveries:
                 with contextlib.suppress(*busmod.REDIS_ERRORS):
                     await self._give_up(entry_id, data, count, dead_letter.crash_reason(e, count))
+
+    async def _uncount(self, transfer_id: str) -> None:
+        with contextlib.suppress(*busmod.REDIS_ERRORS):
+            stored = await self.store.load(transfer_id)
+            if stored is not None and stored.state not in TERMINAL and stored.attempts > 0:
+                stored.attempts -= 1
+                await self.store.save(stored)
 
     async def _give_up(self, entry_id: str, data: dict[str, Any], count: int, reason: str) -> None:
         await dead_letter.give_up(bus=self.bus, store=self.store, stream=self.stream, entry_id=entry_id,
