@@ -16,8 +16,10 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/castray
 WORKDIR /src
-COPY pyproject.toml README.md ./
-RUN for d in castray shared services/discovery services/gateway services/node-registry services/transfer; do \
+COPY pyproject.toml ./
+# (README.md is the package's readme: an empty one here, so that an edit to it does not rebuild this layer.)
+RUN touch README.md \
+    && for d in castray shared services/discovery services/gateway services/node-registry services/transfer; do \
         mkdir -p "$d" && touch "$d/__init__.py"; \
     done \
     && /opt/castray/bin/pip install ".[${EXTRAS}]" \
@@ -25,6 +27,7 @@ RUN for d in castray shared services/discovery services/gateway services/node-re
 
 # Stage 2: CastRay itself, as a wheel.
 FROM deps AS wheel
+COPY README.md ./
 COPY castray ./castray
 COPY shared ./shared
 COPY services ./services

@@ -130,12 +130,13 @@ def test_three_transfer_replicas_share_the_work_and_finish_a_killed_ones_transfe
         progress = sum(d["bytes_done"] for d in record["destinations"])
         return record if record["state"] == "running" and record["worker"] and progress > 0 else None
 
+    ips = {cid: stack.ip_of(cid) for cid in stack.containers("transfer")}  # before: kill at once, below
     record = stack.wait_for("the big transfer under way", running, interval=0.1)
     assert record["state"] != "completed"
     worker_host = record["worker"].split("@", 1)[1].split(":")[0]  # transfer@<container hostname>:...
     victim = next(c for c in stack.containers("transfer") if c.startswith(worker_host))
-    victim_ip = stack.ip_of(victim)
     stack.kill(victim)  # SIGKILL: no chance to clean up
+    victim_ip = ips[victim]
 
     final = stack.finished(transfer_id, timeout=600)
     assert final["worker"].split("@", 1)[1].split(":")[0] != worker_host, final
@@ -149,6 +150,8 @@ def test_three_transfer_replicas_share_the_work_and_finish_a_killed_ones_transfe
     counts = stack.get("/api/status")
     assert (counts["total_nodes"], counts["active_nodes"]) == (3, 3), counts
     assert victim_ip not in {n["ip"] for n in stack.alive_nodes()}
+    # Gone for good: compose would start a stopped replica again when the service is scaled.
+    stack.remove(victim)
 
 
 def test_a_replica_stopped_by_scaling_down_leaves_the_view_with_sigterm_as_the_reason(stack: Stack) -> None:
@@ -168,7 +171,7 @@ def test_a_replica_stopped_by_scaling_down_leaves_the_view_with_sigterm_as_the_r
             for ip in stopped_ips)
 
     stack.wait_for("the stopped replica's node DEAD by SIGTERM", dead_by_sigterm, timeout=120)
-    assert len(stack.alive_nodes()) == 2  # the head and the kept replica
+    stack.wait_for("the head and the kept replica ALIVE", lambda: len(stack.alive_nodes()) == 2)
 
 
 def test_redis_restarted_keeps_the_state(stack: Stack) -> None:

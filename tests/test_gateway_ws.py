@@ -4,6 +4,7 @@ slow clients, one Redis subscription for many clients, the original's event name
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -48,7 +49,8 @@ async def test_snapshot_then_deltas(gateway, view: ViewWriter) -> None:
         assert (snap["epoch"], snap["version"]) == ("e1", 1)
         assert [c["id"] for c in snap["clusters"]] == ["c1"]
         assert [n["id"] for n in snap["nodes"]] == ["c1-a"]
-        assert snap["topics"] == ["clusters", "messages", "nodes", "transfers"]
+        # No topics named: every topic, the original's status_update too (its page connects this way).
+        assert snap["topics"] == ["clusters", "messages", "nodes", "status", "transfers"]
 
         b = node("b")
         await view.node(b, "added")
@@ -128,7 +130,7 @@ async def test_resume_replays_from_the_log_then_goes_live(gateway, view: ViewWri
             "epoch": "e1",
             "since": 2,
             "version": 5,
-            "topics": ["clusters", "messages", "nodes", "transfers"],
+            "topics": ["clusters", "messages", "nodes", "status", "transfers"],
         }
         replayed = [await next_view(ws) for _ in range(3)]
         assert [(m["type"], m["version"], m["id"]) for m in replayed] == [
@@ -325,7 +327,8 @@ async def test_many_clients_share_one_redis_subscription(
 
 async def test_original_event_names_and_status_update(gateway, view: ViewWriter) -> None:
     await view.reset(epoch="e1")
-    async with gateway.ws_connect("/ws?topics=clusters,nodes") as ws:
+    # status_update is opt-in once topics are named (it is the whole view): this client names it.
+    async with gateway.ws_connect("/ws?topics=clusters,nodes,status") as ws:
         await recv(ws)
         manual = cluster("m1", port=8266, found_by="manual")
         await view.found(manual)
@@ -411,6 +414,19 @@ async def test_ws_takes_the_token_as_a_subprotocol_and_never_echoes_it(make_gate
         with pytest.raises(aiohttp.WSServerHandshakeError) as e:
             await client.ws_connect("/ws", protocols=("castray.v1", wrong))
         assert e.value.status == 401
+
+
+async def test_a_token_subprotocol_without_castray_v1_is_refused_and_never_logged(
+        make_gateway, caplog: pytest.LogCaptureFixture) -> None:
+    """Offered alone, the token's subprotocol would not overlap ours, and aiohttp would log the offered
+    protocols, token included. It is refused before the upgrade instead."""
+    token = "s3cret-token-never-in-a-log"
+    client = await make_gateway(api_token=token)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+            await client.ws_connect("/ws", protocols=(token_protocol(token),))
+    assert e.value.status == 400
+    assert token_protocol(token) not in caplog.text
 
 
 async def test_events_written_by_the_real_registry_reach_the_client(

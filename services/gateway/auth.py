@@ -54,8 +54,18 @@ def _presented(request: web.Request) -> str | None:
     return None
 
 
+def _check_protocols(request: web.Request) -> None:
+    """A token subprotocol comes with ``castray.v1``. Without it aiohttp would log the offered protocols
+    (a warning that they do not overlap), token included: refuse before the upgrade instead."""
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if any(p.startswith(TOKEN_PROTOCOL_PREFIX) for p in offered) and WS_PROTOCOL not in offered:
+        raise ApiError(400, f"offer the subprotocol '{WS_PROTOCOL}' with the token's", code="bad_request")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/ws":
+        _check_protocols(request)
     token = request.app[keys.SETTINGS].api_token
     if token and is_protected(request.path):
         given = _presented(request)

@@ -8,6 +8,7 @@ Synchronous on purpose: these are fixtures' and tests' steps, driven one after a
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -57,9 +58,8 @@ def docker_engine() -> Iterator[None]:
     if os.geteuid() != 0 or not Path(dockerd).exists():
         raise ComposeError("no Docker engine answers, and this user cannot start dockerd (root and "
                            "Debian's docker.io are needed)")
-    log = open(ROOT / "var" / "dockerd.log", "ab") if (ROOT / "var").is_dir() else subprocess.DEVNULL
-    proc = subprocess.Popen([dockerd], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen([dockerd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not _engine_answers():
@@ -154,6 +154,9 @@ class Stack:
     def kill(self, cid: str) -> None:
         run(["docker", "kill", cid])
 
+    def remove(self, cid: str) -> None:
+        run(["docker", "rm", "-f", cid])
+
     def sha256_in(self, cid: str, path: str) -> str:
         return self.exec(cid, "sha256sum", path).split()[0]
 
@@ -195,7 +198,7 @@ class Stack:
         while time.monotonic() < deadline:
             try:
                 last = probe()
-            except (OSError, ValueError, KeyError, AssertionError) as exc:
+            except (OSError, ValueError, KeyError, AssertionError, http.client.HTTPException) as exc:
                 last = exc
             else:
                 if last:
