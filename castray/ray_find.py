@@ -67,11 +67,22 @@ def _tcp_answers(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a redirect is an answer that is not a dashboard: never followed elsewhere
+
+
+# Only the checked host is contacted: no redirect followed, no proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
 def dashboard_answers(url: str, timeout: float = 1.0) -> bool:
-    """True if ``url`` serves a Ray dashboard (``/api/version`` names a Ray version)."""
-    with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(f"{url.rstrip('/')}/api/version", timeout=timeout) as resp:
-            return "ray_version" in json.loads(resp.read(65536))
+    """True if ``url`` serves a Ray dashboard (``/api/version`` names a Ray version). Whatever else answers
+    there (a redirect, deeply nested JSON, garbage) is a no."""
+    with contextlib.suppress(OSError, ValueError, RecursionError, TypeError):
+        with _OPENER.open(f"{url.rstrip('/')}/api/version", timeout=timeout) as resp:
+            body = json.loads(resp.read(65536))
+            return isinstance(body, dict) and "ray_version" in body
     return False
 
 

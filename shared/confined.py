@@ -95,13 +95,21 @@ def open_beneath(root: str | os.PathLike[str], path: str, flags: int = os.O_RDON
 
 
 def open_at(dir_fd: int, name: str, flags: int, mode: int = 0o644, *, shown: Sequence[str] = ()) -> int:
-    """``openat(dir_fd, name, flags | O_NOFOLLOW)``; a symlink at ``name`` is a `ConfinementError`."""
+    """``openat(dir_fd, name, flags | O_NOFOLLOW)``; a symlink at ``name`` is a `ConfinementError`, and so
+    is anything but a regular file or a directory. It is opened non-blocking and checked before use: a FIFO
+    put there would otherwise block the opening thread for ever."""
     try:
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dir_fd)
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
         raise _refusal(dir_fd, name, shown or [name], e) from None
+    kind = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+        os.close(fd)
+        raise ConfinementError(f"{'/'.join(shown or [name])!r} is not a regular file: refused")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def open_nofollow(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:

@@ -142,3 +142,13 @@ async def test_an_upload_path_outside_the_data_directory_is_refused(
 def test_bidi_and_format_characters_are_refused_in_names(name: str) -> None:
     with pytest.raises(ValueError, match="format characters"):
         safe_file_name(name)
+
+
+def test_a_fifo_in_place_of_a_source_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO put where a source file was expected: opening it for reading would block the opening thread
+    until a writer came; it is opened non-blocking and refused as not a regular file."""
+    root = tmp_path / "files"
+    root.mkdir()
+    os.mkfifo(root / "data.bin")
+    with pytest.raises(ConfinementError, match="not a regular file"):
+        open_beneath(root, "data.bin", os.O_RDONLY)

@@ -148,9 +148,10 @@ class Drivers:
         """The live driver for ``address``, started (or restarted) if needed; `DriverError` (from
         `AddressNotAllowed`) for an address outside the allow-list."""
         try:
-            await self.policy.check(host_of(address))
+            ips = await self.policy.check(host_of(address))
         except AddressNotAllowed as e:
             raise DriverError(f"refusing to connect to Ray at {address}: {e.message}") from e
+        target = _pinned(address, ips)
         lock = self._locks.setdefault(address, asyncio.Lock())
         async with lock:
             driver = self._drivers.get(address)
@@ -158,7 +159,7 @@ class Drivers:
                 return driver
             if driver is not None:
                 await driver.close()
-            driver = DriverProcess(address, start_timeout=self.start_timeout, log_level=self.log_level)
+            driver = DriverProcess(target, start_timeout=self.start_timeout, log_level=self.log_level)
             await driver.start()
             self._drivers[address] = driver
             return driver
@@ -166,3 +167,12 @@ class Drivers:
     async def close(self) -> None:
         drivers, self._drivers = list(self._drivers.values()), {}
         await asyncio.gather(*(d.close() for d in drivers), return_exceptions=True)
+
+
+def _pinned(address: str, ips: list[str]) -> str:
+    """``address`` with its host replaced by the address the allow-list checked, when it is a name: Ray
+    would resolve the name again, and a name may point elsewhere by then."""
+    host, port = host_of(address), address.rsplit(":", 1)[-1]
+    if host in ips:
+        return address
+    return f"[{ips[0]}]:{port}" if ":" in ips[0] else f"{ips[0]}:{port}"

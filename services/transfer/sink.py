@@ -74,7 +74,13 @@ class Sink(Ordered):
         self.dir_fd, self.final, self.name, self.tmp = dir_fd, shown / name, name, tmp
         self.overwrite, self.retry = overwrite, retry
         self.fd = open_at(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self.writer = ChunkWriter(self.fd)
+        try:
+            self.writer = ChunkWriter(self.fd)
+        except BaseException:
+            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
         self.sha = hashlib.sha256()
         self.done = 0
 
@@ -146,16 +152,20 @@ class Sink(Ordered):
         return sha.hexdigest()
 
     def abort(self) -> None:
-        self.writer.close()
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
-        if self.dir_fd >= 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.tmp, dir_fd=self.dir_fd)
-            os.close(self.dir_fd)
-            self.dir_fd = -1
+        try:
+            self.writer.close()
+        finally:
+            if self.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
+                self.fd = -1
+            if self.dir_fd >= 0:
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.tmp, dir_fd=self.dir_fd)
+                finally:
+                    os.close(self.dir_fd)
+                    self.dir_fd = -1
 
 
 def _exists_at(dir_fd: int, name: str) -> bool:

@@ -129,6 +129,9 @@ class TransferWorker:
                 if self._closing.is_set():  # stopped by a shutdown, not failed: the attempt does not count
                     await self._uncount(record.id)
                 raise
+            except busmod.REDIS_ERRORS:  # Redis went away, not the request: nor does this one (if it can)
+                await self._uncount(record.id)
+                raise
             finally:
                 with contextlib.suppress(*busmod.REDIS_ERRORS):
                     await lease.release()
