@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from castray.gateway.retention import BATCH, trim_transfers
 from castray.shared import codec
 from castray.shared.names import Names
 from castray.shared.transfers import Destination, TransferRecord, TransferState
@@ -76,3 +77,19 @@ async def test_past_the_age_finished_records_go(
     kept = await _kept(redis_client, names, [stale, stale_failed, queued, recent, new])
     assert kept == [queued, recent, new]
     assert not await redis_client.exists(names.transfer(stale))
+
+
+
+async def test_records_it_must_keep_at_the_front_never_stop_it(redis_client: aioredis.Redis,
+                                                               names: Names) -> None:
+    """More running transfers than one page at the oldest end, and an unreadable record: the finished
+    ones behind them still go when past the age."""
+    running = [await _stored(redis_client, names, 10 * HOUR - i, "running") for i in range(BATCH + 5)]
+    finished = [await _stored(redis_client, names, 5 * HOUR - i, "completed", finished_ago=4 * HOUR)
+                for i in range(10)]
+    await redis_client.set(names.transfer("garbled"), b"\x81\x91\x01\x02")
+    await redis_client.zadd(names.transfer_index, {"garbled": time.time() - 20 * HOUR})
+    removed = await trim_transfers(redis_client, names, max_age=HOUR, max_count=0)
+    assert removed == len(finished) + 1
+    assert await _kept(redis_client, names, running) == running
+    assert await _kept(redis_client, names, [*finished, "garbled"]) == []

@@ -11,6 +11,7 @@ name (400).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -24,6 +25,7 @@ from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
 from castray.gateway.retention import trim_transfers
 from castray.shared import codec
+from castray.shared.bus import REDIS_ERRORS
 from castray.shared.events import NodeInfo
 from castray.shared.safe_names import safe_file_name
 from castray.shared.sizes import SizeError, format_size, parse_size
@@ -35,6 +37,8 @@ from castray.shared.transfers import (
     TransferRequest,
     UploadSource,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,8 +90,11 @@ async def enqueue(app: web.Application, record: TransferRecord) -> None:
         await pipe.execute()
     await bus.add_work(names.transfer_requests, record.model_dump(mode="json"))
     settings = app[keys.SETTINGS]
-    await trim_transfers(redis, names, max_age=settings.transfer_records_max_age,
-                         max_count=settings.transfer_records_max_count)
+    try:  # the transfer is queued already: a failed trim must not answer as if it were not
+        await trim_transfers(redis, names, max_age=settings.transfer_records_max_age,
+                             max_count=settings.transfer_records_max_count)
+    except REDIS_ERRORS as e:
+        log.warning("retention of transfer records skipped this time (redis: %s)", e)
 
 
 async def _source_facts(app: web.Application, req: TransferRequest, transfer_id: str) -> SourceFacts:
