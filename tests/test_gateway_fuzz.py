@@ -20,6 +20,7 @@ import pytest
 
 from castray import local_ray
 from tests.conftest import drop_namespace
+from tests.support import processes
 
 TOKEN = "fuzz-token-" + uuid.uuid4().hex
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -57,12 +58,7 @@ def gateway(ray_head: local_ray.RayNode,
             time.sleep(0.5)
         yield base, spec
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        processes.stop(proc)
         drop_namespace(namespace)
         log_text = (tmp / "up.log").read_text(errors="replace")
         assert "Traceback" not in log_text, log_text[-4000:]

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.support import processes
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDINS = ROOT / "docker" / "standins" / "build.sh"
 
@@ -68,12 +70,7 @@ def docker_engine() -> Iterator[None]:
             time.sleep(0.5)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        processes.stop(proc, timeout=30)
 
 
 def standin_images() -> dict[str, str]:
