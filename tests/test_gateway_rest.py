@@ -57,6 +57,9 @@ async def test_status_counts_every_node_of_every_cluster(gateway, view: ViewWrit
     assert clusters["c2"]["external"] is False and clusters["c3"]["state"] == "lost"
     assert body["ray_cluster"] == {
         "cluster_resources": {"CPU": 8.0},
+        "available_resources": {"CPU": 8.0},  # the view knows totals only: said by the next key
+        "available_resources_known": False,
+        "memory_unit": "MiB",
         "nodes": 3,
         "clusters": 3,
         "alive_clusters": 2,

@@ -6,30 +6,29 @@ bounded queue: when a client cannot keep up, its queue is dropped and replaced b
 so the client gets a fresh snapshot instead of unbounded buffering. After a (re)subscription every
 subscriber resyncs too, since pub/sub loses what was published while the link was down.
 
-The hub also pushes ``status_update`` at most once per ``status_interval`` while the view changes, and
-the original CastRay's ``external_cluster_*`` messages.
+The hub also pushes the original CastRay's messages, shaped by ``original_status``: ``status_update`` to
+the clients of the ``status`` topic, at most once per ``status_interval`` while the view or the transfers
+change and every ``status_idle_interval`` seconds otherwise (built once and shared by every client), and
+the ``external_cluster_*`` messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from castray.gateway import summaries
+from castray.gateway import original_status as original
 from castray.gateway.view_store import Snapshot, ViewStore
 from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.events import (
     ClusterInfo,
     Event,
     MessageSentEvent,
-    TransferCompletedEvent,
     TransferEvent,
-    TransferFailedEvent,
-    TransferStartedEvent,
     ViewChanged,
     ViewChangedEvent,
     ViewResetEvent,
@@ -38,12 +37,9 @@ from castray.shared.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
-TOPICS: tuple[str, ...] = ("clusters", "nodes", "transfers", "messages")
+TOPICS: tuple[str, ...] = ("clusters", "nodes", "transfers", "messages", original.STATUS_TOPIC)
 VIEW_TOPICS = frozenset({"clusters", "nodes"})
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+dumps = original.dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +84,7 @@ class Subscriber:
         # version stays contiguous; the session sends only the topics asked for.
         if frame.topic == "direct":  # a reply to this client's own frame
             return True
-        if frame.is_view or frame.topic == "status":
+        if frame.is_view:
             return bool(self.topics & VIEW_TOPICS)
         return frame.topic in self.topics
 
@@ -128,21 +124,6 @@ def event_message(event: Event) -> dict[str, Any]:
     return {"type": event.type, **event.payload.model_dump(mode="json"), "time": event.time}
 
 
-def _legacy_transfer(event: Event) -> dict[str, Any] | None:
-    """The original's ``transfer_activity`` for a start, a whole completion or a failure."""
-    if isinstance(event, TransferStartedEvent):
-        p = event.payload
-        data: dict[str, Any] = {"type": "transfer_start", "recipients": p.targets, "file_name": p.file_name,
-                                "description": f"{p.mode} {p.file_name}".strip()}
-    elif isinstance(event, TransferCompletedEvent) and event.payload.node_id is None:
-        data = {"type": "transfer_complete"}
-    elif isinstance(event, TransferFailedEvent):
-        data = {"type": "transfer_failed", "node_id": event.payload.node_id, "error": event.payload.error}
-    else:
-        return None
-    return {"type": "transfer_activity", "data": {"transfer_id": event.payload.transfer_id, **data}}
-
-
 def frames_for(event: Event) -> list[Frame]:
     """What clients receive for one event from Redis."""
     if isinstance(event, ViewChangedEvent):
@@ -151,13 +132,11 @@ def frames_for(event: Event) -> list[Frame]:
         return [Frame("clusters", "", epoch=event.payload.epoch, version=event.payload.version, reset=True)]
     if isinstance(event.payload, TransferEvent):
         frames = [Frame("transfers", dumps(event_message(event)))]
-        legacy = _legacy_transfer(event)
+        legacy = original.transfer_activity(event)
         return frames + ([Frame("transfers", dumps(legacy))] if legacy else [])
     if isinstance(event, MessageSentEvent):
-        p = event.payload
         return [Frame("messages", dumps(event_message(event))),
-                Frame("messages", dumps({"type": "message_received", "message_id": p.message_id,
-                                         "cast_type": p.cast_type, "sender": p.sender}))]
+                Frame("messages", dumps(original.message_received(event)))]
     return []
 
 
@@ -165,22 +144,7 @@ def legacy_cluster_frames(
     found: list[ClusterInfo], removed: list[ClusterInfo], snap: Snapshot
 ) -> list[Frame]:
     """The original's ``external_cluster_discovered/_connected/_disconnected`` messages."""
-    count = len(summaries.external_nodes(snap))
-    frames: list[Frame] = []
-    if found:
-        frames.append(Frame("clusters", dumps({
-            "type": "external_cluster_discovered", "external_nodes_count": count,
-            "discovered_clusters": [summaries.cluster_summary(c, snap) for c in found]})))
-    for c in found:
-        if c.found_by == "manual":
-            frames.append(Frame("clusters", dumps({
-                "type": "external_cluster_connected", "cluster_address": summaries.cluster_address(c),
-                "cluster_id": c.id, "external_nodes_count": count})))
-    for c in removed:
-        frames.append(Frame("clusters", dumps({
-            "type": "external_cluster_disconnected", "cluster_id": c.id,
-            "message": f"disconnected from cluster {c.name} ({summaries.cluster_address(c) or c.id})"})))
-    return frames
+    return [Frame("clusters", dumps(m)) for m in original.cluster_messages(found, removed, snap)]
 
 
 # --- the hub -------------------------------------------------------------------------------------
@@ -189,10 +153,13 @@ def legacy_cluster_frames(
 class EventHub:
     """The process's single subscription to the event channels, fanned out to subscribers."""
 
-    def __init__(self, bus: Bus, store: ViewStore, *, status_interval: float = 1.0) -> None:
+    def __init__(self, bus: Bus, store: ViewStore, *, status_interval: float = 1.0,
+                 status_idle_interval: float = original.STATUS_IDLE_INTERVAL) -> None:
         self.bus = bus
         self.store = store
         self.status_interval = status_interval
+        self.status_idle_interval = status_idle_interval
+        self.status = original.StatusCache(store.redis, store.names)
         self.subscribed = asyncio.Event()
         self.events = 0
         self._subs: set[Subscriber] = set()
@@ -256,7 +223,10 @@ class EventHub:
     def _dispatch(self, event: Event) -> None:
         for frame in frames_for(event):
             self.publish(frame)
-        if isinstance(event, ViewResetEvent):
+        if original.is_transfer_change(event):
+            self.status.transfers_changed()
+            self._dirty.set()
+        elif isinstance(event, ViewResetEvent):
             self._reset_seen = True  # clusters may have come and gone without events
             self._dirty.set()
         elif isinstance(event, ViewChangedEvent):
@@ -282,9 +252,13 @@ class EventHub:
             self._found.append(cluster)
 
     async def _status_loop(self) -> None:
-        """Push status_update (and the original's cluster messages) at most once per interval."""
+        """Push status_update (and the original's cluster messages) at most once per ``status_interval``
+        on change, and every ``status_idle_interval`` seconds without one."""
         while True:
-            await self._dirty.wait()
+            # The interval counts from the last push, so the pause after it is part of the idle wait.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(),
+                                       max(0.0, self.status_idle_interval - self.status_interval))
             self._dirty.clear()
             if self._subs or self._reset_seen:
                 try:
@@ -297,13 +271,14 @@ class EventHub:
             await asyncio.sleep(self.status_interval)
 
     async def _push_status(self) -> None:
-        snap = await self.store.snapshot()
-        if self._reset_seen:
-            self._reset_seen = False
-            self._known = dict(snap.clusters)
-        found, removed, self._found, self._removed = self._found, self._removed, [], []
-        if not self._subs:
-            return
-        for frame in legacy_cluster_frames(found, removed, snap):
-            self.publish(frame)
-        self.publish(Frame("status", dumps({"type": "status_update", "data": summaries.build_status(snap)})))
+        found, removed = self._found, self._removed
+        if self._reset_seen or found or removed:
+            snap = await self.store.snapshot()
+            if self._reset_seen:
+                self._reset_seen = False
+                self._known = dict(snap.clusters)
+            self._found, self._removed = [], []
+            for frame in legacy_cluster_frames(found, removed, snap) if self._subs else []:
+                self.publish(frame)
+        if any(original.STATUS_TOPIC in sub.topics for sub in self._subs):
+            self.publish(Frame(original.STATUS_TOPIC, (await self.status.current(self.store)).message))

@@ -1,4 +1,5 @@
-"""``/api/nodes`` (filtered), ``/api/nodes/external`` (the seed's shape) and ``/api/nodes/{id}``.
+"""``/api/nodes`` (filtered), ``/api/nodes/external`` (the seed's shape) and ``/api/nodes/{id}``; the
+original's ``POST /api/nodes`` and ``DELETE /api/nodes/{id}``, answered as ``original_status`` decides.
 
 ``/api/nodes/external`` is added before ``/api/nodes/{node_id}`` so the variable route cannot take it.
 """
@@ -6,9 +7,11 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import keys, summaries
-from castray.gateway.errors import ApiError
+from castray.gateway import original_status as original
+from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 
 STATES = ("ALIVE", "DEAD", "UNREACHABLE")
@@ -63,7 +66,42 @@ async def get_node(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "node": summaries.node_record(node)})
 
 
+class NodeCreate(BaseModel):
+    """The original's ``POST /api/nodes`` body."""
+
+    model_config = ConfigDict(extra="ignore")
+    node_id: str = Field(min_length=1, max_length=200)
+    port: int = 0
+
+
+def _original_error(e: ApiError) -> web.Response:
+    return web.json_response(original.error(e.status, e.message, e.code), status=e.status)
+
+
+@doc("The original's node creation: refused (400, success false, message) since CastRay's nodes are the "
+     "Ray nodes it discovers; it does not create them", tag="nodes", body=NodeCreate,
+     responses={400: "Always: a reason in message (or a missing node_id)"})
+async def create_node(request: web.Request) -> web.Response:
+    try:
+        body = await parse_body(request, NodeCreate)
+    except ApiError as e:
+        return _original_error(e)
+    return web.json_response(original.node_refusal(body.node_id, create=True), status=400)
+
+
+@doc("The original's node removal: refused (400, success false, message) since CastRay does not stop Ray's "
+     "nodes; 404 for a node not in the view", tag="nodes",
+     responses={400: "A node of the view: a reason in message", 404: "unknown node"})
+async def delete_node(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    if await request.app[keys.VIEW].node(node_id) is None:
+        return _original_error(ApiError(404, f"no node {node_id!r} in the view", code="unknown_node"))
+    return web.json_response(original.node_refusal(node_id, create=False), status=400)
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/nodes", list_nodes)
+    app.router.add_post("/api/nodes", create_node)
     app.router.add_get("/api/nodes/external", external_nodes)  # before {node_id}
     app.router.add_get("/api/nodes/{node_id}", get_node)
+    app.router.add_delete("/api/nodes/{node_id}", delete_node)

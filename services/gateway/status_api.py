@@ -1,4 +1,5 @@
-"""``GET /api/status`` (the seed's shape, for every cluster), health, and ``/`` -> ``/ui``."""
+"""``GET /api/status`` (the original's shape, for every cluster: see ``original_status``), health, and
+``/`` -> ``/ui``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from castray.gateway import keys, summaries
+from castray.gateway import keys
 from castray.gateway.openapi import doc
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lease import holder_of
@@ -14,15 +15,16 @@ from castray.shared.lease import holder_of
 log = logging.getLogger(__name__)
 
 
-@doc("Every node of every cluster: total_nodes, active_nodes, dead_nodes, node_statuses, clusters, "
-     "ray_cluster; and discovery_leader, the discovery replica that leads (null: none does now). A DEAD node "
+@doc("Every node of every cluster: total_nodes, active_nodes, dead_nodes, node_statuses (with the "
+     "original's transfer counters), clusters, ray_cluster (cluster_resources, available_resources; memory "
+     "in MiB); and discovery_leader, the discovery replica that leads (null: none does now). A DEAD node "
      "is listed in node_statuses with Ray's reason (state_message) but counted in dead_nodes only",
      tag="status", responses={503: "Redis unavailable"})
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
-    snap = await app[keys.VIEW].snapshot()
+    status = await app[keys.HUB].status.current(app[keys.VIEW])
     leader = await holder_of(app[keys.REDIS], app[keys.NAMES].discovery_leader)
-    return web.json_response({"success": True, **summaries.build_status(snap), "discovery_leader": leader})
+    return web.Response(text=status.response_text(discovery_leader=leader), content_type="application/json")
 
 
 @doc("Health: Redis answers and the event listener is subscribed (503 otherwise)", tag="status",

@@ -1,5 +1,6 @@
-"""JSON shapes built from a view snapshot: node statuses, cluster summaries, the seed's status and
-external-cluster answers. Pure functions, shared by the REST handlers and the WebSocket status push.
+"""JSON shapes built from a view snapshot: node records, cluster summaries, the seed's external-cluster
+answers. Pure functions, shared by the REST handlers and the WebSocket relay (the original CastRay's
+status shapes are in ``original_status``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from urllib.parse import urlsplit
 
 from castray.gateway.view_store import Snapshot
 from castray.shared.events import ClusterInfo, NodeInfo
-
-# The original CastRay labelled Ray nodes this way in /api/status; its scripts and page read it.
-RAY_NODE_TYPE = "Ray节点"
 
 
 def cluster_address(cluster: ClusterInfo) -> str | None:
@@ -37,12 +35,6 @@ def node_record(node: NodeInfo) -> dict[str, Any]:
     return node.model_dump(mode="json")
 
 
-def node_status(node: NodeInfo) -> dict[str, Any]:
-    """One entry of ``node_statuses``: the record plus the original's field names."""
-    return {**node_record(node), "node_id": node.id, "is_running": node.state == "ALIVE",
-            "node_type": RAY_NODE_TYPE, "port": "N/A"}
-
-
 def external_node(node: NodeInfo, clusters: dict[str, ClusterInfo]) -> dict[str, Any]:
     """An external node with the original's keys (id, address, status, type, cluster_source, last_seen)."""
     cluster = clusters.get(node.cluster_id)
@@ -64,34 +56,6 @@ def cluster_summary(cluster: ClusterInfo, snap: Snapshot) -> dict[str, Any]:
     return {**cluster.model_dump(mode="json"), "address": cluster_address(cluster),
             "external": is_external(cluster), "node_count": sum(states.values()) - dead,
             "alive_node_count": states.get("ALIVE", 0), "dead_node_count": dead}
-
-
-def ray_cluster_summary(snap: Snapshot) -> dict[str, Any]:
-    """Resources of the alive nodes of every alive cluster (the original's ``ray_cluster``)."""
-    totals: Counter[str] = Counter()
-    alive = [n for n in snap.nodes.values() if n.state == "ALIVE"]
-    for node in alive:
-        totals.update(node.resources)
-    return {"cluster_resources": dict(totals), "nodes": len(alive), "clusters": len(snap.clusters),
-            "alive_clusters": sum(1 for c in snap.clusters.values() if c.state == "alive")}
-
-
-def build_status(snap: Snapshot) -> dict[str, Any]:
-    """The body of ``GET /api/status`` and of the WebSocket ``status_update``: ``node_statuses`` lists every
-    node, the counts leave DEAD ones out (``dead_nodes`` counts them)."""
-    nodes = snap.node_list()
-    live = [n for n in nodes if counted(n)]
-    return {
-        "total_nodes": len(live),
-        "active_nodes": sum(1 for n in live if n.state == "ALIVE"),
-        "dead_nodes": len(nodes) - len(live),
-        "external_nodes": sum(1 for n in live if n.external),
-        "node_statuses": [node_status(n) for n in nodes],
-        "clusters": [cluster_summary(c, snap) for c in snap.cluster_list()],
-        "ray_cluster": ray_cluster_summary(snap),
-        "epoch": snap.meta.epoch,
-        "version": snap.meta.version,
-    }
 
 
 def connected_external(snap: Snapshot) -> list[ClusterInfo]:

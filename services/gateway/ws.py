@@ -174,9 +174,10 @@ class WsSession:
         self.sub.offer(Frame("direct", dumps({"type": "error", "code": code, "error": message})))
 
 
-@doc("WebSocket: snapshot then deltas (topics: clusters, nodes, transfers, messages; resume with epoch "
-     "and since)", tag="events",
-     query={"topics": "comma-separated topics (default all)", "epoch": "resume: the epoch you had",
+@doc("WebSocket: snapshot then deltas (topics: clusters, nodes, transfers, messages, and status: the "
+     "original's status_update, on change and every 5 s; resume with epoch and since)", tag="events",
+     query={"topics": "comma-separated topics (default all, status included)",
+            "epoch": "resume: the epoch you had",
             "since": "resume: the last version you applied"},
      responses={400: "bad topics or resume parameters", 401: "missing or wrong token (Authorization: Bearer, "
                 "or the subprotocol castray.bearer.<base64url token> beside castray.v1)",

@@ -1,0 +1,300 @@
+"""The original CastRay's status, WebSocket and node surface, in one adapter: every shape its clients read
+(``GET /api/status``, ``GET /api/file-transfers/status``, the WebSocket ``status_update``,
+``transfer_activity``, ``message_received`` and ``external_cluster_*`` messages, ``POST``/``DELETE
+/api/nodes``) is built here from our model; no other module knows these shapes.
+
+Decisions, each where the original's meaning and ours differ:
+
+- ``status_update`` goes to the clients of the ``status`` topic. A client that names no topics (the
+  original's page connects to a bare ``/ws``) has every topic; our own page names its topics and so does
+  not pay for a whole-view message it never reads. It is pushed on change (at most once per
+  ``status_interval``) and every ``status_idle_interval`` seconds (5, as the original) on an idle
+  connection. Its text is built once per view version and transfer-statistics change (`StatusCache`) and
+  the same string is offered to every client.
+- ``ray_cluster.available_resources``: the view holds each node's total resources only (Ray's node list
+  has no usage), so it is the sum over ALIVE nodes of those totals, and ``available_resources_known`` is
+  false to say so.
+- Memory: Ray counts ``memory`` and ``object_store_memory`` in bytes; the original page multiplies them by
+  1024² to get bytes, so in ``ray_cluster`` they are in MiB, said by ``memory_unit: "MiB"``. Each node's
+  ``resources`` (and our own ``/api/nodes``, ``/api/clusters``) keep Ray's bytes.
+- Transfer counters (``file_transfer_stats``, ``active_transfers``, and the node card's ``sent_count`` and
+  ``received_count``) are counted from the newest `STATS_WINDOW` transfer records of the transfer index,
+  not from per-node counters: every way of starting a transfer writes a record, and no second store can
+  drift from it. A gateway recounts them when a transfer starts or ends (its hub sees the event) and at
+  most every `STATS_MAX_AGE` seconds otherwise. ``sent_count`` counts the transfers a node sent,
+  ``received_count`` the copies it received whole (the original counted UDP messages there; its page's
+  node card is what reads them).
+- ``POST /api/nodes`` and ``DELETE /api/nodes/{id}`` created and removed CastRay's own actor nodes. Our nodes
+  are Ray's own nodes, found by discovery; CastRay does not start or stop them. Both answer 400 in the
+  original's shape (``success: false`` and a ``message`` saying so), so the original page shows the reason
+  instead of "undefined", and a script fails visibly rather than believing a node was made. Giving them a
+  meaning (a named agent on a Ray node) would create something nothing else in CastRay uses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from castray.gateway import summaries
+from castray.gateway import transfer_store as store
+from castray.gateway.view_store import Snapshot, ViewMeta, ViewStore
+from castray.shared.events import (
+    ClusterInfo,
+    Event,
+    MessageSentEvent,
+    NodeInfo,
+    TransferCancelledEvent,
+    TransferCompletedEvent,
+    TransferFailedEvent,
+    TransferStartedEvent,
+)
+from castray.shared.names import Names
+from castray.shared.transfers import TransferRecord
+
+# The original CastRay labelled Ray nodes this way in /api/status; its scripts and page read it.
+RAY_NODE_TYPE = "Ray节点"
+STATUS_TOPIC = "status"
+STATS_WINDOW = 1000  # newest transfer records counted in the statistics
+STATS_MAX_AGE = 5.0  # seconds a gateway keeps its counts without a transfer event
+STATUS_IDLE_INTERVAL = 5.0  # the original pushed status_update every 5 s
+MEMORY_KEYS = ("memory", "object_store_memory")
+MIB = 1024 * 1024
+ACTIVE = ("queued", "pending", "running")
+
+NODES_ARE_RAYS = ("CastRay does not create or remove nodes: its nodes are the Ray nodes of the clusters it "
+                  "watches, found by discovery. Start a node with 'ray start --address=<head>' (or "
+                  "'castray join'); stop it with 'ray stop' on its machine.")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- per-node transfer statistics -------------------------------------------------------------------
+def _empty_stats() -> dict[str, Any]:
+    return {"file_transfer_stats": {"total_transfers": 0, "successful_transfers": 0, "failed_transfers": 0,
+                                    "bytes_transferred": 0},
+            "active_transfers": 0, "auto_transfer_enabled": False, "auto_transfer_queue": 0,
+            "sent_count": 0, "received_count": 0, "last_activity": 0}
+
+
+def transfer_stats(node_ids: list[str], records: list[TransferRecord]) -> dict[str, dict[str, Any]]:
+    """``{node_id: {file_transfer_stats, active_transfers, auto_transfer_*, sent_count, received_count,
+    last_activity}}``: a node counts each copy it receives (one per destination) and each transfer it sends
+    (as ``sender_id`` or ``source_node_id``); ``bytes_transferred`` counts completed copies' bytes."""
+    out: dict[str, dict[str, Any]] = {node_id: _empty_stats() for node_id in node_ids}
+    for rec in records:
+        when = rec.finished_at or rec.started_at or rec.created_at
+        for dest in rec.destinations:
+            e = out.setdefault(dest.node_id, _empty_stats())
+            done = dest.state == "completed"
+            _count(e, dest.state, dest.bytes_done if done else 0, when)
+            e["received_count"] += int(done)
+        sender = rec.sender_id or rec.source_node_id
+        if sender:
+            e = out.setdefault(sender, _empty_stats())
+            sent = sum(d.bytes_done for d in rec.destinations if d.state == "completed")
+            _count(e, rec.state, sent, when)
+            e["sent_count"] += 1
+    return out
+
+
+def _count(e: dict[str, Any], state: str, nbytes: int, when: float) -> None:
+    stats = e["file_transfer_stats"]
+    stats["total_transfers"] += 1
+    stats["bytes_transferred"] += nbytes
+    if state == "completed":
+        stats["successful_transfers"] += 1
+    elif state == "failed":
+        stats["failed_transfers"] += 1
+    elif state in ACTIVE:
+        e["active_transfers"] += 1
+    e["last_activity"] = max(e["last_activity"], when)
+
+
+async def load_transfer_stats(redis: aioredis.Redis, names: Names) -> dict[str, dict[str, Any]]:
+    """Counted from the newest `STATS_WINDOW` records (nodes with no transfer are absent)."""
+    records, _ = await store.list_transfers(redis, names, limit=STATS_WINDOW, offset=0)
+    return transfer_stats([], records)
+
+
+def file_transfer_status(node_ids: list[str], stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The body of ``GET /api/file-transfers/status``: ``{node_id: {file_transfer_stats,
+    active_transfers, auto_transfer_enabled, auto_transfer_queue}}`` for every node of the view."""
+    keys = ("file_transfer_stats", "active_transfers", "auto_transfer_enabled", "auto_transfer_queue")
+    out: dict[str, dict[str, Any]] = {}
+    for node_id in [*node_ids, *(n for n in stats if n not in set(node_ids))]:
+        entry = stats.get(node_id) or _empty_stats()
+        out[node_id] = {k: entry[k] for k in keys}
+    return out
+
+
+# --- /api/status and status_update ------------------------------------------------------------------
+def node_status(node: NodeInfo, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One entry of ``node_statuses``: our node record plus the original's fields."""
+    return {**summaries.node_record(node), **(stats.get(node.id) or _empty_stats()), "node_id": node.id,
+            "is_running": node.state == "ALIVE", "node_type": RAY_NODE_TYPE, "port": "N/A"}
+
+
+def _in_mib(resources: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v / MIB, 2) if k in MEMORY_KEYS else v) for k, v in resources.items()}
+
+
+def ray_cluster(snap: Snapshot) -> dict[str, Any]:
+    """Resources of the alive nodes of every alive cluster (memory in MiB, see the module docstring)."""
+    totals: Counter[str] = Counter()
+    alive = [n for n in snap.nodes.values() if n.state == "ALIVE"]
+    for node in alive:
+        totals.update(node.resources)
+    resources = _in_mib(dict(totals))
+    return {"cluster_resources": resources, "available_resources": dict(resources),
+            "available_resources_known": False, "memory_unit": "MiB", "nodes": len(alive),
+            "clusters": len(snap.clusters),
+            "alive_clusters": sum(1 for c in snap.clusters.values() if c.state == "alive")}
+
+
+def build_status(snap: Snapshot, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The body of ``GET /api/status`` and the ``data`` of ``status_update``: ``node_statuses`` lists every
+    node, the counts leave DEAD ones out (``dead_nodes`` counts them)."""
+    nodes = snap.node_list()
+    live = [n for n in nodes if summaries.counted(n)]
+    return {
+        "total_nodes": len(live),
+        "active_nodes": sum(1 for n in live if n.state == "ALIVE"),
+        "dead_nodes": len(nodes) - len(live),
+        "external_nodes": sum(1 for n in live if n.external),
+        "node_statuses": [node_status(n, stats) for n in nodes],
+        "clusters": [summaries.cluster_summary(c, snap) for c in snap.cluster_list()],
+        "ray_cluster": ray_cluster(snap),
+        "node_ports": {},  # the original's own nodes' UDP ports: CastRay has none
+        "epoch": snap.meta.epoch,
+        "version": snap.meta.version,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBody:
+    """One built status: its view version and statistics generation, the body, and its JSON encoded once."""
+
+    meta: ViewMeta
+    generation: int
+    body: dict[str, Any]
+    body_text: str
+
+    @property
+    def message(self) -> str:
+        """The WebSocket ``status_update`` (built around the encoded body, never re-encoding it)."""
+        return '{"type":"status_update","data":' + self.body_text + "}"
+
+    def response_text(self, **extra: Any) -> str:
+        """The body of ``GET /api/status``: ``success``, ``extra``, then the status."""
+        head = dumps({"success": True, **extra})
+        return head[:-1] + ("," + self.body_text[1:] if self.body_text != "{}" else "}")
+
+
+class StatusCache:
+    """The transfer statistics and the status built from them, shared by a gateway's requests and
+    WebSocket pushes: rebuilt only when the view version or the statistics change."""
+
+    def __init__(self, redis: aioredis.Redis, names: Names, *, max_age: float = STATS_MAX_AGE) -> None:
+        self.redis = redis
+        self.names = names
+        self.max_age = max_age
+        self.generation = 0
+        self._stats: dict[str, dict[str, Any]] | None = None
+        self._stats_at = 0.0
+        self._status: StatusBody | None = None
+
+    def transfers_changed(self) -> None:
+        """A transfer started or ended: count again on the next read."""
+        self._stats = None
+
+    async def stats(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        if self._stats is None or now - self._stats_at >= self.max_age:
+            fresh = await load_transfer_stats(self.redis, self.names)
+            if fresh != self._stats:
+                self.generation += 1
+            self._stats, self._stats_at = fresh, now
+        return self._stats
+
+    async def current(self, view: ViewStore) -> StatusBody:
+        """The status of the view now: reused while its version and the statistics are unchanged (one
+        small read of the view's meta), built from a snapshot otherwise."""
+        stats = await self.stats()
+        s = self._status
+        if s is not None and s.generation == self.generation and s.meta == await view.meta():
+            return s
+        snap = await view.snapshot()
+        body = build_status(snap, stats)
+        self._status = StatusBody(snap.meta, self.generation, body, dumps(body))
+        return self._status
+
+
+# --- the original's other WebSocket messages ----------------------------------------------------------
+def is_transfer_change(event: Event) -> bool:
+    """Events that change the transfer statistics (not progress)."""
+    return isinstance(event, TransferStartedEvent | TransferCompletedEvent | TransferFailedEvent
+                      | TransferCancelledEvent)
+
+
+def transfer_activity(event: Event) -> dict[str, Any] | None:
+    """The original's ``transfer_activity`` for a start, a whole completion or a failure (the page shows
+    ``data.type``, ``data.node_id`` and ``data.description``)."""
+    if isinstance(event, TransferStartedEvent):
+        p = event.payload
+        data: dict[str, Any] = {"type": "transfer_start", "recipients": p.targets, "file_name": p.file_name,
+                                "description": f"{p.mode} {p.file_name}".strip()}
+    elif isinstance(event, TransferCompletedEvent) and event.payload.node_id is None:
+        data = {"type": "transfer_complete",
+                "description": f"transfer {event.payload.transfer_id} completed"}
+    elif isinstance(event, TransferFailedEvent):
+        data = {"type": "transfer_failed", "node_id": event.payload.node_id, "error": event.payload.error,
+                "description": f"transfer {event.payload.transfer_id} failed: {event.payload.error}"}
+    else:
+        return None
+    return {"type": "transfer_activity", "data": {"transfer_id": event.payload.transfer_id, **data}}
+
+
+def message_received(event: MessageSentEvent) -> dict[str, Any]:
+    """The original's ``message_received`` after ``POST /api/send``."""
+    p = event.payload
+    return {"type": "message_received", "message_id": p.message_id, "cast_type": p.cast_type,
+            "sender": p.sender}
+
+
+def cluster_messages(found: list[ClusterInfo], removed: list[ClusterInfo], snap: Snapshot
+                     ) -> list[dict[str, Any]]:
+    """The original's ``external_cluster_discovered/_connected/_disconnected`` messages."""
+    count = len(summaries.external_nodes(snap))
+    out: list[dict[str, Any]] = []
+    if found:
+        out.append({"type": "external_cluster_discovered", "external_nodes_count": count,
+                    "discovered_clusters": [summaries.cluster_summary(c, snap) for c in found]})
+    for c in found:
+        if c.found_by == "manual":
+            out.append({"type": "external_cluster_connected", "cluster_address": summaries.cluster_address(c),
+                        "cluster_id": c.id, "external_nodes_count": count})
+    for c in removed:
+        where = summaries.cluster_address(c) or c.id
+        out.append({"type": "external_cluster_disconnected", "cluster_id": c.id,
+                    "message": f"disconnected from cluster {c.name} ({where})"})
+    return out
+
+
+# --- POST and DELETE /api/nodes -------------------------------------------------------------------------
+def error(status: int, message: str, code: str) -> dict[str, Any]:
+    """An error in the original's shape (``success``, ``message``) and ours (``error``, ``code``)."""
+    return {"success": False, "message": message, "error": message, "code": code, "status": status}
+
+
+def node_refusal(node_id: str, *, create: bool) -> dict[str, Any]:
+    """The 400 for a node CastRay does not create or remove (see the module docstring)."""
+    verb = "create" if create else "remove"
+    return error(400, f"cannot {verb} node {node_id!r}: {NODES_ARE_RAYS}", "nodes_are_ray_nodes")
