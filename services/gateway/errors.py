@@ -20,6 +20,7 @@ from castray.shared.errors import CommandError
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+ErrorShape = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class ApiError(Exception):
@@ -44,25 +45,31 @@ def error_body(status: int, message: str, code: str, **details: Any) -> dict[str
     return {"success": False, "error": message, "code": code, "status": status, **details}
 
 
-def json_error(status: int, message: str, code: str | None = None, **details: Any) -> web.Response:
-    return web.json_response(error_body(status, message, code or _default_code(status), **details),
-                             status=status)
+def json_error(status: int, message: str, code: str | None = None, *,
+               shape: ErrorShape | None = None, **details: Any) -> web.Response:
+    body = error_body(status, message, code or _default_code(status), **details)
+    return web.json_response(shape(body) if shape else body, status=status)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A handler may carry, under this attribute, a function that reshapes its error bodies: the original
+# CastRay's endpoints add its ``message`` key that way (``original_files.speaks_original``). Refusals by
+# the other middlewares (403, 401) on such a route are reshaped too, since the route is matched first.
+ERROR_SHAPE = "__error_shape__"
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    shape: ErrorShape | None = getattr(request.match_info.handler, ERROR_SHAPE, None)
     try:
         return await handler(request)
     except ApiError as e:
-        response = json_error(e.status, e.message, e.code, **e.details)
+        response = json_error(e.status, e.message, e.code, shape=shape, **e.details)
         if e.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="castray"'
         return response
     except CommandError as e:
-        return json_error(e.status, e.message, e.code)
+        return json_error(e.status, e.message, e.code, shape=shape)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -71,17 +78,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"method {e.method} not allowed here; use {', '.join(sorted(e.allowed_methods))}"
         elif e.status == 404:
             message = f"no such endpoint: {request.path}"
-        response = json_error(e.status, message)
+        response = json_error(e.status, message, shape=shape)
         for header in ("Allow", "WWW-Authenticate"):
             if header in e.headers:
                 response.headers[header] = e.headers[header]
         return response
     except (RedisConnectionError, RedisTimeoutError, ConnectionRefusedError) as e:
         log.warning("redis unavailable: %s", e)
-        return json_error(503, "the event store (Redis) is unavailable", "redis_unavailable")
+        return json_error(503, "the event store (Redis) is unavailable", "redis_unavailable", shape=shape)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal error", "internal")
+        return json_error(500, "internal error", "internal", shape=shape)
 
 
 def is_json_type(content_type: str) -> bool:

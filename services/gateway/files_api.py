@@ -1,5 +1,7 @@
 """Files the gateway stores: streamed uploads (``POST /api/upload``) and the original CastRay's file
-generator (``/api/file-generator/*``), whose files land in ``<data dir>/generated``.
+generator (``/api/file-generator/*``), whose files land in ``<data dir>/generated`` (``create-demo``'s in
+``<data dir>/demo_files``, beside the original's demo files). The generator answers in the original's
+shapes, which ``original_files`` builds.
 
 Uploads are streamed part by part to disk (hashing on the way, writes in a thread), never held whole in
 memory, and limited by ``max_upload_bytes`` here: aiohttp's ``client_max_size`` only bounds bodies read
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
+from castray.gateway import original_files as of
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
@@ -26,7 +29,7 @@ from castray.gateway.storage import BUDGET, Budget, Share
 from castray.gateway.transfer_plan import enqueue, generate_size, plan, resolve_recipients
 from castray.shared import filegen
 from castray.shared.safe_names import inside, safe_file_name
-from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
+from castray.shared.sizes import PRESETS, format_size
 from castray.shared.transfers import ContentType, TransferRequest, UploadRecord, UploadSource
 
 T = TypeVar("T")
@@ -53,6 +56,7 @@ class UploadAnswer(BaseModel):
                            "(the original's key).")
 
 
+@of.speaks_original
 @doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
      tag=TAG, response_model=UploadAnswer,
      responses={400: "Not multipart, no 'file' field, or an unusable file name",
@@ -166,25 +170,29 @@ class CreateAndTransfer(CreateFile):
     recipients: list[str] = Field(default_factory=list, max_length=10_000)
 
 
-def _generated_dir(app: web.Application) -> Path:
-    return Path(app[keys.SETTINGS].data_dir) / gf.GENERATED
+class CreateDemo(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    size: str | int = Field(default="1MB", description="Bytes, or '1KB', '1.5MB', '2GB', '64MiB'.")
+    content_type: ContentType = "random"
 
 
-async def _create(app: web.Application, size: int, content: filegen.Content, name: str) -> dict[str, Any]:
-    folder = _generated_dir(app)
+def _folder(app: web.Application, name: str = gf.GENERATED) -> Path:
+    return Path(app[keys.SETTINGS].data_dir) / name
+
+
+async def _create(app: web.Application, size: int, content: filegen.Content, name: str,
+                  folder: str = gf.GENERATED) -> of.Created:
     async with app[BUDGET].hold(size):  # 507 before anything is written
         try:
-            path = await disk(gf.reserve, folder, name)
+            path = await disk(gf.reserve, _folder(app, folder), name)
         except ValueError as e:
             raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
         async with app[GENERATING]:
             sha256 = await disk(gf.generate, path, size, content)
     st = await asyncio.to_thread(path.stat)
-    return {"file_path": f"{gf.GENERATED}/{path.name}", "file_name": path.name, "requested_size": size,
-            "actual_size": st.st_size,
-            "content_type": content, "sha256": sha256, "md5_hash": None, "created": True,
-            "includes_metadata": False, "download_url": f"{GEN}/files/{path.name}",
-            "size_formatted": format_size(st.st_size), "created_time": gf.iso(st.st_mtime)}
+    return of.Created(folder=folder, file_name=path.name, requested_size=size, actual_size=st.st_size,
+                      content_type=content, sha256=sha256, created_time=gf.iso(st.st_mtime),
+                      download_url=of.download_url(path.name))
 
 
 def _name(requested: str, default: str) -> str:
@@ -194,33 +202,30 @@ def _name(requested: str, default: str) -> str:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
 
 
+@of.speaks_original
 @doc("The generator's presets (tiny .. massive) and content types", tag=TAG)
 async def presets(request: web.Request) -> web.Response:
-    return web.json_response({"success": True, "content_types": list(filegen.CONTENT_TYPES), "presets": {
-        name: {"size_bytes": size, "size_formatted": format_size(size), "description": text}
-        for name, (size, text) in PRESETS.items()}})
+    return web.json_response(of.presets(list(filegen.CONTENT_TYPES)))
 
 
+@of.speaks_original
 @doc("The generator's limits, units and examples", tag=TAG)
 async def info(request: web.Request) -> web.Response:
     cap = request.app[keys.SETTINGS].max_generate_bytes
-    return web.json_response({"success": True, "max_file_size": cap,
-                              "max_file_size_formatted": format_size(cap), "supported_units": UNITS_SHOWN,
-                              "content_types": list(filegen.CONTENT_TYPES),
-                              "examples": ["1024", "1KB", "1.5MB", "100MB", "1GB", "64MiB"]})
+    return web.json_response(of.info(cap, list(filegen.CONTENT_TYPES)))
 
 
+@of.speaks_original
 @doc("Generate a file of an exact size", tag=TAG, body=CreateFile,
      responses={400: "Bad size (0, over the limit, not a size), content type or file name", 507: FULL})
 async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateFile)
     size = generate_size(request.app, body.size)
     name = _name(body.file_name, f"sample_{_tag(body.size)}_{body.content_type}_{gf.stamp()}.txt")
-    file_info = await _create(request.app, size, body.content_type, name)
-    return web.json_response({"success": True, "message": f"created {file_info['file_name']}",
-                              "file_info": file_info})
+    return web.json_response(of.created(await _create(request.app, size, body.content_type, name)))
 
 
+@of.speaks_original
 @doc("Generate a file of a preset size", tag=TAG, body=CreatePreset,
      responses={400: "Unknown preset", 507: FULL})
 async def create_preset(request: web.Request) -> web.Response:
@@ -231,12 +236,25 @@ async def create_preset(request: web.Request) -> web.Response:
     size = generate_size(request.app, PRESETS[body.preset][0])
     size_tag = format_size(size).replace(" ", "")
     default = f"preset_{body.preset}_{size_tag}_{body.content_type}_{gf.stamp()}.txt"
-    file_info = await _create(request.app, size, body.content_type, _name(body.file_name, default))
-    file_info["preset_name"] = body.preset
-    return web.json_response({"success": True, "message": f"created {file_info['file_name']}",
-                              "preset_name": body.preset, "file_info": file_info})
+    made = await _create(request.app, size, body.content_type, _name(body.file_name, default))
+    return web.json_response(of.created(made, preset_name=body.preset))
 
 
+@of.speaks_original
+@doc("Generate a file in demo_files/ (the original page's custom demo file), to send by name with "
+     "/api/file-transfers/manual", tag=TAG, body=CreateDemo,
+     responses={400: "Bad size (0, over the generator's limit, not a size) or content type", 507: FULL})
+async def create_demo(request: web.Request) -> web.Response:
+    app = request.app
+    body = await parse_body(request, CreateDemo)
+    size = generate_size(app, body.size)
+    await disk(of.write_demo_files, _folder(app, gf.DEMO))
+    hhmmss = gf.stamp().rsplit("_", 1)[1]
+    name = _name(f"custom_test_{_tag(body.size)}_{hhmmss}.bin", "custom_test.bin")
+    return web.json_response(of.demo_created(await _create(app, size, body.content_type, name, gf.DEMO)))
+
+
+@of.speaks_original
 @doc("Generate a file and queue a real transfer of it from the sender's cluster to the recipients", tag=TAG,
      body=CreateAndTransfer, responses={400: "Bad size or no valid recipients", 404: "Unknown sender",
                                                  507: FULL})
@@ -246,16 +264,10 @@ async def create_and_transfer(request: web.Request) -> web.Response:
     size = generate_size(app, body.size)
     name = _name(body.file_name, f"transfer_{_tag(body.size)}_{body.content_type}_{gf.stamp()}.txt")
     people = await resolve_recipients(app, body.sender_id, body.recipients)  # before any disk work
-    file_info = await _create(app, size, body.content_type, name)
-    record = await queue_file(app, _generated_dir(app) / file_info["file_name"], file_info["file_name"], size,
-                              file_info["sha256"], people.valid, sender_id=body.sender_id)
-    results = [{"recipient": r, "success": True, "message": f"queued as transfer {record.id}",
-                "transfer_id": record.id} for r in people.valid] + people.failed
-    return web.json_response({"success": True, "file_info": file_info, "transfer_id": record.id,
-                              "transfer_summary": {"total_recipients": len(results),
-                                                   "successful_transfers": len(people.valid),
-                                                   "failed_transfers": len(people.failed),
-                                                   "transfer_results": results}})
+    made = await _create(app, size, body.content_type, name)
+    record = await queue_file(app, _folder(app) / made.file_name, made.file_name, size, made.sha256,
+                              people.valid, sender_id=body.sender_id)
+    return web.json_response(of.created_and_queued(made, record.id, people.valid, people.failed))
 
 
 async def queue_file(app: web.Application, path: Path, file_name: str, size: int, sha256: str,
@@ -271,13 +283,11 @@ async def queue_file(app: web.Application, path: Path, file_name: str, size: int
     return record
 
 
+@of.speaks_original
 @doc("Files in the generator's folder", tag=TAG)
 async def list_files(request: web.Request) -> web.Response:
-    entries = await asyncio.to_thread(gf.list_folder, _generated_dir(request.app))
-    total = sum(e.file_size for e in entries)
-    return web.json_response({"success": True, "files": [e.as_dict(f"{GEN}/files") for e in entries],
-                              "total_count": len(entries), "total_size": total,
-                              "total_size_formatted": format_size(total)})
+    entries = await asyncio.to_thread(gf.list_folder, _folder(request.app))
+    return web.json_response(of.listing(entries))
 
 
 def _generated_path(request: web.Request) -> Path:
@@ -286,12 +296,13 @@ def _generated_path(request: web.Request) -> Path:
         name = safe_file_name(raw)
         if name != raw or name.startswith("."):
             raise ValueError("give a plain file name (no folders, not hidden)")
-        path = inside(_generated_dir(request.app), name)
+        path = inside(_folder(request.app), name)
     except ValueError as e:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
     return path
 
 
+@of.speaks_original
 @doc("Download a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
 async def download(request: web.Request) -> web.StreamResponse:
     path = _generated_path(request)
@@ -300,6 +311,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
 
 
+@of.speaks_original
 @doc("Delete a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
 async def delete_file(request: web.Request) -> web.Response:
     path = _generated_path(request)
@@ -307,8 +319,7 @@ async def delete_file(request: web.Request) -> web.Response:
         size = await asyncio.to_thread(_unlink, path)
     except FileNotFoundError as e:
         raise ApiError(404, f"no generated file {path.name!r}") from e
-    return web.json_response({"success": True, "message": f"deleted {path.name}", "deleted_size": size,
-                              "deleted_size_formatted": format_size(size)})
+    return web.json_response(of.deleted(path.name, size))
 
 
 def _unlink(path: Path) -> int:
@@ -335,6 +346,11 @@ def setup(app: web.Application) -> None:
     app.router.add_post(f"{GEN}/create", create)
     app.router.add_post(f"{GEN}/create-preset", create_preset)
     app.router.add_post(f"{GEN}/create-and-transfer", create_and_transfer)
+    app.router.add_post(f"{GEN}/create-demo", create_demo)
     app.router.add_get(f"{GEN}/files", list_files)
-    app.router.add_get(f"{GEN}/files/{{name}}", download)
-    app.router.add_delete(f"{GEN}/files/{{name}}", delete_file)
+    # The original's delete path is …/files/<name>; its page downloads from …/download/<name> and deletes
+    # with …/delete/<name>: all answer.
+    for prefix in ("files", "download"):
+        app.router.add_get(f"{GEN}/{prefix}/{{name}}", download)
+    for prefix in ("files", "delete"):
+        app.router.add_delete(f"{GEN}/{prefix}/{{name}}", delete_file)

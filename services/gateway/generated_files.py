@@ -15,14 +15,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from castray.shared import filegen
 from castray.shared.safe_names import inside, safe_file_name
-from castray.shared.sizes import format_size
 
 GENERATED = "generated"
 UPLOADS = "uploads"
+DEMO = "demo_files"  # the original's demo files (original_files.DEMO_FILES) and create-demo's files
 EXTENSIONS = (".txt", ".bin", ".dat")
 GENERATED_PREFIXES = ("sample_", "preset_", "transfer_")
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")
@@ -75,12 +75,6 @@ class FileEntry:
     created: float
     modified: float
 
-    def as_dict(self, download_prefix: str) -> dict[str, Any]:
-        return {"file_name": self.file_name, "file_size": self.file_size,
-                "size_formatted": format_size(self.file_size), "created_time": iso(self.created),
-                "modified_time": iso(self.modified), "download_url": f"{download_prefix}/{self.file_name}",
-                "is_generated": self.file_name.startswith(GENERATED_PREFIXES)}
-
 
 def list_folder(folder: Path) -> list[FileEntry]:
     """Regular files in ``folder`` (temporary and hidden ones left out), newest first."""
@@ -98,10 +92,12 @@ def list_folder(folder: Path) -> list[FileEntry]:
 
 
 def find_file(data_dir: Path, name: str) -> Path | None:
-    """A file named ``name`` in the generated folder, else the newest upload of that name."""
-    candidate = inside(data_dir / GENERATED, name)
-    if candidate.is_file():
-        return candidate
+    """A file named ``name`` in the demo files (where the original looked), else in the generated folder,
+    else the newest upload of that name."""
+    for folder in (DEMO, GENERATED):
+        candidate = inside(data_dir / folder, name)
+        if candidate.is_file() and not candidate.is_symlink():
+            return candidate
     uploads = data_dir / UPLOADS
     if not uploads.is_dir():
         return None

@@ -1,5 +1,9 @@
 """The original CastRay's ``/api/file-transfers/*``, working: manual transfers become real transfers,
 and the per-node statistics are counted from the transfer records.
+
+A manual transfer names its file as the original page does: one of the original's demo files
+(``config.json``, ``data.txt``, ``report.md``, written under ``<data dir>/demo_files`` on first use), a
+``create-demo`` file, a generated file or an upload (`generated_files.find_file`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
+from castray.gateway import original_files as of
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
-from castray.gateway.files_api import queue_file
+from castray.gateway.files_api import disk, queue_file
 from castray.gateway.openapi import doc
 from castray.gateway.transfer_plan import resolve_recipients
 from castray.shared.safe_names import safe_file_name
@@ -32,8 +37,9 @@ class ManualTransfer(BaseModel):
     recipients: list[str] = Field(default_factory=list, max_length=10_000)
 
 
-@doc("Send a generated or uploaded file (by name) from a node's cluster to recipients (queues a transfer)",
-     tag=TAG, body=ManualTransfer,
+@of.speaks_original
+@doc("Send a demo, generated or uploaded file (by name) from a node's cluster to recipients (queues a "
+     "transfer)", tag=TAG, body=ManualTransfer,
      responses={400: "No valid recipients or an unusable name", 404: "Unknown sender or file"})
 async def manual(request: web.Request) -> web.Response:
     app = request.app
@@ -45,18 +51,17 @@ async def manual(request: web.Request) -> web.Response:
     except ValueError as e:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
     people = await resolve_recipients(app, body.sender_id, body.recipients)
-    path = await asyncio.to_thread(gf.find_file, Path(app[keys.SETTINGS].data_dir), name)
+    data_dir = Path(app[keys.SETTINGS].data_dir)
+    await disk(of.write_demo_files, data_dir / gf.DEMO)
+    path = await asyncio.to_thread(gf.find_file, data_dir, name)
     if path is None:
-        raise ApiError(404, f"no generated or uploaded file named {name!r}", code="unknown_file")
+        raise ApiError(404, f"no demo, generated or uploaded file named {name!r}", code="unknown_file")
     size, sha256 = await asyncio.to_thread(gf.sha256_of, path)
     record = await queue_file(app, path, name, size, sha256, people.valid, sender_id=body.sender_id)
-    results: list[dict[str, Any]] = [
-        {"recipient": r, "success": True, "message": f"queued as transfer {record.id}",
-         "transfer_id": record.id} for r in people.valid]
-    return web.json_response({"success": True, "transfer_id": record.id, "results": results + people.failed,
-                              "message": f"transfer of {name} to {len(people.valid)} node(s) queued"})
+    return web.json_response(of.manual_sent(name, record.id, people.valid, people.failed))
 
 
+@of.speaks_original
 @doc("Per-node transfer statistics (from the newest transfer records)", tag=TAG)
 async def status(request: web.Request) -> web.Response:
     redis, names = request.app[keys.REDIS], request.app[keys.NAMES]

@@ -101,7 +101,9 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
             schemas.setdefault(name, sub)
     schemas["Error"] = {"type": "object", "required": ["success", "error", "code", "status"], "properties": {
         "success": {"type": "boolean"}, "error": {"type": "string"}, "code": {"type": "string"},
-        "status": {"type": "integer"}}}
+        "status": {"type": "integer"},
+        "message": {"type": "string", "description": "The text of 'error' again, on the original CastRay's "
+                    "endpoints (its page reads this key)"}}}
     # The token is optional (CASTRAY_API_TOKEN): either a bearer token or nothing. /ws also takes it as the
     # subprotocol castray.bearer.<base64url token>, which OpenAPI cannot describe (see /ws's summary).
     bearer = {"type": "http", "scheme": "bearer", "description": "CASTRAY_API_TOKEN, when the gateway has "

@@ -1,6 +1,7 @@
 """How much the gateway may store: a quota on its files and a floor of free space on their disk.
 
-The quota (``storage_quota_bytes``) bounds the bytes of stored uploads plus generated files under the data
+The quota (``storage_quota_bytes``) bounds the bytes of stored uploads plus generated files (the
+generator's folder and the original's ``demo_files``, where ``create-demo`` writes) under the data
 directory; the floor (``storage_min_free_bytes``) is free space the gateway always leaves on that disk.
 Either refused is a 507 carrying the numbers (`QuotaExceeded`: quota, used, needed; `FreeSpaceLow`: free,
 floor, needed).
@@ -29,6 +30,7 @@ from castray.shared.sizes import format_size
 
 UPLOADS = "uploads"
 GENERATED = "generated"
+DEMO = "demo_files"
 
 
 class QuotaExceeded(ApiError):
@@ -51,9 +53,9 @@ class FreeSpaceLow(ApiError):
 
 
 def stored_bytes(data_dir: Path) -> int:
-    """Bytes of the finished files in the uploads and generated folders (blocking: call in a thread)."""
+    """Bytes of the finished files in the uploads, generated and demo folders (blocking: use a thread)."""
     total = 0
-    for top in (data_dir / UPLOADS, data_dir / GENERATED):
+    for top in (data_dir / UPLOADS, data_dir / GENERATED, data_dir / DEMO):
         total += _folder_bytes(top, depth=1 if top.name == UPLOADS else 0)
     return total
 
