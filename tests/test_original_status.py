@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from castray import local_ray
+from castray.gateway import keys
 from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import MessageSent, NodeInfo, TransferCompleted, TransferFailed, TransferStarted
@@ -214,6 +215,28 @@ async def test_status_update_arrives_within_6_s_on_an_idle_connection(
         # A client that named its topics without "status" was never sent the whole view.
         with pytest.raises(TimeoutError):
             await quiet.receive(timeout=0.2)
+
+
+async def test_status_update_is_built_once_per_view_version_for_every_client(
+    make_gateway: Any, view: ViewWriter
+) -> None:
+    gateway = await make_gateway()
+    await view.reset(epoch="e1", clusters=[cluster("c1")], nodes=[node("h", head=True)])
+    cache = gateway.server.app[keys.HUB].status
+    async with gateway.ws_connect("/ws") as a, gateway.ws_connect("/ws") as b:
+        await recv(a), await recv(b)
+        firsts = [await next_status(ws) for ws in (a, b)]
+        builds = cache.builds
+        seconds = [await next_status(ws) for ws in (a, b)]
+        assert firsts[0] == firsts[1] == seconds[0] == seconds[1]
+        assert cache.builds == builds  # the idle push reused the bytes built for this version
+        await view.node(node("w"))
+        await recv_until(a, lambda m: m["type"] == "status_update" and m["data"]["total_nodes"] == 2)
+        assert cache.builds == builds + 1
+
+
+async def next_status(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    return (await recv_until(ws, of_type("status_update"), deadline=IDLE_CONTRACT))[0]
 
 
 async def test_transfer_activity_has_the_originals_shape(

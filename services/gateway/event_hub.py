@@ -47,7 +47,7 @@ class Frame:
     """One message for clients. View deltas carry ``epoch``/``version`` so a session can order them."""
 
     topic: str  # clusters | nodes | transfers | messages | status | direct
-    text: str
+    text: str | bytes  # bytes: UTF-8 JSON encoded once and sent as it is to every client
     epoch: str | None = None
     version: int | None = None
     reset: bool = False  # a view-reset: take a fresh snapshot

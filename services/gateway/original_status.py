@@ -180,17 +180,19 @@ def build_status(snap: Snapshot, stats: dict[str, dict[str, Any]]) -> dict[str, 
 
 @dataclass(frozen=True, slots=True)
 class StatusBody:
-    """One built status: its view version and statistics generation, the body, and its JSON encoded once."""
+    """One built status: its view version and statistics generation, the body, its JSON encoded once, and
+    the WebSocket ``status_update`` around it as UTF-8 (sent to every client as these very bytes)."""
 
     meta: ViewMeta
     generation: int
     body: dict[str, Any]
     body_text: str
+    message: bytes
 
-    @property
-    def message(self) -> str:
-        """The WebSocket ``status_update`` (built around the encoded body, never re-encoding it)."""
-        return '{"type":"status_update","data":' + self.body_text + "}"
+    @classmethod
+    def build(cls, meta: ViewMeta, generation: int, body: dict[str, Any]) -> StatusBody:
+        text = dumps(body)
+        return cls(meta, generation, body, text, b'{"type":"status_update","data":' + text.encode() + b"}")
 
     def response_text(self, **extra: Any) -> str:
         """The body of ``GET /api/status``: ``success``, ``extra``, then the status."""
@@ -207,6 +209,7 @@ class StatusCache:
         self.names = names
         self.max_age = max_age
         self.generation = 0
+        self.builds = 0  # statuses built (each one encoded once, whatever the number of clients)
         self._stats: dict[str, dict[str, Any]] | None = None
         self._stats_at = 0.0
         self._status: StatusBody | None = None
@@ -232,8 +235,8 @@ class StatusCache:
         if s is not None and s.generation == self.generation and s.meta == await view.meta():
             return s
         snap = await view.snapshot()
-        body = build_status(snap, stats)
-        self._status = StatusBody(snap.meta, self.generation, body, dumps(body))
+        self._status = StatusBody.build(snap.meta, self.generation, build_status(snap, stats))
+        self.builds += 1
         return self._status
 
 

@@ -65,7 +65,10 @@ class WsSession:
         self.version = 0
         self.stale: list[str] = []
 
-    async def send(self, obj: dict[str, Any] | str) -> None:
+    async def send(self, obj: dict[str, Any] | str | bytes) -> None:
+        if isinstance(obj, bytes):  # encoded once for every client (status_update)
+            await self.ws.send_frame(obj, WSMsgType.TEXT)
+            return
         await self.ws.send_str(obj if isinstance(obj, str) else dumps(obj))
 
     async def run(self, resume: tuple[str, int] | None) -> None:
