@@ -83,6 +83,21 @@ async def test_file_transfers_status_has_the_original_counters_per_node(namespac
                                                      "failed_transfers", "bytes_transferred"}
 
 
+async def test_auto_toggle_answers_success_message_enabled(namespace: str, tmp_path: Path,
+                                                           view: None) -> None:
+    async with gateway(namespace, tmp_path / "data") as client:
+        off = await ok(await client.post("/api/file-transfers/auto/toggle",
+                                         json={"node_id": "c1-w1", "enabled": False}))
+        on = await refused(await client.post("/api/file-transfers/auto/toggle", json={"node_id": "c1-w1"}),
+                           409)
+        unknown = await refused(await client.post("/api/file-transfers/auto/toggle",
+                                                  json={"node_id": "ghost", "enabled": False}), 404)
+        stats = await (await client.get("/api/file-transfers/status")).json()
+    assert off["enabled"] is False and off["message"]
+    assert on["enabled"] is False and "do not exist" in on["message"]  # deliberate: there are none here
+    assert "ghost" in unknown["message"] and stats["c1-w1"]["auto_transfer_enabled"] is False
+
+
 async def test_manual_sends_the_demo_file_config_json_for_real(
         ray_head: local_ray.RayNode, transfer_worker: TransferWorker, namespace: str, names: Names,
         tmp_path: Path, redis_client: aioredis.Redis) -> None:

@@ -45,20 +45,9 @@ FULL = "Over the storage quota, or below the free-space floor (with the numbers)
 
 
 # --- uploads -------------------------------------------------------------------------------------
-class UploadAnswer(BaseModel):
-    upload_id: str
-    file_name: str
-    file_size: int
-    sha256: str
-    success: bool = True
-    message: str
-    file_path: str = Field(description="Where the gateway stored it, relative to its data directory "
-                           "(the original's key).")
-
-
 @of.speaks_original
 @doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
-     tag=TAG, response_model=UploadAnswer,
+     tag=TAG, response_model=of.UploadAnswer,
      responses={400: "Not multipart, no 'file' field, or an unusable file name",
                 413: "Over max_upload_bytes",
                 507: FULL})
@@ -81,10 +70,7 @@ async def upload(request: web.Request) -> web.Response:
             await share.budget.check(max(0, request.content_length - MULTIPART_SLACK))
         sink = await disk(gf.UploadFile, folder)
         record = await _store(request, part, sink, share, name, upload_id)
-    answer = UploadAnswer(upload_id=upload_id, file_name=name, file_size=record.file_size,
-                          sha256=record.sha256, file_path=record.path,
-                          message=f"uploaded {name} ({format_size(record.file_size)})")
-    return web.json_response(answer.model_dump())
+    return web.json_response(of.uploaded(record).model_dump())
 
 
 async def _store(request: web.Request, part: BodyPartReader, sink: gf.UploadFile, share: Share, name: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +23,6 @@ from castray.gateway.files_api import disk, queue_file
 from castray.gateway.openapi import doc
 from castray.gateway.transfer_plan import resolve_recipients
 from castray.shared.safe_names import safe_file_name
-from castray.shared.transfers import TransferRecord
 
 TAG = "files"
 STATS_WINDOW = 1000  # newest transfers counted in the statistics
@@ -67,48 +65,35 @@ async def status(request: web.Request) -> web.Response:
     redis, names = request.app[keys.REDIS], request.app[keys.NAMES]
     nodes = await store.all_nodes(redis, names)
     records, _ = await store.list_transfers(redis, names, limit=STATS_WINDOW, offset=0)
-    return web.json_response(node_stats(list(nodes), records))
+    return web.json_response(of.node_stats(list(nodes), records))
 
 
-def node_stats(node_ids: list[str], records: list[TransferRecord]) -> dict[str, dict[str, Any]]:
-    """The original's shape: ``{node_id: {file_transfer_stats, active_transfers, auto_transfer_*}}``.
-
-    A node counts each transfer it receives (one per destination entry) and each it sends (as
-    ``sender_id`` or ``source_node_id``); ``bytes_transferred`` counts completed copies' bytes.
-    """
-    out: dict[str, dict[str, Any]] = {}
-
-    def entry(node_id: str) -> dict[str, Any]:
-        if node_id not in out:
-            out[node_id] = {"file_transfer_stats": {"total_transfers": 0, "successful_transfers": 0,
-                                                    "failed_transfers": 0, "bytes_transferred": 0},
-                            "active_transfers": 0, "auto_transfer_enabled": False, "auto_transfer_queue": 0}
-        return out[node_id]
-
-    for node_id in node_ids:
-        entry(node_id)
-    for rec in records:
-        for dest in rec.destinations:
-            _count(entry(dest.node_id), dest.state, dest.bytes_done if dest.state == "completed" else 0)
-        sender = rec.sender_id or rec.source_node_id
-        if sender:
-            sent = sum(d.bytes_done for d in rec.destinations if d.state == "completed")
-            _count(entry(sender), rec.state, sent)
-    return out
+class AutoToggle(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    node_id: str = Field(default="", max_length=200)
+    enabled: bool = True
 
 
-def _count(e: dict[str, Any], state: str, nbytes: int) -> None:
-    stats = e["file_transfer_stats"]
-    stats["total_transfers"] += 1
-    stats["bytes_transferred"] += nbytes
-    if state == "completed":
-        stats["successful_transfers"] += 1
-    elif state == "failed":
-        stats["failed_transfers"] += 1
-    elif state in ("queued", "pending", "running"):
-        e["active_transfers"] += 1
+@of.speaks_original
+@doc("The original's automatic demo transfers, which this CastRay does not have (nothing is sent unless "
+     "asked): 'enabled': false is what every node already is; 'enabled': true is refused with the reason",
+     tag=TAG, body=AutoToggle, responses={400: "Not a JSON object, or a field of the wrong type",
+                                          404: "No node_id, or an unknown node",
+                                          409: "Automatic transfers do not exist here"})
+async def auto_toggle(request: web.Request) -> web.Response:
+    body = await parse_body(request, AutoToggle)
+    node = await store.get_node(request.app[keys.REDIS], request.app[keys.NAMES], body.node_id)
+    if node is None:
+        raise ApiError(404, f"unknown node {body.node_id!r}" if body.node_id else "give a node_id",
+                       code="unknown_node")
+    if body.enabled:
+        raise ApiError(409, "automatic transfers do not exist in this CastRay: nothing is sent unless asked "
+                       "(queue one with POST /api/transfers or /api/file-transfers/manual)",
+                       code="auto_transfer_unsupported", enabled=False)
+    return web.json_response(of.auto_toggled(node.id, enabled=False))
 
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/file-transfers/manual", manual)
     app.router.add_get("/api/file-transfers/status", status)
+    app.router.add_post("/api/file-transfers/auto/toggle", auto_toggle)

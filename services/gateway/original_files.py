@@ -1,5 +1,6 @@
-"""The original CastRay's shapes for its file surface: ``/api/file-generator/*``, the manual transfer of
-``/api/file-transfers/manual``, its demo files, and the ``message`` key of its errors.
+"""The original CastRay's shapes for its file surface: ``/api/upload``, ``/api/file-generator/*``,
+``/api/file-transfers/*`` (manual, status, auto/toggle), its demo files, and the ``message`` key of its
+errors.
 
 This module is the one place that knows those shapes (field names, units, the page's own keys); the
 handlers (``files_api``, ``legacy_transfers_api``) pass our facts in and answer with what it returns.
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway.errors import ERROR_SHAPE
 from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
+from castray.shared.transfers import TransferRecord, UploadRecord
 
 GEN = "/api/file-generator"
 DEMO_DIR = "demo_files"
@@ -89,9 +92,9 @@ def created(f: Created, **extra: Any) -> dict[str, Any]:
 
 
 def created_and_queued(f: Created, transfer_id: str, valid: list[str],
-                       failed: list[dict[str, Any]]) -> dict[str, Any]:
+                       failed: dict[str, str]) -> dict[str, Any]:
     """``POST …/create-and-transfer``: the file, the transfer it was queued as, and per-recipient results."""
-    results = [queued(r, transfer_id) for r in valid] + failed
+    results = [queued(r, transfer_id) for r in valid] + not_sent(failed)
     return {"success": True, "message": f"created {f.file_name}, transfer {transfer_id} queued",
             **page_fields(f), "file_info": file_info(f), "transfer_id": transfer_id,
             "transfer_summary": {"total_recipients": len(results), "successful_transfers": len(valid),
@@ -103,6 +106,25 @@ def demo_created(f: Created) -> dict[str, Any]:
     return {"success": True, "message": f"created {f.file_name}", "filename": f.file_name,
             "actual_size": f.actual_size, "formatted_size": format_size(f.actual_size),
             "content_type": f.content_type, "path": f"{f.folder}/{f.file_name}", "sha256": f.sha256}
+
+
+class UploadAnswer(BaseModel):
+    """``POST /api/upload``: the original's ``{success, message, file_path, file_size}`` and our id."""
+
+    upload_id: str
+    file_name: str
+    file_size: int
+    sha256: str
+    success: bool = True
+    message: str
+    file_path: str = Field(description="Where the gateway stored it, relative to its data directory "
+                           "(the original's key).")
+
+
+def uploaded(record: UploadRecord) -> UploadAnswer:
+    return UploadAnswer(upload_id=record.upload_id, file_name=record.file_name, file_size=record.file_size,
+                        sha256=record.sha256, file_path=record.path,
+                        message=f"uploaded {record.file_name} ({format_size(record.file_size)})")
 
 
 def presets(content_types: list[str]) -> dict[str, Any]:
@@ -146,12 +168,62 @@ def queued(recipient: str, transfer_id: str) -> dict[str, Any]:
             "transfer_id": transfer_id}
 
 
-def manual_sent(name: str, transfer_id: str, valid: list[str],
-                failed: list[dict[str, Any]]) -> dict[str, Any]:
+def not_sent(failed: dict[str, str]) -> list[dict[str, Any]]:
+    """The entries of recipients left out (unknown, not alive, another cluster), with the reason."""
+    return [{"recipient": rid, "success": False, "message": reason} for rid, reason in failed.items()]
+
+
+def manual_sent(name: str, transfer_id: str, valid: list[str], failed: dict[str, str]) -> dict[str, Any]:
     """``POST /api/file-transfers/manual``: ``{success, message, results}`` (and our transfer id)."""
     return {"success": True, "transfer_id": transfer_id,
-            "results": [queued(r, transfer_id) for r in valid] + failed,
+            "results": [queued(r, transfer_id) for r in valid] + not_sent(failed),
             "message": f"transfer of {name} to {len(valid)} node(s) queued"}
+
+
+def node_stats(node_ids: list[str], records: list[TransferRecord]) -> dict[str, dict[str, Any]]:
+    """The original's shape: ``{node_id: {file_transfer_stats, active_transfers, auto_transfer_*}}``.
+
+    A node counts each transfer it receives (one per destination entry) and each it sends (as
+    ``sender_id`` or ``source_node_id``); ``bytes_transferred`` counts completed copies' bytes.
+    """
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(node_id: str) -> dict[str, Any]:
+        if node_id not in out:
+            out[node_id] = {"file_transfer_stats": {"total_transfers": 0, "successful_transfers": 0,
+                                                    "failed_transfers": 0, "bytes_transferred": 0},
+                            "active_transfers": 0, "auto_transfer_enabled": False, "auto_transfer_queue": 0}
+        return out[node_id]
+
+    for node_id in node_ids:
+        entry(node_id)
+    for rec in records:
+        for dest in rec.destinations:
+            _count(entry(dest.node_id), dest.state, dest.bytes_done if dest.state == "completed" else 0)
+        sender = rec.sender_id or rec.source_node_id
+        if sender:
+            sent = sum(d.bytes_done for d in rec.destinations if d.state == "completed")
+            _count(entry(sender), rec.state, sent)
+    return out
+
+
+def _count(e: dict[str, Any], state: str, nbytes: int) -> None:
+    stats = e["file_transfer_stats"]
+    stats["total_transfers"] += 1
+    stats["bytes_transferred"] += nbytes
+    if state == "completed":
+        stats["successful_transfers"] += 1
+    elif state == "failed":
+        stats["failed_transfers"] += 1
+    elif state in ("queued", "pending", "running"):
+        e["active_transfers"] += 1
+
+
+def auto_toggled(node_id: str, *, enabled: bool) -> dict[str, Any]:
+    """``POST /api/file-transfers/auto/toggle``: ``{success, message, enabled}``."""
+    state = "on" if enabled else "off"
+    return {"success": True, "message": f"automatic transfers of node {node_id} are {state}",
+            "enabled": enabled}
 
 
 def write_demo_files(folder: Path) -> None:

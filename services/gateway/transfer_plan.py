@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from aiohttp import web
 
 from castray.gateway import keys
+from castray.gateway import original_files as of
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
 from castray.gateway.retention import trim_transfers
@@ -205,7 +206,7 @@ class Recipients:
 
     sender: NodeInfo | None
     valid: list[str]
-    failed: list[dict[str, object]]
+    failed: dict[str, str]  # recipient -> why it was left out
 
 
 async def resolve_recipients(app: web.Application, sender_id: str | None,
@@ -224,7 +225,7 @@ async def resolve_recipients(app: web.Application, sender_id: str | None,
     nodes = await store.get_nodes(redis, names, wanted)
     cluster = sender.cluster_id if sender else None
     valid: list[str] = []
-    failed: list[dict[str, object]] = []
+    failed: dict[str, str] = {}
     for rid in wanted:
         node = nodes.get(rid)
         reason = None
@@ -235,12 +236,12 @@ async def resolve_recipients(app: web.Application, sender_id: str | None,
         elif cluster is not None and node.cluster_id != cluster:
             reason = f"node is not in the sender's cluster {cluster}"
         if reason:
-            failed.append({"recipient": rid, "success": False, "message": reason})
+            failed[rid] = reason
             continue
         cluster = cluster or node.cluster_id  # type: ignore[union-attr]
         valid.append(rid)
     if not valid:
-        why = "; ".join(f"{f['recipient']}: {f['message']}" for f in failed[:10]) or "none given"
-        raise ApiError(400, f"no valid recipients ({why})",
-                       code="no_valid_recipients", results=failed)
+        why = "; ".join(f"{rid}: {reason}" for rid, reason in list(failed.items())[:10]) or "none given"
+        raise ApiError(400, f"no valid recipients ({why})", code="no_valid_recipients",
+                       results=of.not_sent(failed))
     return Recipients(sender, valid, failed)
