@@ -2,13 +2,15 @@
 of the reference's endpoint table that is about files (``/api/upload``, ``/api/file-transfers/*``,
 ``/api/file-generator/*``), plus the paths and keys the original page (``static/enhanced_ui.html``)
 uses: top-level ``filename``/``formatted_size``, ``…/download/<name>``, ``…/delete/<name>``, the demo
-files, and ``message`` in errors. The manual send of the demo file ``config.json`` runs a real transfer
-worker on the session's Ray head and checks the copy on disk.
+files, and ``message`` in errors. The manual send of the demo file ``config.json`` runs for real: once
+with a transfer worker on the session's Ray head, once through ``castray up`` beside that head, as the
+original page would (its selects, then POST), and the copy on disk is checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
 from tests.support.gateway import wait_for
 from tests.support.gateway_files import STANDARD_VIEW, files_under, gateway, seed_view, stored_record
+from tests.test_acceptance_support import Up, request, running_up
 
 GEN = "/api/file-generator"
 MANUAL = "/api/file-transfers/manual"
@@ -318,3 +321,43 @@ async def _finished(client: TestClient, transfer_id: str) -> dict[str, Any]:
 
     result: dict[str, Any] = await wait_for(done, deadline=120.0, what=f"transfer {transfer_id} to finish")
     return result
+
+
+# --- against castray up and a real Ray head ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def up(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    with running_up(tmp_path_factory.mktemp("original-files"), [ray_head]) as started:
+        yield started
+
+
+async def test_with_castray_up_the_page_sends_config_json_and_makes_a_custom_demo_file(
+        ray_head: local_ray.RayNode, up: Up) -> None:
+    async with aiohttp.ClientSession() as http:
+        async def head_id() -> str | None:
+            code, body = await request(http, "GET", f"{up.base}/api/nodes")
+            return next((n["id"] for n in body.get("nodes", []) if n["ray_node_id"] == ray_head.node_id
+                         and n["state"] == "ALIVE"), None) if code == 200 else None
+
+        head = await wait_for(head_id, deadline=90.0, what="the head in castray up's view")
+        code, sent = await request(http, "POST", f"{up.base}{MANUAL}", json={
+            "sender_id": head, "file_name": "config.json", "recipients": [head]})
+        assert code == 200 and sent["success"] is True and sent["message"], sent
+
+        async def finished() -> dict[str, Any] | None:
+            _, body = await request(http, "GET", f"{up.base}/api/transfers/{sent['transfer_id']}")
+            return dict(body) if body.get("state") in ("completed", "failed", "cancelled") else None
+
+        done = await wait_for(finished, deadline=120.0, what="the transfer of config.json")
+        code, demo = await request(http, "POST", f"{up.base}{GEN}/create-demo", json={
+            "size": "100KB", "content_type": "random"})
+        assert code == 200 and demo["filename"].startswith("custom_test_100KB_"), demo
+        assert demo["formatted_size"] == "100.00 KB"
+        code, again = await request(http, "POST", f"{up.base}{MANUAL}", json={
+            "sender_id": head, "file_name": demo["filename"], "recipients": [head]})
+        assert code == 200 and again["success"] is True, again
+        code, gone = await request(http, "POST", f"{up.base}{MANUAL}", json={
+            "sender_id": head, "file_name": "missing.json", "recipients": [head]})
+    assert done["state"] == "completed", done
+    landed = Path(done["destinations"][0]["path"])
+    assert landed.name == "config.json" and env.sha256_file(landed) == hashlib.sha256(CONFIG_JSON).hexdigest()
+    assert code == 404 and gone["success"] is False and "missing.json" in gone["message"]
