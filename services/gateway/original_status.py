@@ -1,16 +1,18 @@
 """The original CastRay's status, WebSocket and node surface, in one adapter: every shape its clients read
 (``GET /api/status``, ``GET /api/file-transfers/status``, the WebSocket ``status_update``,
 ``transfer_activity``, ``message_received`` and ``external_cluster_*`` messages, ``POST``/``DELETE
-/api/nodes``) is built here from our model; no other module knows these shapes.
+/api/nodes``) is built here from our model; no other module knows these shapes. (One exception, for now:
+``legacy_transfers_api`` still counts ``/api/file-transfers/status`` with its own copy of
+`transfer_stats`; `file_transfer_status` with `StatusCache.stats` is meant to replace it.)
 
 Decisions, each where the original's meaning and ours differ:
 
 - ``status_update`` goes to the clients of the ``status`` topic. A client that names no topics (the
   original's page connects to a bare ``/ws``) has every topic; our own page names its topics and so does
-  not pay for a whole-view message it never reads. It is pushed on change (at most once per
-  ``status_interval``) and every ``status_idle_interval`` seconds (5, as the original) on an idle
-  connection. Its text is built once per view version and transfer-statistics change (`StatusCache`) and
-  the same string is offered to every client.
+  not pay for a whole-view message it never reads. It is sent at once on connect (after the snapshot),
+  pushed on change (at most once per ``status_interval``) and every ``STATUS_IDLE_INTERVAL`` seconds (5,
+  as the original) on an idle connection. It is built and encoded once per view version and statistics
+  change (`StatusCache`), and every client is sent the same bytes.
 - ``ray_cluster.available_resources``: the view holds each node's total resources only (Ray's node list
   has no usage), so it is the sum over ALIVE nodes of those totals, and ``available_resources_known`` is
   false to say so.
@@ -20,8 +22,8 @@ Decisions, each where the original's meaning and ours differ:
 - Transfer counters (``file_transfer_stats``, ``active_transfers``, and the node card's ``sent_count`` and
   ``received_count``) are counted from the newest `STATS_WINDOW` transfer records of the transfer index,
   not from per-node counters: every way of starting a transfer writes a record, and no second store can
-  drift from it. A gateway recounts them when a transfer starts or ends (its hub sees the event) and at
-  most every `STATS_MAX_AGE` seconds otherwise. ``sent_count`` counts the transfers a node sent,
+  drift from it. A gateway recounts them when a transfer starts or ends (its hub sees the event), and
+  otherwise once its counts are `STATS_MAX_AGE` seconds old. ``sent_count`` counts the transfers a node sent,
   ``received_count`` the copies it received whole (the original counted UDP messages there; its page's
   node card is what reads them).
 - ``POST /api/nodes`` and ``DELETE /api/nodes/{id}`` created and removed CastRay's own actor nodes. Our nodes

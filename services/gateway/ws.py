@@ -21,6 +21,7 @@ from castray.gateway.auth import WS_PROTOCOL
 from castray.gateway.errors import ApiError
 from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps
 from castray.gateway.openapi import doc
+from castray.gateway.original_status import STATUS_TOPIC, StatusCache
 from castray.gateway.view_store import ViewStore
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lifecycle import stop_task
@@ -56,11 +57,13 @@ def parse_resume(query: Any) -> tuple[str, int] | None:
 class WsSession:
     """Sends one client its snapshot and deltas, in order, from its hub queue."""
 
-    def __init__(self, ws: web.WebSocketResponse, sub: Subscriber, store: ViewStore, *, replay_limit: int):
+    def __init__(self, ws: web.WebSocketResponse, sub: Subscriber, store: ViewStore, *, replay_limit: int,
+                 status: StatusCache | None = None):
         self.ws = ws
         self.sub = sub
         self.store = store
         self.replay_limit = replay_limit
+        self.status = status
         self.epoch = ""
         self.version = 0
         self.stale: list[str] = []
@@ -76,6 +79,9 @@ class WsSession:
         try:
             if resume is None or not await self.catch_up(*resume, announce=True):
                 await self.snapshot("connect")
+            if self.status is not None and STATUS_TOPIC in self.sub.topics:
+                # As the original, a status_update at once (the bytes every client of this version shares).
+                await self.send((await self.status.current(self.store)).message)
             while not self.ws.closed:
                 item = await self.sub.queue.get()
                 if isinstance(item, Resync):
@@ -197,7 +203,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     hub = app[keys.HUB]
     sub = hub.subscribe(topics, settings.ws_queue_size)  # before the snapshot: nothing is missed
-    session = WsSession(ws, sub, app[keys.VIEW], replay_limit=settings.ws_replay_limit)
+    session = WsSession(ws, sub, app[keys.VIEW], replay_limit=settings.ws_replay_limit, status=hub.status)
     app[keys.WEBSOCKETS].add(ws)
     sender = asyncio.create_task(session.run(resume), name="gateway.ws.send")
     try:
