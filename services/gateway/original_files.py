@@ -31,7 +31,6 @@ from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
 from castray.shared.transfers import TransferRecord, UploadRecord
 
 GEN = "/api/file-generator"
-DEMO_DIR = "demo_files"
 EXAMPLES = ["1024", "1KB", "1.5MB", "100MB", "1GB", "64MiB"]
 # The files the original wrote into demo_files/ at import time (NodeScheduler._create_demo_files),
 # byte for byte: config.json through json.dump(ensure_ascii=False, indent=2), the others as written.
