@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from castray.gateway.storage import stored_bytes
 from castray.shared.names import Names
 from tests.support.gateway_files import files_under, gateway
 
@@ -87,3 +88,13 @@ async def test_the_free_space_floor_refuses_with_its_numbers(
         assert resp.status == 507 and body["code"] == "storage_floor_reached", body
     assert files_under(data_dir) == []
     assert await _upload_keys(redis_client, names) == []
+
+
+def test_a_file_whose_name_starts_with_a_dot_counts_against_the_quota(tmp_path: Path) -> None:
+    """Only the writers' own temp files (.<name>.part) are left out of the used bytes: an upload named
+    '.x' would otherwise sit outside the quota."""
+    folder = tmp_path / "uploads" / "u1"
+    folder.mkdir(parents=True)
+    (folder / ".x").write_bytes(b"a" * 1000)
+    (folder / ".x.part").write_bytes(b"b" * 50)  # in flight
+    assert stored_bytes(tmp_path) == 1000

@@ -101,6 +101,8 @@ async def test_signal_stops_it_cleanly_with_a_client_connected(
         assert json.loads((await ws.receive(timeout=DEADLINE)).data)["type"] == "snapshot"
         proc.send_signal(sig)
         msg = await ws.receive(timeout=DEADLINE)
+        while msg.type == aiohttp.WSMsgType.TEXT:  # a status_update sent before the signal arrived
+            msg = await ws.receive(timeout=DEADLINE)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 0, err

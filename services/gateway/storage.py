@@ -65,8 +65,8 @@ def _folder_bytes(folder: Path, depth: int) -> int:
     try:
         with os.scandir(folder) as it:
             for e in it:
-                if e.name.startswith("."):
-                    continue
+                if e.name.startswith(".") and e.name.endswith(".part"):
+                    continue  # a write under way: counted by the writer (in_flight), not twice
                 if depth and e.is_dir(follow_symlinks=False):
                     total += _folder_bytes(Path(e.path), depth - 1)
                 elif e.is_file(follow_symlinks=False):
