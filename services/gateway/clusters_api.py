@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import keys, summaries
+from castray.gateway import original_clusters as original
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.shared.errors import ServiceUnavailable
@@ -94,16 +95,14 @@ async def _view_caught_up(app: web.Application, *, timeout: float) -> bool:
      tag="clusters", responses=COMMAND_ERRORS)
 async def discover_external(request: web.Request) -> web.Response:
     result = await _command(request, "discover", {})
-    body = {"success": bool(result.get("success", True)), "discovered_clusters": [],
-            "connected_cluster": None, "external_nodes": {}, "error": None, **result}
-    return web.json_response(body)
+    return web.json_response(original.discover_reply(result))
 
 
 @doc("External clusters: is_connected, connected_cluster (host:port), connected_clusters, external_nodes",
      tag="clusters", responses={503: "Redis unavailable"})
 async def external_info(request: web.Request) -> web.Response:
     snap = await request.app[keys.VIEW].snapshot()
-    return web.json_response(summaries.external_info(snap))
+    return web.json_response(original.external_info(snap))
 
 
 @doc("Connect to a cluster by address; 4xx says what failed (address_malformed, dashboard_unreachable, "
@@ -116,7 +115,7 @@ async def connect_external(request: web.Request) -> web.Response:
         raise ApiError(400, "cluster_address must be host:port or http://host:port without spaces",
                        code="address_malformed")
     result = await _command(request, "connect", {"cluster_address": address})
-    return web.json_response({"success": bool(result.get("success", True)), "message": "", **result})
+    return web.json_response(original.connect_reply(result))
 
 
 @doc("Disconnect every external cluster, or one with ?cluster=<id or address>; its nodes leave the view",
@@ -127,11 +126,7 @@ async def disconnect_external(request: web.Request) -> web.Response:
     if cluster is not None and not 0 < len(cluster) <= MAX_ADDRESS:
         raise ApiError(400, "cluster must be a cluster id or address")
     result = await _command(request, "disconnect", {"cluster": cluster} if cluster else {})
-    disconnected = list(result.get("disconnected") or [])
-    message = (f"disconnected {len(disconnected)} cluster(s)" if disconnected
-               else "no external cluster was connected")
-    return web.json_response({"success": bool(result.get("success", True)), "message": message,
-                              "disconnected": disconnected, **result})
+    return web.json_response(original.disconnect_reply(result))
 
 
 @doc("Every cluster in the view, with node counts", tag="clusters", responses={503: "Redis unavailable"})

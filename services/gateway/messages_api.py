@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import keys, message_store
+from castray.gateway import original_messages as original
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
+from castray.gateway.original_messages import CastMessage, CastResponse
 from castray.gateway.transfers_api import query_int
 from castray.shared.events import MessageSent, NodeInfo
 
@@ -36,31 +37,6 @@ class MessageTooLarge(ApiError):
                          code="message_too_large", size=size, max_bytes=max_bytes)
 
 
-class CastMessage(BaseModel):
-    """The original's message shape."""
-
-    model_config = ConfigDict(extra="ignore")
-    id: str | None = Field(default=None, max_length=200)
-    cast_type: Literal["unicast", "multicast", "broadcast"]
-    message_type: Literal["text", "json", "file"] = "text"
-    content: str | dict[str, Any] | list[Any] = ""
-    sender: str = Field(default="api", max_length=200)
-    recipients: list[str] = Field(default_factory=list, max_length=10_000)
-    group_id: str | None = Field(default=None, max_length=200)
-    timestamp: float | None = None
-    file_path: str | None = None
-    file_size: int | None = None
-
-
-class CastResponse(BaseModel):
-    success: bool
-    message: str
-    recipients_count: int
-    failed_recipients: list[str]
-    delivery_time: float = Field(description="Seconds the delivery took.")
-    message_id: str
-
-
 @doc("Send a text or JSON message to one node, several, or every alive node", tag=TAG, body=CastMessage,
      response_model=CastResponse,
      responses={400: "Invalid message or recipients", 404: "No recipient is a known node",
@@ -74,18 +50,14 @@ async def send(request: web.Request) -> web.Response:
     redis, names = app[keys.REDIS], app[keys.NAMES]
     delivered, failed, sender = await _recipients(app, msg)
     message_id = msg.id or uuid.uuid4().hex
-    entry = {"message_id": message_id, "cast_type": msg.cast_type, "message_type": msg.message_type,
-             "content": content, "sender": msg.sender, "group_id": msg.group_id,
-             "timestamp": msg.timestamp if msg.timestamp is not None else time.time()}
+    entry = original.message_entry(msg, content, message_id)
     await message_store.save(redis, names, entry, recipients=delivered, sender=sender.id if sender else None,
                              per_node=settings.messages_per_node, kept=settings.messages_kept)
     await app[keys.BUS].publish(names.message_events, MessageSent(
         message_id=message_id, cast_type=msg.cast_type, sender=msg.sender, recipients=delivered))
-    answer = CastResponse(success=True, recipients_count=len(delivered), failed_recipients=failed,
-                          message=f"{msg.cast_type} message delivered to {len(delivered)} node(s)"
-                          + (f", {len(failed)} failed" if failed else ""),
-                          delivery_time=time.perf_counter() - started, message_id=message_id)
-    return web.json_response(answer.model_dump())
+    return web.json_response(original.cast_response(msg, delivered=delivered, failed=failed,
+                                                    delivery_time=time.perf_counter() - started,
+                                                    message_id=message_id))
 
 
 def _content(msg: CastMessage, max_bytes: int) -> Any:

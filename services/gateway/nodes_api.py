@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from castray.gateway import keys, summaries
+from castray.gateway import keys, original_clusters, summaries
 from castray.gateway import original_status as original
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
@@ -53,8 +53,7 @@ async def list_nodes(request: web.Request) -> web.Response:
      responses={503: "Redis unavailable"})
 async def external_nodes(request: web.Request) -> web.Response:
     snap = await request.app[keys.VIEW].snapshot()
-    nodes = [summaries.external_node(n, snap.clusters) for n in summaries.external_nodes(snap)]
-    return web.json_response({"success": True, "external_nodes": nodes, "count": len(nodes)})
+    return web.json_response(original_clusters.external_nodes_reply(snap))
 
 
 @doc("One node", tag="nodes", responses={404: "unknown node"})

@@ -43,7 +43,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from castray.gateway import summaries
+from castray.gateway import original_clusters, summaries
 from castray.gateway import transfer_store as store
 from castray.gateway.view_store import Snapshot, ViewMeta, ViewStore
 from castray.shared.events import (
@@ -277,7 +277,7 @@ def message_received(event: MessageSentEvent) -> dict[str, Any]:
 def cluster_messages(found: list[ClusterInfo], removed: list[ClusterInfo], snap: Snapshot
                      ) -> list[dict[str, Any]]:
     """The original's ``external_cluster_discovered/_connected/_disconnected`` messages."""
-    count = len(summaries.external_nodes(snap))
+    count = len(original_clusters.external_nodes(snap))
     out: list[dict[str, Any]] = []
     if found:
         out.append({"type": "external_cluster_discovered", "external_nodes_count": count,
