@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 OnConnect = Callable[[], Awaitable[None]]
+OnDisconnect = Callable[[], None]
 CommandHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -82,20 +83,24 @@ class Bus:
         return event
 
     async def subscribe(
-        self, *channels: str, on_connect: OnConnect | None = None, backoff: Backoff | None = None
+        self, *channels: str, on_connect: OnConnect | None = None, backoff: Backoff | None = None,
+        on_disconnect: OnDisconnect | None = None,
     ) -> AsyncIterator[Event]:
         """Events from ``channels`` for ever, across Redis restarts; undecodable ones are skipped."""
         backoff = backoff or Backoff()
-        async for channel, data in self.subscribe_raw(*channels, on_connect=on_connect, backoff=backoff):
+        async for channel, data in self.subscribe_raw(*channels, on_connect=on_connect, backoff=backoff,
+                                                      on_disconnect=on_disconnect):
             try:
                 yield codec.decode(data, channel=channel)
             except EventDecodeError as e:
                 log.warning("skipping bad event: %s", e)
 
     async def subscribe_raw(
-        self, *channels: str, on_connect: OnConnect | None = None, backoff: Backoff | None = None
+        self, *channels: str, on_connect: OnConnect | None = None, backoff: Backoff | None = None,
+        on_disconnect: OnDisconnect | None = None,
     ) -> AsyncIterator[tuple[str, bytes]]:
-        """(channel, raw bytes) from ``channels``, reconnecting with backoff."""
+        """(channel, raw bytes) from ``channels``, reconnecting with backoff; ``on_disconnect`` runs as
+        soon as the subscription is lost (before the wait), so a consumer can tell it is not listening."""
         backoff = backoff or Backoff()
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -111,6 +116,8 @@ class Bus:
                     yield (channel.decode() if isinstance(channel, bytes) else channel), message["data"]
             except REDIS_ERRORS as e:
                 log.warning("subscription to %s lost (%s); reconnecting", ",".join(channels), e)
+                if on_disconnect is not None:
+                    on_disconnect()
             finally:
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py

@@ -211,7 +211,8 @@ class EventHub:
         names = self.bus.names
         try:
             channels = (names.view_events, names.transfer_events, names.message_events)
-            async for event in self.bus.subscribe(*channels, on_connect=self._on_connect):
+            async for event in self.bus.subscribe(*channels, on_connect=self._on_connect,
+                                                  on_disconnect=self.subscribed.clear):
                 self.events += 1
                 try:
                     self._dispatch(event)

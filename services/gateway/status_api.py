@@ -27,8 +27,8 @@ async def get_status(request: web.Request) -> web.Response:
     return web.Response(text=status.response_text(discovery_leader=leader), content_type="application/json")
 
 
-@doc("Health: Redis answers and the event listener is subscribed (503 otherwise)", tag="status",
-     responses={503: "Redis unavailable"})
+@doc("Health: Redis answers and the event listener is subscribed (503 otherwise, the body naming what "
+     "is down)", tag="status", responses={503: "Redis unavailable, or the event listener not subscribed"})
 async def health(request: web.Request) -> web.Response:
     app = request.app
     hub = app[keys.HUB]
@@ -38,8 +38,13 @@ async def health(request: web.Request) -> web.Response:
         log.warning("health: Redis unavailable: %s", e)
         return web.json_response({"status": "unavailable", "redis": "down", "error": str(e),
                                   "events_subscribed": False}, status=503)
-    return web.json_response({"status": "ok", "redis": "ok", "events_subscribed": hub.subscribed.is_set(),
-                              "websockets": hub.subscribers})
+    subscribed = hub.subscribed.is_set()
+    body = {"status": "ok" if subscribed else "unavailable", "redis": "ok", "events_subscribed": subscribed,
+            "websockets": hub.subscribers}
+    if not subscribed:
+        # Live events (the WebSocket relay, status pushes) cannot be served: whatever was published is lost.
+        body["error"] = "the event listener is not subscribed"
+    return web.json_response(body, status=200 if subscribed else 503)
 
 
 @doc("Redirect to the web page /ui", tag="ui")
