@@ -14,6 +14,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway.auth import auth_middleware
 from castray.gateway.errors import error_middleware
+from castray.gateway.metrics import metrics_middleware
 from castray.gateway.origin import BrowserPolicy, browser_guard
 from castray.gateway.settings import GatewaySettings
 from castray.shared import bus as busmod
@@ -34,9 +35,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: GatewaySettings) -> web.Application:
     """The whole gateway for ``settings``; tests and ``main()`` call the same factory."""
-    # error_middleware is outermost so that refusals are JSON too; a browser's cross-site request is
-    # refused (403) before its token is even looked at.
-    app = web.Application(middlewares=[error_middleware, browser_guard, auth_middleware],
+    # metrics_middleware is outermost, to count what clients got; error_middleware next, so that refusals
+    # are JSON too; a browser's cross-site request is refused (403) before its token is even looked at.
+    app = web.Application(middlewares=[metrics_middleware, error_middleware, browser_guard, auth_middleware],
                           client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.BROWSER_POLICY] = BrowserPolicy.from_settings(settings)

@@ -1,4 +1,4 @@
-"""Bearer-token check for ``/api/*`` and ``/ws`` (on when ``CASTRAY_API_TOKEN`` is set).
+"""Bearer-token check for ``/api/*``, ``/ws`` and ``/metrics`` (on when ``CASTRAY_API_TOKEN`` is set).
 
 A browser cannot set headers on a WebSocket, so ``/ws`` also takes the token as a subprotocol,
 ``castray.bearer.<token in unpadded base64url>`` (beside ``castray.v1``, the one the server selects, so
@@ -18,13 +18,14 @@ from castray.gateway import keys
 from castray.gateway.errors import ApiError, Handler
 
 OPEN_PATHS = frozenset({"/api/health"})
+PROTECTED_PATHS = frozenset({"/ws", "/metrics"})  # outside /api/ but not open: metrics name the nodes
 WS_PROTOCOL = "castray.v1"
 TOKEN_PROTOCOL_PREFIX = "castray.bearer."
 
 
 def is_protected(path: str) -> bool:
     """Whether ``path`` needs the token (when the gateway has one)."""
-    return (path.startswith("/api/") or path == "/ws") and path not in OPEN_PATHS
+    return (path.startswith("/api/") or path in PROTECTED_PATHS) and path not in OPEN_PATHS
 
 
 def token_protocol(token: str) -> str:

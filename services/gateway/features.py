@@ -14,6 +14,7 @@ from castray.gateway import (
     files_api,
     legacy_transfers_api,
     messages_api,
+    metrics,
     nodes_api,
     openapi,
     status_api,
@@ -25,4 +26,5 @@ from castray.gateway import (
 )
 
 ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws, transfers_api, files_api,
-                         uploads_api, legacy_transfers_api, messages_api, ui, openapi]
+                         uploads_api, legacy_transfers_api, messages_api, metrics, ui,
+                         openapi]

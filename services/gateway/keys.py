@@ -13,6 +13,7 @@ from castray.shared.names import Names
 
 if TYPE_CHECKING:  # the modules below import this one
     from castray.gateway.event_hub import EventHub
+    from castray.gateway.metrics import GatewayMetrics
     from castray.gateway.origin import BrowserPolicy
     from castray.gateway.view_store import ViewStore
 
@@ -25,4 +26,5 @@ VIEW: web.AppKey[ViewStore] = web.AppKey("view")
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
 # Open WebSockets, closed on shutdown so a stop never waits for clients to leave.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
+METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -29,6 +29,7 @@ class RouteDoc:
     query: dict[str, str] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=dict)
     response_model: type[BaseModel] | None = None
+    content_type: str | None = None  # of a success that is not JSON (e.g. the Prometheus text format)
 
 
 def doc(
@@ -39,12 +40,13 @@ def doc(
     query: dict[str, str] | None = None,
     responses: dict[int, str] | None = None,
     response_model: type[BaseModel] | None = None,
+    content_type: str | None = None,
 ) -> Callable[[F], F]:
     """Describe a handler for the OpenAPI spec."""
 
     def mark(handler: F) -> F:
         handler.__openapi__ = RouteDoc(summary, tag, body, dict(query or {}), dict(responses or {}),  # type: ignore[attr-defined]
-                                       response_model)
+                                       response_model, content_type)
         return handler
 
     return mark
@@ -52,6 +54,17 @@ def doc(
 
 _REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+def _ok_response(rdoc: RouteDoc, schemas: dict[str, Any]) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "OK"}
+    if rdoc.response_model is not None:
+        name = rdoc.response_model.__name__
+        schemas[name] = rdoc.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+    if rdoc.content_type is not None:
+        ok["content"] = {rdoc.content_type: {"schema": {"type": "string"}}}
+    return ok
 
 
 def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "0.1.0") -> dict[str, Any]:
@@ -76,12 +89,7 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
             schemas[rdoc.body.__name__] = rdoc.body.model_json_schema(ref_template=_REF)
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{rdoc.body.__name__}"}}}}
-        ok: dict[str, Any] = {"description": "OK"}
-        if rdoc.response_model is not None:
-            name = rdoc.response_model.__name__
-            schemas[name] = rdoc.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
-            ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
-        op["responses"]["200"] = ok
+        op["responses"]["200"] = _ok_response(rdoc, schemas)
         refusals = dict(rdoc.responses)
         if auth.is_protected(path):
             refusals.setdefault(401, "No token or a wrong one, on a gateway with CASTRAY_API_TOKEN")
