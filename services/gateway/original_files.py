@@ -26,6 +26,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from castray.gateway import generated_files as gf
+from castray.gateway import original_status
 from castray.gateway.errors import ERROR_SHAPE
 from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
 from castray.shared.transfers import TransferRecord, UploadRecord
@@ -180,42 +181,9 @@ def manual_sent(name: str, transfer_id: str, valid: list[str], failed: dict[str,
 
 
 def node_stats(node_ids: list[str], records: list[TransferRecord]) -> dict[str, dict[str, Any]]:
-    """The original's shape: ``{node_id: {file_transfer_stats, active_transfers, auto_transfer_*}}``.
-
-    A node counts each transfer it receives (one per destination entry) and each it sends (as
-    ``sender_id`` or ``source_node_id``); ``bytes_transferred`` counts completed copies' bytes.
-    """
-    out: dict[str, dict[str, Any]] = {}
-
-    def entry(node_id: str) -> dict[str, Any]:
-        if node_id not in out:
-            out[node_id] = {"file_transfer_stats": {"total_transfers": 0, "successful_transfers": 0,
-                                                    "failed_transfers": 0, "bytes_transferred": 0},
-                            "active_transfers": 0, "auto_transfer_enabled": False, "auto_transfer_queue": 0}
-        return out[node_id]
-
-    for node_id in node_ids:
-        entry(node_id)
-    for rec in records:
-        for dest in rec.destinations:
-            _count(entry(dest.node_id), dest.state, dest.bytes_done if dest.state == "completed" else 0)
-        sender = rec.sender_id or rec.source_node_id
-        if sender:
-            sent = sum(d.bytes_done for d in rec.destinations if d.state == "completed")
-            _count(entry(sender), rec.state, sent)
-    return out
-
-
-def _count(e: dict[str, Any], state: str, nbytes: int) -> None:
-    stats = e["file_transfer_stats"]
-    stats["total_transfers"] += 1
-    stats["bytes_transferred"] += nbytes
-    if state == "completed":
-        stats["successful_transfers"] += 1
-    elif state == "failed":
-        stats["failed_transfers"] += 1
-    elif state in ("queued", "pending", "running"):
-        e["active_transfers"] += 1
+    """The original's ``/api/file-transfers/status`` body, counted now from ``records``: the counting and
+    the shape are `original_status`'s (`transfer_stats`, `file_transfer_status`), as /api/status."""
+    return original_status.file_transfer_status(node_ids, original_status.transfer_stats(node_ids, records))
 
 
 def auto_toggled(node_id: str, *, enabled: bool) -> dict[str, Any]:
