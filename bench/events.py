@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,9 +36,11 @@ import redis.asyncio as aioredis
 
 from castray import redis_local
 from castray.local_ray import free_port
-from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.shared.names import Names
 from castray.shared.settings import CommonSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
+from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E402
 
 TARGET_MS = 5.0
 WARMUP = 500  # the first second at 500/s: connections, script loading, caches; not measured

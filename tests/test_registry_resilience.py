@@ -15,12 +15,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from castray.local_ray import free_port
-from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import read_snapshot
 from castray.node_registry.worker import RegistryWorker
 from castray.shared.events import NodeInfo, ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
+from tests.support.feed import DiscoveryFeed, make_cluster, make_node
 from tests.test_registry_view import (  # noqa: F401  (fixtures are used by name)
     StartRegistry,
     changed_only,

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from castray.node_registry.feed import DiscoveryFeed, make_cluster, make_node
 from castray.node_registry.scripts import Template
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import MergedView, ViewChange, read_snapshot, view_changed_template
@@ -21,6 +20,7 @@ from castray.node_registry.worker import RegistryWorker
 from castray.shared import codec
 from castray.shared.events import ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
+from tests.support.feed import DiscoveryFeed, make_cluster, make_node
 
 StartRegistry = Callable[..., Awaitable[RegistryWorker]]
 

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from castray.node_registry.feed import make_cluster, make_node
 from castray.shared import bus as busmod
 from castray.shared import codec
 from castray.shared.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
 from castray.shared.transfers import Destination, TransferRecord
+from tests.support.feed import make_cluster, make_node
 from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
 
 pytestmark = pytest.mark.timeout(180)

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from castray.node_registry.feed import make_cluster, make_node
 from castray.shared import bus as busmod
 from tests.support import attacker_site, reverse_proxy
+from tests.support.feed import make_cluster, make_node
 from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port, launch_browser
 
 pytestmark = pytest.mark.timeout(180)

@@ -28,10 +28,10 @@ from playwright.sync_api import expect
 from castray.gateway.app import create_app
 from castray.gateway.settings import GatewaySettings
 from castray.local_ray import free_port
-from castray.node_registry.feed import DiscoveryFeed
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.worker import RegistryWorker
 from castray.shared import bus as busmod
+from tests.support.feed import DiscoveryFeed
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

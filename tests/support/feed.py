@@ -3,7 +3,7 @@
 It writes exactly what discovery's contract says: each event is published in the same MULTI that
 writes discovery's state hashes and ``discovery_meta`` {source, seq}; `reset` rewrites the whole state
 and publishes ``source-reset``. ``publish=False`` writes the state but drops the message, as pub/sub
-may. The service itself never uses this module.
+may. Test scaffolding: the service never uses it.
 """
 
 from __future__ import annotations
