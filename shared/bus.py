@@ -19,18 +19,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from castray.shared import codec
-from castray.shared.errors import CommandError, EventDecodeError, ServiceUnavailable
+from castray.shared.errors import REDIS_ERRORS, CommandError, EventDecodeError, ServiceUnavailable
 from castray.shared.events import Event, Payload, wrap
 from castray.shared.names import Names
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 OnConnect = Callable[[], Awaitable[None]]
 OnDisconnect = Callable[[], None]
 CommandHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]

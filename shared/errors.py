@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from redis.exceptions import RedisError
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""Redis failed us: out of reach, timed out, hung up, or refused a command (OOM, READONLY). Every caller
+treats these alike (log, back off, retry or leave the work pending), so there is one tuple of them."""
+
 
 class CastRayError(Exception):
     """Base of every CastRay error."""

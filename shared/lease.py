@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from castray.shared.codec import as_text
+from castray.shared.errors import REDIS_ERRORS
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -76,7 +76,7 @@ class Lease:
                     if not await self.acquire():
                         return
                 confirmed = sent
-            except (RedisError, OSError, TimeoutError):
+            except REDIS_ERRORS:  # TimeoutError (our own deadline) is an OSError
                 if time.monotonic() - confirmed >= self.ttl_ms / 1000:
                     return
 

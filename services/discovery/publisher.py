@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from castray.shared import codec
 from castray.shared.bus import Backoff, Bus
+from castray.shared.errors import REDIS_ERRORS
 from castray.shared.events import (
     ClusterFound,
     ClusterInfo,
@@ -38,7 +39,6 @@ from castray.shared.events import (
 from castray.shared.lease import Lease
 
 log = logging.getLogger(__name__)
-REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
 class NotLeading(Exception):
@@ -116,21 +116,21 @@ class StatePublisher:
         }
         try:
             await self.redis.hset(self.names.discovery_disconnected, cluster.id, codec.pack(record))
-        except REDIS_FAILURES as e:
+        except REDIS_ERRORS as e:
             log.warning("could not store that cluster %s was disconnected: %s", cluster.id, e)
 
     async def forget_disconnected(self, cid: str) -> None:
         """An explicit discover/connect brought ``cid`` back: later runs may find it again."""
         try:
             await self.redis.hdel(self.names.discovery_disconnected, cid)
-        except REDIS_FAILURES as e:
+        except REDIS_ERRORS as e:
             log.warning("could not clear the disconnected mark of cluster %s: %s", cid, e)
 
     async def disconnected_before(self) -> set[str]:
         """Ids of the clusters disconnected by a previous run (read on start, before the first pass)."""
         try:
             stored: list[bytes | str] = await self.redis.hkeys(self.names.discovery_disconnected)
-        except REDIS_FAILURES as e:
+        except REDIS_ERRORS as e:
             log.warning("could not read the clusters disconnected before the restart: %s", e)
             return set()
         return {k.decode() if isinstance(k, bytes) else k for k in stored}
@@ -160,7 +160,7 @@ class StatePublisher:
                 self.last_seq = event.seq
             except NotLeading:
                 self._mark_dirty()  # written by the next leader's reset, or by ours if we lead again
-            except REDIS_FAILURES as e:
+            except REDIS_ERRORS as e:
                 log.warning("writing %s to Redis failed (%s); will rewrite the state", event.type, e)
                 self._mark_dirty()
 
@@ -244,7 +244,7 @@ class StatePublisher:
                 self._dirty = True
                 await backoff.wait()
                 continue
-            except REDIS_FAILURES as e:
+            except REDIS_ERRORS as e:
                 log.warning("Redis unavailable for discovery state (%s); retrying", e)
                 self._dirty = True
                 await backoff.wait()

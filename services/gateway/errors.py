@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from castray.shared.errors import CommandError
 
@@ -83,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if header in e.headers:
                 response.headers[header] = e.headers[header]
         return response
-    except (RedisConnectionError, RedisTimeoutError, ConnectionRefusedError) as e:
+    except RedisError as e:  # not all of REDIS_ERRORS: an OSError here is as likely a disk's as Redis's
         log.warning("redis unavailable: %s", e)
         return json_error(503, "the event store (Redis) is unavailable", "redis_unavailable", shape=shape)
     except Exception:

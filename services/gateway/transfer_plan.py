@@ -26,7 +26,7 @@ from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
 from castray.gateway.retention import trim_transfers
 from castray.shared import codec
-from castray.shared.bus import REDIS_ERRORS
+from castray.shared.errors import REDIS_ERRORS
 from castray.shared.events import NodeInfo
 from castray.shared.safe_names import safe_file_name
 from castray.shared.sizes import SizeError, format_size, parse_size

@@ -13,20 +13,18 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import MergedView, ResyncResult
 from castray.shared import bus as busmod
 from castray.shared import codec
-from castray.shared.errors import EventDecodeError
+from castray.shared.errors import REDIS_ERRORS, EventDecodeError
 from castray.shared.events import Event, SourceResetEvent
 from castray.shared.lifecycle import stop_tasks
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # events applied in one round trip when the registry has fallen behind
 INBOX_SIZE = 100_000
-RESYNC_ERRORS: tuple[type[BaseException], ...] = (*busmod.REDIS_ERRORS, RedisError)
 
 
 class RegistryWorker:
@@ -74,7 +72,7 @@ class RegistryWorker:
         """Rebuild the view from discovery's state if it differs (None if Redis failed)."""
         try:
             result = await self.view.resync()
-        except RESYNC_ERRORS as e:
+        except REDIS_ERRORS as e:
             # Kept alive on purpose: the next event's refusal or the periodic check tries again.
             log.warning("resync (%s) failed: %s", reason, e)
             return None
@@ -106,7 +104,7 @@ class RegistryWorker:
                 batch.append(self._inbox.get_nowait())
             try:
                 await self._apply_batch(batch)
-            except busmod.REDIS_ERRORS as e:
+            except REDIS_ERRORS as e:
                 # The subscription usually fails too and resyncs on reconnect; if not, the next event's
                 # gap or the periodic check does.
                 log.warning("applying %d events failed: %s", len(batch), e)
@@ -146,7 +144,7 @@ class RegistryWorker:
             await asyncio.sleep(self.settings.check_interval)
             try:
                 behind = await self._check_once(behind)
-            except busmod.REDIS_ERRORS as e:
+            except REDIS_ERRORS as e:
                 log.debug("check failed: %s", e)
             except Exception:
                 log.exception("check failed")

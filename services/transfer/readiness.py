@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from castray.shared.bus import REDIS_ERRORS
+from castray.shared.errors import REDIS_ERRORS
 from castray.shared.names import Names
 from castray.transfer.planning import NotReady, Waiting
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from castray.shared import bus as busmod
 from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import Bus
+from castray.shared.errors import REDIS_ERRORS
 from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
 from castray.shared.transfers import TransferRecord
@@ -76,7 +77,7 @@ class TransferWorker:
                 await self.bus.ensure_group(self.stream, TRANSFER_GROUP)
                 next_claim = await self._poll(next_claim)
                 backoff.reset()
-            except busmod.REDIS_ERRORS as e:
+            except REDIS_ERRORS as e:
                 log.warning("redis unavailable (%s); retrying", e)
                 await backoff.wait()
 
@@ -129,15 +130,15 @@ class TransferWorker:
                 if self._closing.is_set():  # stopped by a shutdown, not failed: the attempt does not count
                     await self._uncount(record.id)
                 raise
-            except busmod.REDIS_ERRORS:  # Redis went away, not the request: nor does this one (if it can)
+            except REDIS_ERRORS:  # Redis went away, not the request: nor does this one (if it can)
                 await self._uncount(record.id)
                 raise
             finally:
-                with contextlib.suppress(*busmod.REDIS_ERRORS):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await lease.release()
         except LeaseLost:
             log.warning("transfer entry %s: lease lost to another replica; stopped here", entry_id)
-        except busmod.REDIS_ERRORS as e:
+        except REDIS_ERRORS as e:
             log.warning("transfer entry %s left pending (redis: %s)", entry_id, e)
         except asyncio.CancelledError:
             raise
@@ -145,11 +146,11 @@ class TransferWorker:
             log.exception("transfer entry %s failed unexpectedly (attempt %d of at most %d)", entry_id,
                           count, self.settings.max_deliveries)
             if count >= self.settings.max_deliveries:
-                with contextlib.suppress(*busmod.REDIS_ERRORS):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await self._give_up(entry_id, data, count, dead_letter.crash_reason(e, count))
 
     async def _uncount(self, transfer_id: str) -> None:
-        with contextlib.suppress(*busmod.REDIS_ERRORS):
+        with contextlib.suppress(*REDIS_ERRORS):
             stored = await self.store.load(transfer_id)
             if stored is not None and stored.state not in TERMINAL and stored.attempts > 0:
                 stored.attempts -= 1
@@ -203,7 +204,7 @@ class TransferWorker:
                     return False
                 await self.redis.xclaim(self.stream, TRANSFER_GROUP, self.instance, min_idle_time=0,
                                         message_ids=[entry_id], justid=True)
-            except busmod.REDIS_ERRORS as e:
+            except REDIS_ERRORS as e:
                 log.warning("heartbeat of %s failed: %s", lease.key, e)
 
     async def close(self) -> None:
