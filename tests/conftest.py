@@ -21,6 +21,8 @@ from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env
 
+pytest_plugins = ["tests.support.registry", "tests.support.up"]  # fixtures more than one test module uses
+
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

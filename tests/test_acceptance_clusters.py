@@ -26,8 +26,7 @@ import redis
 from castray import local_ray
 from castray.shared.names import Names
 from tests.conftest import REDIS_URL
-from tests.support.gateway import wait_for as await_for
-from tests.test_acceptance_support import (
+from tests.support.acceptance import (
     Up,
     WsWatch,
     cluster_id_of,
@@ -39,7 +38,7 @@ from tests.test_acceptance_support import (
     view_of,
     wait_for,
 )
-from tests.test_up import http_port, silent_port  # noqa: F401  (fixtures: a non-Ray HTTP server, a mute port)
+from tests.support.gateway import wait_for as await_for
 
 DEADLINE = 90.0
 RUNNING = re.compile(r"discovery leading as (\S+) \(namespace (\S+)\)")

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from castray import local_ray
+from tests.support.acceptance import Up, WsWatch, cluster_id_of, request, running_up, wait_for
 from tests.support.hostile_dashboard import HostileDashboard
-from tests.test_acceptance_support import Up, WsWatch, cluster_id_of, request, running_up, wait_for
 
 
 @pytest.fixture(scope="module")

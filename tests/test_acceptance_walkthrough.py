@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from castray import local_ray
+from tests.support.acceptance import Up, WsWatch, node_event, request, running_up
 from tests.support.gateway import wait_for
-from tests.test_acceptance_support import Up, WsWatch, node_event, request, running_up
 
 
 @pytest.fixture(scope="module")

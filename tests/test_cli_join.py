@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from castray import local_ray
-from tests.test_up import wait_for
+from tests.support.up import wait_for
 
 
 @pytest.fixture

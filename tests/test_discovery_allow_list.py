@@ -24,7 +24,7 @@ from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
 from castray.transfer.drivers import DriverError, Drivers
-from tests.test_discovery_support import run_discovery  # noqa: F401  (fixture)
+from tests.support.discovery import run_discovery  # noqa: F401  (fixture)
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from castray import local_ray
 from castray.shared.bus import Bus
 from castray.shared.names import Names
-from tests.test_discovery_support import (  # noqa: F401  (fixtures)
+from tests.support.discovery import (  # noqa: F401  (fixtures)
     EventLog,
     cluster_event,
     events,

@@ -13,7 +13,7 @@ from castray.discovery.worker import DiscoveryWorker
 from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.names import Names
-from tests.test_discovery_support import (  # noqa: F401  (fixtures)
+from tests.support.discovery import (  # noqa: F401  (fixtures)
     EventLog,
     cluster_event,
     events,

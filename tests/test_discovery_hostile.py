@@ -19,7 +19,7 @@ from castray import local_ray
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
-from tests.test_discovery_support import events, run_discovery  # noqa: F401  (fixtures)
+from tests.support.discovery import events, run_discovery  # noqa: F401  (fixtures)
 
 # aiohttp warns about the plain lambdas used as handlers below; they are fine for fixed answers.
 pytestmark = pytest.mark.filterwarnings("ignore:Bare functions are deprecated")

@@ -21,7 +21,7 @@ from castray.shared.bus import Bus
 from castray.shared.codec import as_text
 from castray.shared.lease import Lease, holder_of
 from castray.shared.names import Names
-from tests.test_discovery_support import (  # noqa: F401  (fixtures)
+from tests.support.discovery import (  # noqa: F401  (fixtures)
     EventLog,
     events,
     quiet_settings,

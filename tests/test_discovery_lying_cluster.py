@@ -22,8 +22,7 @@ from castray.discovery.dashboard import DashboardClient
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
-from tests.support.hostile_dashboard import HostileDashboard
-from tests.test_discovery_support import (  # noqa: F401  (fixtures)
+from tests.support.discovery import (  # noqa: F401  (fixtures)
     cluster_event,
     events,
     node_event,
@@ -31,6 +30,7 @@ from tests.test_discovery_support import (  # noqa: F401  (fixtures)
     stored_state,
     wait_until,
 )
+from tests.support.hostile_dashboard import HostileDashboard
 
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 50

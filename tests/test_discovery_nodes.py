@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from castray import local_ray
 from castray.shared.events import NodeInfo
 from castray.shared.names import Names
-from tests.test_discovery_support import (  # noqa: F401  (fixtures)
+from tests.support.discovery import (  # noqa: F401  (fixtures)
     EventLog,
     cluster_event,
     events,

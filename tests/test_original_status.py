@@ -28,8 +28,8 @@ from castray.shared.bus import Bus
 from castray.shared.events import MessageSent, NodeInfo, TransferCompleted, TransferFailed, TransferStarted
 from castray.shared.names import Names
 from castray.shared.transfers import Destination, TransferRecord
+from tests.support.acceptance import Up, request, running_up
 from tests.support.gateway import ViewWriter, cluster, node, of_type, recv, recv_until, wait_for
-from tests.test_acceptance_support import Up, request, running_up
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 

@@ -21,14 +21,7 @@ from castray.node_registry.worker import RegistryWorker
 from castray.shared.events import NodeInfo, ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node
-from tests.test_registry_view import (  # noqa: F401  (fixtures are used by name)
-    StartRegistry,
-    changed_only,
-    start_registry,
-    view_events,
-    wait_equal,
-    wait_for,
-)
+from tests.support.registry import StartRegistry, changed_only, wait_equal, wait_for
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REGISTRY_MAIN = "from castray.node_registry.main import main; main()"
@@ -68,8 +61,8 @@ async def seeded_feed(redis: aioredis.Redis, names: Names) -> DiscoveryFeed:
 
 
 async def test_two_replicas_applying_1000_events_keep_one_consistent_view(
-    redis_client: aioredis.Redis, names: Names, start_registry: StartRegistry,  # noqa: F811
-    view_events: list[Any],  # noqa: F811
+    redis_client: aioredis.Redis, names: Names, start_registry: StartRegistry,
+    view_events: list[Any],
 ) -> None:
     feed = await seeded_feed(redis_client, names)
     first = await start_registry(check_interval=30)

@@ -13,13 +13,13 @@ import redis.asyncio as aioredis
 from castray import local_ray
 from castray.node_registry.view import read_snapshot
 from castray.shared.names import Names
-from tests.test_discovery_support import run_discovery, wait_until  # noqa: F401  (fixtures)
-from tests.test_registry_view import StartRegistry, start_registry, view_differs  # noqa: F401
+from tests.support.discovery import run_discovery, wait_until  # noqa: F401  (fixtures)
+from tests.support.registry import StartRegistry, view_differs
 
 
 async def test_view_follows_discovery_of_a_real_cluster(
     run_discovery: Any,  # noqa: F811
-    start_registry: StartRegistry,  # noqa: F811
+    start_registry: StartRegistry,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,

@@ -28,7 +28,7 @@ from castray.shared import codec
 from castray.shared.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
 from castray.shared.transfers import Destination, TransferRecord
 from tests.support.feed import make_cluster, make_node
-from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
+from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
 
 pytestmark = pytest.mark.timeout(180)
 XSS = "<img src=x onerror=alert(1)>"

@@ -25,7 +25,7 @@ from playwright.sync_api import expect, sync_playwright
 from castray.shared import bus as busmod
 from tests.support import attacker_site, reverse_proxy
 from tests.support.feed import make_cluster, make_node
-from tests.test_ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port, launch_browser
+from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port, launch_browser
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "ui-token/with+odd=chars-0123456789"

@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from castray import local_ray
-from tests.test_ui_harness import PageWatch, free_port, launch_browser
+from tests.support.ui_harness import PageWatch, free_port, launch_browser
 
 pytestmark = pytest.mark.timeout(420)
 XSS = "<img src=x onerror=alert(1)>"

@@ -24,7 +24,7 @@ import psutil
 from castray import local_ray
 from tests.conftest import REDIS_URL, drop_namespace
 from tests.support.gateway import recv
-from tests.test_up import Up, free_port, get_json, wait_for
+from tests.support.up import Up, free_port, get_json, wait_for
 
 __all__ = ["Up", "free_port", "get_json", "wait_for", "running_up", "request", "WsWatch", "dashboard_view",
            "view_of"]
