@@ -34,13 +34,13 @@ import aiohttp
 import msgpack
 import redis.asyncio as aioredis
 
-from castray import redis_local
 from castray.local_ray import free_port
 from castray.shared.names import Names
 from castray.shared.settings import CommonSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E402
+from tests.support.namespace import drop_namespace  # noqa: E402
 
 TARGET_MS = 5.0
 WARMUP = 500  # the first second at 500/s: connections, script loading, caches; not measured
@@ -309,7 +309,7 @@ async def run(count: int, rate: float) -> None:
         ours = await bench_ours(redis, names, url, total, rate)
     finally:
         await redis.aclose()
-        await asyncio.to_thread(redis_local.drop_namespace, url, names.ns)
+        await asyncio.to_thread(drop_namespace, url, names.ns)
 
     print(f"\nCastRay event latency: {count} events (+{WARMUP} warm-up) at {rate:.0f}/s requested; "
           f"achieved raw {raw_rate:.0f}/s, ours {ours.achieved:.0f}/s; Redis {url}")

@@ -34,10 +34,13 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from castray import local_ray, redis_local
-from castray.discovery.settings import DiscoverySettings
-from castray.local_ray import free_port
-from castray.shared.settings import CommonSettings
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
+
+from castray import local_ray  # noqa: E402
+from castray.discovery.settings import DiscoverySettings  # noqa: E402
+from castray.local_ray import free_port  # noqa: E402
+from castray.shared.settings import CommonSettings  # noqa: E402
+from tests.support.namespace import drop_namespace  # noqa: E402
 
 DASH_POLL = 0.020
 TARGETS = {"issue 3": 2.0, "issue 2": 3.0}
@@ -207,7 +210,7 @@ def main() -> None:
         for worker in workers:
             worker.stop()
         head.stop()
-        redis_local.drop_namespace(redis_url(), namespace)
+        drop_namespace(redis_url(), namespace)
         print(f"(total {time.monotonic() - started:.0f} s)")
 
 

@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.live import redis_url, start_up, stop_up  # noqa: E402
 from bench.transfer import MB, bench_cp, make_source  # noqa: E402
-from castray import local_ray, redis_local  # noqa: E402
+from castray import local_ray  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
+from tests.support.namespace import drop_namespace  # noqa: E402
 
 
 async def view_ids(http: aiohttp.ClientSession, base: str, nodes: list[local_ray.RayNode]) -> list[str]:
@@ -140,7 +141,7 @@ def main() -> None:
             stop_up(up)
         for node in reversed(nodes):
             node.stop()
-        redis_local.drop_namespace(redis_url(), namespace)
+        drop_namespace(redis_url(), namespace)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -51,18 +51,6 @@ class RedisSetupError(RuntimeError):
     """Redis cannot be used and should not be replaced: the message says what to do."""
 
 
-def drop_namespace(url: str, namespace: str) -> None:
-    """Delete every key under ``namespace`` (``<namespace>:*``) and nothing else, from the Redis at
-    ``url``. For tests and benches, which each work in a namespace of their own."""
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "valkey", "valkeys"):

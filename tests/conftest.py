@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from castray import local_ray, redis_local
+from castray import local_ray
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
+from tests.support import namespace as namespace_support
 from tests.support import transfer_env
 
 pytest_plugins = ["tests.support.registry", "tests.support.up"]  # fixtures more than one test module uses
@@ -41,7 +42,7 @@ def namespace() -> Iterator[str]:
 
 def drop_namespace(ns: str) -> None:
     """Delete every key under ``ns`` (and nothing else) from the test Redis."""
-    redis_local.drop_namespace(REDIS_URL, ns)
+    namespace_support.drop_namespace(REDIS_URL, ns)
 
 
 @pytest.fixture
