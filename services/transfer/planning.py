@@ -36,6 +36,7 @@ from castray.shared.transfers import (
     UploadRecord,
     UploadSource,
 )
+from castray.shared.view import ViewReader
 from castray.transfer.settings import TransferSettings
 
 
@@ -90,25 +91,10 @@ class Prepared:
     view_ids: dict[str, str] = field(default_factory=dict)  # the cluster's Ray node ids -> view node ids
 
 
-async def _nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
-    out: dict[str, NodeInfo] = {}
-    for raw in (await redis.hgetall(names.view_nodes)).values():
-        try:
-            node = codec.decode_model(raw, NodeInfo)
-        except EventDecodeError:
-            continue
-        out[node.id] = node
-    return out
-
-
-async def _cluster(redis: aioredis.Redis, names: Names, cluster_id: str, waiting: Waiting) -> ClusterInfo:
-    raw = await redis.hget(names.view_clusters, cluster_id)
-    if raw is None:
+async def _cluster(view: ViewReader, cluster_id: str, waiting: Waiting) -> ClusterInfo:
+    cluster = await view.cluster(cluster_id)
+    if cluster is None:
         raise PlanError(f"cluster {cluster_id} is not in the node view")
-    try:
-        cluster = codec.decode_model(raw, ClusterInfo)
-    except EventDecodeError as e:
-        raise PlanError(f"cluster {cluster_id}: unreadable record") from e
     if not cluster.gcs_address:
         raise PlanError(waiting.missing(f"the GCS address of cluster {cluster.name} (discovery reads it from "
                                         "the cluster's dashboard, which reports it shortly after its nodes)"))
@@ -215,9 +201,10 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
         file_name = safe_file_name(record.file_name)
     except ValueError as e:
         raise PlanError(f"unusable file name: {e}") from None
-    nodes = await _nodes(redis, names)
+    view = ViewReader(redis, names)
+    nodes = await view.nodes()
     cluster_id = _pick_cluster(record, nodes)
-    cluster = await _cluster(redis, names, cluster_id, waiting)
+    cluster = await _cluster(view, cluster_id, waiting)
     spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token,
                                               waiting)
     if src_node is not None and src_node.cluster_id != cluster_id:
@@ -247,7 +234,7 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
     relays = []
     for other_id, members in others.items():
         try:
-            other = await _cluster(redis, names, other_id, waiting)
+            other = await _cluster(view, other_id, waiting)
         except NotReady:
             raise
         except PlanError as e:
