@@ -11,9 +11,9 @@ creation time.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 TransferMode = Literal["unicast", "multicast", "broadcast"]
 TransferState = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -65,7 +65,34 @@ class GenerateSource(BaseModel):
     node_id: str | None = Field(default=None, description="Node to generate on (default: a head).")
 
 
-Source = UploadSource | NodeFileSource | GenerateSource
+SourceKind = Literal["upload", "node_file", "generate"]
+
+
+def source_kind(value: object) -> SourceKind | None:
+    """The tag of a source, in JSON or as a model. The API's shapes carry no tag field (``{"upload_id"}``,
+    ``{"node_id", "path"}``, ``{"generate"}``, each with ``extra="forbid"``): their one distinguishing key
+    is the tag, read here and nowhere else, so every other module matches on the model's type."""
+    if isinstance(value, UploadSource | NodeFileSource | GenerateSource):
+        return _KINDS[type(value)]
+    if not isinstance(value, dict):
+        return None
+    if "upload_id" in value:
+        return "upload"
+    if "generate" in value:
+        return "generate"
+    return "node_file" if "path" in value else None
+
+
+_KINDS: dict[type[BaseModel], SourceKind] = {
+    UploadSource: "upload", NodeFileSource: "node_file", GenerateSource: "generate"}
+
+Source = Annotated[
+    Annotated[UploadSource, Tag("upload")] | Annotated[NodeFileSource, Tag("node_file")]
+    | Annotated[GenerateSource, Tag("generate")],
+    Discriminator(source_kind, custom_error_type="source_kind", custom_error_message=(
+        "source must be an upload {upload_id}, a node's file {node_id, path} or a generated file "
+        "{generate}"))]
+"""What a transfer sends: the request's ``source`` and the record's, the same tagged union."""
 
 
 class TransferRequest(BaseModel):
@@ -94,7 +121,7 @@ class TransferRecord(BaseModel):
     id: str
     state: TransferState = "queued"
     mode: TransferMode
-    source: dict[str, object]
+    source: Source
     cluster_id: str | None = None
     source_node_id: str | None = None
     file_name: str

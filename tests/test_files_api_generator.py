@@ -153,7 +153,7 @@ async def test_create_and_transfer_queues_a_real_transfer(namespace: str, names:
     assert record.mode == "multicast" and [d.node_id for d in record.destinations] == ["c1-w1", "c1-w2"]
     assert record.sender_id == "c1-head" and record.cluster_id == "c1"
     assert record.bytes_total == 2048 and record.sha256 == body["file_info"]["sha256"]
-    upload = codec.unpack(await redis_client.get(names.upload(record.source["upload_id"])))  # type: ignore[arg-type]
+    upload = codec.unpack(await redis_client.get(names.upload(record.source.model_dump()["upload_id"])))  # type: ignore[arg-type]
     assert upload["path"] == body["file_info"]["file_path"]  # relative to the data directory
     assert Path(upload["path"]).name.startswith("transfer_2KB_random_")
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from castray.shared import codec
 from castray.shared.names import Names
-from castray.shared.transfers import TransferRecord
+from castray.shared.transfers import TransferRecord, UploadSource
 from tests.support.gateway_files import (
     STANDARD_VIEW,
     gateway,
@@ -53,7 +53,7 @@ async def test_good_unicast_is_queued_with_record_and_stream_entry(
     record = await stored_record(redis_client, names, tid)
     assert shown == record.model_dump(mode="json")
     assert record.state == "queued" and record.mode == "unicast"
-    assert record.source == {"upload_id": up["upload_id"]}
+    assert record.source == UploadSource(upload_id=up["upload_id"])
     assert record.cluster_id == "c1" and record.source_node_id is None
     assert record.file_name == "report.pdf"
     assert record.bytes_total == 1000 and record.sha256 == up["sha256"]

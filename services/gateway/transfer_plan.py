@@ -26,7 +26,7 @@ from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
 from castray.gateway.retention import trim_transfers
 from castray.shared import codec
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS
 from castray.shared.events import NodeInfo
 from castray.shared.safe_names import safe_file_name
 from castray.shared.sizes import SizeError, format_size, parse_size
@@ -75,7 +75,7 @@ async def plan(app: web.Application, req: TransferRequest, *, sender_id: str | N
     except ValueError as e:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
     return TransferRecord(
-        id=transfer_id, mode=req.mode, source=req.source.model_dump(mode="json"), cluster_id=cluster_id,
+        id=transfer_id, mode=req.mode, source=req.source, cluster_id=cluster_id,
         source_node_id=facts.node.id if facts.node else None, file_name=file_name,
         bytes_total=facts.bytes_total, sha256=facts.sha256, created_at=time.time(),
         destinations=[Destination(node_id=d) for d in dest_ids], overwrite=req.overwrite, sender_id=sender_id)
