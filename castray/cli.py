@@ -124,11 +124,12 @@ def _run_service(name: str) -> int:
         entry()
         return 0
     from castray import ray_join
+    from castray.errors import JoinError
 
     try:
         with ray_join.joined():
             entry()
-    except ray_join.JoinError as exc:
+    except JoinError as exc:
         print(f"castray transfer: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -18,11 +18,8 @@ import tempfile
 from collections.abc import Iterator
 
 from castray import local_ray
+from castray.errors import JoinError
 from castray.settings import JoinSettings
-
-
-class JoinError(RuntimeError):
-    """The cluster could not be joined; the message says why."""
 
 
 @contextlib.contextmanager

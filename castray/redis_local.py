@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import redis
 
 from castray.children import die_with_parent
+from castray.errors import RedisSetupError
 from castray.local_ray import free_port
 
 
@@ -45,10 +46,6 @@ class RedisProbe:
     result: RedisCheck
     where: str  # host:port
     detail: str = ""
-
-
-class RedisSetupError(RuntimeError):
-    """Redis cannot be used and should not be replaced: the message says what to do."""
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from castray import local_ray, ray_find, redis_local
 from castray.children import Child, stop_all
 from castray.cli import SERVICES
+from castray.errors import Interrupted, RedisSetupError, SetupError
 from castray.settings import UpSettings
 from castray.shared import exposure
 from castray.shared.lifecycle import python_module_command
@@ -39,14 +40,6 @@ log = logging.getLogger("castray.up")
 # Ray's unix sockets live under its temp dir and must fit AF_UNIX's 107 bytes; the session part of the
 # path takes ~62 of them.
 _MAX_RAY_TEMP_DIR = 40
-
-
-class Interrupted(BaseException):
-    """SIGINT, SIGTERM or SIGHUP arrived: unwind from wherever we are, then clean up."""
-
-
-class SetupError(Exception):
-    """Something the user must fix; the message is one line that says what."""
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -113,7 +106,7 @@ class Supervisor:
     def _setup_redis(self) -> str:
         try:
             url, self.redis = redis_local.resolve(self.settings.redis_url, self.data_dir / "redis")
-        except redis_local.RedisSetupError as exc:
+        except RedisSetupError as exc:
             raise SetupError(str(exc)) from None
         if self.redis is None:
             log.info("using the Redis at %s:%d", *redis_local.host_port(url))
@@ -184,7 +177,7 @@ class Supervisor:
                 log.error("the embedded Redis exited; starting it again on port %d", self.redis.port)
                 try:
                     self.redis.start(port=self.redis.port)
-                except redis_local.RedisSetupError as exc:
+                except RedisSetupError as exc:
                     raise SetupError(str(exc)) from None
             if not announced and now >= next_check:
                 next_check = now + 0.5

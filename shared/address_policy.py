@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import psutil
 from pydantic import Field
 
-from castray.shared.errors import CommandError
+from castray.shared.errors import AddressNotAllowed
 from castray.shared.settings import CommonSettings, CsvList
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,6 @@ FORBIDDEN: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in (
 ))
 RESOLVE_TTL = 30.0  # seconds the addresses of a listed name are trusted before it is resolved again
 RESOLVE_TIMEOUT = 5.0
-
-
-class AddressNotAllowed(CommandError):
-    """A host outside ``CASTRAY_DISCOVERY_ALLOW``: refused before any packet is sent (403)."""
-
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"{host} is not an address CastRay may contact ({reason}); "
-                         "add it to CASTRAY_DISCOVERY_ALLOW to allow it",
-                         status=403, code="address_not_allowed")
-        self.host = host
 
 
 class AddressPolicySettings(CommonSettings):

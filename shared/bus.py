@@ -19,14 +19,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from castray.shared import codec
-from castray.shared.errors import REDIS_ERRORS, CommandError, EventDecodeError, ServiceUnavailable
+from castray.shared.errors import (
+    CodedError,
+    CommandError,
+    EventDecodeError,
+    ServiceTimeout,
+    ServiceUnavailable,
+)
 from castray.shared.events import Event, Payload, wrap
 from castray.shared.names import Names
 
 log = logging.getLogger(__name__)
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""Redis failed us: out of reach, timed out, hung up, or refused a command (OOM, READONLY). Every caller
+treats these alike (log, back off, retry or leave the work pending), so there is one tuple of them."""
 
 OnConnect = Callable[[], Awaitable[None]]
 OnDisconnect = Callable[[], None]
@@ -136,8 +146,7 @@ class Bus:
             raise ServiceUnavailable(f"the {service} service is not running")
         popped = await self.redis.blpop([reply_key], timeout=timeout)
         if popped is None:
-            raise ServiceUnavailable(f"the {service} service did not answer within {timeout:g} s",
-                                     code="timeout")
+            raise ServiceTimeout(f"the {service} service did not answer within {timeout:g} s")
         reply = codec.unpack(popped[1])
         if not reply.get("ok"):
             err = reply.get("error") or {}
@@ -169,7 +178,7 @@ class Bus:
         try:
             result = await handler(str(req.get("op")), dict(req.get("args") or {}))
             reply: dict[str, Any] = {"id": req.get("id"), "ok": True, "result": result}
-        except CommandError as e:
+        except (CodedError, CommandError) as e:  # the service's own class becomes its status and code
             reply = {"id": req.get("id"), "ok": False,
                      "error": {"message": e.message, "status": e.status, "code": e.code}}
         except Exception as e:  # a command must always get an answer

@@ -18,11 +18,9 @@ import os
 import stat
 from collections.abc import Sequence
 
+from castray.shared.errors import ConfinementError
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class ConfinementError(ValueError):
-    """The path would leave its root (``..``, absolute, or a symlink below the root) or is not usable."""
 
 
 def relative_parts(path: str) -> list[str]:

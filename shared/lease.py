@@ -14,8 +14,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from castray.shared.bus import REDIS_ERRORS
 from castray.shared.codec import as_text
-from castray.shared.errors import REDIS_ERRORS
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import re
 
+from castray.shared.errors import SizeError
+
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
           "G": 1024**3, "GB": 1024**3, "GIB": 1024**3, "T": 1024**4, "TB": 1024**4, "TIB": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE]\d+)?)\s*([A-Za-z]*)\s*$")
@@ -22,10 +24,6 @@ PRESETS: dict[str, tuple[int, str]] = {
     "massive": (100 * 1024**2, "Massive file (100 MB)"),
 }
 UNITS_SHOWN = ["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"]
-
-
-class SizeError(ValueError):
-    """A size string that is not a size."""
 
 
 def parse_size(text: str | int) -> int:

@@ -19,11 +19,12 @@ from aiohttp.test_utils import TestClient
 from castray import local_ray, ray_find
 from castray.discovery.probe import Prober
 from castray.discovery.settings import DiscoverySettings
-from castray.shared.address_policy import AddressNotAllowed, AddressPolicy, AddressPolicySettings
+from castray.shared.address_policy import AddressPolicy, AddressPolicySettings
 from castray.shared.bus import Bus
-from castray.shared.errors import CommandError
+from castray.shared.errors import AddressNotAllowed, CommandError
 from castray.shared.names import Names
-from castray.transfer.drivers import DriverError, Drivers
+from castray.transfer.drivers import Drivers
+from castray.transfer.errors import DriverError
 from tests.support.discovery import run_discovery  # noqa: F401  (fixture)
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway

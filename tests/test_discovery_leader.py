@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from castray import local_ray
-from castray.discovery.publisher import NotLeading
+from castray.discovery.errors import NotLeading
 from castray.discovery.worker import DiscoveryWorker
 from castray.shared.bus import Bus
 from castray.shared.codec import as_text

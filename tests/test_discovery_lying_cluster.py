@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from castray import local_ray
 from castray.discovery.dashboard import DashboardClient
+from castray.discovery.errors import ProbeError
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
@@ -31,6 +32,7 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     wait_until,
 )
 from tests.support.hostile_dashboard import HostileDashboard
+from tests.support.ray_nodes import start_worker
 
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 50
@@ -111,7 +113,7 @@ async def test_a_new_node_of_the_real_cluster_is_seen_while_the_other_lies(
     bad = await _connect(bus, hostile.url)
     hostile.mode = "nested"
     await events.wait_for(cluster_event("cluster-lost", bad), what="cluster-lost of the liar")
-    joined = await asyncio.to_thread(local_ray.start_worker, ray_head)  # the loop goes on meanwhile
+    joined = await asyncio.to_thread(start_worker, ray_head)  # the loop goes on meanwhile
     ray_workers.append(joined)
     await events.wait_for(node_event("added", ray_node_id=joined.node_id), what="the new worker added")
 
@@ -145,7 +147,7 @@ async def test_what_one_answer_costs_in_memory_is_bounded_by_the_caps(
         try:
             try:
                 rows = await client.nodes()
-            except CommandError as e:
+            except ProbeError as e:
                 assert e.code == "not_ray_dashboard", e
                 rows = []
             _, peak = tracemalloc.get_traced_memory()

@@ -11,9 +11,9 @@ import pytest
 from castray.discovery import gcs, sources
 from castray.discovery.addresses import parse_address, parse_ports
 from castray.discovery.dashboard import NodeRow
+from castray.discovery.errors import AddressMalformed
 from castray.discovery.records import NODE_FIELDS, build_node, cluster_id, diff, node_id, parse_version
 from castray.discovery.settings import DiscoverySettings
-from castray.shared.errors import CommandError
 from castray.shared.events import ClusterInfo
 
 
@@ -50,7 +50,7 @@ def test_parse_address() -> None:
     assert parse_address("[::1]:8265").hostport == "[::1]:8265"
     assert parse_address("https://ray.example.org").port == 443
     for bad in ("", "x", "h:0", "h:65536", "h:port", "ftp://h:1", "http://h:1/x", "a b:1", "-h:1", 3):
-        with pytest.raises(CommandError) as info:
+        with pytest.raises(AddressMalformed) as info:
             parse_address(bad)
         assert info.value.code == "address_malformed" and info.value.status == 400
 

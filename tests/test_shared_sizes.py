@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from castray.shared.sizes import PRESETS, SizeError, format_size, parse_size
+from castray.shared.errors import SizeError
+from castray.shared.sizes import PRESETS, format_size, parse_size
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from castray.transfer.agent import SourceFile
-from castray.transfer.sink import CHUNK_DIGEST, Sink, TransferError, open_sink, temp_name
+from castray.transfer.errors import TransferError
+from castray.transfer.sink import CHUNK_DIGEST, Sink, open_sink, temp_name
 
 CHUNK = 1 << 20
 

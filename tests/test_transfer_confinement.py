@@ -15,13 +15,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from castray.shared import codec
-from castray.shared.confined import ConfinementError, open_beneath
+from castray.shared.confined import open_beneath
+from castray.shared.errors import ConfinementError
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.safe_names import safe_file_name
 from castray.shared.transfers import UploadRecord
 from castray.transfer.agent import _resolve_source
-from castray.transfer.sink import TransferError, open_sink
+from castray.transfer.errors import TransferError
+from castray.transfer.sink import open_sink
 from castray.transfer.sources import HereReader
 from tests.support import transfer_env as env
 

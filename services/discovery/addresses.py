@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from castray.discovery.errors import address_malformed
+from castray.discovery.errors import AddressMalformed
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
@@ -43,29 +43,29 @@ def _valid_host(host: str) -> bool:
 def parse_address(raw: object) -> Address:
     """``http://host:port`` (a dashboard), or ``host:port`` (a dashboard or a GCS); else address_malformed."""
     if not isinstance(raw, str):
-        raise address_malformed(f"cluster address must be a string, not {type(raw).__name__}")
+        raise AddressMalformed(f"cluster address must be a string, not {type(raw).__name__}")
     text = raw.strip()
     if not text or len(text) > 300 or any(c.isspace() for c in text):
-        raise address_malformed(f"malformed cluster address {raw[:100]!r}")
+        raise AddressMalformed(f"malformed cluster address {raw[:100]!r}")
     is_url = "://" in text
     try:
         parts = urlsplit(text if is_url else f"//{text}")
         host, port = parts.hostname, parts.port
     except ValueError as e:
-        raise address_malformed(f"malformed cluster address {text!r}: {e}") from e
+        raise AddressMalformed(f"malformed cluster address {text!r}: {e}") from e
     scheme = parts.scheme.lower() if is_url else "http"
     if scheme not in ("http", "https"):
-        raise address_malformed(f"unsupported scheme {parts.scheme!r} in {text!r} (use http://host:port)")
+        raise AddressMalformed(f"unsupported scheme {parts.scheme!r} in {text!r} (use http://host:port)")
     if is_url and parts.path not in ("", "/"):
-        raise address_malformed(f"a dashboard address has no path: {text!r}")
+        raise AddressMalformed(f"a dashboard address has no path: {text!r}")
     if not host or not _valid_host(host):
-        raise address_malformed(f"no valid host in cluster address {text!r}")
+        raise AddressMalformed(f"no valid host in cluster address {text!r}")
     if port is None:
         if not is_url:
-            raise address_malformed(f"cluster address {text!r} needs a port, e.g. 127.0.0.1:8265")
+            raise AddressMalformed(f"cluster address {text!r} needs a port, e.g. 127.0.0.1:8265")
         port = 443 if scheme == "https" else 80
     if not 0 < port < 65536:
-        raise address_malformed(f"port out of range in {text!r}")
+        raise AddressMalformed(f"port out of range in {text!r}")
     return Address(host=host.lower(), port=port, scheme=scheme, url=is_url)
 
 

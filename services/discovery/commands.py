@@ -1,7 +1,7 @@
 """Discovery's commands over the bus: discover, connect, disconnect, clusters.
 
-Replies follow the seed's shapes (see each handler). Failures are `CommandError`s with the manual's
-codes (`castray.discovery.errors`), never an internal error for a user's mistake.
+Replies follow the seed's shapes (see each handler). Failures are `castray.discovery.errors` classes with
+the manual's codes, never an internal error for a user's mistake.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from castray.discovery.addresses import Address, parse_address
 from castray.discovery.passes import Discoverer
 from castray.discovery.probe import Prober
 from castray.discovery.tracker import Tracker
-from castray.shared.errors import CommandError
 from castray.shared.events import ClusterInfo, NodeInfo
 
 
@@ -34,7 +33,7 @@ class DiscoveryCommands:
             "clusters": self.clusters,
         }.get(op)
         if handler is None:
-            raise CommandError(f"unknown discovery command {op!r}", status=400, code="unknown_command")
+            raise errors.UnknownCommand(f"unknown discovery command {op!r}")
         return await handler(args if isinstance(args, dict) else {})
 
     # --- ops --------------------------------------------------------------------------------------
@@ -59,14 +58,14 @@ class DiscoveryCommands:
         """``{"cluster_address": ...}`` -> ``{success, cluster, external_nodes, message}``."""
         raw = args.get("cluster_address", args.get("address"))
         if raw is None:
-            raise errors.address_malformed('cluster_address is required, e.g. "127.0.0.1:8265"')
+            raise errors.AddressMalformed('cluster_address is required, e.g. "127.0.0.1:8265"')
         addr = parse_address(raw)
         probe = await self.prober.probe(addr)
         cluster = await self.tracker.adopt(
             probe, sources=["connect"], addresses=[_shown(addr)], explicit=True
         )
         if cluster is None:  # disconnected again while we adopted it
-            raise CommandError("the cluster was disconnected while connecting", status=409, code="conflict")
+            raise errors.DisconnectedMeanwhile("the cluster was disconnected while connecting")
         nodes = {n.id: n.model_dump(mode="json") for n in self.state.nodes_of(cluster.id) if n.external}
         via = f" (via its GCS {addr.hostport})" if probe.via == "gcs" else ""
         return {
@@ -85,11 +84,8 @@ class DiscoveryCommands:
         else:
             cluster = self.find(which)
             if cluster.found_by == "local":
-                raise CommandError(
-                    f"{cluster.id} is the local cluster CastRay runs beside; it stays",
-                    status=409,
-                    code="local_cluster",
-                )
+                raise errors.LocalClusterStays(f"{cluster.id} is the local cluster CastRay runs beside; "
+                                               "it stays")
             ids = [cluster.id]
         for cid in ids:
             await self.tracker.disconnect(cid)
@@ -106,21 +102,21 @@ class DiscoveryCommands:
     def find(self, which: object) -> ClusterInfo:
         """A known cluster by id, name, dashboard URL, host:port or any address it was found at."""
         if not isinstance(which, str):
-            raise errors.address_malformed("cluster must be a cluster id or an address")
+            raise errors.AddressMalformed("cluster must be a cluster id or an address")
         if which in self.state.clusters:
             return self.state.clusters[which]
         keys = {which.strip().lower()}
         try:
             addr = parse_address(which)
             keys |= {addr.hostport, addr.http_url, _shown(addr)}
-        except CommandError:
+        except errors.AddressMalformed:
             pass
         for cluster in self.state.clusters.values():
             known = {cluster.name, cluster.dashboard_url or "", cluster.gcs_address or "", *cluster.addresses}
             known |= {k.split("://", 1)[-1] for k in known}
             if keys & {k.lower() for k in known}:
                 return cluster
-        raise errors.not_found(f"no known cluster {which!r}")
+        raise errors.ClusterNotFound(f"no known cluster {which!r}")
 
     def connected_cluster(self) -> str | None:
         """host:port of the first alive external cluster's dashboard, as the seed shows it."""

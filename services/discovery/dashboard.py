@@ -1,7 +1,8 @@
 """An async client of the Ray dashboard's HTTP API (no Ray import): version, node list, node summary.
 
 Dashboards are not trusted: every request has a timeout, bodies are read up to a cap, JSON is checked
-against the shapes we expect, and every failure becomes a `CommandError` in the manual's terms.
+against the shapes we expect, and every failure is a `castray.discovery.errors.ProbeError` in the
+manual's terms.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from castray.discovery import errors
-from castray.shared.errors import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class DashboardClient:
         self.max_rows = max_rows
 
     async def get_json(self, path: str, *, what: str = "dashboard") -> Any:
-        """GET ``path`` and parse JSON; failures are classified `CommandError`s."""
+        """GET ``path`` and parse JSON; failures are classified `ProbeError`s."""
         url = self.base_url + path
         try:
             async with asyncio.timeout(self.timeout):
@@ -94,20 +94,20 @@ class DashboardClient:
                     body = await self._read_capped(resp, url)
                     status = resp.status
         except TimeoutError as e:
-            raise errors.timed_out(f"{url} did not answer within {self.timeout:g} s") from e
+            raise errors.TimedOut(f"{url} did not answer within {self.timeout:g} s") from e
         except aiohttp.ClientConnectorError as e:
-            raise errors.dashboard_unreachable(f"cannot connect to {self.base_url}: {e.os_error}") from e
+            raise errors.DashboardUnreachable(f"cannot connect to {self.base_url}: {e.os_error}") from e
         except aiohttp.ClientResponseError as e:  # not HTTP at all (a GCS answers HTTP/2 frames)
             raise errors.NotHttp(f"{self.base_url} does not speak HTTP/1.1 (status {e.status})") from e
         except (aiohttp.ClientError, OSError) as e:
-            raise errors.dashboard_unreachable(f"{url} failed: {type(e).__name__}: {e}") from e
+            raise errors.DashboardUnreachable(f"{url} failed: {type(e).__name__}: {e}") from e
         if status != 200:
             raise _status_error(status, url, what)
         return _parse_json(body, url)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
         if resp.content_length is not None and resp.content_length > self.max_bytes:
-            raise errors.not_ray_dashboard(
+            raise errors.NotRayDashboard(
                 f"{url} answered {resp.content_length} bytes (cap {self.max_bytes})"
             )
         chunks: list[bytes] = []
@@ -115,7 +115,7 @@ class DashboardClient:
         async for chunk in resp.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self.max_bytes:
-                raise errors.not_ray_dashboard(f"{url} answered more than {self.max_bytes} bytes")
+                raise errors.NotRayDashboard(f"{url} answered more than {self.max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -123,10 +123,10 @@ class DashboardClient:
         """``/api/version``: raises not_ray_dashboard unless it looks like Ray's."""
         data = await self.get_json("/api/version", what="version")
         if not isinstance(data, dict):
-            raise errors.not_ray_dashboard(f"{self.base_url}/api/version is not a Ray version document")
+            raise errors.NotRayDashboard(f"{self.base_url}/api/version is not a Ray version document")
         ray_version, session = data.get("ray_version"), data.get("session_name")
         if not isinstance(ray_version, str) or not isinstance(session, str) or not ray_version or not session:
-            raise errors.not_ray_dashboard(
+            raise errors.NotRayDashboard(
                 f"{self.base_url} is not a Ray dashboard (no ray_version/session_name)"
             )
         return VersionInfo(ray_version=ray_version[:40], session_name=session[:200])
@@ -139,9 +139,9 @@ class DashboardClient:
             if not isinstance(rows, list):
                 raise TypeError("result is not a list")
         except (KeyError, TypeError) as e:
-            raise errors.not_ray_dashboard(f"{self.base_url}/api/v0/nodes has an unexpected shape") from e
+            raise errors.NotRayDashboard(f"{self.base_url}/api/v0/nodes has an unexpected shape") from e
         if len(rows) > self.max_rows:
-            raise errors.not_ray_dashboard(
+            raise errors.NotRayDashboard(
                 f"{self.base_url}/api/v0/nodes listed {len(rows)} nodes (most accepted: {self.max_rows})"
             )
         out: dict[str, NodeRow] = {}
@@ -165,11 +165,11 @@ class DashboardClient:
             if not isinstance(rows, list):
                 raise TypeError("summary is not a list")
         except (KeyError, TypeError) as e:
-            raise errors.not_ray_dashboard(
+            raise errors.NotRayDashboard(
                 f"{self.base_url}/nodes?view=summary has an unexpected shape"
             ) from e
         if len(rows) > self.max_rows:
-            raise errors.not_ray_dashboard(
+            raise errors.NotRayDashboard(
                 f"{self.base_url}/nodes?view=summary listed {len(rows)} nodes (most: {self.max_rows})"
             )
         return [r for r in (_summary_row(raw) for raw in rows) if r is not None]
@@ -180,21 +180,21 @@ def _parse_json(body: bytes, url: str) -> Any:
     try:
         return json.loads(body)
     except RecursionError as e:
-        raise errors.not_ray_dashboard(f"{url} answered JSON nested too deeply") from e
+        raise errors.NotRayDashboard(f"{url} answered JSON nested too deeply") from e
     except ValueError as e:
-        raise errors.not_ray_dashboard(f"{url} answered something that is not JSON") from e
+        raise errors.NotRayDashboard(f"{url} answered something that is not JSON") from e
 
 
-def _status_error(status: int, url: str, what: str) -> CommandError:
+def _status_error(status: int, url: str, what: str) -> errors.ProbeError:
     if 300 <= status < 400:
-        return errors.not_ray_dashboard(f"{url} answered a redirect (HTTP {status}), which is not followed")
+        return errors.NotRayDashboard(f"{url} answered a redirect (HTTP {status}), which is not followed")
     if what == "nodes" and status == 404:
-        return errors.incompatible_version(f"{url} answered 404: this Ray has no state API")
+        return errors.IncompatibleVersion(f"{url} answered 404: this Ray has no state API")
     if what == "nodes" and status >= 500:
-        return errors.gcs_unreachable(f"{url} answered {status}: the dashboard cannot reach its GCS")
+        return errors.GcsUnreachable(f"{url} answered {status}: the dashboard cannot reach its GCS")
     if what == "version":
-        return errors.not_ray_dashboard(f"{url} answered HTTP {status}: not a Ray dashboard")
-    return errors.dashboard_unreachable(f"{url} answered HTTP {status}")
+        return errors.NotRayDashboard(f"{url} answered HTTP {status}: not a Ray dashboard")
+    return errors.DashboardUnreachable(f"{url} answered HTTP {status}")
 
 
 def _summary_row(raw: Any) -> SummaryRow | None:

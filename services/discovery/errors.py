@@ -1,62 +1,94 @@
-"""Why a cluster could not be reached, in the manual's terms, as `CommandError`s with a status and code.
+"""Discovery's errors, one class per condition, with the manual's code and HTTP status as class attributes.
 
-address_malformed (400); dashboard_unreachable, not_ray_dashboard, gcs_unreachable, incompatible_version and
-timeout (422: the address the user gave does not lead to a usable Ray cluster; a 4xx, since it is the
-request that cannot be carried out, not CastRay that failed); not_found (404), local_cluster (409).
-node_list_unstable: why a watched cluster fails whose node list changes on every poll.
+Raised where the condition arises and matched by class; the bus turns them into a failed reply (status
+and code) only when they end a command (`castray.shared.bus.Bus._answer`).
+
+`ProbeError`: why an address does not lead to a usable Ray cluster. 400 for a malformed address; 422 for
+the others (dashboard_unreachable, not_ray_dashboard, gcs_unreachable, incompatible_version, timeout): it
+is the request that cannot be carried out, not CastRay that failed. Then: node_list_unstable (why a watched
+cluster fails whose node list changes on every poll), not_found (404), local_cluster and conflict (409),
+unknown_command (400), and internal (500, a bug caught so that one cluster or candidate cannot stop the
+others). `castray.shared.errors.AddressNotAllowed` (403) comes from the shared address policy.
 """
 
 from __future__ import annotations
 
-from castray.shared.errors import CommandError
+from castray.shared.errors import CastRayError, CodedError
 
 
-def address_malformed(message: str) -> CommandError:
-    return CommandError(message, status=400, code="address_malformed")
+class DiscoveryError(CodedError):
+    """Base of discovery's refusals."""
 
 
-class NotHttp(CommandError):
+class ProbeError(DiscoveryError):
+    """An address does not lead to a usable Ray cluster."""
+
+    status = 422
+
+
+class AddressMalformed(ProbeError):
+    status = 400
+    code = "address_malformed"
+
+
+class DashboardUnreachable(ProbeError):
+    code = "dashboard_unreachable"
+
+
+class NotRayDashboard(ProbeError):
+    code = "not_ray_dashboard"
+
+
+class NotHttp(NotRayDashboard):
     """Something answered, but not in HTTP/1.1 (a GCS answers with HTTP/2 frames): worth a GCS probe."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status=422, code="not_ray_dashboard")
+
+class GcsUnreachable(ProbeError):
+    code = "gcs_unreachable"
 
 
-def dashboard_unreachable(message: str) -> CommandError:
-    return CommandError(message, status=422, code="dashboard_unreachable")
+class IncompatibleVersion(ProbeError):
+    code = "incompatible_version"
 
 
-def not_ray_dashboard(message: str) -> CommandError:
-    return CommandError(message, status=422, code="not_ray_dashboard")
+class TimedOut(ProbeError):
+    code = "timeout"
 
 
-def gcs_unreachable(message: str) -> CommandError:
-    return CommandError(message, status=422, code="gcs_unreachable")
+class NodeListUnstable(DiscoveryError):
+    status = 422
+    code = "node_list_unstable"
 
 
-def incompatible_version(message: str) -> CommandError:
-    return CommandError(message, status=422, code="incompatible_version")
+class ClusterNotFound(DiscoveryError):
+    status = 404
+    code = "not_found"
 
 
-def timed_out(message: str) -> CommandError:
-    return CommandError(message, status=422, code="timeout")
+class LocalClusterStays(DiscoveryError):
+    """The local cluster CastRay runs beside cannot be disconnected."""
+
+    status = 409
+    code = "local_cluster"
 
 
-def node_list_unstable(message: str) -> CommandError:
-    return CommandError(message, status=422, code="node_list_unstable")
+class DisconnectedMeanwhile(DiscoveryError):
+    """The cluster was disconnected while a connect adopted it."""
+
+    status = 409
+    code = "conflict"
 
 
-def not_found(message: str) -> CommandError:
-    return CommandError(message, status=404, code="not_found")
+class UnknownCommand(DiscoveryError):
+    code = "unknown_command"
 
 
-def is_probe_error(e: CommandError) -> bool:
-    """True for the codes a probe of an address can end in."""
-    return e.code in {
-        "address_malformed",
-        "dashboard_unreachable",
-        "not_ray_dashboard",
-        "gcs_unreachable",
-        "incompatible_version",
-        "timeout",
-    }
+class Unexpected(DiscoveryError):
+    """A bug met while probing or polling, reported as that candidate's or cluster's failure."""
+
+    status = 500
+    code = "internal"
+
+
+class NotLeading(CastRayError):
+    """This replica no longer holds the discovery lease: it must not write the state."""

@@ -90,14 +90,14 @@ async def lookup(address: str, *, timeout: float) -> GcsInfo:
     except grpc.aio.AioRpcError as e:
         code = e.code()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise errors.timed_out(f"the GCS at {address} did not answer within {timeout:g} s") from e
+            raise errors.TimedOut(f"the GCS at {address} did not answer within {timeout:g} s") from e
         if code == grpc.StatusCode.UNAVAILABLE:
-            raise errors.gcs_unreachable(f"GCS at {address} unreachable: {e.details()}") from e
-        raise errors.not_ray_dashboard(f"{address} is not a Ray GCS ({code.name})") from e
+            raise errors.GcsUnreachable(f"GCS at {address} unreachable: {e.details()}") from e
+        raise errors.NotRayDashboard(f"{address} is not a Ray GCS ({code.name})") from e
     try:
         dash_value, session_value = decode_kv_value(dash), decode_kv_value(session)
     except (ValueError, TypeError) as e:
-        raise errors.not_ray_dashboard(f"{address} answered gRPC that is not Ray's GCS") from e
+        raise errors.NotRayDashboard(f"{address} answered gRPC that is not Ray's GCS") from e
     return GcsInfo(
         address=address,
         dashboard=dash_value.decode("utf-8", "replace")[:300] if dash_value else None,

@@ -12,11 +12,12 @@ import logging
 from dataclasses import dataclass, field
 
 from castray.discovery import sources
+from castray.discovery.errors import Unexpected
 from castray.discovery.probe import Probe, Prober
 from castray.discovery.settings import DiscoverySettings
 from castray.discovery.sources import Candidate
 from castray.discovery.tracker import Tracker
-from castray.shared.errors import CommandError
+from castray.shared.errors import CodedError
 from castray.shared.events import ClusterInfo
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,22 @@ class Discoverer:
         candidates = await self._candidates()
         limit = asyncio.Semaphore(self.settings.scan_concurrency)
 
-        async def probe(c: Candidate) -> Probe | CommandError:
+        async def probe(c: Candidate) -> Probe | CodedError:
             async with limit:
                 try:
                     return await self.prober.probe(c.address, kind=c.kind)
-                except CommandError as e:
+                except CodedError as e:  # a ProbeError, or AddressNotAllowed
                     return e
                 except Exception as e:  # a bug on one candidate must not abort the pass for the others
                     log.exception("probing %s failed unexpectedly", c.address)
-                    return CommandError(f"probe failed: {type(e).__name__}", status=500, code="internal")
+                    return Unexpected(f"probe failed: {type(e).__name__}")
 
         outcomes = await asyncio.gather(*(probe(c) for c in candidates))
         explicit, self._explicit, self._open = self._explicit, False, False
         result = PassResult()
         groups: dict[str, tuple[Probe, list[Candidate]]] = {}
         for cand, outcome in sorted(zip(candidates, outcomes, strict=True), key=lambda co: _rank(co[0])):
-            if isinstance(outcome, CommandError):
+            if isinstance(outcome, CodedError):
                 self._report(cand, outcome, result)
                 continue
             self._reported.pop(cand.address, None)
@@ -108,7 +109,7 @@ class Discoverer:
         result.clusters.sort(key=lambda c: c.first_seen)
         return result
 
-    def _report(self, cand: Candidate, error: CommandError, result: PassResult) -> None:
+    def _report(self, cand: Candidate, error: CodedError, result: PassResult) -> None:
         # Stale session files and closed scan ports fail all the time; configured addresses matter.
         if cand.source not in ("config", "local"):
             return

@@ -17,7 +17,7 @@ from castray.discovery.dashboard import DashboardClient, NodeRow, SummaryRow
 from castray.discovery.records import cluster_id, parse_version
 from castray.discovery.settings import DiscoverySettings
 from castray.shared.address_policy import AddressPolicy, host_of
-from castray.shared.errors import CommandError
+from castray.shared.errors import CodedError
 
 
 @dataclass(slots=True)
@@ -76,14 +76,14 @@ class Prober:
                         raise
                     return await self._via_gcs(addr, ips[0])
         except TimeoutError as e:
-            raise errors.timed_out(f"probing {addr.hostport} took longer than {total:g} s") from e
+            raise errors.TimedOut(f"probing {addr.hostport} took longer than {total:g} s") from e
 
     async def _via_gcs(self, addr: Address, ip: str) -> Probe:
         """``ip``: the checked address of ``addr.host`` (gRPC would resolve the name again)."""
         target = Address(host=ip, port=addr.port).hostport
         info = await gcs.lookup(target, timeout=self.settings.poll_timeout)
         if not info.dashboard:
-            raise errors.dashboard_unreachable(f"the GCS at {addr.hostport} names no dashboard")
+            raise errors.DashboardUnreachable(f"the GCS at {addr.hostport} names no dashboard")
         reported = parse_address(info.dashboard)
         tries = [reported]
         if reported.host in LOOPBACK and addr.host not in LOOPBACK:
@@ -91,20 +91,20 @@ class Prober:
             # the GCS host (if bound there); on the head's own machine, at loopback. The session name the
             # GCS reported tells a dashboard of another cluster at that port apart.
             tries.insert(0, Address(host=addr.host, port=reported.port))
-        failure: CommandError | None = None
+        failure: CodedError | None = None
         for dash in tries:
             try:
                 probe = await self.probe_dashboard(dash.http_url)
-            except CommandError as e:
+            except CodedError as e:  # a ProbeError, or AddressNotAllowed
                 failure = e
                 continue
             if info.session_name and probe.session_name != info.session_name:
-                failure = errors.dashboard_unreachable(f"{dash.hostport} serves another cluster")
+                failure = errors.DashboardUnreachable(f"{dash.hostport} serves another cluster")
                 continue
             probe.via = "gcs"
             return probe
         assert failure is not None
-        raise errors.dashboard_unreachable(
+        raise errors.DashboardUnreachable(
             f"{addr.hostport} is a Ray GCS; its dashboard {reported.hostport} failed: {failure.message}"
         ) from failure
 
@@ -113,7 +113,7 @@ class Prober:
         client = self.client(url)
         version = await client.version()
         if parse_version(version.ray_version) < self.min_version:
-            raise errors.incompatible_version(
+            raise errors.IncompatibleVersion(
                 f"{url} runs Ray {version.ray_version}; CastRay needs Ray >= {self.settings.min_ray_version}"
             )
         rows, summary = await asyncio.gather(client.nodes(), self._summary(client))
@@ -136,7 +136,7 @@ class Prober:
         # Only hostnames and the GCS port come from here: a failure is not a failed probe.
         try:
             return await client.summary()
-        except CommandError:
+        except errors.ProbeError:
             return []
 
     async def hostnames(self, dashboard_url: str) -> dict[str, str]:

@@ -21,9 +21,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
+from castray.discovery.errors import NotLeading
 from castray.shared import codec
-from castray.shared.bus import Backoff, Bus
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS, Backoff, Bus
 from castray.shared.events import (
     ClusterFound,
     ClusterInfo,
@@ -39,10 +39,6 @@ from castray.shared.events import (
 from castray.shared.lease import Lease
 
 log = logging.getLogger(__name__)
-
-
-class NotLeading(Exception):
-    """This replica no longer holds the discovery lease: it must not write the state."""
 
 
 @dataclass

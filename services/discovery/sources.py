@@ -15,7 +15,8 @@ from pathlib import Path
 
 from castray.discovery.addresses import parse_ports
 from castray.discovery.settings import DiscoverySettings
-from castray.shared.address_policy import AddressNotAllowed, AddressPolicy
+from castray.shared.address_policy import AddressPolicy
+from castray.shared.errors import AddressNotAllowed
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,13 @@ import time
 from collections import defaultdict
 
 from castray.discovery.dashboard import NodeRow, SummaryRow
+from castray.discovery.errors import DiscoveryError
 from castray.discovery.probe import Probe, Prober, gcs_address
 from castray.discovery.publisher import StatePublisher
 from castray.discovery.records import CLUSTER_FIELDS, NODE_FIELDS, build_node, diff
 from castray.discovery.settings import DiscoverySettings
 from castray.discovery.watcher import ClusterWatcher
-from castray.shared.errors import CommandError
+from castray.shared.errors import CodedError
 from castray.shared.events import ClusterInfo, FoundBy
 
 log = logging.getLogger(__name__)
@@ -168,12 +169,12 @@ class Tracker:
             cluster.last_seen = time.time()
         await self._apply_rows(cid, rows)
 
-    async def poll_failed(self, cid: str, error: CommandError, failures: int) -> None:
+    async def poll_failed(self, cid: str, error: DiscoveryError, failures: int) -> None:
         """After ``lost_after`` failures: cluster-lost; its nodes that were ALIVE become UNREACHABLE."""
         async with self._locks[cid]:
             await self._poll_failed(cid, error, failures)
 
-    async def _poll_failed(self, cid: str, error: CommandError, failures: int) -> None:
+    async def _poll_failed(self, cid: str, error: DiscoveryError, failures: int) -> None:
         cluster = self.state.clusters.get(cid)
         if cluster is None or cluster.state != "alive" or failures < self.settings.lost_after:
             return
@@ -219,7 +220,7 @@ class Tracker:
             return
         try:  # the new cluster at that address inherits how the old one was found
             probe = await self.prober.probe_dashboard(cluster.dashboard_url)
-        except CommandError:
+        except CodedError:  # a ProbeError, or AddressNotAllowed
             return  # the next pass finds it
         await self.adopt(probe, sources=cluster.sources, addresses=cluster.addresses, explicit=False)
 

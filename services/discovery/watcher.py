@@ -19,7 +19,6 @@ from castray.discovery import errors
 from castray.discovery.dashboard import DashboardClient, NodeRow
 from castray.discovery.limits import NodeIdBudget
 from castray.discovery.settings import DiscoverySettings
-from castray.shared.errors import CommandError
 
 if TYPE_CHECKING:
     from castray.discovery.tracker import Tracker
@@ -85,7 +84,7 @@ class ClusterWatcher:
             except Exception as e:  # a bug must not end the watch, nor keep a failing cluster alive
                 log.exception("watcher of %s: poll failed unexpectedly", self.cluster_id)
                 self.failures += 1
-                failed = CommandError(f"poll failed: {type(e).__name__}", status=500, code="internal")
+                failed = errors.Unexpected(f"poll failed: {type(e).__name__}")
                 await self.tracker.poll_failed(self.cluster_id, failed, self.failures)
             await asyncio.sleep(max(0.0, started + self._interval() - loop.time()))
 
@@ -104,7 +103,7 @@ class ClusterWatcher:
                     await self.tracker.replaced(self.cluster_id, version.session_name)
                     return
             rows = self._within_budget(await self.client.nodes())
-        except CommandError as e:
+        except errors.DiscoveryError as e:
             self.failures += 1
             log.debug("cluster %s poll %d failed: %s", self.cluster_id, self.failures, e.message)
             await self.tracker.poll_failed(self.cluster_id, e, self.failures)
@@ -117,7 +116,7 @@ class ClusterWatcher:
         known = {n.ray_node_id for n in self.tracker.state.nodes_of(self.cluster_id)}
         new = sum(1 for r in rows if r.node_id not in known)
         if not self.budget.take(new):
-            raise errors.node_list_unstable(
+            raise errors.NodeListUnstable(
                 f"{self.client.base_url} listed {new} nodes never seen before: its node list changes faster "
                 f"than {self.settings.max_new_nodes_per_minute:g} new nodes a minute"
             )
@@ -137,7 +136,7 @@ class ClusterWatcher:
     async def _fetch_summary(self) -> None:
         try:
             rows = await self.client.summary()
-        except CommandError as e:
+        except errors.ProbeError as e:
             log.debug("cluster %s: no summary (%s)", self.cluster_id, e.message)
             return
         await self.tracker.set_hostnames(self.cluster_id, {r.node_id: r.hostname for r in rows if r.hostname})

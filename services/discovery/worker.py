@@ -29,8 +29,7 @@ from castray.discovery.sources import Candidate
 from castray.discovery.tracker import Tracker
 from castray.shared import codec
 from castray.shared.address_policy import AddressPolicy
-from castray.shared.bus import Bus, instance_name
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS, Bus, instance_name
 from castray.shared.events import ClusterInfo
 from castray.shared.lease import Lease
 from castray.shared.lifecycle import stop_task, stop_tasks

@@ -19,7 +19,7 @@ from castray.gateway import keys, summaries
 from castray.gateway import original_clusters as original
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
-from castray.shared.errors import ServiceUnavailable
+from castray.shared.errors import ServiceTimeout, ServiceUnavailable
 
 DISCOVERY = "discovery"
 MAX_ADDRESS = 512
@@ -66,9 +66,9 @@ async def _ask_discovery(app: web.Application, op: str, args: dict[str, Any]) ->
     while True:
         try:
             return await app[keys.BUS].request(DISCOVERY, op, args, timeout=max(0.1, deadline - loop.time()))
-        except ServiceUnavailable as e:
-            if e.code == "timeout":  # it listened, and did not answer in time
-                raise
+        except ServiceTimeout:  # it listened, and did not answer in time
+            raise
+        except ServiceUnavailable:
             changing_hands = changing_hands or bool(await app[keys.REDIS].exists(leader_key))
             if not changing_hands or loop.time() + RESEND_EVERY >= deadline:
                 raise

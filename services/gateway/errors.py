@@ -1,7 +1,8 @@
 """Errors the gateway answers with, and the one middleware that turns them into JSON.
 
-Handlers raise `ApiError` (or a `CommandError` from the bus); anything else becomes a logged 500 with no
-traceback sent to the client.
+Handlers raise `ApiError` (one of its subclasses here, or one with a status and code), a `CommandError`
+from the bus, or a `CodedError`; Redis failing is a 503; anything else becomes a logged 500 with no
+traceback sent to the client. `error_middleware` is the one place that turns them into HTTP answers.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
-from castray.shared.errors import CommandError
+from castray.shared.errors import CastRayError, CodedError, CommandError
+from castray.shared.sizes import format_size
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 ErrorShape = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class ApiError(Exception):
+class ApiError(CastRayError):
     """An error a client caused or must know about: ``status`` and a machine-readable ``code``."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, **details: Any) -> None:
@@ -31,6 +33,42 @@ class ApiError(Exception):
         self.message = message
         self.code = code or _default_code(status)
         self.details = details
+
+
+class QuotaExceeded(ApiError):
+    """Storing ``needed`` more bytes would take the gateway's files past its quota (507)."""
+
+    def __init__(self, *, quota: int, used: int, needed: int) -> None:
+        super().__init__(507, f"storage quota exceeded: {format_size(needed)} more would take the stored "
+                         f"files to {format_size(used + needed)}, over the quota of {format_size(quota)} "
+                         f"({format_size(used)} used)", code="storage_quota_exceeded",
+                         quota=quota, used=used, needed=needed)
+
+
+class FreeSpaceLow(ApiError):
+    """Storing ``needed`` more bytes would leave less free space than the floor on the data disk (507)."""
+
+    def __init__(self, *, free: int, floor: int, needed: int) -> None:
+        super().__init__(507, f"not enough free disk space: {format_size(needed)} more would leave less than "
+                         f"the floor of {format_size(floor)} free ({format_size(free)} free now)",
+                         code="storage_floor_reached", free=free, floor=floor, needed=needed)
+
+
+class MessageTooLarge(ApiError):
+    """The content of a message is over ``max_message_bytes`` (413)."""
+
+    def __init__(self, *, size: int, max_bytes: int) -> None:
+        super().__init__(413, f"message content is {size} bytes, over the limit of {max_bytes}; send a file "
+                         "as a transfer instead (POST /api/upload, POST /api/transfers)",
+                         code="message_too_large", size=size, max_bytes=max_bytes)
+
+
+class PortInUse(CastRayError):
+    """The gateway's port is taken: the service stops with this message instead of a traceback."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} is in use; pass --port or set CASTRAY_PORT")
+        self.host, self.port = host, port
 
 
 def _default_code(status: int) -> str:
@@ -67,7 +105,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="castray"'
         return response
-    except CommandError as e:
+    except (CommandError, CodedError) as e:
         return json_error(e.status, e.message, e.code, shape=shape)
     except web.HTTPException as e:
         if e.status < 400:

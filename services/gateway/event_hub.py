@@ -23,8 +23,7 @@ from typing import Any
 
 from castray.gateway import original_status as original
 from castray.gateway.view_store import Snapshot, ViewStore
-from castray.shared.bus import Bus
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.events import (
     ClusterInfo,
     Event,

@@ -18,18 +18,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from castray.gateway.app import create_app
+from castray.gateway.errors import PortInUse
 from castray.gateway.settings import GatewaySettings
 from castray.shared import exposure
 from castray.shared.lifecycle import run_service
 from castray.shared.log import setup_logging
 
 log = logging.getLogger(__name__)
-
-
-class PortInUse(Exception):
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(f"port {port} is in use; pass --port or set CASTRAY_PORT")
-        self.host, self.port = host, port
 
 
 class GatewayServer:

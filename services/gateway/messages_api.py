@@ -18,7 +18,7 @@ from aiohttp import web
 from castray.gateway import keys, message_store
 from castray.gateway import original_messages as original
 from castray.gateway import transfer_store as store
-from castray.gateway.errors import ApiError, parse_body
+from castray.gateway.errors import ApiError, MessageTooLarge, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original_messages import CastMessage, CastResponse
 from castray.gateway.transfers_api import query_int
@@ -26,15 +26,6 @@ from castray.shared.events import MessageSent, NodeInfo
 
 TAG = "messages"
 MAX_COUNT = 1000
-
-
-class MessageTooLarge(ApiError):
-    """The content of a message is over ``max_message_bytes`` (413)."""
-
-    def __init__(self, *, size: int, max_bytes: int) -> None:
-        super().__init__(413, f"message content is {size} bytes, over the limit of {max_bytes}; send a file "
-                         "as a transfer instead (POST /api/upload, POST /api/transfers)",
-                         code="message_too_large", size=size, max_bytes=max_bytes)
 
 
 @doc("Send a text or JSON message to one node, several, or every alive node", tag=TAG, body=CastMessage,

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from castray.gateway import keys
 from castray.gateway.openapi import doc
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lease import holder_of
 
 log = logging.getLogger(__name__)

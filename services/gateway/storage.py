@@ -25,31 +25,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from castray.gateway.errors import ApiError
-from castray.shared.sizes import format_size
+from castray.gateway.errors import FreeSpaceLow, QuotaExceeded
 
 UPLOADS = "uploads"
 GENERATED = "generated"
 DEMO = "demo_files"
-
-
-class QuotaExceeded(ApiError):
-    """Storing ``needed`` more bytes would take the gateway's files past its quota (507)."""
-
-    def __init__(self, *, quota: int, used: int, needed: int) -> None:
-        super().__init__(507, f"storage quota exceeded: {format_size(needed)} more would take the stored "
-                         f"files to {format_size(used + needed)}, over the quota of {format_size(quota)} "
-                         f"({format_size(used)} used)", code="storage_quota_exceeded",
-                         quota=quota, used=used, needed=needed)
-
-
-class FreeSpaceLow(ApiError):
-    """Storing ``needed`` more bytes would leave less free space than the floor on the data disk (507)."""
-
-    def __init__(self, *, free: int, floor: int, needed: int) -> None:
-        super().__init__(507, f"not enough free disk space: {format_size(needed)} more would leave less than "
-                         f"the floor of {format_size(floor)} free ({format_size(free)} free now)",
-                         code="storage_floor_reached", free=free, floor=floor, needed=needed)
 
 
 def stored_bytes(data_dir: Path) -> int:

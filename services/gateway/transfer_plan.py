@@ -27,9 +27,10 @@ from castray.gateway.errors import ApiError
 from castray.gateway.retention import trim_transfers
 from castray.shared import codec
 from castray.shared.bus import REDIS_ERRORS
+from castray.shared.errors import SizeError
 from castray.shared.events import NodeInfo
 from castray.shared.safe_names import safe_file_name
-from castray.shared.sizes import SizeError, format_size, parse_size
+from castray.shared.sizes import format_size, parse_size
 from castray.shared.transfers import (
     Destination,
     GenerateSource,

@@ -23,7 +23,7 @@ from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_m
 from castray.gateway.openapi import doc
 from castray.gateway.original_status import STATUS_TOPIC, StatusCache
 from castray.gateway.view_store import ViewStore
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lifecycle import stop_task
 
 log = logging.getLogger(__name__)

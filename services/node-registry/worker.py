@@ -18,7 +18,8 @@ from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.view import MergedView, ResyncResult
 from castray.shared import bus as busmod
 from castray.shared import codec
-from castray.shared.errors import REDIS_ERRORS, EventDecodeError
+from castray.shared.bus import REDIS_ERRORS
+from castray.shared.errors import EventDecodeError
 from castray.shared.events import Event, SourceResetEvent
 from castray.shared.lifecycle import stop_tasks
 

@@ -25,16 +25,10 @@ from typing import Any, Protocol
 
 import ray
 
-from castray.shared.confined import ConfinementError, open_beneath, open_nofollow
-from castray.transfer.sink import (
-    CHUNK_DIGEST,
-    TEMP_PREFIX,
-    TEMP_SUFFIX,
-    Ordered,
-    Sink,
-    TransferError,
-    open_sink,
-)
+from castray.shared.confined import open_beneath, open_nofollow
+from castray.shared.errors import ConfinementError
+from castray.transfer.errors import TransferError
+from castray.transfer.sink import CHUNK_DIGEST, TEMP_PREFIX, TEMP_SUFFIX, Ordered, Sink, open_sink
 
 # A node of someone else's cluster has Ray, but maybe not numpy or xxhash (Ray needs neither). Without them
 # the agent still works, more slowly: chunks travel as bytearrays (one more copy out of the object store)

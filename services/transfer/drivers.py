@@ -11,8 +11,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from castray.shared.address_policy import AddressNotAllowed, AddressPolicy, host_of
+from castray.shared.address_policy import AddressPolicy, host_of
+from castray.shared.errors import AddressNotAllowed
 from castray.shared.lifecycle import python_module_command
+from castray.transfer.errors import DriverError
 
 log = logging.getLogger(__name__)
 _LINE_LIMIT = 16 * 1024 * 1024
@@ -21,10 +23,6 @@ _LINE_LIMIT = 16 * 1024 * 1024
 def driver_command(address: str, log_level: str) -> list[str]:
     """The driver's argv: ``python -P -m castray.transfer.driver`` (``-P``: see python_module_command)."""
     return python_module_command("castray.transfer.driver", "--address", address, "--log-level", log_level)
-
-
-class DriverError(Exception):
-    """The driver could not be started or died."""
 
 
 class DriverProcess:

@@ -36,9 +36,10 @@ from castray.shared.events import (
 )
 from castray.shared.sizes import format_size
 from castray.shared.transfers import Destination, TransferRecord
-from castray.transfer.drivers import DriverError, DriverProcess, Drivers
-from castray.transfer.planning import PlanError, Prepared, Relay, Waiting, prepare
-from castray.transfer.readiness import WaitCancelled, plan_when_ready
+from castray.transfer.drivers import DriverProcess, Drivers
+from castray.transfer.errors import DriverError, PlanError, WaitCancelled
+from castray.transfer.planning import Prepared, Relay, Waiting, prepare
+from castray.transfer.readiness import plan_when_ready
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
 

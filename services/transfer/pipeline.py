@@ -31,7 +31,8 @@ from ray.exceptions import (
 )
 
 from castray.transfer.agent import FAST, NodeAgent, agent_options
-from castray.transfer.sink import TransferError, temp_name
+from castray.transfer.errors import TransferError
+from castray.transfer.sink import temp_name
 from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from castray.shared import codec
-from castray.shared.confined import ConfinementError, relative_parts
-from castray.shared.errors import EventDecodeError
+from castray.shared.confined import relative_parts
+from castray.shared.errors import ConfinementError, EventDecodeError, SizeError
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.safe_names import safe_file_name
-from castray.shared.sizes import SizeError, parse_size
+from castray.shared.sizes import parse_size
 from castray.shared.transfers import (
     GenerateSource,
     NodeFileSource,
@@ -37,19 +37,8 @@ from castray.shared.transfers import (
     UploadSource,
 )
 from castray.shared.view import ViewReader
+from castray.transfer.errors import NotReady, PlanError
 from castray.transfer.settings import TransferSettings
-
-
-class PlanError(Exception):
-    """The transfer cannot run at all; the message says why."""
-
-
-class NotReady(PlanError):
-    """The transfer cannot run yet: ``what`` it waits for is not in the node view yet."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"waiting for {what}")
-        self.what = what
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,14 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS
 from castray.shared.names import Names
-from castray.transfer.planning import NotReady, Waiting
+from castray.transfer.errors import NotReady, WaitCancelled
+from castray.transfer.planning import Waiting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RECHECK_S = 2.0  # a dropped view event delays a waiting transfer by at most this long
-
-
-class WaitCancelled(Exception):
-    """The transfer was cancelled while it waited."""
 
 
 class ViewChanges:

@@ -21,11 +21,13 @@ AGENT_MODULES = (
     "castray",
     "castray.shared",
     "castray.shared.confined",
+    "castray.shared.errors",
     "castray.shared.filegen",
     "castray.shared.safe_names",
     "castray.transfer",
     "castray.transfer.agent",
     "castray.transfer.diskio",
+    "castray.transfer.errors",
     "castray.transfer.sink",
 )
 

@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from castray.shared.confined import ConfinementError, open_at, open_dirs, open_root
+from castray.shared.confined import open_at, open_dirs, open_root
+from castray.shared.errors import ConfinementError
 from castray.shared.safe_names import safe_file_name
 from castray.transfer.diskio import ChunkWriter
+from castray.transfer.errors import TransferError
 
 try:
     import xxhash
@@ -37,10 +39,6 @@ STALE_TEMP_S = 3600.0  # a temp file untouched this long belongs to nobody (writ
 
 def temp_name(transfer_id: str, token: str) -> str:
     return f"{TEMP_PREFIX}{transfer_id}-{token}{TEMP_SUFFIX}"
-
-
-class TransferError(Exception):
-    """A failure with a reason meant for the user (the message is shown as is)."""
 
 
 class Ordered:

@@ -23,9 +23,10 @@ from typing import Any
 
 import ray
 
-from castray.shared.confined import ConfinementError, open_beneath, open_nofollow
+from castray.shared.confined import open_beneath, open_nofollow
+from castray.shared.errors import ConfinementError
 from castray.transfer.agent import SourceFile
-from castray.transfer.sink import TransferError
+from castray.transfer.errors import TransferError
 
 
 class AgentReader:

@@ -25,23 +25,19 @@ from pydantic import ValidationError
 
 from castray.shared import bus as busmod
 from castray.shared.address_policy import AddressPolicy
-from castray.shared.bus import Bus
-from castray.shared.errors import REDIS_ERRORS
+from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
 from castray.shared.transfers import TransferRecord
 from castray.transfer import dead_letter
 from castray.transfer.drivers import Drivers
+from castray.transfer.errors import LeaseLost
 from castray.transfer.job import TransferJob
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
 
 log = logging.getLogger(__name__)
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-class LeaseLost(Exception):
-    """Another replica holds the transfer now."""
 
 
 class TransferWorker:
