@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 ClusterState = Literal["alive", "lost", "disconnected"]
 FoundBy = Literal["local", "external", "manual"]
 # Ray reports ALIVE and DEAD; UNREACHABLE marks nodes of a cluster we lost contact with.
 NodeState = Literal["ALIVE", "DEAD", "UNREACHABLE"]
 NodeChange = Literal["added", "updated", "removed"]
+ClusterChange = Literal["found", "lost", "removed"]
 
 
 class Record(BaseModel):
@@ -109,17 +110,54 @@ class SourceReset(Payload):
     event_type: ClassVar[str] = "source-reset"
 
 
-class ViewChanged(Payload):
-    """The registry applied a change to the merged view; ``version`` counts changes in ``epoch``."""
+class ViewDelta(Payload):
+    """One change the registry applied to the merged view, as every reader of the view gets it.
+
+    It is the discovery event the registry applied (its ``type``, ``change``, ``id`` and record, under
+    the key discovery used: ``node`` or ``cluster``), numbered in the view: ``version`` counts changes in
+    ``epoch``. Why discovery's event types are forwarded rather than folded: see `castray.shared.view`.
+    """
 
     event_type: ClassVar[str] = "view-changed"
     epoch: str
     version: int
-    kind: Literal["cluster", "node"]
-    change: str = Field(description="added/updated/removed for nodes; found/lost/removed for clusters.")
+
+
+class NodeDelta(ViewDelta):
+    kind: ClassVar[Literal["node"]] = "node"
+    type: Literal["node-changed"] = "node-changed"
+    change: NodeChange
     id: str
-    record: dict[str, Any] | None = None
+    node: NodeInfo | None = Field(default=None, description="None when the node was removed.")
     changed: dict[str, FieldChange] = Field(default_factory=dict)
+
+    @property
+    def record(self) -> NodeInfo | None:
+        return self.node
+
+
+class ClusterDelta(ViewDelta):
+    kind: ClassVar[Literal["cluster"]] = "cluster"
+    type: Literal["cluster-found", "cluster-lost", "cluster-removed"]
+    change: ClusterChange
+    id: str
+    cluster: ClusterInfo | None = Field(default=None, description="None when the cluster was removed.")
+    changed: dict[str, FieldChange] = Field(default_factory=dict, description="Always empty, as every delta "
+                                            "has the same keys.")
+
+    @model_validator(mode="after")
+    def _change_is_the_type(self) -> ClusterDelta:
+        if self.type != f"cluster-{self.change}":
+            raise ValueError(f"a {self.type} delta cannot be a change {self.change!r}")
+        return self
+
+    @property
+    def record(self) -> ClusterInfo | None:
+        return self.cluster
+
+
+# The delta's ``type`` tags its record: ``node`` for node-changed, ``cluster`` for cluster-*.
+ViewChanged = Annotated[NodeDelta | ClusterDelta, Field(discriminator="type")]
 
 
 class ViewReset(Payload):
@@ -278,7 +316,8 @@ _ENVELOPE_FOR: dict[type[Payload], type[Envelope]] = {
     ClusterRemoved: ClusterRemovedEvent,
     NodeChanged: NodeChangedEvent,
     SourceReset: SourceResetEvent,
-    ViewChanged: ViewChangedEvent,
+    NodeDelta: ViewChangedEvent,
+    ClusterDelta: ViewChangedEvent,
     ViewReset: ViewResetEvent,
     TransferStarted: TransferStartedEvent,
     TransferProgress: TransferProgressEvent,

@@ -16,10 +16,10 @@ import redis.asyncio as aioredis
 
 from castray.local_ray import free_port
 from castray.node_registry.settings import RegistrySettings
-from castray.node_registry.view import read_snapshot
 from castray.node_registry.worker import RegistryWorker
 from castray.shared.events import NodeInfo, ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
+from castray.shared.view import ViewReader
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node
 from tests.support.registry import StartRegistry, changed_only, wait_equal, wait_for
 
@@ -67,14 +67,14 @@ async def test_two_replicas_applying_1000_events_keep_one_consistent_view(
     feed = await seeded_feed(redis_client, names)
     first = await start_registry(check_interval=30)
     second = await start_registry(check_interval=30)
-    start = await read_snapshot(redis_client, names)
+    start = await ViewReader(redis_client, names).snapshot()
     rng, counter = random.Random(7), [100]
     for _ in range(1000):
         await random_step(feed, rng, counter)
 
     assert await wait_equal(redis_client, names, timeout=60) == []
     assert first.applied + second.applied == 1000  # each event applied exactly once between them
-    end = await read_snapshot(redis_client, names)
+    end = await ViewReader(redis_client, names).snapshot()
     assert end.version == start.version + 1000
 
     log = await redis_client.xrange(names.view_log)
@@ -94,7 +94,7 @@ async def test_two_replicas_applying_1000_events_keep_one_consistent_view(
         if e.payload.record is None:
             table.pop(e.payload.id, None)
         else:
-            table[e.payload.id] = e.payload.record
+            table[e.payload.id] = e.payload.record.model_dump(mode="json")
     assert nodes == {k: v.model_dump(mode="json") for k, v in end.nodes.items()}
     assert clusters == {k: v.model_dump(mode="json") for k, v in end.clusters.items()}
 
@@ -126,7 +126,7 @@ async def test_registry_killed_and_restarted_ends_equal_to_discovery(
     async with killed_at_exit() as procs:
         procs.append(await spawn_registry(redis_url, namespace))
         assert await wait_equal(redis_client, names, timeout=30) == []
-        epoch = (await read_snapshot(redis_client, names)).epoch
+        epoch = (await ViewReader(redis_client, names).snapshot()).epoch
 
         stop = asyncio.Event()
 
@@ -146,7 +146,7 @@ async def test_registry_killed_and_restarted_ends_equal_to_discovery(
         await publisher
 
         assert await wait_equal(redis_client, names, timeout=30) == []
-        snap = await read_snapshot(redis_client, names)
+        snap = await ViewReader(redis_client, names).snapshot()
         assert snap.epoch == epoch  # Redis kept the view: same epoch, later version
         assert procs[1].returncode is None
 
@@ -179,14 +179,14 @@ async def test_redis_restart_rebuilds_the_view_with_a_new_epoch(names: Names, tm
         feed = await seeded_feed(client, names)
         await feed.node_upsert(make_node("c0", 50))
         assert await wait_equal(client, names) == []
-        old_epoch = (await read_snapshot(client, names)).epoch
+        old_epoch = (await ViewReader(client, names).snapshot()).epoch
         # A Redis that comes back with its data (AOF) has forgotten the scripts: they are reloaded.
         await client.script_flush()
         applied = worker.applied
         await feed.node_upsert(make_node("c0", 52))
         assert await wait_equal(client, names) == []
         assert worker.applied == applied + 1  # applied as an event, not repaired by a resync
-        assert (await read_snapshot(client, names)).epoch == old_epoch
+        assert (await ViewReader(client, names).snapshot()).epoch == old_epoch
 
         server.kill()
         await server.wait()
@@ -198,7 +198,7 @@ async def test_redis_restart_rebuilds_the_view_with_a_new_epoch(names: Names, tm
         await feed.node_upsert(make_node("c1", 51))
 
         assert await wait_equal(client, names, timeout=30) == []
-        snap = await read_snapshot(client, names)
+        snap = await ViewReader(client, names).snapshot()
         assert snap.epoch is not None and snap.epoch != old_epoch
         assert {"c0-n0050", "c1-n0051"} <= set(snap.nodes)
     finally:

@@ -11,10 +11,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from castray.node_registry.scripts import Template
-from castray.node_registry.view import MergedView, ViewChange, read_snapshot, view_changed_template
+from castray.node_registry.view import MergedView, ViewChange, view_changed_template
 from castray.shared import codec
 from castray.shared.events import ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
+from castray.shared.view import ViewReader
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node
 from tests.support.registry import StartRegistry, changed_only, view_differs, wait_equal, wait_for
 
@@ -28,7 +29,7 @@ async def test_first_resync_creates_an_empty_view_with_an_epoch(redis_client: ai
     again = await view.resync()
     assert (first.outcome, first.version, len(first.epoch)) == ("created", 1, 16)
     assert (again.outcome, again.version, again.epoch) == ("unchanged", 1, first.epoch)
-    snap = await read_snapshot(redis_client, names)
+    snap = await ViewReader(redis_client, names).snapshot()
     assert (snap.epoch, snap.version, snap.clusters, snap.nodes) == (first.epoch, 1, {}, {})
     [(entry_id, fields)] = await redis_client.xrange(names.view_log)
     reset = codec.decode(fields[b"data"])
@@ -49,7 +50,7 @@ async def test_duplicate_is_a_no_op_and_a_gap_is_refused(redis_client: aioredis.
     skipped_to = await feed.node_upsert(make_node("c1", 1))
     gap = await view.apply(skipped_to)
     assert (gap.outcome, gap.reason) == ("resync", "gap")
-    snap = await read_snapshot(redis_client, names)
+    snap = await ViewReader(redis_client, names).snapshot()
     assert (snap.version, snap.seq, list(snap.nodes)) == (2, found.seq, [])  # the gap wrote nothing
     assert await redis_client.xlen(names.view_log) == 2
 
@@ -72,7 +73,7 @@ async def test_events_are_applied_in_order_and_published(
     feed = DiscoveryFeed(redis_client, names)
     await feed.reset()
     worker = await start_registry()
-    start = (await read_snapshot(redis_client, names)).version
+    start = (await ViewReader(redis_client, names).snapshot()).version
     await feed.cluster_found(make_cluster(1))
     for i in range(3):
         await feed.node_upsert(make_node("c1", i))
@@ -92,7 +93,7 @@ async def test_events_are_applied_in_order_and_published(
     assert [e.payload.version for e in view_events] == list(range(start + 1, start + 8))
     assert all(e.seq == e.payload.version for e in view_events)
     updated, removed = view_events[4].payload, view_events[5].payload
-    assert updated.record is not None and updated.record["state"] == "DEAD"
+    assert updated.record is not None and updated.record.state == "DEAD"
     assert updated.changed["state"].old == "ALIVE" and updated.changed["state"].new == "DEAD"
     assert removed.record is None
     log = await redis_client.xrange(names.view_log, min=f"{start + 1}-0")
@@ -123,12 +124,12 @@ async def test_a_gap_leads_to_a_resync_equal_to_discovery(
     await feed.cluster_found(make_cluster(1))
     await feed.reset()
     worker = await start_registry(check_interval=60)  # only the gap may trigger the resync
-    epoch = (await read_snapshot(redis_client, names)).epoch
+    epoch = (await ViewReader(redis_client, names).snapshot()).epoch
     for i in range(5):
         await feed.node_upsert(make_node("c1", i), publish=False)  # lost messages
     await feed.node_upsert(make_node("c1", 7))
     assert await wait_equal(redis_client, names) == []
-    snap = await read_snapshot(redis_client, names)
+    snap = await ViewReader(redis_client, names).snapshot()
     assert sorted(snap.nodes) == [f"c1-n000{i}" for i in (0, 1, 2, 3, 4, 7)]
     assert snap.epoch == epoch  # a resync keeps the epoch: only a lost view gets a new one
     assert await wait_for(lambda: any(isinstance(e, ViewResetEvent) for e in view_events))
@@ -144,7 +145,7 @@ async def test_a_lost_last_message_is_caught_by_the_periodic_check(
     await feed.cluster_found(make_cluster(1))
     await feed.node_upsert(make_node("c1", 0), publish=False)  # nothing follows to reveal the gap
     assert await wait_equal(redis_client, names) == []
-    assert "c1-n0000" in (await read_snapshot(redis_client, names)).nodes
+    assert "c1-n0000" in (await ViewReader(redis_client, names).snapshot()).nodes
 
 
 async def test_source_reset_and_a_new_source_rebuild_the_view(
@@ -164,7 +165,7 @@ async def test_source_reset_and_a_new_source_rebuild_the_view(
     restarted.nodes = {n.id: n for n in (make_node("c2", 0), make_node("c2", 1))}
     await restarted.reset()
     assert await wait_equal(redis_client, names) == []
-    assert sorted((await read_snapshot(redis_client, names)).nodes) == ["c2-n0000", "c2-n0001"]
+    assert sorted((await ViewReader(redis_client, names).snapshot()).nodes) == ["c2-n0000", "c2-n0001"]
 
     # Another source whose reset was lost: its first event reveals it.
     third = DiscoveryFeed(redis_client, names)
@@ -172,7 +173,7 @@ async def test_source_reset_and_a_new_source_rebuild_the_view(
     await third.reset(publish=False)
     await third.cluster_found(make_cluster(3))
     assert await wait_equal(redis_client, names) == []
-    assert sorted((await read_snapshot(redis_client, names)).clusters) == ["c2", "c3"]
+    assert sorted((await ViewReader(redis_client, names).snapshot()).clusters) == ["c2", "c3"]
 
 
 async def test_a_removed_cluster_leaves_the_view_with_its_nodes(
@@ -187,7 +188,7 @@ async def test_a_removed_cluster_leaves_the_view_with_its_nodes(
             await feed.node_upsert(make_node(f"c{c}", i))
     await feed.cluster_removed("c1")
     assert await wait_equal(redis_client, names) == []
-    snap = await read_snapshot(redis_client, names)
+    snap = await ViewReader(redis_client, names).snapshot()
     assert (sorted(snap.clusters), sorted(snap.nodes)) == (["c2"], ["c2-n0000", "c2-n0001"])
     assert await wait_for(lambda: len(changed_only(view_events)) >= 9)
     assert [(e.payload.kind, e.payload.change, e.payload.id) for e in changed_only(view_events)[-3:]] == [
@@ -203,12 +204,12 @@ async def test_a_restarted_worker_on_an_equal_view_does_not_reset_clients(
     await feed.cluster_found(make_cluster(1))
     assert await wait_equal(redis_client, names) == []
     assert await wait_for(lambda: len(view_events) >= 2)  # the view's creation, then the cluster
-    before = await read_snapshot(redis_client, names)
+    before = await ViewReader(redis_client, names).snapshot()
     await first.close()
     seen = len(view_events)
     second = await start_registry()
     assert second.resyncs >= 1
-    after = await read_snapshot(redis_client, names)
+    after = await ViewReader(redis_client, names).snapshot()
     assert (after.epoch, after.version) == (before.epoch, before.version)
     await feed.node_upsert(make_node("c1", 0))
     assert await wait_for(lambda: len(view_events) >= seen + 1)
@@ -217,7 +218,7 @@ async def test_a_restarted_worker_on_an_equal_view_does_not_reset_clients(
 
 def test_the_hot_path_template_is_exactly_the_encoded_event() -> None:
     node = make_node("c1", 3)
-    change = ViewChange("node", "updated", node.id, node, {"state": {"old": "ALIVE", "new": "DEAD"}})
+    change = ViewChange("node-changed", "updated", node.id, node, {"state": {"old": "ALIVE", "new": "DEAD"}})
     data, seq_at, epoch_at, version_at = view_changed_template(change, node.model_dump(mode="json"))
     decoded = codec.decode(data)
     assert isinstance(decoded, ViewChangedEvent)

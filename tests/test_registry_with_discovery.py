@@ -11,8 +11,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from castray import local_ray
-from castray.node_registry.view import read_snapshot
 from castray.shared.names import Names
+from castray.shared.view import ViewReader
 from tests.support.discovery import run_discovery, wait_until  # noqa: F401  (fixtures)
 from tests.support.registry import StartRegistry, view_differs
 
@@ -29,12 +29,12 @@ async def test_view_follows_discovery_of_a_real_cluster(
     await discovery.commands("discover", {})
 
     async def equal_with(*ray_ids: str) -> bool:
-        snap = await read_snapshot(redis_client, names)
+        snap = await ViewReader(redis_client, names).snapshot()
         seen = {n.ray_node_id: n.state for n in snap.nodes.values()}
         return all(seen.get(r) == "ALIVE" for r in ray_ids) and await view_differs(redis_client, names) == []
 
     await wait_until(lambda: equal_with(ray_head.node_id), what="the head ALIVE in a view equal to discovery")
-    snap = await read_snapshot(redis_client, names)
+    snap = await ViewReader(redis_client, names).snapshot()
     [cluster] = snap.clusters.values()
     assert cluster.state == "alive" and cluster.dashboard_url is not None
     before = snap.epoch
@@ -49,4 +49,5 @@ async def test_view_follows_discovery_of_a_real_cluster(
         return meta.get(b"source") == restarted.bus.source.encode() and await equal_with(ray_head.node_id)
 
     await wait_until(follows_new_source, what="the view rebuilt from the restarted discovery")
-    assert (await read_snapshot(redis_client, names)).epoch == before  # Redis kept the view: same epoch
+    # Redis kept the view: same epoch
+    assert (await ViewReader(redis_client, names).snapshot()).epoch == before

@@ -10,6 +10,8 @@ The hub also pushes the original CastRay's messages, shaped by ``original_status
 the clients of the ``status`` topic, at most once per ``status_interval`` while the view or the transfers
 change and every ``status_idle_interval`` seconds otherwise (built once and shared by every client), and
 the ``external_cluster_*`` messages.
+
+``setup(app)`` puts the gateway's one `ViewReader` and its hub on the app, before the other features.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
+from castray.gateway import keys
 from castray.gateway import original_status as original
-from castray.gateway.view_store import Snapshot, ViewStore
 from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.events import (
+    ClusterDelta,
     ClusterInfo,
     Event,
     MessageSentEvent,
@@ -34,6 +39,7 @@ from castray.shared.events import (
     ViewResetEvent,
 )
 from castray.shared.lifecycle import stop_task
+from castray.shared.view import Snapshot, ViewReader
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +114,16 @@ class Subscriber:
 
 
 def delta_message(p: ViewChanged) -> dict[str, Any]:
-    """A view delta as clients see it: node-changed, cluster-found/-lost/-removed (cluster-<change>)."""
-    key, kind = ("node", "node-changed") if p.kind == "node" else ("cluster", f"cluster-{p.change}")
-    return {"type": kind, "epoch": p.epoch, "version": p.version, "change": p.change, "id": p.id,
-            key: p.record, "changed": {k: v.model_dump(mode="json") for k, v in p.changed.items()}}
+    """A view delta as clients see it: the delta as the registry published it (see `castray.shared.view`)."""
+    return p.model_dump(mode="json")
+
+
+def view_topic(p: ViewChanged) -> str:
+    return "nodes" if p.kind == "node" else "clusters"
 
 
 def delta_frame(p: ViewChanged) -> Frame:
-    topic = "nodes" if p.kind == "node" else "clusters"
-    return Frame(topic, dumps(delta_message(p)), epoch=p.epoch, version=p.version)
+    return Frame(view_topic(p), dumps(delta_message(p)), epoch=p.epoch, version=p.version)
 
 
 def event_message(event: Event) -> dict[str, Any]:
@@ -153,7 +160,7 @@ def legacy_cluster_frames(
 class EventHub:
     """The process's single subscription to the event channels, fanned out to subscribers."""
 
-    def __init__(self, bus: Bus, store: ViewStore, *, status_interval: float = 1.0,
+    def __init__(self, bus: Bus, store: ViewReader, *, status_interval: float = 1.0,
                  status_idle_interval: float = original.STATUS_IDLE_INTERVAL) -> None:
         self.bus = bus
         self.store = store
@@ -232,25 +239,21 @@ class EventHub:
             self._dirty.set()
         elif isinstance(event, ViewChangedEvent):
             self._dirty.set()
-            if event.payload.kind == "cluster":
+            if isinstance(event.payload, ClusterDelta):
                 self._note_cluster(event.payload)
 
-    def _note_cluster(self, p: ViewChanged) -> None:
+    def _note_cluster(self, p: ClusterDelta) -> None:
         """Queue the original's cluster messages: discovered when a cluster appears or comes back
         (not on every update), disconnected when it is removed (its record is gone, so it is kept here)."""
         prev = self._known.get(p.id)
-        if p.change == "removed":
+        if p.cluster is None:
             self._known.pop(p.id, None)
             self._removed.append(prev or ClusterInfo(id=p.id, name=p.id))
             return
-        try:
-            cluster = ClusterInfo.model_validate(p.record)
-        except ValueError:
-            return
-        self._known[p.id] = cluster
+        self._known[p.id] = p.cluster
         if p.change == "found" and (prev is None or prev.state != "alive"
-                                    or (cluster.found_by == "manual" and prev.found_by != "manual")):
-            self._found.append(cluster)
+                                    or (p.cluster.found_by == "manual" and prev.found_by != "manual")):
+            self._found.append(p.cluster)
 
     async def _status_loop(self) -> None:
         """Push status_update (and the original's cluster messages) at most once per ``status_interval``
@@ -283,3 +286,19 @@ class EventHub:
                 self.publish(frame)
         if any(original.STATUS_TOPIC in sub.topics for sub in self._subs):
             self.publish(Frame(original.STATUS_TOPIC, (await self.status.current(self.store)).message))
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    view = ViewReader(app[keys.REDIS], app[keys.NAMES])
+    app[keys.VIEW] = view
+    hub = EventHub(app[keys.BUS], view, status_interval=settings.status_interval)
+    app[keys.HUB] = hub
+    await hub.start()
+    yield
+    await hub.close()
+
+
+def setup(app: web.Application) -> None:
+    """Put the view reader and the process's one event listener on the app (after Redis), for the others."""
+    app.cleanup_ctx.append(_hub_ctx)

@@ -1,6 +1,6 @@
 """The gateway's features, in the order their routes are added. Each module has ``setup(app)``.
 
-``view_store`` comes first: it opens the view and the shared event listener the others use.
+``event_hub`` comes first: it opens the view and the shared event listener the others use.
 Order matters for routes only where a fixed path and a variable one overlap (see ``nodes_api``);
 ``openapi`` builds its description at start-up, so its place does not matter.
 """
@@ -11,6 +11,7 @@ from types import ModuleType
 
 from castray.gateway import (
     clusters_api,
+    event_hub,
     files_api,
     legacy_transfers_api,
     messages_api,
@@ -21,10 +22,9 @@ from castray.gateway import (
     transfers_api,
     ui,
     uploads_api,
-    view_store,
     ws,
 )
 
-ALL: list[ModuleType] = [view_store, status_api, clusters_api, nodes_api, ws, transfers_api, files_api,
+ALL: list[ModuleType] = [event_hub, status_api, clusters_api, nodes_api, ws, transfers_api, files_api,
                          uploads_api, legacy_transfers_api, messages_api, metrics, ui,
                          openapi]

@@ -10,19 +10,19 @@ from aiohttp import web
 from castray.gateway.settings import GatewaySettings
 from castray.shared.bus import Bus
 from castray.shared.names import Names
+from castray.shared.view import ViewReader
 
 if TYPE_CHECKING:  # the modules below import this one
     from castray.gateway.event_hub import EventHub
     from castray.gateway.metrics import GatewayMetrics
     from castray.gateway.origin import BrowserPolicy
-    from castray.gateway.view_store import ViewStore
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 BROWSER_POLICY: web.AppKey[BrowserPolicy] = web.AppKey("browser_policy")
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", Bus)
 NAMES = web.AppKey("names", Names)
-VIEW: web.AppKey[ViewStore] = web.AppKey("view")
+VIEW: web.AppKey[ViewReader] = web.AppKey("view")
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
 # Open WebSockets, closed on shutdown so a stop never waits for clients to leave.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")

@@ -63,7 +63,7 @@ async def manual(request: web.Request) -> web.Response:
 @doc("Per-node transfer statistics (from the newest transfer records)", tag=TAG)
 async def status(request: web.Request) -> web.Response:
     redis, names = request.app[keys.REDIS], request.app[keys.NAMES]
-    nodes = await store.all_nodes(redis, names)
+    nodes = await request.app[keys.VIEW].nodes()
     records, _ = await store.list_transfers(redis, names, limit=STATS_WINDOW, offset=0)
     return web.json_response(of.node_stats(list(nodes), records))
 
@@ -82,7 +82,7 @@ class AutoToggle(BaseModel):
                                           409: "Automatic transfers do not exist here"})
 async def auto_toggle(request: web.Request) -> web.Response:
     body = await parse_body(request, AutoToggle)
-    node = await store.get_node(request.app[keys.REDIS], request.app[keys.NAMES], body.node_id)
+    node = await request.app[keys.VIEW].node(body.node_id)
     if node is None:
         raise ApiError(404, f"unknown node {body.node_id!r}" if body.node_id else "give a node_id",
                        code="unknown_node")

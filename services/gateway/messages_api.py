@@ -17,7 +17,6 @@ from aiohttp import web
 
 from castray.gateway import keys, message_store
 from castray.gateway import original_messages as original
-from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, MessageTooLarge, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original_messages import CastMessage, CastResponse
@@ -69,10 +68,9 @@ def _content(msg: CastMessage, max_bytes: int) -> Any:
 
 async def _recipients(app: web.Application, msg: CastMessage) -> tuple[list[str], list[str], NodeInfo | None]:
     """(delivered ids, failed ids, the sender's node if it is one); 4xx when nobody can receive."""
-    redis, names = app[keys.REDIS], app[keys.NAMES]
-    sender = await store.get_node(redis, names, msg.sender)
+    sender = await app[keys.VIEW].node(msg.sender)
     if msg.cast_type == "broadcast":
-        nodes = await store.all_nodes(redis, names)
+        nodes = await app[keys.VIEW].nodes()
         # From a node: every other alive node of its cluster; from outside: every alive node.
         alive = sorted(n.id for n in nodes.values() if n.state == "ALIVE" and n.id != msg.sender
                        and (sender is None or n.cluster_id == sender.cluster_id))
@@ -84,7 +82,7 @@ async def _recipients(app: web.Application, msg: CastMessage) -> tuple[list[str]
         raise ApiError(400, f"unicast needs exactly one recipient (got {len(wanted)})", code="bad_recipients")
     if not wanted:
         raise ApiError(400, "multicast needs at least one recipient", code="bad_recipients")
-    nodes = await store.get_nodes(redis, names, wanted)
+    nodes = await app[keys.VIEW].nodes(wanted)
     delivered = [r for r in wanted if r in nodes and nodes[r].state == "ALIVE"]
     failed = [r for r in wanted if r not in delivered]
     if not delivered:
@@ -107,7 +105,7 @@ async def node_messages(request: web.Request) -> web.Response:
     redis, names = app[keys.REDIS], app[keys.NAMES]
     messages = await message_store.read(redis, names, node_id, count)
     if not messages and await message_store.is_empty(redis, names, node_id) \
-            and await store.get_node(redis, names, node_id) is None:
+            and await app[keys.VIEW].node(node_id) is None:
         raise ApiError(404, f"unknown node {node_id!r}", code="unknown_node")
     return web.json_response(messages)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from castray.gateway.summaries import cluster_address, cluster_summary, counted, is_external, node_record
-from castray.gateway.view_store import Snapshot
 from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.view import Snapshot
 
 
 def external_node(node: NodeInfo, clusters: dict[str, ClusterInfo]) -> dict[str, Any]:

@@ -45,7 +45,6 @@ import redis.asyncio as aioredis
 
 from castray.gateway import original_clusters, summaries
 from castray.gateway import transfer_store as store
-from castray.gateway.view_store import Snapshot, ViewMeta, ViewStore
 from castray.shared.events import (
     ClusterInfo,
     Event,
@@ -58,6 +57,7 @@ from castray.shared.events import (
 )
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord
+from castray.shared.view import Snapshot, ViewMeta, ViewReader
 
 # The original CastRay labelled Ray nodes this way in /api/status; its scripts and page read it.
 RAY_NODE_TYPE = "Ray节点"
@@ -229,7 +229,7 @@ class StatusCache:
             self._stats, self._stats_at = fresh, now
         return self._stats
 
-    async def current(self, view: ViewStore) -> StatusBody:
+    async def current(self, view: ViewReader) -> StatusBody:
         """The status of the view now: reused while its version and the statistics are unchanged (one
         small read of the view's meta), built from a snapshot otherwise."""
         stats = await self.stats()

@@ -9,8 +9,8 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
-from castray.gateway.view_store import Snapshot
 from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.view import Snapshot
 
 
 def cluster_address(cluster: ClusterInfo) -> str | None:

@@ -55,12 +55,11 @@ class SourceFacts:
 
 async def plan(app: web.Application, req: TransferRequest, *, sender_id: str | None = None) -> TransferRecord:
     """Validate ``req`` against the view and build its record (state ``queued``); `ApiError` if invalid."""
-    redis, names = app[keys.REDIS], app[keys.NAMES]
     transfer_id = uuid.uuid4().hex
     facts = await _source_facts(app, req, transfer_id)
     targets = list(dict.fromkeys(t.strip() for t in req.targets))  # keep order, drop duplicates
     _check_mode(req, targets)
-    nodes = await store.get_nodes(redis, names, targets)
+    nodes = await app[keys.VIEW].nodes(targets)
     unknown = [t for t in targets if t not in nodes]
     if unknown:
         raise ApiError(404, f"unknown node(s): {', '.join(unknown)}", code="unknown_node", unknown=unknown)
@@ -142,7 +141,7 @@ def generate_size(app: web.Application, size: str | int) -> int:
 
 
 async def _source_node(app: web.Application, node_id: str) -> NodeInfo:
-    node = await store.get_node(app[keys.REDIS], app[keys.NAMES], node_id)
+    node = await app[keys.VIEW].node(node_id)
     if node is None:
         raise ApiError(404, f"unknown source node {node_id!r}", code="unknown_node", unknown=[node_id])
     if node.state != "ALIVE":
@@ -187,7 +186,7 @@ async def _broadcast_targets(app: web.Application, cluster_id: str | None, named
         cluster_id = named[0].cluster_id
     if cluster_id is not None:
         _check_one_cluster(cluster_id, named)
-    nodes = await store.all_nodes(app[keys.REDIS], app[keys.NAMES])
+    nodes = await app[keys.VIEW].nodes()
     if cluster_id is None:
         clusters = sorted({n.cluster_id for n in nodes.values() if n.state == "ALIVE"})
         if len(clusters) != 1:
@@ -215,15 +214,14 @@ async def resolve_recipients(app: web.Application, sender_id: str | None,
     """404 for an unknown sender; each recipient kept if known, ALIVE and in the sender's cluster (or the
     first valid recipient's cluster when no sender is named), else listed in ``failed`` with the reason;
     400 when none is left."""
-    redis, names = app[keys.REDIS], app[keys.NAMES]
     sender = None
     if sender_id:
-        sender = await store.get_node(redis, names, sender_id)
+        sender = await app[keys.VIEW].node(sender_id)
         if sender is None:
             raise ApiError(404, f"unknown sender node {sender_id!r}", code="unknown_node",
                            unknown=[sender_id])
     wanted = list(dict.fromkeys(r.strip() for r in recipients if r and r.strip()))
-    nodes = await store.get_nodes(redis, names, wanted)
+    nodes = await app[keys.VIEW].nodes(wanted)
     cluster = sender.cluster_id if sender else None
     valid: list[str] = []
     failed: dict[str, str] = {}

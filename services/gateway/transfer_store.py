@@ -1,4 +1,5 @@
-"""What the gateway's transfer features read and write in Redis: the view's nodes, uploads, transfers.
+"""What the gateway's transfer features read and write in Redis: uploads and transfers (the view's nodes
+are read with the app's `castray.shared.view.ViewReader`).
 
 Shared by the transfer, file-generator and legacy endpoints so that every way of asking for a transfer
 is validated and queued the same way (`plan` then `enqueue`).
@@ -19,45 +20,10 @@ from redis.exceptions import WatchError
 from castray.gateway.errors import ApiError
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
-from castray.shared.events import NodeInfo
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord, UploadOrigin, UploadRecord
 
 FINISHED = ("completed", "failed", "cancelled")
-
-
-# --- the view's nodes ------------------------------------------------------------------------------
-async def all_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
-    """Every node of the merged view, by id (undecodable rows skipped)."""
-    raw = await redis.hgetall(names.view_nodes)
-    nodes: dict[str, NodeInfo] = {}
-    for value in raw.values():
-        try:
-            node = codec.decode_model(value, NodeInfo)
-        except EventDecodeError:
-            continue
-        nodes[node.id] = node
-    return nodes
-
-
-async def get_nodes(redis: aioredis.Redis, names: Names, ids: list[str]) -> dict[str, NodeInfo]:
-    """The view's nodes among ``ids`` (missing ones are simply absent)."""
-    if not ids:
-        return {}
-    values = await redis.hmget(names.view_nodes, ids)
-    found: dict[str, NodeInfo] = {}
-    for node_id, value in zip(ids, values, strict=True):
-        if value is None:
-            continue
-        try:
-            found[node_id] = codec.decode_model(value, NodeInfo)
-        except EventDecodeError:
-            continue
-    return found
-
-
-async def get_node(redis: aioredis.Redis, names: Names, node_id: str) -> NodeInfo | None:
-    return (await get_nodes(redis, names, [node_id])).get(node_id)
 
 
 # --- uploads (and generated files registered like uploads) -----------------------------------------

@@ -19,12 +19,12 @@ from aiohttp import WSMsgType, web
 from castray.gateway import keys
 from castray.gateway.auth import WS_PROTOCOL
 from castray.gateway.errors import ApiError
-from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps
+from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps, view_topic
 from castray.gateway.openapi import doc
 from castray.gateway.original_status import STATUS_TOPIC, StatusCache
-from castray.gateway.view_store import ViewStore
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lifecycle import stop_task
+from castray.shared.view import ViewReader
 
 log = logging.getLogger(__name__)
 MAX_CLIENT_FRAME = 64 * 1024
@@ -57,7 +57,7 @@ def parse_resume(query: Any) -> tuple[str, int] | None:
 class WsSession:
     """Sends one client its snapshot and deltas, in order, from its hub queue."""
 
-    def __init__(self, ws: web.WebSocketResponse, sub: Subscriber, store: ViewStore, *, replay_limit: int,
+    def __init__(self, ws: web.WebSocketResponse, sub: Subscriber, store: ViewReader, *, replay_limit: int,
                  status: StatusCache | None = None):
         self.ws = ws
         self.sub = sub
@@ -130,8 +130,7 @@ class WsSession:
             await self.send({"type": "resumed", "epoch": epoch, "since": since, "version": meta.version,
                              "topics": sorted(self.sub.topics)})
         for delta in deltas:
-            topic = "nodes" if delta.kind == "node" else "clusters"
-            if topic in self.sub.topics:
+            if view_topic(delta) in self.sub.topics:
                 await self.send(delta_message(delta))
             self.version = delta.version
         return True

@@ -6,7 +6,7 @@ What readers (the gateway) rely on, all names from `castray.shared.names.Names`:
 - ``view_meta``: hash ``epoch`` (16 hex chars; new only when the view is built from nothing, e.g. Redis
   lost its data), ``version`` (+1 per change, and +1 per rebuild), ``source`` and ``seq`` (the last
   discovery event the view includes). Read the three hashes in one MULTI for a consistent snapshot
-  (`castray.node_registry.view.read_snapshot` does).
+  (`castray.shared.view.ViewReader.snapshot` does).
 - ``view_log``: stream, one entry per version, id ``<version>-0``, field ``data`` = ``codec.encode`` of
   a view-changed event, or of a view-reset at a version where the view was rebuilt (replay stops there:
   take a snapshot). Capped (MAXLEN ~ ``CASTRAY_LOG_MAXLEN``); deleted when the epoch changes.

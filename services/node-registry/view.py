@@ -1,10 +1,8 @@
-"""The merged node view in Redis: apply discovery's events to it, rebuild it, read it.
+"""The merged node view in Redis, written: apply discovery's events to it, rebuild it.
 
-Layout (all under the namespace; see `Names`): ``view_clusters`` and ``view_nodes`` hold
-``codec.encode_model`` of each `ClusterInfo` / `NodeInfo` by id; ``view_meta`` holds ``epoch``,
-``version``, ``source`` and ``seq`` (the last discovery event the view includes); ``view_log`` is a
-capped stream with one entry per version (id ``<version>-0``, field ``data``); every change is also
-published on ``view_events``. Both writers are Lua scripts (`scripts`), so replicas cannot collide.
+The layout, and why a view-changed event forwards the discovery event it applied, are in
+`castray.shared.view`, which also holds the one reader. Both writers here are Lua scripts (`scripts`),
+so replicas cannot collide.
 """
 
 from __future__ import annotations
@@ -58,26 +56,19 @@ class ResyncResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The view as one consistent read: meta plus every record."""
-
-    epoch: str | None
-    version: int
-    source: str
-    seq: int
-    clusters: dict[str, ClusterInfo]
-    nodes: dict[str, NodeInfo]
-
-
-@dataclass(frozen=True, slots=True)
 class ViewChange:
-    """What one discovery event does to the view."""
+    """What one discovery event does to the view: the delta's fields (`castray.shared.events.ViewDelta`)
+    but the view's epoch and version, which only the script knows."""
 
-    kind: Literal["cluster", "node"]
+    type: Literal["node-changed", "cluster-found", "cluster-lost", "cluster-removed"]
     change: str
     id: str
     record: ClusterInfo | NodeInfo | None
     changed: dict[str, Any]
+
+    @property
+    def kind(self) -> Literal["cluster", "node"]:
+        return "node" if self.type == "node-changed" else "cluster"
 
 
 def view_changed_template(change: ViewChange, record: dict[str, Any] | None) -> tuple[bytes, int, int, int]:
@@ -88,8 +79,8 @@ def view_changed_template(change: ViewChange, record: dict[str, Any] | None) -> 
     """
     head = codec.pack({"source": VIEW_SOURCE, "seq": INT_PLACEHOLDER, "time": time.time(),
                        "type": "view-changed"})
-    payload = codec.pack({"epoch": EPOCH_PLACEHOLDER, "version": INT_PLACEHOLDER, "kind": change.kind,
-                          "change": change.change, "id": change.id, "record": record,
+    payload = codec.pack({"epoch": EPOCH_PLACEHOLDER, "version": INT_PLACEHOLDER, "type": change.type,
+                          "change": change.change, "id": change.id, change.kind: record,
                           "changed": change.changed})
     # A 5-entry map: the 4 head entries (re-headed) plus "payload"; offsets are fixed by construction.
     data = b"\x85" + head[1:] + codec.pack("payload") + payload
@@ -100,9 +91,9 @@ def view_changed_template(change: ViewChange, record: dict[str, Any] | None) -> 
 
 
 def _apply_result(reply: Any) -> ApplyResult:
-    status = _text(reply[0])
+    status = codec.as_text(reply[0])
     if status == "resync":
-        return ApplyResult("resync", reason=_text(reply[1]))
+        return ApplyResult("resync", reason=str(codec.as_text(reply[1])))
     return ApplyResult("applied" if status == "applied" else "duplicate", version=int(reply[1]))
 
 
@@ -115,10 +106,10 @@ def change_of(event: Event) -> ViewChange | None:
     if isinstance(event, ClusterFoundEvent | ClusterLostEvent | ClusterRemovedEvent):
         change = event.type.removeprefix("cluster-")
         cluster = event.payload.cluster
-        return ViewChange("cluster", change, cluster.id, None if change == "removed" else cluster, {})
+        return ViewChange(event.type, change, cluster.id, None if change == "removed" else cluster, {})
     if isinstance(event, NodeChangedEvent):
         p = event.payload
-        return ViewChange("node", p.change, p.node.id, None if p.change == "removed" else p.node,
+        return ViewChange(event.type, p.change, p.node.id, None if p.change == "removed" else p.node,
                           {k: v.model_dump(mode="json") for k, v in p.changed.items()})
     return None
 
@@ -194,26 +185,5 @@ class MergedView:
                   n.discovery_meta, n.discovery_clusters, n.discovery_nodes],
             args=[new_epoch(), *tpl.args(), self.log_maxlen, n.view_events],
         )
-        return ResyncResult(_text(out[0]), int(out[1]), _text(out[2]), _text(out[3]),  # type: ignore[arg-type]
-                            int(out[4]))
-
-
-async def read_snapshot(redis: aioredis.Redis, names: Names) -> Snapshot:
-    """The whole view in one MULTI, so records and version always belong together."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hgetall(names.view_meta)
-        pipe.hgetall(names.view_clusters)
-        pipe.hgetall(names.view_nodes)
-        meta, clusters, nodes = await pipe.execute()
-    return Snapshot(
-        epoch=_text(meta[b"epoch"]) if b"epoch" in meta else None,
-        version=int(meta.get(b"version", 0)),
-        source=_text(meta.get(b"source", b"")),
-        seq=int(meta.get(b"seq", 0)),
-        clusters={_text(k): codec.decode_model(v, ClusterInfo) for k, v in clusters.items()},
-        nodes={_text(k): codec.decode_model(v, NodeInfo) for k, v in nodes.items()},
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        outcome, _, epoch, source, _ = (str(codec.as_text(v)) for v in out)
+        return ResyncResult(outcome, int(out[1]), epoch, source, int(out[4]))  # type: ignore[arg-type]

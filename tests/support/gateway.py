@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from pydantic import TypeAdapter
 
 from castray.shared import codec
 from castray.shared.events import (
@@ -28,6 +29,7 @@ from castray.shared.events import (
 from castray.shared.names import Names
 
 DEADLINE = 15.0
+DELTA: TypeAdapter[ViewChanged] = TypeAdapter(ViewChanged)
 
 
 def cluster(
@@ -139,15 +141,15 @@ class ViewWriter:
             source="node-registry",
             seq=self.version,
             time=time.time(),
-            payload=ViewChanged(
-                epoch=self.epoch,
-                version=self.version,
-                kind=kind,
-                change=change,
-                id=rid,
-                record=None if record is None else record.model_dump(mode="json"),
-                changed=changed or {},
-            ),
+            payload=DELTA.validate_python({
+                "epoch": self.epoch,
+                "version": self.version,
+                "type": "node-changed" if kind == "node" else f"cluster-{change}",
+                "change": change,
+                "id": rid,
+                kind: record,
+                "changed": changed or {},
+            }),
         )
         target = n.view_clusters if kind == "cluster" else n.view_nodes
         async with self.redis.pipeline(transaction=True) as pipe:
