@@ -41,6 +41,7 @@ from castray.discovery.settings import DiscoverySettings  # noqa: E402
 from castray.local_ray import free_port  # noqa: E402
 from castray.shared.settings import CommonSettings  # noqa: E402
 from tests.support.namespace import drop_namespace  # noqa: E402
+from tests.support.ray_nodes import start_worker  # noqa: E402
 
 DASH_POLL = 0.020
 TARGETS = {"issue 3": 2.0, "issue 2": 3.0}
@@ -149,7 +150,7 @@ async def measure(head: local_ray.RayNode, base: str, joins: int, kills: int,
             joined: list[float] = []
             for i in range(joins):
                 await asyncio.sleep(random.uniform(0, poll))
-                worker = await asyncio.to_thread(local_ray.start_worker, head)
+                worker = await asyncio.to_thread(start_worker, head)
                 workers.append(worker)
                 assert worker.node_id
                 joined.append(await clock.delay((worker.node_id, "ALIVE")))

@@ -38,6 +38,7 @@ from bench.transfer import MB, bench_cp, make_source  # noqa: E402
 from castray import local_ray  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
 from tests.support.namespace import drop_namespace  # noqa: E402
+from tests.support.ray_nodes import start_worker  # noqa: E402
 
 
 async def view_ids(http: aiohttp.ClientSession, base: str, nodes: list[local_ray.RayNode]) -> list[str]:
@@ -129,11 +130,11 @@ def main() -> None:
         a_head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-a-"), num_cpus=1,
                                       object_store_memory=256 * 1024**2, die_with_parent=True)
         nodes.append(a_head)
-        nodes.append(local_ray.start_worker(a_head, object_store_memory=256 * 1024**2))
+        nodes.append(start_worker(a_head, object_store_memory=256 * 1024**2))
         b_head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-b-"), num_cpus=1,
                                       object_store_memory=256 * 1024**2, die_with_parent=True)
         nodes.append(b_head)
-        nodes.append(local_ray.start_worker(b_head, object_store_memory=256 * 1024**2))
+        nodes.append(start_worker(b_head, object_store_memory=256 * 1024**2))
         up, port = start_up([a_head, b_head], work, namespace)
         asyncio.run(measure(f"http://127.0.0.1:{port}", src, size, work, nodes[:2], nodes[2:], args.rounds))
     finally:

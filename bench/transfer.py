@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from castray import local_ray  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
+from tests.support.ray_nodes import start_worker  # noqa: E402
 
 MB = 1_000_000
 
@@ -237,7 +238,7 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
     head = local_ray.start_head(ray_tmp, num_cpus=1, object_store_memory=store)
     nodes.append(head)
     for _ in range(3):
-        nodes.append(local_ray.start_worker(head, object_store_memory=store))
+        nodes.append(start_worker(head, object_store_memory=store))
     print(f"  (4 Ray nodes up in {time.perf_counter() - t0:.1f} s)")
 
     import ray

@@ -1,8 +1,9 @@
 """Starting and stopping Ray nodes on this machine, on free ports, by process id.
 
-Used by ``castray up`` (a local head when no cluster is found) and by the tests (heads and workers they
-start and always stop). Each node runs as ``ray start --block`` in a process group of its own, so
-stopping it is killing that group: nothing else on the machine is touched (unlike ``ray stop``).
+Used by ``castray up`` (a local head when no cluster is found), by ``castray transfer --join-ray`` and by
+the tests (heads they start and always stop; their workers are in ``tests/support/ray_nodes.py``). Each
+node runs as ``ray start --block`` in a process group of its own, so stopping it is killing that group:
+nothing else on the machine is touched (unlike ``ray stop``).
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class RayNode:
             self.process.wait(timeout=10)
 
 
-def _popen(
+def launch(
     args: list[str], temp_dir: str, log_path: str, env: dict[str, str] | None, die_with_parent: bool = False
 ) -> subprocess.Popen[bytes]:
+    """Run ``args`` (a ``ray start --block``) in a process group of its own, its output to ``log_path``."""
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     # With die_with_parent, `ray start --block` gets SIGTERM when we die, and then stops its whole node.
@@ -132,82 +134,90 @@ def _popen(
                                 env=full_env, start_new_session=True, preexec_fn=preexec)
 
 
+@dataclass(frozen=True)
+class HeadPorts:
+    gcs: int
+    dashboard: int
+
+
+def start_args(
+    temp_dir: str,
+    worker_ports: tuple[int, int],
+    of: HeadPorts | str,
+    *,
+    num_cpus: int,
+    object_store_memory: int,
+    labels: dict[str, str] | None = None,
+    node_name: str | None = None,
+) -> list[str]:
+    """``ray start --block`` for a head listening on ``of`` or a node joining the GCS at address ``of``.
+
+    Its workers take ports in ``worker_ports`` and every other port is a free one outside that range, as
+    Ray refuses a component port inside it.
+    """
+    lo, hi = worker_ports
+    args = [ray_executable(), "start", "--block"]
+    if isinstance(of, HeadPorts):
+        args += ["--head", f"--port={of.gcs}", f"--dashboard-port={of.dashboard}",
+                 "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port_outside(lo, hi)}"]
+    else:
+        args.append(f"--address={of}")
+    args += [f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}",
+             f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
+             f"--max-worker-port={hi}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+             "--include-log-monitor=false"]
+    if labels:
+        args.append(f"--labels={json.dumps(labels)}")
+    if node_name:
+        args.append(f"--node-name={node_name}")
+    return args
+
+
+def head_command(
+    temp_dir: str, *, num_cpus: int = 1, dashboard_port: int | None = None,
+    object_store_memory: int = 200 * 1024 * 1024,
+) -> tuple[list[str], HeadPorts]:
+    """The ``ray start`` of a head with its own temp dir and free ports, and the ports it will listen on."""
+    lo, hi = free_port_range()
+    ports = HeadPorts(free_port_outside(lo, hi), dashboard_port or free_port_outside(lo, hi))
+    args = start_args(temp_dir, (lo, hi), ports, num_cpus=num_cpus, object_store_memory=object_store_memory)
+    return args, ports
+
+
+def run_head(
+    args: list[str], temp_dir: str, ports: HeadPorts, *, env: dict[str, str] | None = None,
+    wait: float = 60.0, die_with_parent: bool = False,
+) -> RayNode:
+    """Run a head's ``args``; return once its dashboard lists it ALIVE."""
+    log_path = os.path.join(temp_dir, "castray-head.log")
+    process = launch(args, temp_dir, log_path, env, die_with_parent)
+    node = RayNode(process, temp_dir, ports.gcs, ports.dashboard, True, log_path)
+    try:
+        node.node_id = wait_listed(node, ports.dashboard, lambda rows: [r for r in rows if r["is_head_node"]],
+                                   wait)
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
 def start_head(
     temp_dir: str,
     *,
     num_cpus: int = 1,
     dashboard_port: int | None = None,
     object_store_memory: int = 200 * 1024 * 1024,
-    resources: dict[str, float] | None = None,
     env: dict[str, str] | None = None,
     wait: float = 60.0,
     die_with_parent: bool = False,
-    wrap: list[str] | None = None,
 ) -> RayNode:
     """Start a head with its own temp dir and free ports; return once its dashboard lists it ALIVE.
 
     ``die_with_parent``: the head stops when the calling process dies, even by SIGKILL (Linux).
-    ``wrap``: a command that runs ``ray start`` as its arguments, e.g. ``unshare`` to give the head a
-    view of the filesystem of its own (it must exec them, so that the head keeps its process id).
     """
-    lo, hi = free_port_range()
-    gcs, dash = free_port_outside(lo, hi), dashboard_port or free_port_outside(lo, hi)
-    log_path = os.path.join(temp_dir, "castray-head.log")
-    args = [ray_executable(), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port_outside(lo, hi)}",
-            f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
-            f"--max-worker-port={hi}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
-            f"--object-store-memory={object_store_memory}", "--disable-usage-stats",
-            "--include-log-monitor=false"]
-    if resources:
-        args.append(f"--resources={json.dumps(resources)}")
-    process = _popen([*(wrap or []), *args], temp_dir, log_path, env, die_with_parent)
-    node = RayNode(process, temp_dir, gcs, dash, True, log_path)
-    try:
-        node.node_id = _wait_for_node(node, dash, lambda rows: [r for r in rows if r["is_head_node"]], wait)
-    except BaseException:
-        node.stop()
-        raise
-    return node
-
-
-def start_worker(
-    head: RayNode,
-    *,
-    num_cpus: int = 1,
-    object_store_memory: int = 200 * 1024 * 1024,
-    resources: dict[str, float] | None = None,
-    labels: dict[str, str] | None = None,
-    node_name: str | None = None,
-    env: dict[str, str] | None = None,
-    wait: float = 60.0,
-) -> RayNode:
-    """Join a worker to ``head``; return once the head's dashboard lists it ALIVE."""
-    assert head.dashboard_port is not None
-    before = {r["node_id"] for r in list_nodes(head.dashboard_url)}
-    lo, hi = free_port_range()
-    log_path = os.path.join(head.temp_dir, f"castray-worker-{lo}.log")
-    args = [ray_executable(), "start", "--block", f"--address={head.gcs_address}",
-            f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}",
-            f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
-            f"--max-worker-port={hi}", f"--temp-dir={head.temp_dir}", "--disable-usage-stats",
-            "--include-log-monitor=false"]
-    if resources:
-        args.append(f"--resources={json.dumps(resources)}")
-    if labels:
-        args.append(f"--labels={json.dumps(labels)}")
-    if node_name:
-        args.append(f"--node-name={node_name}")
-    node = RayNode(_popen(args, head.temp_dir, log_path, env), head.temp_dir, head.gcs_port, None, False,
-                   log_path)
-    try:
-        node.node_id = _wait_for_node(
-            node, head.dashboard_port,
-            lambda rows: [r for r in rows if r["node_id"] not in before and r["state"] == "ALIVE"], wait)
-    except BaseException:
-        node.stop()
-        raise
-    return node
+    args, ports = head_command(temp_dir, num_cpus=num_cpus, dashboard_port=dashboard_port,
+                               object_store_memory=object_store_memory)
+    return run_head(args, temp_dir, ports, env=env, wait=wait, die_with_parent=die_with_parent)
 
 
 def list_nodes(dashboard_url: str, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -217,7 +227,8 @@ def list_nodes(dashboard_url: str, timeout: float = 2.0) -> list[dict[str, Any]]
         return list(json.loads(resp.read())["data"]["result"]["result"])
 
 
-def _wait_for_node(node: RayNode, dash_port: int, pick: Any, wait: float) -> str:
+def wait_listed(node: RayNode, dash_port: int, pick: Any, wait: float) -> str:
+    """The id of the first row ``pick`` keeps from the dashboard's node list, once there is one."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if node.process.poll() is not None:
@@ -246,15 +257,10 @@ def join_cluster(
     """
     lo, hi = free_port_range()
     log_path = os.path.join(temp_dir, f"castray-join-{lo}.log")
-    args = [ray_executable(), "start", "--block", f"--address={gcs_address}", f"--num-cpus={num_cpus}",
-            f"--object-store-memory={object_store_memory}",
-            f"--dashboard-agent-listen-port={free_port_outside(lo, hi)}", f"--min-worker-port={lo}",
-            f"--max-worker-port={hi}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-            "--include-log-monitor=false"]
-    if labels:
-        args.append(f"--labels={json.dumps(labels)}")
+    args = start_args(temp_dir, (lo, hi), gcs_address, num_cpus=num_cpus,
+                      object_store_memory=object_store_memory, labels=labels)
     port = int(gcs_address.rpartition(":")[2])
-    node = RayNode(_popen(args, temp_dir, log_path, None, die_with_parent=True), temp_dir, port, None, False,
+    node = RayNode(launch(args, temp_dir, log_path, None, die_with_parent=True), temp_dir, port, None, False,
                    log_path)
     try:
         node.node_id = _wait_for_raylet(node, wait)

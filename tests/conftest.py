@@ -70,7 +70,7 @@ def ray_head() -> Iterator[local_ray.RayNode]:
 
 @pytest.fixture
 def ray_workers(ray_head: local_ray.RayNode) -> Iterator[list[local_ray.RayNode]]:
-    """Append workers with ``local_ray.start_worker(ray_head)``; they are stopped after the test."""
+    """Append workers from ``tests.support.ray_nodes.start_worker(ray_head)``; stopped after the test."""
     started: list[local_ray.RayNode] = []
     yield started
     for node in started:

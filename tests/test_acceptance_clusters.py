@@ -39,6 +39,7 @@ from tests.support.acceptance import (
     wait_for,
 )
 from tests.support.gateway import wait_for as await_for
+from tests.support.ray_nodes import start_worker
 
 DEADLINE = 90.0
 RUNNING = re.compile(r"discovery leading as (\S+) \(namespace (\S+)\)")
@@ -130,7 +131,7 @@ async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         http: aiohttp.ClientSession) -> None:
     ws = await WsWatch.open(http, up.base)
     try:
-        worker = await asyncio.to_thread(local_ray.start_worker, ray_head)
+        worker = await asyncio.to_thread(start_worker, ray_head)
         ray_workers.append(worker)
         assert worker.node_id
         added = await ws.until(node_event(worker.node_id, "added"), "the worker's node-changed added")
@@ -151,7 +152,7 @@ async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         assert code == 200 and node["node"]["state"] == "DEAD"
 
         # A crashed worker (its raylet killed -9): DEAD on /ws once Ray itself reports it DEAD.
-        crashed = await asyncio.to_thread(local_ray.start_worker, ray_head)
+        crashed = await asyncio.to_thread(start_worker, ray_head)
         ray_workers.append(crashed)
         assert crashed.node_id
         await ws.until(node_event(crashed.node_id, "added"), "the second worker's node-changed added")
@@ -175,7 +176,7 @@ async def test_registry_killed_ends_in_the_dashboards_view(
     assert registry is not None
     registry.kill()  # SIGKILL: no chance to flush or say goodbye
     # The cluster changes while the registry is away (or restarting): a worker joins.
-    worker = await asyncio.to_thread(local_ray.start_worker, ray_head)
+    worker = await asyncio.to_thread(start_worker, ray_head)
     ray_workers.append(worker)
     wait_for(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid, "registry restart")
     view = await until_equal(up, ray_head, "the view after the registry's restart")

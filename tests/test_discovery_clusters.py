@@ -21,6 +21,7 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     stored_state,
     wait_until,
 )
+from tests.support.ray_nodes import start_worker
 
 
 async def test_two_clusters_discover_and_disconnect_one(
@@ -135,7 +136,7 @@ async def test_hanging_cluster_does_not_delay_others(
         fake: Any = await worker.commands("connect", {"cluster_address": f"127.0.0.1:{port}"})  # type: ignore[misc]
         real: Any = await worker.commands("connect", {"cluster_address": ray_head.dashboard_url})  # type: ignore[misc]
         hang.set()  # from now on every poll of the fake hangs (for 30 s, the poll timeout)
-        node = local_ray.start_worker(ray_head)
+        node = start_worker(ray_head)
         ray_workers.append(node)
         await events.wait_for(
             node_event("added", ray_node_id=node.node_id), timeout=15, what="join beside a hang"

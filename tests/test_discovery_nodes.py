@@ -25,6 +25,7 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     stored_state,
     wait_until,
 )
+from tests.support.ray_nodes import start_worker
 
 
 def _apply(log: EventLog) -> tuple[dict[str, Any], dict[str, NodeInfo]]:
@@ -61,7 +62,7 @@ async def test_worker_join_and_sigterm(
     cid = reply["discovered_clusters"][0]["id"]
     await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
 
-    node = local_ray.start_worker(ray_head, labels={"team": "castray"}, node_name="w-join")
+    node = start_worker(ray_head, labels={"team": "castray"}, node_name="w-join")
     ray_workers.append(node)
     added = await events.wait_for(node_event("added", ray_node_id=node.node_id), what="worker added")
     info: Any = added.payload

@@ -23,6 +23,7 @@ from castray import local_ray
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
+from tests.support.ray_nodes import start_worker
 
 MiB = 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def bare_node(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFact
     site = tmp_path_factory.mktemp("bare-site")
     (site / "sitecustomize.py").write_text(textwrap.dedent(_SITECUSTOMIZE.format(installed=str(REPO))))
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    node = local_ray.start_worker(ray_head, object_store_memory=300 * MiB, env={"PYTHONPATH": path})
+    node = start_worker(ray_head, object_store_memory=300 * MiB, env={"PYTHONPATH": path})
     try:
         yield node
     finally:

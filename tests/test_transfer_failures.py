@@ -22,6 +22,7 @@ from castray.shared import codec
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
+from tests.support.ray_nodes import start_worker
 
 MiB = 1024 * 1024
 
@@ -39,7 +40,7 @@ async def test_destination_killed_mid_transfer(
     redis_client: aioredis.Redis, names: Names, tmp_path: Path,
 ) -> None:
     for _ in range(2):
-        ray_workers.append(await asyncio.to_thread(local_ray.start_worker, ray_head))
+        ray_workers.append(await asyncio.to_thread(start_worker, ray_head))
     view = await env.register_view(redis_client, names, ray_head)
     head, w1, doomed = view[str(ray_head.node_id)], *(view[str(n.node_id)] for n in ray_workers)
     upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/payload.bin",
@@ -92,7 +93,7 @@ async def test_worker_replica_killed_mid_transfer(
     ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
     two_replicas: list[subprocess.Popen[bytes]], redis_client: aioredis.Redis, names: Names, tmp_path: Path,
 ) -> None:
-    ray_workers.append(await asyncio.to_thread(local_ray.start_worker, ray_head))
+    ray_workers.append(await asyncio.to_thread(start_worker, ray_head))
     view = await env.register_view(redis_client, names, ray_head)
     head, w1 = view[str(ray_head.node_id)], view[str(ray_workers[0].node_id)]
     upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/payload.bin",

@@ -14,6 +14,7 @@ from castray.shared import codec
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
+from tests.support.ray_nodes import start_worker
 
 MiB = 1024 * 1024
 
@@ -23,7 +24,7 @@ def two_workers(ray_head: local_ray.RayNode) -> Iterator[list[local_ray.RayNode]
     nodes: list[local_ray.RayNode] = []
     try:
         for _ in range(2):
-            nodes.append(local_ray.start_worker(ray_head, object_store_memory=300 * MiB))
+            nodes.append(start_worker(ray_head, object_store_memory=300 * MiB))
         yield nodes
     finally:
         for node in nodes:

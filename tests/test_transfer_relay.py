@@ -21,6 +21,7 @@ from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
+from tests.support.ray_nodes import start_worker
 
 MiB = 1024 * 1024
 
@@ -32,7 +33,7 @@ def cluster_b() -> Iterator[list[local_ray.RayNode]]:
     try:
         nodes.append(local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-b-"), num_cpus=1,
                                           object_store_memory=200 * MiB))
-        nodes.append(local_ray.start_worker(nodes[0], object_store_memory=200 * MiB))
+        nodes.append(start_worker(nodes[0], object_store_memory=200 * MiB))
         yield nodes
     finally:
         for node in reversed(nodes):

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from castray import local_ray
 from castray.shared.names import Names
 from tests.support import transfer_env as env
+from tests.support.ray_nodes import start_worker, start_wrapped_head
 
 MiB = 1024 * 1024
 
@@ -30,9 +31,9 @@ def far_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
             f'mount -t tmpfs none "{shared}" && exec "$0" "$@"']
     nodes: list[local_ray.RayNode] = []
     try:
-        nodes.append(local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-far-"), num_cpus=1,
-                                          object_store_memory=200 * MiB, wrap=wrap))
-        nodes.append(local_ray.start_worker(nodes[0], object_store_memory=200 * MiB))
+        nodes.append(start_wrapped_head(tempfile.mkdtemp(prefix="castray-ray-far-"), wrap, num_cpus=1,
+                                        object_store_memory=200 * MiB))
+        nodes.append(start_worker(nodes[0], object_store_memory=200 * MiB))
         yield shared, nodes
     finally:
         for node in reversed(nodes):

@@ -30,6 +30,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from castray import local_ray
+from tests.support.ray_nodes import start_worker
 from tests.support.ui_harness import PageWatch, free_port, launch_browser
 
 pytestmark = pytest.mark.timeout(420)
@@ -144,7 +145,7 @@ def walk_the_page(page: Any, watch: PageWatch, up: Up, head: local_ray.RayNode,
     expect(head_row.locator('[data-col="cpu"]')).to_have_text("2")
     page.evaluate("window.__sameDocument = true")
 
-    workers.append(local_ray.start_worker(head, num_cpus=1, node_name="worker-1"))
+    workers.append(start_worker(head, num_cpus=1, node_name="worker-1"))
     # Rows are found by node id: a name filter is a substring match (a dead "worker-1a2b3c" of another
     # test on the shared head would match "worker-1" too).
     worker_row = _row_of(page, workers[-1])
@@ -157,7 +158,7 @@ def walk_the_page(page: Any, watch: PageWatch, up: Up, head: local_ray.RayNode,
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
 
-    workers.append(local_ray.start_worker(head, num_cpus=1, node_name=XSS))
+    workers.append(start_worker(head, num_cpus=1, node_name=XSS))
     hostile = _row_of(page, workers[-1])
     expect(hostile).to_have_attribute("data-state", "ALIVE", timeout=LIVE_MS)
     expect(hostile.locator('[data-col="name"]')).to_have_text(XSS)
