@@ -46,7 +46,8 @@ async def trim_transfers(redis: aioredis.Redis, names: Names, *, max_age: float,
     doomed: list[str] = []
     for page in range(PAGES):
         entries: list[Any] = await redis.zrange(index, page * BATCH, (page + 1) * BATCH - 1, withscores=True)
-        eligible = [_text(member) for n, (member, score) in enumerate(entries, start=page * BATCH)
+        eligible = [str(codec.as_text(member))
+                    for n, (member, score) in enumerate(entries, start=page * BATCH)
                     if score <= cutoff or n < excess]
         if not eligible:
             break  # the index is in time order: nothing after this page is eligible either
@@ -71,7 +72,3 @@ def _removable(raw: bytes | str | None, now: float) -> bool:
         log.warning("retention removes an unreadable transfer record past its limits")
         return True  # nothing can read it (not the API, not a worker): keeping it would only block
     return record.state in FINISHED and now - (record.finished_at or record.created_at) > GRACE_S
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
