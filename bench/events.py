@@ -201,7 +201,7 @@ async def read_view(redis: aioredis.Redis, names: Names, samples: Samples, ready
             if message.get("type") == "message":
                 event = msgpack.unpackb(message["data"], raw=False, strict_map_key=False)
                 if event.get("type") == "view-changed":
-                    marker = bench_marker(event["payload"].get("record"))
+                    marker = bench_marker(event["payload"].get("node"))
                     if marker is not None:
                         samples.arrived(marker)
     finally:
