@@ -5,18 +5,25 @@ collide); everyone else only reads it through `ViewReader`: the gateway (REST, `
 requests), the transfer service (planning) and the tests. Layout, all names from `Names`:
 
 - ``view_clusters`` / ``view_nodes``: hash id -> ``codec.encode_model`` of a `ClusterInfo` / `NodeInfo`.
-- ``view_meta``: hash ``epoch`` (new only when the view is built from nothing), ``version`` (+1 per change
-  and per rebuild), ``source`` and ``seq`` (the last discovery event the view includes).
-- ``view_log``: stream, one entry per version (id ``<version>-0``, field ``data``): ``codec.encode`` of a
-  view-changed event, or of a view-reset where the view was rebuilt. ``view_events``: the same, published.
+- ``view_meta``: hash ``epoch`` (16 hex chars; new only when the view is built from nothing, e.g. Redis
+  lost its data), ``version`` (+1 per change, and +1 per rebuild), ``source`` and ``seq`` (the last
+  discovery event the view includes).
+- ``view_log``: stream, one entry per version, id ``<version>-0``, field ``data``: ``codec.encode`` of a
+  view-changed event, or of a view-reset at a version where the view was rebuilt (a replay stops there:
+  take a snapshot). Capped (MAXLEN ~ ``CASTRAY_LOG_MAXLEN``); deleted when the epoch changes.
+- ``view_events``: the same events, published. Their envelope ``source`` is ``"node-registry"`` and
+  ``seq`` the payload's ``version``, whichever registry replica wrote them.
 
-Discovery's event types are forwarded, not folded. A view-changed event carries the discovery event the
-registry applied, as it was (``type`` cluster-found, cluster-lost, cluster-removed or node-changed, its
-``change``, ``id`` and record under discovery's own key, ``cluster`` or ``node``), plus the view's
-``epoch`` and ``version`` (`castray.shared.events.ViewDelta`). Why: those type names and keys are what
-``/ws`` clients (our page, the tests, scripts) have always received, so a delta reaches them as it is, and
-no process maps one shape onto another. The envelope stays one type, view-changed, because the view is
-one numbered sequence: one log, one channel and one gap check per epoch, whatever changed.
+Discovery's event types are forwarded, not folded. A view-changed event carries what the discovery event
+it applied said of the view: its ``type`` (cluster-found, cluster-lost, cluster-removed, node-changed),
+``change``, the record under discovery's own key (``cluster`` or ``node``; none once removed) and a node's
+``changed`` fields, plus the record's ``id`` and the view's ``epoch`` and ``version``
+(`castray.shared.events.ViewDelta`; a lost cluster's ``reason`` is not kept, its record's ``error`` says
+it). Why: these type names and keys are what ``/ws`` clients (our page, scripts, the tests) read, so the
+gateway sends a delta as it is. Folding them into a kind and a change, as the view once did, made the
+gateway unfold them again: one thing in two shapes, converted back and forth. The envelope stays one
+type, view-changed, because the view is one numbered sequence: one log, one channel and one gap check per
+epoch, whatever changed.
 
 Every read is one MULTI where several keys must agree (a snapshot's records and version, a replay's meta
 and log). An unreadable record is left out with a warning rather than failing every read of the view.
