@@ -107,18 +107,13 @@ export class LiveConnection {
     let msg;
     try { msg = JSON.parse(data); } catch { return; }
     if (!msg || typeof msg !== "object") return;
-    // Some relays wrap the event as {type, payload}; flatten it.
-    if (msg.payload && typeof msg.payload === "object" && !msg.node && !msg.cluster) {
-      msg = { ...msg.payload, ...msg, payload: undefined };
-    }
-    const type = msg.type || msg.event;
+    const type = msg.type;
     if (type === "snapshot") {
       this.store.applySnapshot(msg);
       this.markLive();
       return;
     }
-    if (type === "resumed" || type === "hello") { this.markLive(); return; }
-    if (type === "view-changed") { this.viewChanged(msg); return; }
+    if (type === "resumed") { this.markLive(); return; }
     if (VIEW_TYPES.has(type)) { this.applyView(type, msg); return; }
     if (typeof type === "string" && type.startsWith("transfer-")) {
       this.markLive();
@@ -126,37 +121,17 @@ export class LiveConnection {
       return;
     }
     if (type === "error" && msg.error) this.store.log("error", `Live feed: ${msg.error}`);
-    // Anything else (legacy event names, pings) is not for this page.
-  }
-
-  /** The registry's own shape, in case the relay forwards it as is. */
-  viewChanged(msg) {
-    const record = msg.record || null;
-    if (msg.kind === "node") {
-      this.applyView("node-changed", { ...msg, node: record });
-    } else if (msg.kind === "cluster") {
-      const type = { found: "cluster-found", lost: "cluster-lost", removed: "cluster-removed" }[msg.change]
-        || "cluster-found";
-      this.applyView(type, { ...msg, cluster: record });
-    }
+    // Anything else (the original CastRay's messages, pongs) is not for this page.
   }
 
   applyView(type, msg) {
-    const store = this.store;
-    if (typeof msg.version === "number" && store.version !== null) {
-      if (msg.epoch && store.epoch && msg.epoch !== store.epoch) {
-        // The registry rebuilt its view: our versions mean nothing any more; take a fresh snapshot.
-        store.epoch = null;
-        store.version = null;
-        this.resync("the view was rebuilt");
-        return;
-      }
-      if (msg.version <= store.version) { this.markLive(); return; } // already applied
-      if (msg.version > store.version + 1) { this.resync(`missed versions ${store.version + 1}…${msg.version - 1}`); return; }
-      store.version = msg.version;
-    }
+    // No version check here: the server's session (gateway ws.py) is the one place that checks, because
+    // it can mend a gap from the view log without a reconnection, and it sends every connection its
+    // deltas in order with no gap and no repeat (or a fresh snapshot, or a view-reset's snapshot).
+    // The page keeps the version only to resume from it after a reconnection.
+    this.store.version = msg.version;
     this.markLive();
-    if (type === "node-changed") store.applyNode(msg);
-    else store.applyCluster(type, msg);
+    if (type === "node-changed") this.store.applyNode(msg);
+    else this.store.applyCluster(type, msg);
   }
 }

@@ -51,10 +51,10 @@ export class Store {
   /** Replace everything with a snapshot (first message of every connection, or a resync). */
   applySnapshot(msg) {
     const first = this.epoch === null;
-    this.epoch = msg.epoch ?? null;
-    this.version = msg.version ?? 0;
-    this.clusters = new Map((msg.clusters || []).map((c) => [c.id, c]));
-    this.nodes = new Map((msg.nodes || []).map((n) => [n.id, n]));
+    this.epoch = msg.epoch;
+    this.version = msg.version;
+    this.clusters = new Map(msg.clusters.map((c) => [c.id, c]));
+    this.nodes = new Map(msg.nodes.map((n) => [n.id, n]));
     this.emit("clusters", { reset: true });
     this.emit("nodes", { reset: true });
     const text = `${this.clusters.size} cluster(s), ${this.nodes.size} node(s)`;
@@ -63,9 +63,7 @@ export class Store {
 
   /** Apply a node-changed delta; returns nothing, emits "nodes" with the id and changed fields. */
   applyNode(msg) {
-    const node = msg.node || msg.record;
-    const id = msg.id || (node && node.id);
-    if (!id) return;
+    const { id, node } = msg;
     const before = this.nodes.get(id);
     if (msg.change === "removed") {
       if (!before) return;
@@ -74,10 +72,9 @@ export class Store {
       this.log("node-left", `Node ${before.name || id} left ${this.clusterName(before.cluster_id)}`);
       return;
     }
-    if (!node) return;
     this.nodes.set(id, node);
     const change = before ? "updated" : "added";
-    this.emit("nodes", { id, change, changed: msg.changed || {} });
+    this.emit("nodes", { id, change, changed: msg.changed });
     if (!before) {
       this.log("node-joined", `Node ${node.name || id} (${node.ip || "no ip"}) joined ${this.clusterName(node.cluster_id)}`);
     } else if (before.state !== node.state) {
@@ -86,33 +83,28 @@ export class Store {
     }
   }
 
-  /** Apply cluster-found / cluster-lost / cluster-removed. */
+  /** Apply cluster-found / cluster-lost (with the cluster's record) or cluster-removed (without). */
   applyCluster(type, msg) {
-    const cluster = msg.cluster || msg.record;
-    const id = msg.id || (cluster && cluster.id);
-    if (!id) return;
+    const { id, cluster } = msg;
     const before = this.clusters.get(id);
-    const name = (cluster && cluster.name) || (before && before.name) || id;
     if (type === "cluster-removed") {
+      const name = (before && before.name) || id;
       this.clusters.delete(id);
       for (const [nid, n] of this.nodes) {
         if (n.cluster_id === id) { this.nodes.delete(nid); this.emit("nodes", { id: nid, change: "removed" }); }
       }
       this.emit("clusters", { id });
-      this.log("cluster-lost", `Cluster ${name} disconnected${msg.reason ? `: ${msg.reason}` : ""}`);
+      this.log("cluster-lost", `Cluster ${name} disconnected`);
       return;
     }
-    const merged = { ...(before || {}), ...(cluster || {}) };
-    if (type === "cluster-lost" && merged.state === "alive") merged.state = "lost";
-    if (type === "cluster-found" && !cluster) merged.state = "alive";
-    merged.id = id;
-    this.clusters.set(id, merged);
+    const name = cluster.name || id;
+    this.clusters.set(id, cluster);
     this.emit("clusters", { id });
     if (type === "cluster-lost") {
-      this.log("cluster-lost", `Cluster ${name} lost${msg.reason ? `: ${msg.reason}` : ""}`);
+      this.log("cluster-lost", `Cluster ${name} lost`);
     } else if (!before || before.state !== "alive") {
-      const how = merged.found_by ? ` (${merged.found_by})` : "";
-      this.log("cluster-found", `Cluster ${name} found${how}${merged.ray_version ? `, Ray ${merged.ray_version}` : ""}`);
+      const how = cluster.found_by ? ` (${cluster.found_by})` : "";
+      this.log("cluster-found", `Cluster ${name} found${how}${cluster.ray_version ? `, Ray ${cluster.ray_version}` : ""}`);
     }
   }
 
@@ -176,8 +168,7 @@ export class Store {
 
   /** Apply a transfer-* event from the WebSocket. */
   applyTransfer(type, msg) {
-    const id = msg.transfer_id || msg.id;
-    if (!id) return;
+    const id = msg.transfer_id;
     const t = this.transfer(id);
     const nodeId = msg.node_id || null;
     if (msg.bytes_total) t.bytes_total = msg.bytes_total;
