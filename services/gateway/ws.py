@@ -146,6 +146,8 @@ class WsSession:
         if frame.epoch != self.epoch:
             await self.snapshot("epoch")
             return
+        # The one gap check on the way to a client (the page has none, see live.js): here the view log can
+        # fill a gap without the client reconnecting, and only the session knows which topics it sent.
         if frame.version > self.version + 1 and not await self.catch_up(self.epoch, self.version):
             await self.snapshot("gap")
             return
