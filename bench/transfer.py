@@ -36,6 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from castray import local_ray  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
+from castray.transfer.protocol import (  # noqa: E402
+    DestinationEnded,
+    DriverEvent,
+    Ended,
+    GeneratedFile,
+    Input,
+    LocalFile,
+    NodeFile,
+    Plan,
+    PlanDestination,
+)
 from tests.support.ray_nodes import start_worker  # noqa: E402
 
 MB = 1_000_000
@@ -193,16 +204,16 @@ def _keep(best: Best, name: str, took: float, cpu: float, ok: bool, waits: tuple
     best[name] = (took, cpu, ok, waits) if prev is None or took < prev[0] else (*prev[:2], ok, prev[3])
 
 
-def run_plan(plan: Any, agents: Any, nodes: list[local_ray.RayNode]
-             ) -> tuple[float, float, dict[str, Any], list[dict[str, Any]]]:
+def run_plan(plan: Plan, agents: Any, nodes: list[local_ray.RayNode]
+             ) -> tuple[float, float, Ended, list[DestinationEnded]]:
     from castray.transfer.pipeline import run_transfer
 
-    events: list[dict[str, Any]] = []
+    events: list[DriverEvent] = []
     cpu0, t0 = cpu_times(nodes), time.perf_counter()
     run_transfer(plan, agents, events.append, threading.Event())
     took, cpu = time.perf_counter() - t0, cpu_used(cpu0, nodes)
-    done = next(e for e in events if e["ev"] == "done")
-    return took, cpu, done, [e for e in events if e["ev"] == "dest"]
+    done = next(e for e in events if isinstance(e, Ended))
+    return took, cpu, done, [e for e in events if isinstance(e, DestinationEnded)]
 
 
 def main() -> None:
@@ -243,7 +254,7 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
 
     import ray
 
-    from castray.transfer.pipeline import Agents, DestPlan, Plan
+    from castray.transfer.pipeline import Agents
     from castray.transfer.shipping import agent_runtime_env
 
     # As the transfer driver connects (driver.py): the agent's code shipped to the nodes.
@@ -257,16 +268,17 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
 
     def plan(name: str, targets: list[local_ray.RayNode], known: bool = True) -> Plan:
         # An upload (known sha256) is read here, by the driver, attached to the head, as the service does;
-        # a node's own file by the head's agent.
-        source = {"kind": "here" if known else "path", "path": str(src)}
-        return Plan(id=name, source=source, source_ray_node=str(head.node_id),
+        # a node's own file by the head's agent (the work directory as its files root).
+        read: Input = (LocalFile(root=str(work), path=src.name) if known
+                       else NodeFile(root=str(work), path=src.name))
+        return Plan(id=name, input=read, source_ray_node=str(head.node_id),
                     expected_sha=sha if known else None,
-                    dests=[DestPlan(node_id=f"node{i}", ray_node_id=str(n.node_id),
-                                    dir=str(work / f"inbox{i}")) for i, n in enumerate(targets, 1)],
+                    dests=[PlanDestination(node_id=f"node{i}", ray_node_id=str(n.node_id),
+                                           dir=str(work / f"inbox{i}")) for i, n in enumerate(targets, 1)],
                     file_name=f"{name}.bin", chunk_bytes=chunk, inflight=inflight, token="bench")
 
     warm = plan("warmup", nodes[1:4])  # first object transfers between the nodes are slower
-    warm.source = {"kind": "generate", "size": 64 << 20, "path": str(work / "warm.bin")}
+    warm = warm.model_copy(update={"input": GeneratedFile(size=64 << 20, path=str(work / "warm.bin"))})
     run_plan(warm, agents, nodes)
     # This machine's speed drifts by 2x from minute to minute: every figure is the best of `rounds`
     # runs, and the runs of each round follow each other, so each ratio compares neighbours.
@@ -288,15 +300,15 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
         for name, targets, known in runs:
             counters = machine_counters()
             took, cpu, done, dests = run_plan(plan(f"{name}{round_}", targets, known), agents, nodes)
-            ok = (done["state"] == "finished" and len(dests) == len(targets)
-                  and all(d["state"] == "completed" and d["sha256"] == sha for d in dests)
-                  and done.get("bytes_read") == size)
+            ok = (done.state == "completed" and len(dests) == len(targets)
+                  and all(d.state == "completed" and d.sha256 == sha for d in dests)
+                  and done.bytes_read == size)
             _keep(best, name, took, cpu, ok, waiting_share(counters))
             if name in paired:
                 paired[name].append(took)
             for d in dests:
-                if d.get("path"):
-                    Path(d["path"]).unlink(missing_ok=True)
+                if d.path:
+                    Path(d.path).unlink(missing_ok=True)
     copies = {"unicast": 1, "broadcast": 3, "node-file": 1, "ray-only unicast": 1, "ray+work unicast": 1,
               "ray-only broadcast": 3}
     cp_s = min(cp_times)

@@ -1,10 +1,11 @@
 """The seed's cluster endpoints (discover, external-info, connect, disconnect) and ``/api/clusters``.
 
 Discover, connect and disconnect are commands to the discovery service over the bus (correlation id,
-timeout ``command_timeout``); a `CommandError` from discovery becomes its status and code in JSON, and
-no answer becomes 503. While discovery changes hands (its leader died and a standby is taking the lease
-over), nobody listens for a few seconds: a command is then sent again until ``command_timeout``, instead of
-failing at once. The view itself is read from Redis.
+timeout ``command_timeout``); discovery's typed reply (`castray.shared.replies`) is shaped for the
+original's clients by ``original.clusters``. A `CommandError` from discovery becomes its status and code
+in JSON, and no answer becomes 503. While discovery changes hands (its leader died and a standby is taking
+the lease over), nobody listens for a few seconds: a command is then sent again until ``command_timeout``,
+instead of failing at once. The view itself is read from Redis.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import keys, summaries
-from castray.gateway import original_clusters as original
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
+from castray.gateway.original import clusters as original
+from castray.shared import codec
 from castray.shared.errors import ServiceTimeout, ServiceUnavailable
+from castray.shared.replies import ConnectReply, DisconnectReply, DiscoverReply
 
 DISCOVERY = "discovery"
 MAX_ADDRESS = 512
@@ -83,8 +86,8 @@ async def _view_caught_up(app: web.Application, *, timeout: float) -> bool:
         return True
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        view_source, view_seq = await redis.hmget(names.view_meta, ["source", "seq"])
-        if view_source == source and view_seq is not None and int(view_seq) >= int(seq):
+        view = await app[keys.VIEW].meta()
+        if view.source == codec.as_text(source) and view.seq >= int(seq):
             return True
         if asyncio.get_running_loop().time() >= deadline:
             return False
@@ -95,7 +98,7 @@ async def _view_caught_up(app: web.Application, *, timeout: float) -> bool:
      tag="clusters", responses=COMMAND_ERRORS)
 async def discover_external(request: web.Request) -> web.Response:
     result = await _command(request, "discover", {})
-    return web.json_response(original.discover_reply(result))
+    return web.json_response(original.discover_reply(DiscoverReply.model_validate(result)))
 
 
 @doc("External clusters: is_connected, connected_cluster (host:port), connected_clusters, external_nodes",
@@ -115,7 +118,7 @@ async def connect_external(request: web.Request) -> web.Response:
         raise ApiError(400, "cluster_address must be host:port or http://host:port without spaces",
                        code="address_malformed")
     result = await _command(request, "connect", {"cluster_address": address})
-    return web.json_response(original.connect_reply(result))
+    return web.json_response(original.connect_reply(ConnectReply.model_validate(result)))
 
 
 @doc("Disconnect every external cluster, or one with ?cluster=<id or address>; its nodes leave the view",
@@ -126,7 +129,7 @@ async def disconnect_external(request: web.Request) -> web.Response:
     if cluster is not None and not 0 < len(cluster) <= MAX_ADDRESS:
         raise ApiError(400, "cluster must be a cluster id or address")
     result = await _command(request, "disconnect", {"cluster": cluster} if cluster else {})
-    return web.json_response(original.disconnect_reply(result))
+    return web.json_response(original.disconnect_reply(DisconnectReply.model_validate(result)))
 
 
 @doc("Every cluster in the view, with node counts", tag="clusters", responses={503: "Redis unavailable"})

@@ -35,6 +35,7 @@ from castray.shared.transfers import (
     Destination,
     GenerateSource,
     NodeFileSource,
+    QueuedTransfer,
     TransferRecord,
     TransferRequest,
     UploadSource,
@@ -89,7 +90,7 @@ async def enqueue(app: web.Application, record: TransferRecord) -> None:
         pipe.set(names.transfer(record.id), codec.encode_model(record))
         pipe.zadd(names.transfer_index, {record.id: record.created_at})
         await pipe.execute()
-    await bus.add_work(names.transfer_requests, record.model_dump(mode="json"))
+    await bus.add_work(names.transfer_requests, QueuedTransfer(id=record.id).model_dump())
     settings = app[keys.SETTINGS]
     try:  # the transfer is queued already: a failed trim must not answer as if it were not
         await trim_transfers(redis, names, max_age=settings.transfer_records_max_age,
