@@ -1,9 +1,10 @@
 """The transfer contract between the gateway (which validates and queues requests) and the transfer
-workers (which run them): the request on the stream, and the record kept in Redis.
+workers (which run them): the record kept in Redis, and the request on the stream that names it.
 
-Request stream: ``Names.transfer_requests``; each entry's ``data`` is ``TransferRecord.model_dump()``
-at queue time (state ``queued``). Record: ``Names.transfer(id)`` holds the msgpack of the current
-`TransferRecord`; ``Names.transfer_index`` orders ids by creation time. Cancel: the gateway sets
+Record: ``Names.transfer(id)`` holds the msgpack of the current `TransferRecord` (the one shape of a
+transfer: the gateway writes it, state ``queued``, before queueing it); ``Names.transfer_index`` orders ids
+by creation time. Request stream: ``Names.transfer_requests``; each entry's ``data`` is a `QueuedTransfer`,
+the id of a stored record (the record is its one copy). Cancel: the gateway sets
 ``cancel_requested`` on the record (and state ``cancelled`` if still queued); the worker checks it.
 Upload: ``Names.upload(id)`` holds the msgpack of an `UploadRecord`; ``Names.upload_index`` orders ids by
 creation time.
@@ -17,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 TransferMode = Literal["unicast", "multicast", "broadcast"]
 TransferState = Literal["queued", "running", "completed", "failed", "cancelled"]
+FinalState = Literal["completed", "failed", "cancelled"]
+FINAL_STATES: tuple[FinalState, ...] = ("completed", "failed", "cancelled")
 DestState = Literal["pending", "running", "completed", "failed", "cancelled"]
 ContentType = Literal["random", "text", "pattern"]
 UploadOrigin = Literal["upload", "generated"]
@@ -113,6 +116,12 @@ class Destination(BaseModel):
     path: str | None = None
     sha256: str | None = None
     error: str | None = None
+
+
+class QueuedTransfer(BaseModel):
+    """A request on the stream: which stored record to run."""
+
+    id: str = Field(min_length=1)
 
 
 class TransferRecord(BaseModel):

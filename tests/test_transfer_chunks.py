@@ -12,15 +12,15 @@ import pytest
 
 from castray.transfer.agent import SourceFile
 from castray.transfer.errors import TransferError
-from castray.transfer.sink import CHUNK_DIGEST, Sink, open_sink, temp_name
+from castray.transfer.sink import CHUNK_DIGEST, Sink, SinkSpec, open_sink, temp_name
 
 CHUNK = 1 << 20
 
 
 def _sink(dest_dir: Path) -> Sink:
     """A sink for ``<dest_dir>/inbox/copy.bin``, writing ``_temp(dest_dir)`` first."""
-    return open_sink({"dir": str(dest_dir / "inbox"), "file_name": "copy.bin", "transfer_id": "t",
-                      "token": "k", "overwrite": False})
+    return open_sink(SinkSpec(dir=str(dest_dir / "inbox"), file_name="copy.bin", transfer_id="t",
+                              token="k", overwrite=False))
 
 
 def _temp(dest_dir: Path) -> Path:

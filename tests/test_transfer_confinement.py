@@ -21,9 +21,10 @@ from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.safe_names import safe_file_name
 from castray.shared.transfers import UploadRecord
-from castray.transfer.agent import _resolve_source
+from castray.transfer.agent import open_node_file
 from castray.transfer.errors import TransferError
-from castray.transfer.sink import open_sink
+from castray.transfer.protocol import LocalFile
+from castray.transfer.sink import SinkSpec, open_sink
 from castray.transfer.sources import HereReader
 from tests.support import transfer_env as env
 
@@ -59,30 +60,30 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_cannot_be_read_throug
     with pytest.raises(ConfinementError, match="'sub' is a symbolic link"):
         open_beneath(root, "sub/a.txt")
     with pytest.raises(TransferError, match="bad source path: 'sub' is a symbolic link"):
-        _resolve_source({"kind": "files_root", "root": str(root), "path": "sub/a.txt"})
+        open_node_file(str(root), "sub/a.txt")
     (root / "last.txt").symlink_to(outside / "a.txt")  # the file itself a symlink
     with pytest.raises(TransferError, match="'last.txt' is a symbolic link"):
-        _resolve_source({"kind": "files_root", "root": str(root), "path": "last.txt"})
+        open_node_file(str(root), "last.txt")
     for escape in ("../outside/a.txt", str(outside / "a.txt")):
         with pytest.raises(TransferError, match="bad source path"):
-            _resolve_source({"kind": "files_root", "root": str(root), "path": escape})
+            open_node_file(str(root), escape)
 
 
 def test_an_upload_folder_swapped_for_a_symlink_is_not_read(tmp_path: Path, outside: Path) -> None:
     data = tmp_path / "data"
     (data / "uploads" / "u1").mkdir(parents=True)
     (data / "uploads" / "u1" / "a.txt").write_bytes(b"the upload")
-    reader = HereReader()
-    assert reader.open({"kind": "here", "root": str(data), "path": "uploads/u1/a.txt"}, None, False) == 10
+    reader = HereReader(LocalFile(root=str(data), path="uploads/u1/a.txt"))
+    assert reader.open(None, False) == 10
     reader.close()
     _swap_for_link(data / "uploads" / "u1", outside)
     with pytest.raises(TransferError, match="source refused: 'uploads/u1' is a symbolic link"):
-        HereReader().open({"kind": "here", "root": str(data), "path": "uploads/u1/a.txt"}, None, False)
+        HereReader(LocalFile(root=str(data), path="uploads/u1/a.txt")).open(None, False)
 
 
-def _sink_spec(inbox: Path, **kw: object) -> dict[str, object]:
-    return {"dir": str(inbox / "node-1"), "file_name": "a.txt", "transfer_id": uuid.uuid4().hex,
-            "token": "t0", "overwrite": False, **kw}
+def _sink_spec(inbox: Path, file_name: str = "a.txt", overwrite: bool = False) -> SinkSpec:
+    return SinkSpec(dir=str(inbox / "node-1"), file_name=file_name, transfer_id=uuid.uuid4().hex, token="t0",
+                    overwrite=overwrite)
 
 
 def test_a_node_folder_swapped_for_a_symlink_after_the_sink_opened_gets_nothing_outside(

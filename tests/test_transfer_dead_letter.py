@@ -44,9 +44,9 @@ async def test_a_request_that_raises_fails_with_its_reason_after_max_deliveries(
     namespace: str, tmp_path: Path, redis_client: aioredis.Redis, names: Names
 ) -> None:
     node = await _view(redis_client, names)
-    # an upload id the planner's model refuses: its handling raises a ValidationError, not a PlanError
-    rec = await env.queue(redis_client, names, source={"upload_id": "not-an-id"}, targets=[node.id],
-                          file_name="p.bin", mode="unicast", cluster_id="cx")
+    # a size the plan's model refuses: its handling raises a ValidationError, not a PlanError
+    rec = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=[node.id],
+                          file_name="p.bin", mode="unicast", cluster_id="cx", bytes_total=-1)
     async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=500, max_deliveries=3):
         got = await env.wait_record(redis_client, names, rec.id, env.done, timeout=120)
         fields = (await _dead_letters(redis_client, names, 1))[0]
@@ -92,3 +92,19 @@ async def test_a_replica_stopped_by_a_shutdown_does_not_count_an_attempt(
         assert got.attempts == 1
     after = await env.read(redis_client, names, rec.id)  # the worker closed while the transfer waited
     assert after.attempts == 0 and after.state == "running"
+
+
+async def test_an_unreadable_record_is_given_up_at_once(
+    namespace: str, tmp_path: Path, redis_client: aioredis.Redis, names: Names
+) -> None:
+    """A stored record no model reads (here, a source of no known kind) fails the same way on every
+    delivery: it is dead-lettered on the first, with the reason, and never claimed again."""
+    tid = uuid.uuid4().hex
+    stored = {"id": tid, "mode": "unicast", "source": {"x": 1}}
+    await redis_client.set(names.transfer(tid), codec.pack(stored))
+    await Bus(redis_client, names, source="test").add_work(names.transfer_requests, {"id": tid})
+    async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=500, max_deliveries=3):
+        fields = (await _dead_letters(redis_client, names, 1))[0]
+    assert fields[b"transfer_id"].decode() == tid and int(fields[b"deliveries"]) == 1
+    assert "unreadable" in fields[b"error"].decode()
+    assert await _pending(redis_client, names) == 0

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from castray.shared import codec
 from castray.shared.names import Names
-from castray.shared.transfers import TransferRecord, UploadSource
+from castray.shared.transfers import QueuedTransfer, UploadSource
 from tests.support.gateway_files import (
     STANDARD_VIEW,
     gateway,
@@ -61,7 +61,7 @@ async def test_good_unicast_is_queued_with_record_and_stream_entry(
     assert await redis_client.zscore(names.transfer_index, tid) == pytest.approx(record.created_at)
     entries = await stream_entries(redis_client, names)
     assert len(entries) == 1
-    assert TransferRecord.model_validate(entries[0]) == record
+    assert QueuedTransfer.model_validate(entries[0]) == QueuedTransfer(id=record.id)
 
 
 async def test_upload_whose_file_is_gone_is_404(namespace: str, names: Names, tmp_path: Path,

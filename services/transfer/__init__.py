@@ -2,7 +2,7 @@
 
 Contract with the gateway (see ``castray.shared.transfers``):
 - Request: the gateway stores the `TransferRecord` (msgpack) at ``Names.transfer(id)``, indexes it in
-  ``Names.transfer_index`` and XADDs ``record.model_dump(mode="json")`` to ``Names.transfer_requests``.
+  ``Names.transfer_index`` and XADDs a `QueuedTransfer` (its id) to ``Names.transfer_requests``.
   Workers read it in the consumer group ``TRANSFER_GROUP``; ``Names.transfer_lease(id)`` names the
   replica running it (renewed every heartbeat, with its stream entry re-claimed to keep it fresh).
 - Record updates: ``state`` queued -> running -> completed | failed | cancelled, ``worker``,
@@ -20,9 +20,10 @@ Contract with the gateway (see ``castray.shared.transfers``):
   relative to ``CASTRAY_FILES_ROOT`` (default ``<data dir>/files``) on their node.
 
 Modules: settings, worker (stream consumer), job (one transfer: record and events), planning (record to
-plan), records (record store, leases), drivers (child processes), driver (``python -m
-castray.transfer.driver``: one per Ray cluster), pipeline (the Ray data path), sources (where chunks come
-from: a node's agent, or the driver itself for uploads), agent (the actor per node), diskio (a
+`Plan`), protocol (the `Plan` and the driver's events: what the service and its drivers exchange, no Ray),
+records (record store, leases), drivers (child processes), driver (``python -m castray.transfer.driver``:
+one per Ray cluster), pipeline (the Ray data path), sources (where chunks come from: a node's agent, or the
+driver itself for uploads), agent (the actor per node), sink (a copy being written), diskio (a
 destination's direct-I/O writer), shipping (the agent's code, sent to every node with the driver's
 runtime_env).
 """

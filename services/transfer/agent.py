@@ -10,6 +10,9 @@ A copy is written under a temporary name, verified, and only then linked into pl
 After every chunk the writer's running sha256 is compared with the reader's, so a bad chunk is caught at
 once rather than at the end. A node-file source is opened beneath the files root one component at a time,
 never through a symlink (`castray.shared.confined`), so the kernel keeps it there.
+
+Shipped to nodes where only its own modules and the standard library may exist (`castray.transfer.shipping`):
+so its calls take plain arguments and answer `TypedDict`s, never a pydantic model.
 """
 
 from __future__ import annotations
@@ -21,14 +24,24 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import ray
 
 from castray.shared.confined import open_beneath, open_nofollow
 from castray.shared.errors import ConfinementError
+from castray.shared.filegen import Content, write_generated
 from castray.transfer.errors import TransferError
-from castray.transfer.sink import CHUNK_DIGEST, TEMP_PREFIX, TEMP_SUFFIX, Ordered, Sink, open_sink
+from castray.transfer.sink import (
+    CHUNK_DIGEST,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    Ordered,
+    Placed,
+    Sink,
+    SinkSpec,
+    open_sink,
+)
 
 # A node of someone else's cluster has Ray, but maybe not numpy or xxhash (Ray needs neither). Without them
 # the agent still works, more slowly: chunks travel as bytearrays (one more copy out of the object store)
@@ -45,6 +58,20 @@ except ImportError:  # pragma: no cover - depends on the node
 FAST = np is not None and xxhash is not None
 
 _PIECE = 512 * 1024
+
+
+class SourceEnd(TypedDict):
+    """A source read to its end: its sha256 and how many bytes were read."""
+
+    sha256: str
+    bytes: int
+
+
+class AgentInfo(TypedDict):
+    hostname: str
+    pid: int
+    fast: bool  # numpy and xxhash here (`FAST`)
+    ray_node_id: str
 
 
 class Readable(Protocol):
@@ -115,37 +142,33 @@ class SourceFile(Ordered):
     def sha256(self) -> str:
         return self.known_sha if self.known_sha is not None else self.sha.hexdigest()
 
+    def end(self) -> SourceEnd:
+        return {"sha256": self.sha256(), "bytes": self.done}
+
     def close(self) -> None:
         self.file.close()
         if self.remove is not None:
             self.remove.unlink(missing_ok=True)
 
 
-def _resolve_source(spec: dict[str, Any]) -> SourceFile:
-    """The open source a spec names on this node (a generated file is deleted when it is closed)."""
-    kind, known_sha, fast = spec["kind"], spec.get("known_sha"), bool(spec.get("fast", True))
-    if kind == "path":  # an absolute path chosen by CastRay itself
-        path = Path(spec["path"])
-    elif kind == "files_root":  # a path from the user: the kernel keeps it inside the files root
-        try:
-            fd = open_beneath(spec["root"], spec["path"], os.O_RDONLY)
-        except ConfinementError as e:
-            raise TransferError(f"bad source path: {e}") from None
-        except (FileNotFoundError, NotADirectoryError):
-            raise TransferError(f"source file not found on node: {spec.get('path')}") from None
-        return SourceFile.from_fd(fd, known_sha, fast)
-    elif kind == "generate":
-        from castray.shared.filegen import write_generated
+def open_node_file(root: str, path: str, known_sha: str | None = None, fast: bool = True) -> SourceFile:
+    """A file of this node, ``path`` from the user: the kernel keeps it inside the files root ``root``."""
+    try:
+        fd = open_beneath(root, path, os.O_RDONLY)
+    except ConfinementError as e:
+        raise TransferError(f"bad source path: {e}") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise TransferError(f"source file not found on node: {path}") from None
+    return SourceFile.from_fd(fd, known_sha, fast)
 
-        path = Path(spec["path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_generated(path, int(spec["size"]), spec.get("content", "random"), fsync=False)
-        return SourceFile.open(path, True, known_sha, fast)
-    else:
-        raise TransferError(f"unknown source kind {kind!r}")
-    if not path.is_file():
-        raise TransferError(f"source file not found on node: {spec.get('path')}")
-    return SourceFile.open(path, False, known_sha, fast)
+
+def open_generated(path: str, size: int, content: Content, known_sha: str | None = None, fast: bool = True
+                   ) -> SourceFile:
+    """A file generated at ``path`` (a path CastRay chose), deleted when it is closed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_generated(target, size, content, fsync=False)
+    return SourceFile.open(target, True, known_sha, fast)
 
 
 class NodeAgent:
@@ -158,19 +181,26 @@ class NodeAgent:
         # passes (triggered by each chunk's task objects) stop walking them.
         gc.freeze()
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> AgentInfo:
         return {"hostname": socket.gethostname(), "pid": os.getpid(), "fast": FAST,
                 "ray_node_id": ray.get_runtime_context().get_node_id()}
 
     # --- source -----------------------------------------------------------------------------------
-    async def open_source(self, key: str, spec: dict[str, Any], known_sha: str | None = None,
-                          fast: bool = True) -> dict[str, Any]:
-        """Open a transfer's source; with ``known_sha`` (the file's sha256, known from its upload) the
-        source is not hashed again, and ``fast`` says every node of the transfer can take numpy chunks
-        with xxh3 digests (see `SourceFile`)."""
-        source = await asyncio.to_thread(_resolve_source, {**spec, "known_sha": known_sha, "fast": fast})
+    async def open_file(self, key: str, root: str, path: str, known_sha: str | None, fast: bool) -> int:
+        """Open a file of this node as a transfer's source; its size. With ``known_sha`` (the file's
+        sha256, known from its upload) the source is not hashed again, and ``fast`` says every node of the
+        transfer can take numpy chunks with xxh3 digests (see `SourceFile`)."""
+        return self._opened(key, await asyncio.to_thread(open_node_file, root, path, known_sha, fast))
+
+    async def open_generated(self, key: str, path: str, size: int, content: Content, known_sha: str | None,
+                             fast: bool) -> int:
+        """Generate a file here and open it as a transfer's source; its size."""
+        source = await asyncio.to_thread(open_generated, path, size, content, known_sha, fast)
+        return self._opened(key, source)
+
+    def _opened(self, key: str, source: SourceFile) -> int:
         self.sources[key] = source
-        return {"size": source.size}
+        return source.size
 
     @ray.method(num_returns=2)
     async def read(self, key: str, index: int, length: int) -> tuple[Any, str]:
@@ -184,18 +214,16 @@ class NodeAgent:
         await source.advance()
         return out
 
-    async def close_source(self, key: str) -> dict[str, Any]:
+    async def close_source(self, key: str) -> SourceEnd | None:
         source = self.sources.pop(key, None)
         if source is None:
-            return {}
+            return None
         await asyncio.to_thread(source.close)
-        return {"sha256": source.sha256(), "bytes": source.done}
+        return source.end()
 
     # --- sinks ------------------------------------------------------------------------------------
-    async def open_sink(self, key: str, spec: dict[str, Any]) -> dict[str, Any]:
-        sink = await asyncio.to_thread(open_sink, spec)
-        self.sinks[key] = sink
-        return {"temp": str(sink.final.parent / sink.tmp), "final": str(sink.final)}
+    async def open_sink(self, key: str, spec: SinkSpec) -> None:
+        self.sinks[key] = await asyncio.to_thread(open_sink, spec)
 
     async def write(self, key: str, index: int, data: Any, digest: str) -> int:
         sink = self.sinks[key]
@@ -208,7 +236,7 @@ class NodeAgent:
         await sink.advance()
         return done
 
-    async def finish(self, key: str, sha256: str) -> dict[str, Any]:
+    async def finish(self, key: str, sha256: str) -> Placed:
         sink = self.sinks.pop(key)
         try:
             return await asyncio.to_thread(sink.finish, sha256)

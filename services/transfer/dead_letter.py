@@ -20,6 +20,8 @@ from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import TransferFailed
 from castray.shared.names import TRANSFER_GROUP
+from castray.shared.transfers import FINAL_STATES
+from castray.transfer.errors import UnreadableRecord
 from castray.transfer.records import RecordStore
 
 log = logging.getLogger(__name__)
@@ -48,11 +50,14 @@ async def give_up(*, bus: Bus, store: RecordStore, stream: str, entry_id: str, d
     """Fail the record with ``reason``, copy the entry to the dead-letter stream and acknowledge it."""
     transfer_id = str(data.get("id") or "")
     log.error("transfer request %s (transfer %s) dead-lettered: %s", entry_id, transfer_id or "?", reason)
-    record = await store.load(transfer_id) if transfer_id else None
-    if record is not None and record.state not in ("completed", "failed", "cancelled"):
+    try:
+        record = await store.load(transfer_id) if transfer_id else None
+    except UnreadableRecord:
+        record = None  # nothing can read it to show the reason: the log and the dead letter say it
+    if record is not None and record.state not in FINAL_STATES:
         record.state, record.error, record.finished_at = "failed", reason, time.time()
         for d in record.destinations:
-            if d.state not in ("completed", "failed", "cancelled"):
+            if d.state not in FINAL_STATES:
                 d.state, d.error = "failed", reason
         await store.save(record)
         await bus.publish(bus.names.transfer_events,

@@ -1,9 +1,9 @@
 """The Ray driver of one cluster: ``python -m castray.transfer.driver --address <gcs>``.
 
 Ray allows one ``ray.init`` per process, so the transfer service (asyncio, no Ray import) runs one of
-these per cluster and talks to it in JSON lines: commands on stdin (``{"op": "run", "plan": {...}}``,
-``{"op": "cancel", "id": ...}``), events on the original stdout (``ready``, ``fatal``, and per transfer
-``started``, ``progress``, ``dest``, ``done``, each with its ``id``). Anything else printed goes to stderr.
+these per cluster and talks to it in the JSON lines of `castray.transfer.protocol`: commands on stdin
+(`Run` a `Plan`, `Cancel`), events on the original stdout (`Ready` or `Fatal`, then per plan `Started`,
+`Progress`, `DestinationEnded` and last `Ended`). Anything else printed goes to stderr.
 
 It lives exactly as long as its parent: stdin closing (the service exited or was killed) ends it at once,
 and with it every actor it owns, so a transfer never goes on running for a replica that is gone.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import logging
 import os
 import signal
@@ -22,7 +21,11 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from castray.transfer.protocol import Cancel, DriverEvent, Fatal, Plan, Ready, Run, decode_command, encode
 
 
 def _die_with_parent() -> None:
@@ -36,10 +39,10 @@ class _Channel:
     def __init__(self, out: TextIO) -> None:
         self.out, self.lock = out, threading.Lock()
 
-    def send(self, msg: dict[str, Any]) -> None:
-        line = json.dumps(msg, default=str)
+    def send(self, event: DriverEvent) -> None:
+        line = encode(event).decode()
         with self.lock:
-            self.out.write(line + "\n")
+            self.out.write(line)
             self.out.flush()
 
 
@@ -62,34 +65,34 @@ def main(argv: list[str] | None = None) -> int:
             ray.init(address=args.address, log_to_driver=False, logging_level=logging.WARNING,
                      runtime_env=agent_runtime_env(Path(code)))
     except Exception as e:
-        channel.send({"ev": "fatal", "error": f"cannot connect to Ray at {args.address}: {e}"})
+        channel.send(Fatal(error=f"cannot connect to Ray at {args.address}: {e}"))
         return 1
-    from castray.transfer.pipeline import Agents, Plan, run_transfer
+    from castray.transfer.pipeline import Agents, run_transfer
 
     gc.freeze()  # start-up objects (Ray's, ~10^5) out of the collector's reach: cheaper full passes per chunk
     agents = Agents()
     cancels: dict[str, threading.Event] = {}
-    channel.send({"ev": "ready", "ray_version": ray.__version__, "pid": os.getpid(),
-                  "ray_node_id": ray.get_runtime_context().get_node_id()})  # the node beside us: relays
+    channel.send(Ready(ray_version=ray.__version__, pid=os.getpid(),
+                       ray_node_id=ray.get_runtime_context().get_node_id()))  # the node beside us: relays
 
     def run(plan: Plan, cancelled: threading.Event) -> None:
         try:
-            run_transfer(plan, agents, lambda m: channel.send({**m, "id": plan.id}), cancelled)
+            run_transfer(plan, agents, channel.send, cancelled)
         finally:
             cancels.pop(plan.id, None)
 
     for line in sys.stdin:
         try:
-            msg = json.loads(line)
-            if msg.get("op") == "run":
-                plan = Plan.from_dict(msg["plan"])
-                cancels[plan.id] = threading.Event()
-                threading.Thread(target=run, args=(plan, cancels[plan.id]), daemon=True,
-                                 name=f"transfer-{plan.id}").start()
-            elif msg.get("op") == "cancel" and msg.get("id") in cancels:
-                cancels[msg["id"]].set()
-        except (ValueError, KeyError, TypeError) as e:
+            command = decode_command(line)
+        except ValidationError as e:
             logging.getLogger(__name__).warning("bad command %r: %s", line[:200], e)
+            continue
+        if isinstance(command, Run):
+            cancels[command.plan.id] = threading.Event()
+            threading.Thread(target=run, args=(command.plan, cancels[command.plan.id]), daemon=True,
+                             name=f"transfer-{command.plan.id}").start()
+        elif isinstance(command, Cancel) and command.id in cancels:
+            cancels[command.id].set()
     os._exit(0)  # our service is gone: so are we, at once (no graceful Ray shutdown to wait for)
 
 

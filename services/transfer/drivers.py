@@ -1,20 +1,32 @@
 """The service's side of the per-cluster drivers: one ``castray.transfer.driver`` child process per Ray
-cluster (GCS address), started on first use, talked to in JSON lines, restarted if it died.
+cluster (GCS address), started on first use, talked to in the JSON lines of `castray.transfer.protocol`,
+restarted if it died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+
+from pydantic import ValidationError
 
 from castray.shared.address_policy import AddressPolicy, host_of
 from castray.shared.errors import AddressNotAllowed
 from castray.shared.lifecycle import python_module_command
 from castray.transfer.errors import DriverError
+from castray.transfer.protocol import (
+    Cancel,
+    DriverEvent,
+    Ended,
+    Fatal,
+    Plan,
+    Ready,
+    Run,
+    decode_event,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 _LINE_LIMIT = 16 * 1024 * 1024
@@ -33,9 +45,9 @@ class DriverProcess:
         self.start_timeout = start_timeout
         self.log_level = log_level
         self.proc: asyncio.subprocess.Process | None = None
-        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._queues: dict[str, asyncio.Queue[DriverEvent]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._ready: asyncio.Future[Ready | Fatal] | None = None
         self._write_lock = asyncio.Lock()
         self.ray_node_id: str | None = None  # the cluster's node on this machine, which the driver joined
 
@@ -57,10 +69,10 @@ class DriverProcess:
             await self.close()
             raise DriverError(f"no connection to Ray at {self.address} within {self.start_timeout:.0f} s") \
                 from None
-        if hello.get("ev") != "ready":
+        if isinstance(hello, Fatal):
             await self.close()
-            raise DriverError(str(hello.get("error") or f"cannot connect to Ray at {self.address}"))
-        self.ray_node_id = str(hello.get("ray_node_id") or "") or None
+            raise DriverError(hello.error or f"cannot connect to Ray at {self.address}")
+        self.ray_node_id = hello.ray_node_id or None
         log.info("driver for %s ready (pid %s)", self.address, self.proc.pid)
 
     async def _read(self) -> None:
@@ -68,50 +80,49 @@ class DriverProcess:
         try:
             while line := await self.proc.stdout.readline():
                 try:
-                    msg = json.loads(line)
-                except ValueError:
+                    event = decode_event(line)
+                except ValidationError:
                     log.warning("driver %s: bad line %r", self.address, line[:200])
                     continue
-                if msg.get("ev") in ("ready", "fatal"):
+                if isinstance(event, Ready | Fatal):
                     if self._ready is not None and not self._ready.done():
-                        self._ready.set_result(msg)
+                        self._ready.set_result(event)
                     continue
-                queue = self._queues.get(str(msg.get("id")))
+                queue = self._queues.get(event.id)
                 if queue is not None:
-                    queue.put_nowait(msg)
+                    queue.put_nowait(event)
         finally:
             if self._ready is not None and not self._ready.done():
-                self._ready.set_result({"ev": "fatal", "error": f"driver for {self.address} exited"})
-            for queue in self._queues.values():  # every transfer it ran ends with it
-                queue.put_nowait({"ev": "done", "state": "failed", "error": "transfer driver exited"})
+                self._ready.set_result(Fatal(error=f"driver for {self.address} exited"))
+            for tid, queue in self._queues.items():  # every transfer it ran ends with it
+                queue.put_nowait(Ended(id=tid, state="failed", error="transfer driver exited"))
 
-    async def _send(self, msg: dict[str, Any]) -> None:
+    async def _send(self, command: Run | Cancel) -> None:
         if self.proc is None or self.proc.stdin is None:
             raise DriverError("driver not started")
         async with self._write_lock:
-            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.write(encode(command))
             await self.proc.stdin.drain()
 
-    async def run(self, plan: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Run a transfer; yields the driver's events for it, ending with ``done``."""
-        tid = str(plan["id"])
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._queues[tid] = queue
+    async def run(self, plan: Plan) -> AsyncIterator[DriverEvent]:
+        """Run ``plan``; yields the driver's events for it, ending with `Ended`."""
+        queue: asyncio.Queue[DriverEvent] = asyncio.Queue()
+        self._queues[plan.id] = queue
         try:
             if not self.alive:
                 raise DriverError("transfer driver exited")
-            await self._send({"op": "run", "plan": plan})
+            await self._send(Run(plan=plan))
             while True:
-                msg = await queue.get()
-                yield msg
-                if msg.get("ev") == "done":
+                event = await queue.get()
+                yield event
+                if isinstance(event, Ended):
                     return
         finally:
-            self._queues.pop(tid, None)
+            self._queues.pop(plan.id, None)
 
     async def cancel(self, transfer_id: str) -> None:
         with contextlib.suppress(DriverError, ConnectionError, RuntimeError):
-            await self._send({"op": "cancel", "id": transfer_id})
+            await self._send(Cancel(id=transfer_id))
 
     async def close(self) -> None:
         """Stop the process: closing its stdin ends it; kill it if it lingers."""

@@ -35,3 +35,8 @@ class DriverError(CastRayError):
 
 class LeaseLost(CastRayError):
     """Another replica holds the transfer now."""
+
+
+class UnreadableRecord(CastRayError):
+    """A stored transfer record no model reads: it is given up at once (it would fail the same way on
+    every delivery), never guessed at."""

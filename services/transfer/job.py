@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 from castray.shared.bus import Bus
 from castray.shared.events import (
@@ -35,10 +34,20 @@ from castray.shared.events import (
     TransferStarted,
 )
 from castray.shared.sizes import format_size
-from castray.shared.transfers import Destination, TransferRecord
+from castray.shared.transfers import Destination, FinalState, TransferRecord
 from castray.transfer.drivers import DriverProcess, Drivers
 from castray.transfer.errors import DriverError, PlanError, WaitCancelled
 from castray.transfer.planning import Prepared, Relay, Waiting, prepare
+from castray.transfer.protocol import (
+    DestinationEnded,
+    DriverEvent,
+    Ended,
+    LocalFile,
+    Plan,
+    PlanDestination,
+    Progress,
+    Started,
+)
 from castray.transfer.readiness import plan_when_ready
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
@@ -57,8 +66,8 @@ class TransferJob:
         self.dests: dict[str, Destination] = {d.node_id: d for d in record.destinations}
         self.used: list[DriverProcess] = []  # every driver given a leg (a finished leg ignores a cancel)
         self._told: set[DriverProcess] = set()  # the drivers already told to cancel
-        self.done: dict[str, Any] = {}
-        self.relayed: dict[str, Any] = {}  # the relay copy's outcome (its `dest` report)
+        self.done: Ended | None = None  # how the source's cluster's plan ended
+        self.relayed: DestinationEnded | None = None  # the relay copy's outcome
         self.leg_cancelled = False  # another cluster's leg was cancelled (the source's may have finished)
         self._rr = 0
         self._stream_start = 0.0
@@ -70,7 +79,7 @@ class TransferJob:
         rec = self.rec
         retry = rec.worker is not None or rec.state == "running"  # an earlier attempt may have placed copies
         if rec.cancel_requested:
-            await self._settle({"state": "cancelled"})
+            await self._settle(self._ended("cancelled"))
             return
         rec.state, rec.worker, rec.error = "running", self.worker, None
         rec.started_at = rec.started_at or time.time()
@@ -82,12 +91,12 @@ class TransferJob:
             prep = await self._plan(retry, token)
         except WaitCancelled:
             rec.waiting_for = None
-            await self._settle({"state": "cancelled"})
+            await self._settle(self._ended("cancelled"))
             return
         except PlanError as e:
             rec.waiting_for = None
             await self._fail_rest(str(e))
-            await self._settle({"state": "failed", "error": str(e)})
+            await self._settle(self._ended("failed", str(e)))
             return
         rec.waiting_for = None
         rec.cluster_id, rec.source_node_id = prep.cluster_id, prep.source_node_id
@@ -96,12 +105,12 @@ class TransferJob:
                 rec.source_node_id = await self._driver_node(prep)
             except DriverError as e:
                 await self._fail_rest(str(e))
-                await self._settle({"state": "failed", "error": str(e)})
+                await self._settle(self._ended("failed", str(e)))
                 return
         rec.bytes_total = prep.bytes_expected if prep.bytes_expected is not None else rec.bytes_total
         await self.store.save(rec)
         if rec.cancel_requested:  # cancelled while we were planning
-            await self._settle({"state": "cancelled"})
+            await self._settle(self._ended("cancelled"))
             return
         await self._publish(TransferStarted(transfer_id=rec.id, mode=rec.mode, bytes_total=rec.bytes_total,
                                             targets=[d.node_id for d in rec.destinations],
@@ -109,7 +118,7 @@ class TransferJob:
         for node_id, why in prep.failed.items():
             await self._dest_failed(node_id, why)
         if not prep.relays:
-            if prep.plan["dests"]:
+            if prep.plan.dests:
                 self.done = await self._drive(prep.address, prep.plan)
             await self._settle(self.done)
             return
@@ -154,87 +163,90 @@ class TransferJob:
         if short:  # fail those destinations now, not after moving the whole file once
             for group in prep.relays:
                 for d in group.dests:
-                    await self._dest_failed(d["node_id"], f"no room for the relay copy here: {short}")
-            if prep.plan["dests"]:
+                    await self._dest_failed(d.node_id, f"no room for the relay copy here: {short}")
+            if prep.plan.dests:
                 self.done = await self._drive(prep.address, prep.plan)
             return
-        relay = {"node_id": RELAY, "ray_node_id": "", "dir": str(relay_dir)}  # "": the driver's own node
-        self.done = await self._drive(prep.address, {**prep.plan, "dests": [*prep.plan["dests"], relay]})
+        relay = PlanDestination(node_id=RELAY, dir=str(relay_dir))  # on the driver's own node
+        self.done = await self._drive(prep.address,
+                                      prep.plan.model_copy(update={"dests": [*prep.plan.dests, relay]}))
         copy = self.relayed
-        if self.rec.cancel_requested or self.done.get("state") == "cancelled":
+        if self.rec.cancel_requested or self.done.state == "cancelled":
             return  # `_settle` marks the other clusters' destinations cancelled
-        if copy.get("state") != "completed":
-            why = f"relay through this machine failed: {copy.get('error') or self.done.get('error')}"
+        if copy is None or copy.state != "completed" or not copy.path or not copy.sha256:
+            why = f"relay through this machine failed: {(copy and copy.error) or self.done.error}"
             for group in prep.relays:
                 for d in group.dests:
-                    await self._dest_failed(d["node_id"], why)
+                    await self._dest_failed(d.node_id, why)
             return
-        await asyncio.gather(*(self._relay_leg(prep, group, str(copy["path"]), str(copy["sha256"]))
-                               for group in prep.relays))
+        await asyncio.gather(*(self._relay_leg(prep, group, copy.path, copy.sha256) for group in prep.relays))
 
     async def _relay_leg(self, prep: Prepared, group: Relay, path: str, sha256: str) -> None:
         """One other cluster's destinations, from the relay copy, read here by that cluster's driver."""
         copy = Path(path)  # <relay folder>/<this transfer's folder>/<name>, as our own sink reported it
-        source = {"kind": "here", "root": str(copy.parent.parent), "path": f"{copy.parent.name}/{copy.name}"}
-        plan = {**prep.plan, "source": source, "source_ray_node": "",
-                "dests": group.dests, "expected_sha": sha256}
+        read = LocalFile(root=str(copy.parent.parent), path=f"{copy.parent.name}/{copy.name}")
+        plan = prep.plan.model_copy(update={"input": read, "source_ray_node": "", "dests": group.dests,
+                                            "expected_sha": sha256})
         done = await self._drive(group.address, plan)
-        if done.get("state") == "cancelled":
+        if done.state == "cancelled":
             self.leg_cancelled = True  # `_settle` marks its destinations cancelled
-        elif done.get("state") != "finished":
+        elif done.state != "completed":
             for d in group.dests:
-                await self._dest_failed(d["node_id"], str(done.get("error") or "relay failed"))
+                await self._dest_failed(d.node_id, done.error or "relay failed")
 
-    async def _drive(self, address: str, plan: dict[str, Any]) -> dict[str, Any]:
-        """Run one plan on the driver of ``address``; its ``done`` report."""
+    async def _drive(self, address: str, plan: Plan) -> Ended:
+        """Run one plan on the driver of ``address``; how it ended."""
         try:
             driver = await self.drivers.get(address)
         except DriverError as e:
-            for d in plan["dests"]:
-                await self._dest_failed(d["node_id"], str(e))
-            return {"state": "failed", "error": str(e)}
-        members = {d["node_id"] for d in plan["dests"]}
-        done: dict[str, Any] = {"state": "failed", "error": "transfer driver ended without a report"}
+            for d in plan.dests:
+                await self._dest_failed(d.node_id, str(e))
+            return self._ended("failed", str(e))
+        members = {d.node_id for d in plan.dests}
+        done = self._ended("failed", "transfer driver ended without a report")
         self.used.append(driver)
-        async for msg in driver.run(plan):  # a cancel reaches the driver with the first report's save
-            if msg.get("ev") == "done":
-                done = msg
+        async for event in driver.run(plan):  # a cancel reaches the driver with the first report's save
+            if isinstance(event, Ended):
+                done = event
             else:
-                await self._on(msg, members)
+                await self._on(event, members)
         return done
 
-    async def _on(self, msg: dict[str, Any], members: set[str]) -> None:
-        ev = msg.get("ev")
-        if ev == "started":
-            self.rec.bytes_total = int(msg["bytes_total"])
+    def _ended(self, state: FinalState, error: str | None = None) -> Ended:
+        """An end decided here, not reported by a driver (cancelled before it ran, could not run)."""
+        return Ended(id=self.rec.id, state=state, error=error)
+
+    async def _on(self, event: DriverEvent, members: set[str]) -> None:
+        if isinstance(event, Started):
+            self.rec.bytes_total = event.bytes_total
             self._stream_start = time.monotonic()
             for d in self.rec.destinations:
                 if d.state == "pending" and d.node_id in members:
                     d.state = "running"
             await self._save()
-        elif ev == "progress":
-            for node_id, done in dict(msg.get("dests") or {}).items():
+        elif isinstance(event, Progress):
+            for node_id, done in event.dests.items():
                 if node_id in self.dests and self.dests[node_id].state == "running":
-                    self.dests[node_id].bytes_done = int(done)
+                    self.dests[node_id].bytes_done = done
             await self._save()
             await self._progress_event()
-        elif ev == "dest" and msg.get("node_id") == RELAY:
-            self.relayed = msg
-        elif ev == "dest":
-            await self._on_dest(msg)
+        elif isinstance(event, DestinationEnded) and event.node_id == RELAY:
+            self.relayed = event
+        elif isinstance(event, DestinationEnded):
+            await self._on_dest(event)
 
-    async def _on_dest(self, msg: dict[str, Any]) -> None:
-        node_id, state = str(msg["node_id"]), msg.get("state")
-        if state == "completed":
+    async def _on_dest(self, event: DestinationEnded) -> None:
+        node_id = event.node_id
+        if event.state == "completed":
             d = self.dests[node_id]
-            d.state, d.path, d.sha256, d.error = "completed", msg.get("path"), msg.get("sha256"), None
-            d.bytes_done = int(msg.get("bytes") or d.bytes_done)
+            d.state, d.path, d.sha256, d.error = "completed", event.path, event.sha256, None
+            d.bytes_done = event.bytes_done or d.bytes_done
             await self._save()
             await self._publish(TransferCompleted(transfer_id=self.rec.id, node_id=node_id, path=d.path,
                                                   sha256=d.sha256, bytes_total=d.bytes_done))
-        elif state == "failed":
-            await self._dest_failed(node_id, str(msg.get("error") or "failed"))
-        elif state == "cancelled":
+        elif event.state == "failed":
+            await self._dest_failed(node_id, event.error or "failed")
+        else:
             self.dests[node_id].state = "cancelled"
 
     async def _dest_failed(self, node_id: str, why: str) -> None:
@@ -272,13 +284,16 @@ class TransferJob:
                                              bytes_done=d.bytes_done, bytes_total=self.rec.bytes_total,
                                              rate=rate, eta=eta))
 
-    async def _settle(self, done: dict[str, Any]) -> None:
+    async def _settle(self, done: Ended | None) -> None:
+        """The record's outcome, from how the plans ended (``done``: the source's cluster's; None if it
+        had no destination to run) and each destination's state."""
         rec = self.rec
         rec.finished_at = time.time()
-        if done.get("sha256"):
-            rec.sha256 = done["sha256"]
-        cancelled = done.get("state") == "cancelled" or self.leg_cancelled
-        if cancelled or (rec.cancel_requested and done.get("state") != "finished"):
+        state, error = (done.state, done.error) if done else (None, None)
+        if done and done.sha256:
+            rec.sha256 = done.sha256
+        cancelled = state == "cancelled" or self.leg_cancelled
+        if cancelled or (rec.cancel_requested and state != "completed"):
             for d in rec.destinations:
                 if d.state not in ("completed", "failed"):
                     d.state = "cancelled"
@@ -286,11 +301,11 @@ class TransferJob:
             await self.store.save(rec)
             await self._publish(TransferCancelled(transfer_id=rec.id))
             return
-        await self._fail_rest(str(done.get("error") or "transfer ended before this destination completed"))
+        await self._fail_rest(error or "transfer ended before this destination completed")
         failed = [d for d in rec.destinations if d.state == "failed"]
         if failed and len(failed) == len(rec.destinations):
             rec.state = "failed"
-            rec.error = str(done.get("error") or failed[0].error or "every destination failed")
+            rec.error = error or failed[0].error or "every destination failed"
             await self.store.save(rec)
             await self._publish(TransferFailed(transfer_id=rec.id, node_id=None, error=rec.error))
             return

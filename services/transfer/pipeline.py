@@ -6,6 +6,8 @@ Ray pulls the chunk to each destination node and the agent there hashes and writ
 ``inflight`` chunks are outstanding (backpressure: memory stays bounded whatever the file size). A
 destination that fails (its node died, its disk is full, a chunk arrived corrupted) is dropped and the
 others go on; a source that fails fails them all.
+
+It runs a `castray.transfer.protocol.Plan` as the service built it, and reports `DriverEvent`s.
 """
 
 from __future__ import annotations
@@ -30,46 +32,26 @@ from ray.exceptions import (
     RayTaskError,
 )
 
+from castray.shared.transfers import FinalState
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
-from castray.transfer.sink import temp_name
+from castray.transfer.protocol import (
+    DestinationEnded,
+    DriverEvent,
+    Ended,
+    GatewayFile,
+    LocalFile,
+    Plan,
+    PlanDestination,
+    Progress,
+    Started,
+)
+from castray.transfer.sink import SinkSpec, temp_name
 from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)
-Emit = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class DestPlan:
-    node_id: str
-    ray_node_id: str
-    dir: str
-
-
-@dataclass
-class Plan:
-    """Everything a driver needs to run one transfer (built by the service from the record)."""
-
-    id: str
-    source: dict[str, Any]
-    source_ray_node: str
-    dests: list[DestPlan]
-    file_name: str
-    overwrite: bool = False
-    retry: bool = False
-    expected_sha: str | None = None
-    chunk_bytes: int = 16 * 1024 * 1024
-    inflight: int = 4
-    rate_limit: int = 0
-    progress_interval: float = 0.25
-    node_timeout: float = 60.0
-    token: str = "0"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        data = dict(data)
-        data["dests"] = [DestPlan(**d) for d in data["dests"]]
-        return cls(**data)
+Emit = Callable[[DriverEvent], None]
+Outcome = tuple[FinalState, str | None, str | None]  # state, sha256, error
 
 
 def reason(e: BaseException) -> str:
@@ -154,30 +136,41 @@ class _Run:
     agents: Agents
     emit: Emit
     cancelled: threading.Event
-    alive: dict[str, DestPlan] = field(default_factory=dict)
+    local: str  # the Ray node this driver is attached to: what an empty Ray node id in the plan means
+    alive: dict[str, PlanDestination] = field(default_factory=dict)
     done: dict[str, int] = field(default_factory=dict)
     size: int = 0
     bytes_read: int = 0
 
-    def sink(self, dest: DestPlan) -> str:
+    @property
+    def source_node(self) -> str:
+        return self.plan.source_ray_node or self.local
+
+    def node(self, dest: PlanDestination) -> str:
+        return dest.ray_node_id or self.local
+
+    def sink(self, dest: PlanDestination) -> str:
         """The key of a destination's sink in its agent (two can share a node: a copy and a relay)."""
         return f"{self.plan.id}/{dest.node_id}"
 
-    def fail_dest(self, dest: DestPlan, why: str) -> None:
+    def ended(self, dest: PlanDestination, state: FinalState, error: str | None = None) -> None:
+        self.emit(DestinationEnded(id=self.plan.id, node_id=dest.node_id, state=state, error=error))
+
+    def fail_dest(self, dest: PlanDestination, why: str) -> None:
         if self.alive.pop(dest.node_id, None) is None:
             return
-        self.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
-        agent = self.agents.get(dest.ray_node_id)
+        self.ended(dest, "failed", why)
+        agent = self.agents.get(self.node(dest))
         try:
             ray.get(agent.abort_sink.remote(self.sink(dest)), timeout=10)
         except (RayError, GetTimeoutError):
             # Its node is gone: another node on the same host can still remove the temp file.
-            self.agents.forget(dest.ray_node_id)
+            self.agents.forget(self.node(dest))
             self._remove_orphan(dest)
 
-    def _remove_orphan(self, dest: DestPlan) -> None:
-        live = [d.ray_node_id for d in self.alive.values()] + [self.plan.source_ray_node]
-        helper = self.agents.same_host(dest.ray_node_id, live)
+    def _remove_orphan(self, dest: PlanDestination) -> None:
+        live = [self.node(d) for d in self.alive.values()] + [self.source_node]
+        helper = self.agents.same_host(self.node(dest), live)
         if helper is not None:
             path = f"{dest.dir}/{temp_name(self.plan.id, self.plan.token)}"
             try:
@@ -187,15 +180,17 @@ class _Run:
 
 
 def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Event) -> None:
-    """Run ``plan``; report through ``emit`` (started, progress, dest, done). Never raises.
-
-    ``done`` carries ``bytes_read``: how many bytes the source was read for (the file's size: read once).
-    """
-    run = _Run(plan, agents, emit, cancelled)
+    """Run ``plan``; report through ``emit`` (`Started`, `Progress`, `DestinationEnded`, and last `Ended`).
+    Never raises."""
+    # An empty Ray node id in a plan means the node this driver is attached to, on this machine: where
+    # chunks read here enter Ray (and a helper on this host), and where a relay copy is written.
+    run = _Run(plan, agents, emit, cancelled, ray.get_runtime_context().get_node_id())
     reader: AgentReader | HereReader | None = None
     try:
-        here = plan.source.get("kind") == "here"
-        reader = HereReader() if here else AgentReader(agents.get(plan.source_ray_node), plan.id)
+        if isinstance(plan.input, LocalFile | GatewayFile):
+            reader = HereReader(plan.input)
+        else:
+            reader = AgentReader(agents.get(run.source_node), plan.id, plan.input)
         state, sha, error = _run(run, reader)
     except Exception as e:  # anything unexpected fails the transfer with a reason, never the driver
         log.exception("transfer %s failed", plan.id)
@@ -207,36 +202,30 @@ def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Ev
             reader.close()  # if still open
         except (RayError, GetTimeoutError, OSError):
             pass
-    emit({"ev": "done", "state": state, "sha256": sha, "error": error, "bytes_read": run.bytes_read})
+    emit(Ended(id=plan.id, state=state, sha256=sha, error=error, bytes_read=run.bytes_read))
 
 
-def _run(run: _Run, reader: AgentReader | HereReader) -> tuple[str, str | None, str | None]:
+def _run(run: _Run, reader: AgentReader | HereReader) -> Outcome:
     plan = run.plan
     here = isinstance(reader, HereReader)
-    # An empty Ray node id in a plan means the node this driver is attached to, on this machine: where
-    # chunks read here enter Ray (and a helper on this host), and where a relay copy is written.
-    local = ray.get_runtime_context().get_node_id()
-    plan.source_ray_node = plan.source_ray_node or local
-    for dest in plan.dests:
-        dest.ray_node_id = dest.ray_node_id or local
-    status = run.agents.ready([plan.source_ray_node] + [d.ray_node_id for d in plan.dests], plan.node_timeout)
-    if not here and status[plan.source_ray_node] is not None:
-        why = f"source node: {status[plan.source_ray_node]}"
+    status = run.agents.ready([run.source_node] + [run.node(d) for d in plan.dests], plan.node_timeout)
+    if not here and status[run.source_node] is not None:
+        why = f"source node: {status[run.source_node]}"
         for dest in plan.dests:
-            run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
+            run.ended(dest, "failed", why)
         return "failed", None, why
     # numpy chunks with xxh3 only if every end has both; else every node takes the plain chunks
-    ends = [d.ray_node_id for d in plan.dests if status.get(d.ray_node_id) is None]
+    ends = [run.node(d) for d in plan.dests if status.get(run.node(d)) is None]
     fast = all(run.agents.fast.get(n, False) for n in ends) and (
-        FAST if here else run.agents.fast.get(plan.source_ray_node, False))
+        FAST if here else run.agents.fast.get(run.source_node, False))
     try:
-        run.size = reader.open(plan.source, plan.expected_sha, fast)
+        run.size = reader.open(plan.expected_sha, fast)
     except (RayError, TransferError, OSError) as e:
         why = reason(e)
         for dest in plan.dests:
-            run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed", "error": why})
+            run.ended(dest, "failed", why)
         return "failed", None, why
-    run.emit({"ev": "started", "bytes_total": run.size})
+    run.emit(Started(id=plan.id, bytes_total=run.size))
     _open_sinks(run, status)
     if run.alive:
         _stream(run, reader)
@@ -244,31 +233,30 @@ def _run(run: _Run, reader: AgentReader | HereReader) -> tuple[str, str | None, 
         return _cancel(run)
     if not run.alive:
         return "failed", None, "every destination failed"
-    src = reader.close()
-    run.bytes_read = int(src.get("bytes") or 0)
-    if src.get("bytes") != run.size:
-        return _fail_all(run, f"read {src.get('bytes')} bytes of {run.size}")
-    if plan.expected_sha and src["sha256"] != plan.expected_sha:
+    read = reader.close()
+    run.bytes_read = read["bytes"] if read else 0
+    if read is None or run.bytes_read != run.size:
+        return _fail_all(run, f"read {run.bytes_read} bytes of {run.size}")
+    if plan.expected_sha and read["sha256"] != plan.expected_sha:
         return _fail_all(run, "source changed since upload (sha256 differs)")
-    _finish(run, src["sha256"])
-    return "finished", src["sha256"], None
+    _finish(run, read["sha256"])
+    return "completed", read["sha256"], None
 
 
 def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
     plan, refs = run.plan, {}
     for dest in plan.dests:
-        if status.get(dest.ray_node_id) is not None:
-            run.emit({"ev": "dest", "node_id": dest.node_id, "state": "failed",
-                      "error": f"node unavailable: {status[dest.ray_node_id]}"})
+        if status.get(run.node(dest)) is not None:
+            run.ended(dest, "failed", f"node unavailable: {status[run.node(dest)]}")
             continue
-        spec = {"dir": dest.dir, "file_name": plan.file_name, "transfer_id": plan.id, "token": plan.token,
-                "overwrite": plan.overwrite, "retry": plan.retry}
-        refs[dest.node_id] = (dest, run.agents.get(dest.ray_node_id).open_sink.remote(run.sink(dest), spec))
+        spec = SinkSpec(dir=dest.dir, file_name=plan.file_name, transfer_id=plan.id, token=plan.token,
+                        overwrite=plan.overwrite, retry=plan.retry)
+        refs[dest.node_id] = (dest, run.agents.get(run.node(dest)).open_sink.remote(run.sink(dest), spec))
     for node_id, (dest, ref) in refs.items():
         try:
             ray.get(ref)
         except RayError as e:
-            run.emit({"ev": "dest", "node_id": node_id, "state": "failed", "error": reason(e)})
+            run.ended(dest, "failed", reason(e))
             continue
         run.alive[node_id] = dest
         run.done[node_id] = 0
@@ -276,31 +264,31 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
 
 def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
     plan, size, step = run.plan, run.size, run.plan.chunk_bytes
-    window: deque[tuple[Any, dict[str, Any]]] = deque()
+    window: deque[tuple[Any, dict[str, tuple[PlanDestination, Any]]]] = deque()
     started, last = time.monotonic(), 0.0
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:
             break
         data, digest = reader.read(index, min(step, size - offset))
-        writes = {node_id: (dest, run.agents.get(dest.ray_node_id).write.remote(run.sink(dest), index, data,
-                                                                                 digest))
+        writes = {node_id: (dest, run.agents.get(run.node(dest)).write.remote(run.sink(dest), index, data,
+                                                                               digest))
                   for node_id, dest in run.alive.items()}
         window.append((digest, writes))
         while len(window) >= plan.inflight:
-            _settle(run, *window.popleft())
+            _await_chunk(run, *window.popleft())
         if plan.rate_limit:  # pace: never ahead of rate_limit bytes per second
             ahead = (offset + step) / plan.rate_limit - (time.monotonic() - started)
             if ahead > 0:
                 run.cancelled.wait(ahead)
         if time.monotonic() - last >= plan.progress_interval:
             last = time.monotonic()
-            run.emit({"ev": "progress", "dests": dict(run.done)})
+            run.emit(Progress(id=plan.id, dests=dict(run.done)))
     while window:
-        _settle(run, *window.popleft())
-    run.emit({"ev": "progress", "dests": dict(run.done)})
+        _await_chunk(run, *window.popleft())
+    run.emit(Progress(id=plan.id, dests=dict(run.done)))
 
 
-def _settle(run: _Run, digest: Any, writes: dict[str, tuple[DestPlan, Any]]) -> None:
+def _await_chunk(run: _Run, digest: Any, writes: dict[str, tuple[PlanDestination, Any]]) -> None:
     """Wait for one chunk's writes; a failed read fails everyone, a failed write its destination."""
     try:
         if not isinstance(digest, str):  # read by an agent (read here: already done)
@@ -320,31 +308,31 @@ def _settle(run: _Run, digest: Any, writes: dict[str, tuple[DestPlan, Any]]) -> 
 
 
 def _finish(run: _Run, sha: str) -> None:
-    refs = {node_id: (dest, run.agents.get(dest.ray_node_id).finish.remote(run.sink(dest), sha))
+    refs = {node_id: (dest, run.agents.get(run.node(dest)).finish.remote(run.sink(dest), sha))
             for node_id, dest in run.alive.items()}
     for node_id, (dest, ref) in refs.items():
         try:
-            out = ray.get(ref)
+            placed = ray.get(ref)
         except RayError as e:
             run.fail_dest(dest, reason(e))
             continue
         run.alive.pop(node_id, None)
-        run.emit({"ev": "dest", "node_id": node_id, "state": "completed", "path": out["path"],
-                  "sha256": out["sha256"], "bytes": out["bytes"]})
+        run.emit(DestinationEnded(id=run.plan.id, node_id=node_id, state="completed", path=placed["path"],
+                                  sha256=placed["sha256"], bytes_done=placed["bytes"]))
 
 
-def _fail_all(run: _Run, why: str) -> tuple[str, str | None, str | None]:
+def _fail_all(run: _Run, why: str) -> Outcome:
     for dest in list(run.alive.values()):
         run.fail_dest(dest, why)
     return "failed", None, why
 
 
-def _cancel(run: _Run) -> tuple[str, str | None, str | None]:
+def _cancel(run: _Run) -> Outcome:
     for dest in list(run.alive.values()):
         run.alive.pop(dest.node_id, None)
         try:
-            ray.get(run.agents.get(dest.ray_node_id).abort_sink.remote(run.sink(dest)), timeout=10)
+            ray.get(run.agents.get(run.node(dest)).abort_sink.remote(run.sink(dest)), timeout=10)
         except (RayError, GetTimeoutError):
-            run.agents.forget(dest.ray_node_id)
-        run.emit({"ev": "dest", "node_id": dest.node_id, "state": "cancelled"})
+            run.agents.forget(run.node(dest))
+        run.ended(dest, "cancelled")
     return "cancelled", None, "cancelled"

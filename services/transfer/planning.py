@@ -1,10 +1,17 @@
-"""From a transfer record to a driver plan: which cluster, which Ray nodes, which paths.
+"""From a transfer record to the `Plan` its source's cluster's driver runs: which cluster, which Ray
+nodes, which paths. The plan is built here once; the job sends it as it is (`castray.transfer.protocol`).
 
 The record's destinations are node ids of the merged view (``<cluster id>-<ray node id prefix>``); the
 view (hashes ``Names.view_nodes`` / ``Names.view_clusters``) gives each one's Ray node id, cluster and
 state, and the cluster's GCS address. Ray moves data only within one cluster: destinations in other
 clusters than the source's are grouped by cluster (`Relay`), and the job serves them from a verified copy
 on this machine once the source's cluster has made it (see `castray.transfer.job`).
+
+What the gateway checked when it accepted the request is taken as it is: the record's source (a typed
+`Source`), its file name (the sink, on the node, refuses an unusable one: that check guards the disk) and
+a generated file's size (``bytes_total``, the size it accepted). Read again here is only what can have
+changed since: the view (a node gone or not ALIVE, a cluster's GCS address) and the upload's record (it
+may have been deleted; its stored path is needed, and is confined to the data directory whoever wrote it).
 
 Some of what a plan needs may not be in the view yet although the cluster is: discovery learns a GCS
 address from the head's dashboard, which reports it a few seconds after it lists the head ALIVE, and a
@@ -18,17 +25,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from castray.shared import codec
 from castray.shared.confined import relative_parts
-from castray.shared.errors import ConfinementError, EventDecodeError, SizeError
+from castray.shared.errors import ConfinementError, EventDecodeError
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.safe_names import safe_file_name
-from castray.shared.sizes import parse_size
 from castray.shared.transfers import (
     GenerateSource,
     NodeFileSource,
@@ -38,6 +43,15 @@ from castray.shared.transfers import (
 )
 from castray.shared.view import ViewReader
 from castray.transfer.errors import NotReady, PlanError
+from castray.transfer.protocol import (
+    GatewayFile,
+    GeneratedFile,
+    Input,
+    LocalFile,
+    NodeFile,
+    Plan,
+    PlanDestination,
+)
 from castray.transfer.settings import TransferSettings
 
 
@@ -61,17 +75,20 @@ def _state(node: NodeInfo) -> str:
 
 @dataclass
 class Relay:
-    """The destinations of one other cluster than the source's (plan dicts of `DestPlan`)."""
+    """The destinations of one other cluster than the source's."""
 
     cluster_id: str
     address: str
-    dests: list[dict[str, Any]]
+    dests: list[PlanDestination]
 
 
 @dataclass
 class Prepared:
+    """A transfer ready to run: the plan for its source's cluster (at ``address``), and what it leaves
+    to the job (destinations that cannot be served, relays to other clusters)."""
+
     address: str
-    plan: dict[str, Any]
+    plan: Plan
     source_node_id: str | None  # None: read beside the transfer service (an upload)
     cluster_id: str
     bytes_expected: int | None = None
@@ -115,8 +132,7 @@ def _unusable(node: NodeInfo | None, role: str, node_id: str, waiting: Waiting) 
 def _pick_cluster(record: TransferRecord, nodes: dict[str, NodeInfo]) -> str:
     if record.cluster_id:
         return str(record.cluster_id)
-    src = record.source
-    node_id = src.get("node_id") if isinstance(src, dict) else None
+    node_id = record.source.node_id if isinstance(record.source, NodeFileSource | GenerateSource) else None
     for candidate in [record.source_node_id, node_id, *(d.node_id for d in record.destinations)]:
         if candidate and candidate in nodes:
             return str(nodes[candidate].cluster_id)
@@ -140,45 +156,39 @@ def _in_data_dir(settings: TransferSettings, upload_id: str, stored: str) -> str
     return relative
 
 
-async def _source(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
-                  nodes: dict[str, NodeInfo], cluster_id: str, token: str, waiting: Waiting
-                  ) -> tuple[dict[str, Any], NodeInfo | None, str | None, int | None]:
-    """(source spec, source node, expected sha256, expected size). An upload has no node: it is read
-    beside the transfer service, whose data directory the gateway shares, or streamed from the gateway
-    when ``gateway_url`` is set (`castray.transfer.sources`)."""
-    raw = dict(record.source)
-    if "upload_id" in raw:
-        up = UploadSource.model_validate(raw)
-        stored = await redis.get(names.upload(up.upload_id))
-        if stored is None:
-            raise PlanError(f"upload {up.upload_id} not found")
-        try:
-            upload = codec.decode_model(stored, UploadRecord)
-        except EventDecodeError:
-            raise PlanError(f"upload {up.upload_id} has an unreadable record") from None
+async def _input(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
+                 nodes: dict[str, NodeInfo], cluster_id: str, token: str, waiting: Waiting
+                 ) -> tuple[Input, NodeInfo | None, str | None, int | None]:
+    """(the file the driver reads, the source node, its expected sha256, its expected size). An upload
+    has no node: it is read beside the transfer service, whose data directory the gateway shares, or
+    streamed from the gateway when ``gateway_url`` is set (`castray.transfer.sources`)."""
+    source = record.source
+    if isinstance(source, UploadSource):
+        upload = await _upload(redis, names, source.upload_id)
         if settings.gateway_url:  # this service cannot see the gateway's disk: stream it from there
-            spec: dict[str, Any] = {
-                "kind": "here", "path": upload.file_name, "token": settings.api_token or "",
-                "url": f"{settings.gateway_url.rstrip('/')}/api/uploads/{upload.upload_id}/content"}
-        else:  # never trusted: read beneath the data directory, whatever the record says
-            spec = {"kind": "here", "root": str(settings.data_dir.absolute()),
-                    "path": _in_data_dir(settings, up.upload_id, upload.path)}
-        return spec, None, upload.sha256, upload.file_size
-    if "generate" in raw:
-        gen = GenerateSource.model_validate(raw)
-        try:
-            size = parse_size(gen.generate.size)
-        except SizeError as e:
-            raise PlanError(str(e)) from None
-        node = nodes.get(gen.node_id or record.source_node_id or "") or _head(nodes, cluster_id, waiting)
+            url = f"{settings.gateway_url.rstrip('/')}/api/uploads/{upload.upload_id}/content"
+            return GatewayFile(url=url, token=settings.api_token or ""), None, upload.sha256, upload.file_size
+        local = LocalFile(root=str(settings.data_dir.absolute()),
+                          path=_in_data_dir(settings, upload.upload_id, upload.path))
+        return local, None, upload.sha256, upload.file_size
+    if isinstance(source, GenerateSource):
+        node = nodes.get(source.node_id or record.source_node_id or "") or _head(nodes, cluster_id, waiting)
         path = settings.data_dir.absolute() / "tmp" / f"gen-{record.id}-{token}"
-        return ({"kind": "generate", "path": str(path), "size": size, "content": gen.generate.content},
-                node, None, size)
-    src = NodeFileSource.model_validate(raw)
-    if src.node_id not in nodes:
-        raise PlanError(f"source node {src.node_id} is not in the node view")
-    return ({"kind": "files_root", "root": str(settings.files_root_dir()), "path": src.path},
-            nodes[src.node_id], None, None)
+        generated = GeneratedFile(path=str(path), size=record.bytes_total, content=source.generate.content)
+        return generated, node, None, record.bytes_total
+    if source.node_id not in nodes:
+        raise PlanError(f"source node {source.node_id} is not in the node view")
+    return NodeFile(root=str(settings.files_root_dir()), path=source.path), nodes[source.node_id], None, None
+
+
+async def _upload(redis: aioredis.Redis, names: Names, upload_id: str) -> UploadRecord:
+    stored = await redis.get(names.upload(upload_id))
+    if stored is None:
+        raise PlanError(f"upload {upload_id} not found")
+    try:
+        return codec.decode_model(stored, UploadRecord)
+    except EventDecodeError:
+        raise PlanError(f"upload {upload_id} has an unreadable record") from None
 
 
 async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
@@ -186,23 +196,19 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
     """The plan for the destinations of ``record`` not yet completed (`PlanError` if none can run,
     `NotReady` if it must wait for the view and ``waiting`` says it still may)."""
     waiting = waiting or Waiting()
-    try:
-        file_name = safe_file_name(record.file_name)
-    except ValueError as e:
-        raise PlanError(f"unusable file name: {e}") from None
     view = ViewReader(redis, names)
     nodes = await view.nodes()
     cluster_id = _pick_cluster(record, nodes)
     cluster = await _cluster(view, cluster_id, waiting)
-    spec, src_node, sha, size = await _source(redis, names, settings, record, nodes, cluster_id, token,
-                                              waiting)
+    read, src_node, sha, size = await _input(redis, names, settings, record, nodes, cluster_id, token,
+                                             waiting)
     if src_node is not None and src_node.cluster_id != cluster_id:
         raise PlanError(f"source node {src_node.id} is not in the transfer's cluster {cluster_id}")
     if src_node is not None and (why := _unusable(src_node, "source", src_node.id, waiting)):
         raise PlanError(why)
-    dests: list[dict[str, Any]] = []
+    dests: list[PlanDestination] = []
     failed: dict[str, str] = {}
-    others: dict[str, list[dict[str, Any]]] = {}
+    others: dict[str, list[PlanDestination]] = {}
     inbox = settings.inbox_root()
     for dest in record.destinations:
         if dest.state == "completed":
@@ -217,9 +223,8 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
         except ValueError:
             failed[dest.node_id] = "node id cannot be a directory name"
             continue
-        plan_dest = {"node_id": node.id, "ray_node_id": node.ray_node_id, "dir": str(directory)}
         group = dests if node.cluster_id == cluster_id else others.setdefault(node.cluster_id, [])
-        group.append(plan_dest)
+        group.append(PlanDestination(node_id=node.id, ray_node_id=node.ray_node_id, dir=str(directory)))
     relays = []
     for other_id, members in others.items():
         try:
@@ -227,15 +232,15 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
         except NotReady:
             raise
         except PlanError as e:
-            failed.update({d["node_id"]: str(e) for d in members})
+            failed.update({d.node_id: str(e) for d in members})
             continue
         relays.append(Relay(other_id, str(other.gcs_address), members))
-    plan = {"id": record.id, "source": spec, "source_ray_node": src_node.ray_node_id if src_node else "",
-            "dests": dests,
-            "file_name": file_name, "overwrite": record.overwrite, "retry": retry, "expected_sha": sha,
-            "chunk_bytes": settings.chunk_bytes, "inflight": settings.inflight_chunks,
-            "rate_limit": settings.rate_limit, "progress_interval": settings.progress_interval,
-            "node_timeout": settings.node_timeout, "token": token}
+    plan = Plan(id=record.id, token=token, input=read,
+                source_ray_node=src_node.ray_node_id if src_node else "", dests=dests,
+                file_name=record.file_name, overwrite=record.overwrite, retry=retry, expected_sha=sha,
+                chunk_bytes=settings.chunk_bytes, inflight=settings.inflight_chunks,
+                rate_limit=settings.rate_limit, progress_interval=settings.progress_interval,
+                node_timeout=settings.node_timeout)
     view_ids = {n.ray_node_id: n.id for n in nodes.values() if n.cluster_id == cluster_id}
     return Prepared(str(cluster.gcs_address), plan, src_node.id if src_node else None, cluster_id, size,
                     failed, relays, view_ids)

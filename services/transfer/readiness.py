@@ -68,14 +68,14 @@ class ViewChanges:
             await asyncio.sleep(limit)
 
 
-async def plan_when_ready(plan: Callable[[Waiting], Awaitable[T]], *, redis: aioredis.Redis, names: Names,
+async def plan_when_ready(attempt: Callable[[Waiting], Awaitable[T]], *, redis: aioredis.Redis, names: Names,
                           timeout: float, keep_waiting: Callable[[str], Awaitable[bool]],
                           recheck: float = RECHECK_S) -> T:
-    """``plan(Waiting())`` until it no longer raises `NotReady`; then its result, or after ``timeout``
-    seconds ``plan(Waiting(gave_up_after=timeout))``. ``keep_waiting(what)`` is called before each wait
+    """``attempt(Waiting())`` until it no longer raises `NotReady`; then its result, or after ``timeout``
+    seconds ``attempt(Waiting(gave_up_after=timeout))``. ``keep_waiting(what)`` is called before each wait
     with what is still missing; when it answers False, `WaitCancelled` is raised."""
     try:
-        return await plan(Waiting())
+        return await attempt(Waiting())
     except NotReady:
         pass  # the common case is ready: subscribe only when it is not
     loop = asyncio.get_running_loop()
@@ -83,7 +83,7 @@ async def plan_when_ready(plan: Callable[[Waiting], Awaitable[T]], *, redis: aio
     async with ViewChanges(redis, names, recheck=recheck) as changes:
         while True:
             try:  # first right after subscribing: no change after the first try goes unnoticed
-                return await plan(Waiting())
+                return await attempt(Waiting())
             except NotReady as e:
                 what = e.what
             if not await keep_waiting(what):
@@ -92,4 +92,4 @@ async def plan_when_ready(plan: Callable[[Waiting], Awaitable[T]], *, redis: aio
             if left <= 0:
                 break
             await changes.wait(left)
-    return await plan(Waiting(gave_up_after=timeout))
+    return await attempt(Waiting(gave_up_after=timeout))

@@ -18,6 +18,7 @@ from castray.shared.errors import EventDecodeError
 from castray.shared.lease import Lease
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord
+from castray.transfer.errors import UnreadableRecord
 
 
 class RecordStore:
@@ -25,13 +26,14 @@ class RecordStore:
         self.redis, self.names = redis, names
 
     async def load(self, transfer_id: str) -> TransferRecord | None:
+        """The stored record (None if there is none; `UnreadableRecord` if it does not decode)."""
         raw = await self.redis.get(self.names.transfer(transfer_id))
         if raw is None:
             return None
         try:
             return codec.decode_model(raw, TransferRecord)
-        except EventDecodeError:
-            return None
+        except EventDecodeError as e:
+            raise UnreadableRecord(f"the record of transfer {transfer_id} is unreadable: {e}") from None
 
     async def save(self, record: TransferRecord) -> TransferRecord:
         """Write ``record``, keeping a cancel request stored meanwhile; returns what was written."""
@@ -54,9 +56,6 @@ class RecordStore:
                     return record
                 except WatchError:
                     continue
-
-    async def ensure_indexed(self, record: TransferRecord) -> None:
-        await self.redis.zadd(self.names.transfer_index, {record.id: record.created_at}, nx=True)
 
     # --- leases -----------------------------------------------------------------------------------
     def lease(self, transfer_id: str, owner: str, ttl_ms: int) -> Lease:

@@ -17,8 +17,9 @@ import errno
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from castray.shared.confined import open_at, open_dirs, open_root
 from castray.shared.errors import ConfinementError
@@ -35,6 +36,27 @@ CHUNK_DIGEST = "xxh3:"
 TEMP_PREFIX = ".castray-"
 TEMP_SUFFIX = ".part"
 STALE_TEMP_S = 3600.0  # a temp file untouched this long belongs to nobody (writers touch it every chunk)
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """Where and how one copy is written: ``<dir>/<file_name>``. ``file_name`` is checked here, on the
+    node, whoever sent it: this is the check that guards the disk."""
+
+    dir: str
+    file_name: str
+    transfer_id: str
+    token: str
+    overwrite: bool = False
+    retry: bool = False  # an earlier attempt may have placed this very copy: accept it if it matches
+
+
+class Placed(TypedDict):
+    """A verified copy, linked into place."""
+
+    path: str
+    sha256: str
+    bytes: int
 
 
 def temp_name(transfer_id: str, token: str) -> str:
@@ -104,7 +126,7 @@ class Sink(Ordered):
         self.done += len(view)
         return self.done
 
-    def finish(self, expected: str) -> dict[str, Any]:
+    def finish(self, expected: str) -> Placed:
         self.writer.flush()
         self.writer.close()
         os.fsync(self.fd)
@@ -174,13 +196,13 @@ def _exists_at(dir_fd: int, name: str) -> bool:
     return True
 
 
-def open_sink(spec: dict[str, Any]) -> Sink:
+def open_sink(spec: SinkSpec) -> Sink:
     """The sink for a copy at ``<dir>/<file_name>``: ``dir``'s parent (the inbox, or the relay folder)
     is configuration; its last component (the node's folder) and the file are opened without following a
     symlink, so one swapped in at any time cannot send the copy elsewhere."""
-    directory = Path(spec["dir"])
+    directory = Path(spec.dir)
     try:
-        name = safe_file_name(spec["file_name"])
+        name = safe_file_name(spec.file_name)
     except ValueError as e:
         raise TransferError(f"unusable file name: {e}") from None
     root_fd = open_root(directory.parent, create=True)
@@ -191,13 +213,11 @@ def open_sink(spec: dict[str, Any]) -> Sink:
     finally:
         os.close(root_fd)
     try:
-        tid = spec["transfer_id"]
-        _sweep(dir_fd, tid)
-        if _exists_at(dir_fd, name) and not spec["overwrite"] and not spec.get("retry"):
+        _sweep(dir_fd, spec.transfer_id)
+        if _exists_at(dir_fd, name) and not spec.overwrite and not spec.retry:
             raise TransferError(f"exists: {name} is already in the inbox")
         shown = Path(os.path.realpath(directory.parent)) / directory.name
-        return Sink(dir_fd, shown, name, temp_name(tid, spec["token"]), bool(spec["overwrite"]),
-                    bool(spec.get("retry")))
+        return Sink(dir_fd, shown, name, temp_name(spec.transfer_id, spec.token), spec.overwrite, spec.retry)
     except ConfinementError as e:
         os.close(dir_fd)
         raise TransferError(f"inbox refused: {e}") from None

@@ -4,10 +4,10 @@
 - `HereReader`: this driver process reads a file on its own machine and puts each chunk into the object
   store of the node it is attached to. Uploads live with the services (the gateway streams them into the
   data directory it shares with the transfer service), not on any node of a cluster, which may be on other
-  machines; so they are read here (source spec ``{"kind": "here", "root": <data dir>, "path": <relative>}``,
-  opened beneath the root without following a symlink). A transfer service that
-  does not share that directory (``CASTRAY_GATEWAY_URL`` set) streams the upload from the gateway instead
-  (``{"kind": "here", "url": ..., "token": ...}``), still read once, chunk by chunk.
+  machines; so they are read here (a `LocalFile`: beneath the data directory, without following a
+  symlink). A transfer service that does not share that directory (``CASTRAY_GATEWAY_URL`` set) streams
+  the upload from the gateway instead (a `GatewayFile`), still read once, chunk by chunk. A relay leg reads
+  the relay copy here too.
 
 Both give, for each chunk in turn, an ObjectRef of the data and its digest (an ObjectRef, or a string when
 read here), and at the end the file's sha256 and the bytes read.
@@ -18,51 +18,59 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import ray
 
-from castray.shared.confined import open_beneath, open_nofollow
+from castray.shared.confined import open_beneath
 from castray.shared.errors import ConfinementError
-from castray.transfer.agent import SourceFile
+from castray.transfer.agent import SourceEnd, SourceFile
 from castray.transfer.errors import TransferError
+from castray.transfer.protocol import GatewayFile, GeneratedFile, LocalFile, NodeFile
 
 
 class AgentReader:
-    """A source read by the agent of the source node (`NodeAgent.open_source` / `read` / `close_source`)."""
+    """A source read by the agent of the source node (`NodeAgent.open_file` or `open_generated`, then
+    `read`, `close_source`)."""
 
-    def __init__(self, agent: Any, key: str) -> None:
-        self.agent, self.key = agent, key
+    def __init__(self, agent: Any, key: str, input: NodeFile | GeneratedFile) -> None:
+        self.agent, self.key, self.input = agent, key, input
 
-    def open(self, spec: dict[str, Any], known_sha: str | None, fast: bool) -> int:
-        return int(ray.get(self.agent.open_source.remote(self.key, spec, known_sha, fast))["size"])
+    def open(self, known_sha: str | None, fast: bool) -> int:
+        if isinstance(self.input, NodeFile):
+            ref = self.agent.open_file.remote(self.key, self.input.root, self.input.path, known_sha, fast)
+        else:
+            ref = self.agent.open_generated.remote(self.key, self.input.path, self.input.size,
+                                                   self.input.content, known_sha, fast)
+        return int(ray.get(ref))
 
     def read(self, index: int, length: int) -> tuple[Any, Any]:
         data, digest = self.agent.read.remote(self.key, index, length)
         return data, digest
 
-    def close(self) -> dict[str, Any]:
-        return dict(ray.get(self.agent.close_source.remote(self.key), timeout=10))
+    def close(self) -> SourceEnd | None:
+        end: SourceEnd | None = ray.get(self.agent.close_source.remote(self.key), timeout=10)
+        return end
 
 
 class HereReader:
     """A source read in this process (blocking: the driver runs each transfer in a thread of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, input: LocalFile | GatewayFile) -> None:
+        self.input = input
         self.source: SourceFile | None = None
 
-    def open(self, spec: dict[str, Any], known_sha: str | None, fast: bool) -> int:
-        if spec.get("url"):
-            self.source = fetch(str(spec["url"]), str(spec.get("token") or ""), known_sha, fast)
+    def open(self, known_sha: str | None, fast: bool) -> int:
+        if isinstance(self.input, GatewayFile):
+            self.source = fetch(self.input.url, self.input.token, known_sha, fast)
             return self.source.size
-        path = Path(spec["path"])
-        try:  # beneath its root (the data directory), never through a symlink
-            fd = open_beneath(spec["root"], spec["path"]) if spec.get("root") else open_nofollow(path)
+        try:  # beneath its root (the data directory, or the relay folder), never through a symlink
+            fd = open_beneath(self.input.root, self.input.path)
         except ConfinementError as e:
             raise TransferError(f"source refused: {e}") from None
         except (FileNotFoundError, NotADirectoryError):
-            raise TransferError(f"source file not found beside the transfer service: {path.name}") from None
+            name = self.input.path.rsplit("/", 1)[-1]
+            raise TransferError(f"source file not found beside the transfer service: {name}") from None
         self.source = SourceFile.from_fd(fd, known_sha, fast)
         return self.source.size
 
@@ -71,12 +79,12 @@ class HereReader:
         data, digest = self.source.read(length)
         return ray.put(data), digest
 
-    def close(self) -> dict[str, Any]:
+    def close(self) -> SourceEnd | None:
         source, self.source = self.source, None
         if source is None:
-            return {}
+            return None
         source.close()
-        return {"sha256": source.sha256(), "bytes": source.done}
+        return source.end()
 
 
 FETCH_TIMEOUT = 60.0  # seconds without a byte from the gateway before the read fails

@@ -28,16 +28,15 @@ from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
-from castray.shared.transfers import TransferRecord
+from castray.shared.transfers import FINAL_STATES, QueuedTransfer, TransferRecord
 from castray.transfer import dead_letter
 from castray.transfer.drivers import Drivers
-from castray.transfer.errors import LeaseLost
+from castray.transfer.errors import LeaseLost, UnreadableRecord
 from castray.transfer.job import TransferJob
 from castray.transfer.records import RecordStore
 from castray.transfer.settings import TransferSettings
 
 log = logging.getLogger(__name__)
-TERMINAL = ("completed", "failed", "cancelled")
 
 
 class TransferWorker:
@@ -109,7 +108,7 @@ class TransferWorker:
         the record's own (which counts only the attempts that took the lease) is known."""
         try:
             record = await self._record(data)
-            if record is None or record.state in TERMINAL:
+            if record is None or record.state in FINAL_STATES:
                 await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
                 return
             lease = self.store.lease(record.id, self.instance, self.settings.claim_idle_ms)
@@ -134,6 +133,10 @@ class TransferWorker:
                     await lease.release()
         except LeaseLost:
             log.warning("transfer entry %s: lease lost to another replica; stopped here", entry_id)
+        except UnreadableRecord as e:  # the same on every delivery: given up at once
+            log.error("transfer entry %s: %s", entry_id, e)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._give_up(entry_id, data, count, str(e))
         except REDIS_ERRORS as e:
             log.warning("transfer entry %s left pending (redis: %s)", entry_id, e)
         except asyncio.CancelledError:
@@ -146,9 +149,9 @@ class TransferWorker:
                     await self._give_up(entry_id, data, count, dead_letter.crash_reason(e, count))
 
     async def _uncount(self, transfer_id: str) -> None:
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*REDIS_ERRORS, UnreadableRecord):
             stored = await self.store.load(transfer_id)
-            if stored is not None and stored.state not in TERMINAL and stored.attempts > 0:
+            if stored is not None and stored.state not in FINAL_STATES and stored.attempts > 0:
                 stored.attempts -= 1
                 await self.store.save(stored)
 
@@ -157,17 +160,15 @@ class TransferWorker:
                                   data=data, count=count, reason=reason)
 
     async def _record(self, data: dict[str, Any]) -> TransferRecord | None:
-        tid = str(data.get("id") or "")
-        record = await self.store.load(tid) if tid else None
-        if record is not None:
-            return record
-        try:  # the gateway stores the record first; if it is gone, the request itself is the record
-            record = TransferRecord.model_validate(data)
+        """The stored record the request names (None: drop the request, it names nothing to run)."""
+        try:
+            queued = QueuedTransfer.model_validate(data)
         except ValidationError:
-            log.warning("dropping a request that is not a transfer record: %r", str(data)[:200])
+            log.warning("dropping a request that names no transfer: %r", str(data)[:200])
             return None
-        await self.store.save(record)
-        await self.store.ensure_indexed(record)
+        record = await self.store.load(queued.id)
+        if record is None:
+            log.warning("dropping the request of transfer %s: it has no record (deleted)", queued.id)
         return record
 
     async def _run_leased(self, entry_id: str, record: TransferRecord, lease: Lease) -> None:

@@ -21,7 +21,8 @@ from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
-from castray.shared.transfers import Destination, TransferRecord
+from castray.shared.sizes import parse_size
+from castray.shared.transfers import Destination, GenerateSource, QueuedTransfer, TransferRecord
 from castray.transfer.settings import TransferSettings
 from castray.transfer.worker import TransferWorker
 
@@ -45,13 +46,17 @@ async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.Ray
 async def queue(redis: aioredis.Redis, names: Names, *, source: dict[str, Any], targets: list[str],
                 file_name: str, mode: str = "multicast", overwrite: bool = False,
                 cluster_id: str | None = None, **fields: Any) -> TransferRecord:
-    """Store, index and queue a transfer exactly as the gateway does."""
+    """Store, index and queue a transfer exactly as the gateway does (a generated file's size is its
+    ``bytes_total``, as the gateway accepted it)."""
     record = TransferRecord(id=uuid.uuid4().hex, mode=mode, source=source, file_name=file_name,  # type: ignore[arg-type]
                             created_at=time.time(), destinations=[Destination(node_id=t) for t in targets],
                             overwrite=overwrite, cluster_id=cluster_id, **fields)
+    if isinstance(record.source, GenerateSource) and "bytes_total" not in fields:
+        record.bytes_total = parse_size(record.source.generate.size)
     await redis.set(names.transfer(record.id), codec.encode_model(record))
     await redis.zadd(names.transfer_index, {record.id: record.created_at})
-    await Bus(redis, names, source="test").add_work(names.transfer_requests, record.model_dump(mode="json"))
+    await Bus(redis, names, source="test").add_work(names.transfer_requests,
+                                                    QueuedTransfer(id=record.id).model_dump())
     return record
 
 
