@@ -36,19 +36,19 @@ async def test_two_clusters_discover_and_disconnect_one(
     worker = await run_discovery(scan_ports=ports, periodic=True, scan_interval=0.2)
     bus = Bus(redis_client, names, source="test")
     reply = await bus.request("discovery", "discover", {}, timeout=20)
-    assert reply["success"] is True
-    by_port = {c["dashboard_url"].rsplit(":", 1)[1]: c for c in reply["discovered_clusters"]}
+    assert reply["found"]
+    by_port = {c["dashboard_url"].rsplit(":", 1)[1]: c for c in reply["found"]}
     assert set(by_port) == {str(ray_head.dashboard_port), str(own_ray_head.dashboard_port)}
     keep, drop = by_port[str(ray_head.dashboard_port)], by_port[str(own_ray_head.dashboard_port)]
     assert keep["id"] != drop["id"]
-    heads = {n["ray_node_id"] for n in reply["external_nodes"].values()}
+    heads = {n["ray_node_id"] for n in reply["external_nodes"]}
     assert {ray_head.node_id, own_ray_head.node_id} <= heads
 
     # Disconnect one by its address: its nodes leave (removed), then the cluster.
     out = await bus.request(
         "discovery", "disconnect", {"cluster": f"127.0.0.1:{own_ray_head.dashboard_port}"}
     )
-    assert out == {"success": True, "disconnected": [drop["id"]]}
+    assert out == {"disconnected": [drop["id"]]}
     removed = await events.wait_for(cluster_event("cluster-removed", drop["id"]), what="cluster-removed")
     gone_node = await events.wait_for(
         node_event("removed", ray_node_id=own_ray_head.node_id), what="node removed"
@@ -70,7 +70,7 @@ async def test_two_clusters_discover_and_disconnect_one(
     clusters, _ = await stored_state(redis_client, names)
     assert drop["id"] not in clusters
     again = await bus.request("discovery", "discover", {}, timeout=20)
-    assert {c["id"] for c in again["discovered_clusters"]} == {keep["id"], drop["id"]}
+    assert {c["id"] for c in again["found"]} == {keep["id"], drop["id"]}
 
 
 async def test_head_killed_cluster_lost_nodes_unreachable(
@@ -82,7 +82,7 @@ async def test_head_killed_cluster_lost_nodes_unreachable(
 ) -> None:
     worker = await run_discovery(discovery_addresses=[own_ray_head.dashboard_url], lost_after=3)
     reply = await worker.commands("discover", {})  # type: ignore[misc]
-    cid = reply["discovered_clusters"][0]["id"]
+    cid = reply["found"][0]["id"]
     await events.wait_for(node_event("added", ray_node_id=own_ray_head.node_id), what="head added")
 
     own_ray_head.stop()  # the whole head, dashboard included

@@ -46,10 +46,10 @@ async def _disconnect_then_restart(
     """Discover the cluster, disconnect it, stop discovery and start a new one with the same settings."""
     first = await _start(run_discovery, redis_client, names, settings)
     reply = await bus.request("discovery", "discover", {}, timeout=20)
-    assert reply["success"] is True
-    [cid] = [c["id"] for c in reply["discovered_clusters"]]
+    assert reply["found"]
+    [cid] = [c["id"] for c in reply["found"]]
     out = await bus.request("discovery", "disconnect", {"cluster": cid})
-    assert out == {"success": True, "disconnected": [cid]}
+    assert out == {"disconnected": [cid]}
     stored = await redis_client.hgetall(names.discovery_disconnected)
     assert set(stored) == {cid.encode()}
     record = codec.unpack(stored[cid.encode()])
@@ -85,7 +85,7 @@ async def test_disconnected_cluster_stays_away_after_restart_until_discover(
 
     # An explicit discover brings it back and clears the stored mark.
     again = await bus.request("discovery", "discover", {}, timeout=20)
-    assert [c["id"] for c in again["discovered_clusters"]] == [cid]
+    assert [c["id"] for c in again["found"]] == [cid]
     clusters, _ = await stored_state(redis_client, names)
     assert cid in clusters
     assert await redis_client.hlen(names.discovery_disconnected) == 0
@@ -105,6 +105,6 @@ async def test_connect_after_restart_clears_the_mark(
     out = await bus.request(
         "discovery", "connect", {"cluster_address": f"127.0.0.1:{ray_head.dashboard_port}"}, timeout=20
     )
-    assert out["success"] is True and out["cluster"]["id"] == cid
+    assert out["cluster"]["id"] == cid
     assert await redis_client.hlen(names.discovery_disconnected) == 0
     assert worker.tracker.disconnected == set()

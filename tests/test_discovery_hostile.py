@@ -187,8 +187,7 @@ async def test_lying_rows_are_dropped_not_fatal(run_discovery, bus: Bus, http_se
     port = await http_server(app)
     await run_discovery()
     reply = await bus.request("discovery", "connect", {"cluster_address": f"127.0.0.1:{port}"}, timeout=20)
-    assert reply["success"] is True
-    assert [n["ray_node_id"] for n in reply["external_nodes"].values()] == ["ab" * 28]
+    assert [n["ray_node_id"] for n in reply["nodes"] if n["external"]] == ["ab" * 28]
     assert reply["cluster"]["found_by"] == "manual"
 
 
@@ -201,6 +200,6 @@ async def test_unknown_op_and_unknown_cluster(run_discovery, bus: Bus) -> None: 
         await bus.request("discovery", "disconnect", {"cluster": "c000000000000"}, timeout=10)
     assert (info.value.status, info.value.code) == (404, "not_found")
     reply = await bus.request("discovery", "disconnect", {}, timeout=10)
-    assert reply == {"success": True, "disconnected": []}
+    assert reply == {"disconnected": []}
     reply = await bus.request("discovery", "discover", {}, timeout=20)
-    assert reply["success"] is False and reply["discovered_clusters"] == [] and reply["error"]
+    assert reply["found"] == []

@@ -14,8 +14,10 @@ import psutil
 import redis.asyncio as aioredis
 
 from castray import local_ray
+from castray.gateway.original.clusters import discover_reply
 from castray.shared.events import NodeInfo
 from castray.shared.names import Names
+from castray.shared.replies import DiscoverReply
 from tests.support.discovery import (  # noqa: F401  (fixtures)
     EventLog,
     cluster_event,
@@ -58,8 +60,8 @@ async def test_worker_join_and_sigterm(
 ) -> None:
     worker = await run_discovery(discovery_addresses=[ray_head.dashboard_url])
     reply = await worker.commands("discover", {})  # type: ignore[misc]
-    assert reply["success"] is True
-    cid = reply["discovered_clusters"][0]["id"]
+    assert reply["found"]
+    cid = reply["found"][0]["id"]
     await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
 
     node = start_worker(ray_head, labels={"team": "castray"}, node_name="w-join")
@@ -104,14 +106,15 @@ async def test_one_cluster_found_many_ways(
         scan_ports=str(ray_head.dashboard_port),
     )
     reply = await worker.commands("discover", {})  # type: ignore[misc]
-    assert len(reply["discovered_clusters"]) == 1, reply["discovered_clusters"]
-    cluster = reply["discovered_clusters"][0]
+    assert len(reply["found"]) == 1, reply["found"]
+    cluster = reply["found"][0]
     assert set(cluster["sources"]) == {"config", "session-file", "scan"}
     assert cluster["session_name"].startswith("session_")
     assert cluster["gcs_address"].endswith(f":{ray_head.gcs_port}")
-    assert reply["connected_cluster"] == f"127.0.0.1:{ray_head.dashboard_port}"
+    assert discover_reply(DiscoverReply.model_validate(reply))["connected_cluster"] == (
+        f"127.0.0.1:{ray_head.dashboard_port}")
     head_id = f"{cluster['id']}-{ray_head.node_id[:12]}"
-    assert head_id in reply["external_nodes"]
+    assert head_id in {n["id"] for n in reply["external_nodes"]}
 
     # Through the GCS address as Ray writes it in ray_current_cluster (host IP; the dashboard only
     # listens on 127.0.0.1): the same cluster.
@@ -163,9 +166,10 @@ async def test_local_cluster_nodes_are_not_external(
         local_cluster=ray_head.dashboard_url, scan_ports=str(ray_head.dashboard_port)
     )
     reply = await worker.commands("discover", {})  # type: ignore[misc]
-    [cluster] = reply["discovered_clusters"]
+    [cluster] = reply["found"]
     assert cluster["found_by"] == "local"
-    assert reply["external_nodes"] == {} and reply["connected_cluster"] is None
+    assert reply["external_nodes"] == [] and discover_reply(DiscoverReply.model_validate(reply))[
+        "connected_cluster"] is None
     added = await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
     assert added.payload.node.external is False  # type: ignore[union-attr]
     await events.wait_for(cluster_event("cluster-found", cluster["id"]))
@@ -188,7 +192,7 @@ async def test_cluster_lost_and_found_again(
 ) -> None:
     """A frozen dashboard (SIGSTOP): polls time out, cluster-lost; thawed: cluster-found, nodes ALIVE."""
     worker = await run_discovery(discovery_addresses=[ray_head.dashboard_url], poll_timeout=0.5)
-    [cluster] = (await worker.commands("discover", {}))["discovered_clusters"]  # type: ignore[misc]
+    [cluster] = (await worker.commands("discover", {}))["found"]  # type: ignore[misc]
     cid = cluster["id"]
     await events.wait_for(node_event("added", ray_node_id=ray_head.node_id), what="head added")
     dashboard = _dashboard_pid(ray_head)
@@ -221,4 +225,4 @@ async def test_discover_requests_coalesce(
     before = worker.discoverer.passes
     replies = await asyncio.gather(*(worker.commands("discover", {}) for _ in range(5)))  # type: ignore[misc]
     assert worker.discoverer.passes == before + 1
-    assert all(r["discovered_clusters"] == replies[0]["discovered_clusters"] for r in replies)
+    assert all(r["found"] == replies[0]["found"] for r in replies)

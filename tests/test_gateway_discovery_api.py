@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
+from castray.shared.replies import ConnectReply, DisconnectReply, DiscoverReply
 from tests.support.gateway import cluster, node, wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
@@ -41,13 +42,8 @@ class Discovery:
         self.calls.append((op, args))
         if op == "discover":
             c1 = cluster("c1")
-            return {
-                "success": True,
-                "discovered_clusters": [c1.model_dump(mode="json")],
-                "connected_cluster": "127.0.0.1:8265",
-                "external_nodes": {"c1-h": node("h").model_dump(mode="json")},
-                "error": None,
-            }
+            reply = DiscoverReply(found=[c1], clusters=[c1], external_nodes=[node("h")])
+            return reply.model_dump(mode="json")
         if op == "connect":
             address = args["cluster_address"]
             if address in FAILURES:
@@ -55,17 +51,12 @@ class Discovery:
             if address == "hang:1":
                 await asyncio.sleep(3600)
             c = cluster("m1", port=8266, found_by="manual")
-            return {
-                "success": True,
-                "cluster": c.model_dump(mode="json"),
-                "external_nodes": {},
-                "message": f"connected to {c.name}",
-            }
+            return ConnectReply(cluster=c, message=f"connected to {c.name}").model_dump(mode="json")
         if op == "disconnect":
             which = args.get("cluster")
             if which == "nope":
                 raise CommandError("no known cluster 'nope'", status=404, code="not_found")
-            return {"success": True, "disconnected": [which] if which else ["c1", "m1"]}
+            return DisconnectReply(disconnected=[which] if which else ["c1", "m1"]).model_dump(mode="json")
         raise CommandError(f"unknown discovery command {op!r}", status=400, code="unknown_command")
 
 

@@ -1,7 +1,8 @@
 """Discovery's commands over the bus: discover, connect, disconnect, clusters.
 
-Replies follow the seed's shapes (see each handler). Failures are `castray.discovery.errors` classes with
-the manual's codes, never an internal error for a user's mistake.
+Each reply is a model of `castray.shared.replies` (CastRay's own facts: the gateway's adapter shapes them
+for the original's HTTP API). Failures are `castray.discovery.errors` classes with the manual's codes, never
+an internal error for a user's mistake.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from castray.discovery.addresses import Address, parse_address
 from castray.discovery.passes import Discoverer
 from castray.discovery.probe import Prober
 from castray.discovery.tracker import Tracker
-from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.events import ClusterInfo
+from castray.shared.replies import ClustersReply, ConnectReply, DisconnectReply, DiscoverReply
 
 
 class DiscoveryCommands:
@@ -38,24 +40,14 @@ class DiscoveryCommands:
 
     # --- ops --------------------------------------------------------------------------------------
     async def discover(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{success, discovered_clusters, connected_cluster, external_nodes, error}``."""
         result = await self.discoverer.run_pass(explicit=True)
-        found = [c.model_dump(mode="json") for c in result.clusters]
-        error = None
-        if not found:
-            error = "no Ray cluster found" + (
-                f" ({'; '.join(f'{a}: {m}' for a, m in result.errors.items())})" if result.errors else ""
-            )
-        return {
-            "success": bool(found),
-            "discovered_clusters": found,
-            "connected_cluster": self.connected_cluster(),
-            "external_nodes": self.external_nodes(),
-            "error": error,
-        }
+        return DiscoverReply(found=result.clusters, failures=result.errors,
+                             clusters=list(self.state.clusters.values()),
+                             external_nodes=[n for n in self.state.nodes.values() if n.external]
+                             ).model_dump(mode="json")
 
     async def connect(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{"cluster_address": ...}`` -> ``{success, cluster, external_nodes, message}``."""
+        """``{"cluster_address": ...}``."""
         raw = args.get("cluster_address", args.get("address"))
         if raw is None:
             raise errors.AddressMalformed('cluster_address is required, e.g. "127.0.0.1:8265"')
@@ -66,18 +58,14 @@ class DiscoveryCommands:
         )
         if cluster is None:  # disconnected again while we adopted it
             raise errors.DisconnectedMeanwhile("the cluster was disconnected while connecting")
-        nodes = {n.id: n.model_dump(mode="json") for n in self.state.nodes_of(cluster.id) if n.external}
+        nodes = self.state.nodes_of(cluster.id)
         via = f" (via its GCS {addr.hostport})" if probe.via == "gcs" else ""
-        return {
-            "success": True,
-            "cluster": cluster.model_dump(mode="json"),
-            "external_nodes": nodes,
-            "message": f"connected to {cluster.name}{via}: Ray {cluster.ray_version}, "
-            f"{len(self.state.nodes_of(cluster.id))} nodes",
-        }
+        return ConnectReply(cluster=cluster, nodes=nodes,
+                            message=f"connected to {cluster.name}{via}: Ray {cluster.ray_version}, "
+                            f"{len(nodes)} nodes").model_dump(mode="json")
 
     async def disconnect(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{"cluster": id or address (optional)}`` -> ``{success, disconnected: [ids]}``."""
+        """``{"cluster": id or address (optional)}``: that cluster, or every external one."""
         which = args.get("cluster")
         if which in (None, ""):
             ids = [cid for cid, c in self.state.clusters.items() if c.found_by != "local"]
@@ -89,14 +77,12 @@ class DiscoveryCommands:
             ids = [cluster.id]
         for cid in ids:
             await self.tracker.disconnect(cid)
-        return {"success": True, "disconnected": ids}
+        return DisconnectReply(disconnected=ids).model_dump(mode="json")
 
     async def clusters(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "clusters": [c.model_dump(mode="json") for c in self.state.clusters.values()],
-            "nodes": {n.id: n.model_dump(mode="json") for n in self.state.nodes.values()},
-            "disconnected": sorted(self.tracker.disconnected),
-        }
+        return ClustersReply(clusters=list(self.state.clusters.values()),
+                             nodes=list(self.state.nodes.values()),
+                             disconnected=sorted(self.tracker.disconnected)).model_dump(mode="json")
 
     # --- helpers ----------------------------------------------------------------------------------
     def find(self, which: object) -> ClusterInfo:
@@ -117,22 +103,6 @@ class DiscoveryCommands:
             if keys & {k.lower() for k in known}:
                 return cluster
         raise errors.ClusterNotFound(f"no known cluster {which!r}")
-
-    def connected_cluster(self) -> str | None:
-        """host:port of the first alive external cluster's dashboard, as the seed shows it."""
-        alive = sorted(
-            (c for c in self.state.clusters.values() if c.state == "alive" and c.found_by != "local"),
-            key=lambda c: c.first_seen,
-        )
-        url = alive[0].dashboard_url if alive else None
-        return url.split("://", 1)[-1] if url else None
-
-    def external_nodes(self) -> dict[str, Any]:
-        return {n.id: n.model_dump(mode="json") for n in self.state.nodes.values() if _external(n)}
-
-
-def _external(node: NodeInfo) -> bool:
-    return node.external
 
 
 def _shown(addr: Address) -> str:

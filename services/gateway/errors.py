@@ -90,7 +90,7 @@ def json_error(status: int, message: str, code: str | None = None, *,
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A handler may carry, under this attribute, a function that reshapes its error bodies: the original
-# CastRay's endpoints add its ``message`` key that way (``original_files.speaks_original``). Refusals by
+# CastRay's endpoints add its ``message`` key that way (``original.errors.speaks_original``). Refusals by
 # the other middlewares (403, 401) on such a route are reshaped too, since the route is matched first.
 ERROR_SHAPE = "__error_shape__"
 

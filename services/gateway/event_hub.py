@@ -6,7 +6,7 @@ bounded queue: when a client cannot keep up, its queue is dropped and replaced b
 so the client gets a fresh snapshot instead of unbounded buffering. After a (re)subscription every
 subscriber resyncs too, since pub/sub loses what was published while the link was down.
 
-The hub also pushes the original CastRay's messages, shaped by ``original_status``: ``status_update`` to
+The hub also pushes the original CastRay's messages, shaped by the ``original`` adapter: ``status_update`` to
 the clients of the ``status`` topic, at most once per ``status_interval`` while the view or the transfers
 change and every ``status_idle_interval`` seconds otherwise (built once and shared by every client), and
 the ``external_cluster_*`` messages.
@@ -26,11 +26,11 @@ from typing import Any
 from aiohttp import web
 
 from castray.gateway import keys
-from castray.gateway import original_status as original
+from castray.gateway.original import live
+from castray.gateway.original import status as original
 from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.events import (
     ClusterDelta,
-    ClusterInfo,
     Event,
     MessageSentEvent,
     TransferEvent,
@@ -39,7 +39,7 @@ from castray.shared.events import (
     ViewResetEvent,
 )
 from castray.shared.lifecycle import stop_task
-from castray.shared.view import Snapshot, ViewReader
+from castray.shared.view import ViewReader
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +139,12 @@ def frames_for(event: Event) -> list[Frame]:
         return [Frame("clusters", "", epoch=event.payload.epoch, version=event.payload.version, reset=True)]
     if isinstance(event.payload, TransferEvent):
         frames = [Frame("transfers", dumps(event_message(event)))]
-        legacy = original.transfer_activity(event)
+        legacy = live.transfer_activity(event)
         return frames + ([Frame("transfers", dumps(legacy))] if legacy else [])
     if isinstance(event, MessageSentEvent):
         return [Frame("messages", dumps(event_message(event))),
-                Frame("messages", dumps(original.message_received(event)))]
+                Frame("messages", dumps(live.message_received(event)))]
     return []
-
-
-def legacy_cluster_frames(
-    found: list[ClusterInfo], removed: list[ClusterInfo], snap: Snapshot
-) -> list[Frame]:
-    """The original's ``external_cluster_discovered/_connected/_disconnected`` messages."""
-    return [Frame("clusters", dumps(m)) for m in original.cluster_messages(found, removed, snap)]
 
 
 # --- the hub -------------------------------------------------------------------------------------
@@ -171,10 +164,7 @@ class EventHub:
         self.events = 0
         self._subs: set[Subscriber] = set()
         self._dirty = asyncio.Event()
-        self._found: list[ClusterInfo] = []
-        self._removed: list[ClusterInfo] = []
-        self._known: dict[str, ClusterInfo] = {}  # clusters as last seen, to tell news from updates
-        self._reset_seen = False
+        self.news = live.ClusterNews()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -208,7 +198,7 @@ class EventHub:
 
     async def _on_connect(self) -> None:
         # Anything published while we were not subscribed is lost: every client takes a snapshot.
-        self._known = dict((await self.store.snapshot()).clusters)
+        self.news.restart((await self.store.snapshot()).clusters)
         self.subscribed.set()
         for sub in self._subs:
             sub.resync("reconnect")
@@ -235,25 +225,12 @@ class EventHub:
             self.status.transfers_changed()
             self._dirty.set()
         elif isinstance(event, ViewResetEvent):
-            self._reset_seen = True  # clusters may have come and gone without events
+            self.news.view_reset()
             self._dirty.set()
         elif isinstance(event, ViewChangedEvent):
             self._dirty.set()
             if isinstance(event.payload, ClusterDelta):
-                self._note_cluster(event.payload)
-
-    def _note_cluster(self, p: ClusterDelta) -> None:
-        """Queue the original's cluster messages: discovered when a cluster appears or comes back
-        (not on every update), disconnected when it is removed (its record is gone, so it is kept here)."""
-        prev = self._known.get(p.id)
-        if p.cluster is None:
-            self._known.pop(p.id, None)
-            self._removed.append(prev or ClusterInfo(id=p.id, name=p.id))
-            return
-        self._known[p.id] = p.cluster
-        if p.change == "found" and (prev is None or prev.state != "alive"
-                                    or (p.cluster.found_by == "manual" and prev.found_by != "manual")):
-            self._found.append(p.cluster)
+                self.news.note(event.payload)
 
     async def _status_loop(self) -> None:
         """Push status_update (and the original's cluster messages) at most once per ``status_interval``
@@ -264,26 +241,21 @@ class EventHub:
                 await asyncio.wait_for(self._dirty.wait(),
                                        max(0.0, self.status_idle_interval - self.status_interval))
             self._dirty.clear()
-            if self._subs or self._reset_seen:
+            if self._subs or self.news.reset_seen:
                 try:
                     await self._push_status()
                 except REDIS_ERRORS as e:
                     log.warning("status push skipped, Redis unavailable: %s", e)
                     self._dirty.set()
             else:
-                self._found, self._removed = [], []
+                self.news.drop()
             await asyncio.sleep(self.status_interval)
 
     async def _push_status(self) -> None:
-        found, removed = self._found, self._removed
-        if self._reset_seen or found or removed:
-            snap = await self.store.snapshot()
-            if self._reset_seen:
-                self._reset_seen = False
-                self._known = dict(snap.clusters)
-            self._found, self._removed = [], []
-            for frame in legacy_cluster_frames(found, removed, snap) if self._subs else []:
-                self.publish(frame)
+        if self.news.pending:
+            messages = self.news.take(await self.store.snapshot())
+            for message in messages if self._subs else []:
+                self.publish(Frame("clusters", dumps(message)))
         if any(original.STATUS_TOPIC in sub.topics for sub in self._subs):
             self.publish(Frame(original.STATUS_TOPIC, (await self.status.current(self.store)).message))
 

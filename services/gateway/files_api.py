@@ -1,7 +1,7 @@
 """Files the gateway stores: streamed uploads (``POST /api/upload``) and the original CastRay's file
 generator (``/api/file-generator/*``), whose files land in ``<data dir>/generated`` (``create-demo``'s in
 ``<data dir>/demo_files``, beside the original's demo files). The generator answers in the original's
-shapes, which ``original_files`` builds.
+shapes, which ``original.files`` builds.
 
 Uploads are streamed part by part to disk (hashing on the way, writes in a thread), never held whole in
 memory, and limited by ``max_upload_bytes`` here: aiohttp's ``client_max_size`` only bounds bodies read
@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
-from castray.gateway import original_files as of
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
+from castray.gateway.original import files as of
+from castray.gateway.original.errors import speaks_original
 from castray.gateway.storage import BUDGET, Budget, Share
 from castray.gateway.transfer_plan import enqueue, generate_size, plan, resolve_recipients
 from castray.shared import filegen
@@ -45,7 +46,7 @@ FULL = "Over the storage quota, or below the free-space floor (with the numbers)
 
 
 # --- uploads -------------------------------------------------------------------------------------
-@of.speaks_original
+@speaks_original
 @doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
      tag=TAG, response_model=of.UploadAnswer,
      responses={400: "Not multipart, no 'file' field, or an unusable file name",
@@ -188,20 +189,20 @@ def _name(requested: str, default: str) -> str:
         raise ApiError(400, f"unusable file name: {e}", code="bad_file_name") from e
 
 
-@of.speaks_original
+@speaks_original
 @doc("The generator's presets (tiny .. massive) and content types", tag=TAG)
 async def presets(request: web.Request) -> web.Response:
     return web.json_response(of.presets(list(filegen.CONTENT_TYPES)))
 
 
-@of.speaks_original
+@speaks_original
 @doc("The generator's limits, units and examples", tag=TAG)
 async def info(request: web.Request) -> web.Response:
     cap = request.app[keys.SETTINGS].max_generate_bytes
     return web.json_response(of.info(cap, list(filegen.CONTENT_TYPES)))
 
 
-@of.speaks_original
+@speaks_original
 @doc("Generate a file of an exact size", tag=TAG, body=CreateFile,
      responses={400: "Bad size (0, over the limit, not a size), content type or file name", 507: FULL})
 async def create(request: web.Request) -> web.Response:
@@ -211,7 +212,7 @@ async def create(request: web.Request) -> web.Response:
     return web.json_response(of.created(await _create(request.app, size, body.content_type, name)))
 
 
-@of.speaks_original
+@speaks_original
 @doc("Generate a file of a preset size", tag=TAG, body=CreatePreset,
      responses={400: "Unknown preset", 507: FULL})
 async def create_preset(request: web.Request) -> web.Response:
@@ -226,7 +227,7 @@ async def create_preset(request: web.Request) -> web.Response:
     return web.json_response(of.created(made, preset_name=body.preset))
 
 
-@of.speaks_original
+@speaks_original
 @doc("Generate a file in demo_files/ (the original page's custom demo file), to send by name with "
      "/api/file-transfers/manual", tag=TAG, body=CreateDemo,
      responses={400: "Bad size (0, over the generator's limit, not a size) or content type", 507: FULL})
@@ -240,7 +241,7 @@ async def create_demo(request: web.Request) -> web.Response:
     return web.json_response(of.demo_created(await _create(app, size, body.content_type, name, gf.DEMO)))
 
 
-@of.speaks_original
+@speaks_original
 @doc("Generate a file and queue a real transfer of it from the sender's cluster to the recipients", tag=TAG,
      body=CreateAndTransfer, responses={400: "Bad size or no valid recipients", 404: "Unknown sender",
                                                  507: FULL})
@@ -269,7 +270,7 @@ async def queue_file(app: web.Application, path: Path, file_name: str, size: int
     return record
 
 
-@of.speaks_original
+@speaks_original
 @doc("Files in the generator's folder", tag=TAG)
 async def list_files(request: web.Request) -> web.Response:
     entries = await asyncio.to_thread(gf.list_folder, _folder(request.app))
@@ -288,7 +289,7 @@ def _generated_path(request: web.Request) -> Path:
     return path
 
 
-@of.speaks_original
+@speaks_original
 @doc("Download a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
 async def download(request: web.Request) -> web.StreamResponse:
     path = _generated_path(request)
@@ -297,7 +298,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
 
 
-@of.speaks_original
+@speaks_original
 @doc("Delete a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
 async def delete_file(request: web.Request) -> web.Response:
     path = _generated_path(request)

@@ -22,7 +22,7 @@ from castray.shared.safe_names import inside, safe_file_name
 
 GENERATED = "generated"
 UPLOADS = "uploads"
-DEMO = "demo_files"  # the original's demo files (original_files.DEMO_FILES) and create-demo's files
+DEMO = "demo_files"  # the original's demo files (original.files.DEMO_FILES) and create-demo's files
 EXTENSIONS = (".txt", ".bin", ".dat")
 GENERATED_PREFIXES = ("sample_", "preset_", "transfer_")
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")

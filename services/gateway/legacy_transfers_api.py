@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
-from castray.gateway import original_files as of
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.files_api import disk, queue_file
 from castray.gateway.openapi import doc
+from castray.gateway.original import files as of
+from castray.gateway.original.errors import speaks_original
 from castray.gateway.transfer_plan import resolve_recipients
 from castray.shared.safe_names import safe_file_name
 
@@ -35,7 +36,7 @@ class ManualTransfer(BaseModel):
     recipients: list[str] = Field(default_factory=list, max_length=10_000)
 
 
-@of.speaks_original
+@speaks_original
 @doc("Send a demo, generated or uploaded file (by name) from a node's cluster to recipients (queues a "
      "transfer)", tag=TAG, body=ManualTransfer,
      responses={400: "No valid recipients or an unusable name", 404: "Unknown sender or file"})
@@ -59,7 +60,7 @@ async def manual(request: web.Request) -> web.Response:
     return web.json_response(of.manual_sent(name, record.id, people.valid, people.failed))
 
 
-@of.speaks_original
+@speaks_original
 @doc("Per-node transfer statistics (from the newest transfer records)", tag=TAG)
 async def status(request: web.Request) -> web.Response:
     redis, names = request.app[keys.REDIS], request.app[keys.NAMES]
@@ -74,7 +75,7 @@ class AutoToggle(BaseModel):
     enabled: bool = True
 
 
-@of.speaks_original
+@speaks_original
 @doc("The original's automatic demo transfers, which this CastRay does not have (nothing is sent unless "
      "asked): 'enabled': false is what every node already is; 'enabled': true is refused with the reason",
      tag=TAG, body=AutoToggle, responses={400: "Not a JSON object, or a field of the wrong type",

@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from castray.gateway import keys, message_store
-from castray.gateway import original_messages as original
 from castray.gateway.errors import ApiError, MessageTooLarge, parse_body
 from castray.gateway.openapi import doc
-from castray.gateway.original_messages import CastMessage, CastResponse
+from castray.gateway.original import messages as original
+from castray.gateway.original.messages import CastMessage, CastResponse
 from castray.gateway.transfers_api import query_int
 from castray.shared.events import MessageSent, NodeInfo
 

@@ -1,5 +1,5 @@
 """``/api/nodes`` (filtered), ``/api/nodes/external`` (the seed's shape) and ``/api/nodes/{id}``; the
-original's ``POST /api/nodes`` and ``DELETE /api/nodes/{id}``, answered as ``original_status`` decides.
+original's ``POST /api/nodes`` and ``DELETE /api/nodes/{id}``, refused as ``original.errors`` decides.
 
 ``/api/nodes/external`` is added before ``/api/nodes/{node_id}`` so the variable route cannot take it.
 """
@@ -9,10 +9,11 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from castray.gateway import keys, original_clusters, summaries
-from castray.gateway import original_status as original
+from castray.gateway import keys, summaries
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
+from castray.gateway.original import clusters as original_clusters
+from castray.gateway.original.errors import node_refusal, speaks_original
 
 STATES = ("ALIVE", "DEAD", "UNREACHABLE")
 
@@ -73,29 +74,24 @@ class NodeCreate(BaseModel):
     port: int = 0
 
 
-def _original_error(e: ApiError) -> web.Response:
-    return web.json_response(original.error(e.status, e.message, e.code), status=e.status)
-
-
 @doc("The original's node creation: refused (400, success false, message) since CastRay's nodes are the "
      "Ray nodes it discovers; it does not create them", tag="nodes", body=NodeCreate,
      responses={400: "Always: a reason in message (or a missing node_id)"})
+@speaks_original
 async def create_node(request: web.Request) -> web.Response:
-    try:
-        body = await parse_body(request, NodeCreate)
-    except ApiError as e:
-        return _original_error(e)
-    return web.json_response(original.node_refusal(body.node_id, create=True), status=400)
+    body = await parse_body(request, NodeCreate)
+    raise node_refusal(body.node_id, create=True)
 
 
 @doc("The original's node removal: refused (400, success false, message) since CastRay does not stop Ray's "
      "nodes; 404 for a node not in the view", tag="nodes",
      responses={400: "A node of the view: a reason in message", 404: "unknown node"})
+@speaks_original
 async def delete_node(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]
     if await request.app[keys.VIEW].node(node_id) is None:
-        return _original_error(ApiError(404, f"no node {node_id!r} in the view", code="unknown_node"))
-    return web.json_response(original.node_refusal(node_id, create=False), status=400)
+        raise ApiError(404, f"no node {node_id!r} in the view", code="unknown_node")
+    raise node_refusal(node_id, create=False)
 
 
 def setup(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""``GET /api/status`` (the original's shape, for every cluster: see ``original_status``), health, and
+"""``GET /api/status`` (the original's shape, for every cluster: see ``original.status``), health, and
 ``/`` -> ``/ui``."""
 
 from __future__ import annotations

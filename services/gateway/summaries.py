@@ -1,6 +1,6 @@
 """JSON shapes built from a view snapshot: node records and cluster summaries. Pure functions, shared by
-the REST handlers and the WebSocket relay (the original CastRay's shapes are in ``original_status`` and
-``original_clusters``).
+the REST handlers and the WebSocket relay (the original CastRay's shapes are in the
+``original`` adapter).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from pathlib import Path, PurePosixPath
 from aiohttp import web
 
 from castray.gateway import keys
-from castray.gateway import original_files as of
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
+from castray.gateway.original import files as of
 from castray.gateway.retention import trim_transfers
 from castray.shared import codec
 from castray.shared.bus import REDIS_ERRORS

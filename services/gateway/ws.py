@@ -21,7 +21,7 @@ from castray.gateway.auth import WS_PROTOCOL
 from castray.gateway.errors import ApiError
 from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps, view_topic
 from castray.gateway.openapi import doc
-from castray.gateway.original_status import STATUS_TOPIC, StatusCache
+from castray.gateway.original.status import STATUS_TOPIC, StatusCache
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lifecycle import stop_task
 from castray.shared.view import ViewReader

@@ -1,9 +1,8 @@
 """The original CastRay's cluster shapes: ``/api/cluster/external-info``, ``/api/nodes/external`` and the
 replies of ``discover-external``, ``connect-external`` and ``disconnect-external``.
 
-Pure functions from a view snapshot (or a discovery command's reply) to the original's field names. Our
-own node and cluster records come from ``summaries``; the original's status shapes are in
-``original_status``.
+Pure functions from a view snapshot, or from discovery's typed reply (`castray.shared.replies`), to the
+original's field names. Our own node and cluster records come from ``summaries``.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from typing import Any
 
 from castray.gateway.summaries import cluster_address, cluster_summary, counted, is_external, node_record
 from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.replies import ConnectReply, DisconnectReply, DiscoverReply
 from castray.shared.view import Snapshot
 
 
@@ -50,21 +50,30 @@ def external_nodes_reply(snap: Snapshot) -> dict[str, Any]:
     return {"success": True, "external_nodes": nodes, "count": len(nodes)}
 
 
-def discover_reply(result: dict[str, Any]) -> dict[str, Any]:
-    """Discovery's ``discover`` reply with the original's keys present (the reply's own values win)."""
-    return {"success": bool(result.get("success", True)), "discovered_clusters": [],
-            "connected_cluster": None, "external_nodes": {}, "error": None, **result}
+def discover_reply(reply: DiscoverReply) -> dict[str, Any]:
+    """``POST /api/cluster/discover-external``: the clusters found, the first connected one (``host:port``
+    of the external cluster seen alive first), the external nodes, and an error when none was found."""
+    found = [c.model_dump(mode="json") for c in reply.found]
+    error = None
+    if not found:
+        why = "; ".join(f"{address}: {failure}" for address, failure in reply.failures.items())
+        error = "no Ray cluster found" + (f" ({why})" if why else "")
+    alive = sorted((c for c in reply.clusters if c.state == "alive" and is_external(c)),
+                   key=lambda c: c.first_seen)
+    url = alive[0].dashboard_url if alive else None
+    return {"success": bool(found), "discovered_clusters": found,
+            "connected_cluster": url.split("://", 1)[-1] if url else None,
+            "external_nodes": {n.id: node_record(n) for n in reply.external_nodes}, "error": error}
 
 
-def connect_reply(result: dict[str, Any]) -> dict[str, Any]:
-    """Discovery's ``connect`` reply with the original's ``success`` and ``message``."""
-    return {"success": bool(result.get("success", True)), "message": "", **result}
+def connect_reply(reply: ConnectReply) -> dict[str, Any]:
+    """``POST /api/cluster/connect-external``: success, message, the cluster and its external nodes."""
+    return {"success": True, "message": reply.message, "cluster": reply.cluster.model_dump(mode="json"),
+            "external_nodes": {n.id: node_record(n) for n in reply.nodes if n.external}}
 
 
-def disconnect_reply(result: dict[str, Any]) -> dict[str, Any]:
-    """Discovery's ``disconnect`` reply with the original's ``success`` and ``message``."""
-    disconnected = list(result.get("disconnected") or [])
-    message = (f"disconnected {len(disconnected)} cluster(s)" if disconnected
+def disconnect_reply(reply: DisconnectReply) -> dict[str, Any]:
+    """``DELETE /api/cluster/disconnect-external``: success, message, and the ids disconnected."""
+    message = (f"disconnected {len(reply.disconnected)} cluster(s)" if reply.disconnected
                else "no external cluster was connected")
-    return {"success": bool(result.get("success", True)), "message": message,
-            "disconnected": disconnected, **result}
+    return {"success": True, "message": message, "disconnected": reply.disconnected}

@@ -1,6 +1,5 @@
 """The original CastRay's shapes for its file surface: ``/api/upload``, ``/api/file-generator/*``,
-``/api/file-transfers/*`` (manual, status, auto/toggle), its demo files, and the ``message`` key of its
-errors.
+``/api/file-transfers/*`` (manual, status, auto/toggle) and its demo files.
 
 This module is the one place that knows those shapes (field names, units, the page's own keys); the
 handlers (``files_api``, ``legacy_transfers_api``) pass our facts in and answer with what it returns.
@@ -17,17 +16,14 @@ generator's size limit and the storage quota (the original had no cap there).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from aiohttp import web
 from pydantic import BaseModel, Field
 
 from castray.gateway import generated_files as gf
-from castray.gateway import original_status
-from castray.gateway.errors import ERROR_SHAPE
+from castray.gateway.original import status as original_status
 from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
 from castray.shared.transfers import TransferRecord, UploadRecord
 
@@ -41,20 +37,6 @@ DEMO_FILES: dict[str, bytes] = {
     "data.txt": "这是一个测试文件\n包含多行数据\n用于演示文件传输功能".encode(),
     "report.md": "# 系统报告\n\n## 状态\n- 系统运行正常\n- 所有节点在线".encode(),
 }
-
-H = TypeVar("H", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
-
-
-def error(body: dict[str, Any]) -> dict[str, Any]:
-    """The original's error shape on top of ours: its page shows ``message``."""
-    return {**body, "message": body.get("error", "")}
-
-
-def speaks_original(handler: H) -> H:
-    """Mark ``handler`` as one of the original's endpoints: its errors carry ``message`` too."""
-    setattr(handler, ERROR_SHAPE, error)
-    return handler
-
 
 @dataclass(frozen=True)
 class Created:

@@ -1,9 +1,5 @@
-"""The original CastRay's status, WebSocket and node surface, in one adapter: every shape its clients read
-(``GET /api/status``, ``GET /api/file-transfers/status``, the WebSocket ``status_update``,
-``transfer_activity``, ``message_received`` and ``external_cluster_*`` messages, ``POST``/``DELETE
-/api/nodes``) is built here from our model; no other module knows these shapes. (One exception, for now:
-``legacy_transfers_api`` still counts ``/api/file-transfers/status`` with its own copy of
-`transfer_stats`; `file_transfer_status` with `StatusCache.stats` is meant to replace it.)
+"""The original CastRay's status surface: ``GET /api/status``, the WebSocket ``status_update`` and the
+per-node transfer counts of ``GET /api/file-transfers/status``, built from our view and transfer records.
 
 Decisions, each where the original's meaning and ours differ:
 
@@ -26,11 +22,6 @@ Decisions, each where the original's meaning and ours differ:
   otherwise once its counts are `STATS_MAX_AGE` seconds old. ``sent_count`` counts the transfers a node sent,
   ``received_count`` the copies it received whole (the original counted UDP messages there; its page's
   node card is what reads them).
-- ``POST /api/nodes`` and ``DELETE /api/nodes/{id}`` created and removed CastRay's own actor nodes. Our nodes
-  are Ray's own nodes, found by discovery; CastRay does not start or stop them. Both answer 400 in the
-  original's shape (``success: false`` and a ``message`` saying so), so the original page shows the reason
-  instead of "undefined", and a script fails visibly rather than believing a node was made. Giving them a
-  meaning (a named agent on a Ray node) would create something nothing else in CastRay uses.
 """
 
 from __future__ import annotations
@@ -43,12 +34,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from castray.gateway import original_clusters, summaries
+from castray.gateway import summaries
 from castray.gateway import transfer_store as store
 from castray.shared.events import (
-    ClusterInfo,
     Event,
-    MessageSentEvent,
     NodeInfo,
     TransferCancelledEvent,
     TransferCompletedEvent,
@@ -69,9 +58,6 @@ MEMORY_KEYS = ("memory", "object_store_memory")
 MIB = 1024 * 1024
 ACTIVE = ("queued", "pending", "running")
 
-NODES_ARE_RAYS = ("CastRay does not create or remove nodes: its nodes are the Ray nodes of the clusters it "
-                  "watches, found by discovery. Start a node with 'ray start --address=<head>' (or "
-                  "'castray join'); stop it with 'ray stop' on its machine.")
 
 
 def dumps(obj: Any) -> str:
@@ -242,64 +228,7 @@ class StatusCache:
         return self._status
 
 
-# --- the original's other WebSocket messages ----------------------------------------------------------
 def is_transfer_change(event: Event) -> bool:
     """Events that change the transfer statistics (not progress)."""
     return isinstance(event, TransferStartedEvent | TransferCompletedEvent | TransferFailedEvent
                       | TransferCancelledEvent)
-
-
-def transfer_activity(event: Event) -> dict[str, Any] | None:
-    """The original's ``transfer_activity`` for a start, a whole completion or a failure (the page shows
-    ``data.type``, ``data.node_id`` and ``data.description``)."""
-    if isinstance(event, TransferStartedEvent):
-        p = event.payload
-        data: dict[str, Any] = {"type": "transfer_start", "recipients": p.targets, "file_name": p.file_name,
-                                "description": f"{p.mode} {p.file_name}".strip()}
-    elif isinstance(event, TransferCompletedEvent) and event.payload.node_id is None:
-        data = {"type": "transfer_complete",
-                "description": f"transfer {event.payload.transfer_id} completed"}
-    elif isinstance(event, TransferFailedEvent):
-        data = {"type": "transfer_failed", "node_id": event.payload.node_id, "error": event.payload.error,
-                "description": f"transfer {event.payload.transfer_id} failed: {event.payload.error}"}
-    else:
-        return None
-    return {"type": "transfer_activity", "data": {"transfer_id": event.payload.transfer_id, **data}}
-
-
-def message_received(event: MessageSentEvent) -> dict[str, Any]:
-    """The original's ``message_received`` after ``POST /api/send``."""
-    p = event.payload
-    return {"type": "message_received", "message_id": p.message_id, "cast_type": p.cast_type,
-            "sender": p.sender}
-
-
-def cluster_messages(found: list[ClusterInfo], removed: list[ClusterInfo], snap: Snapshot
-                     ) -> list[dict[str, Any]]:
-    """The original's ``external_cluster_discovered/_connected/_disconnected`` messages."""
-    count = len(original_clusters.external_nodes(snap))
-    out: list[dict[str, Any]] = []
-    if found:
-        out.append({"type": "external_cluster_discovered", "external_nodes_count": count,
-                    "discovered_clusters": [summaries.cluster_summary(c, snap) for c in found]})
-    for c in found:
-        if c.found_by == "manual":
-            out.append({"type": "external_cluster_connected", "cluster_address": summaries.cluster_address(c),
-                        "cluster_id": c.id, "external_nodes_count": count})
-    for c in removed:
-        where = summaries.cluster_address(c) or c.id
-        out.append({"type": "external_cluster_disconnected", "cluster_id": c.id,
-                    "message": f"disconnected from cluster {c.name} ({where})"})
-    return out
-
-
-# --- POST and DELETE /api/nodes -------------------------------------------------------------------------
-def error(status: int, message: str, code: str) -> dict[str, Any]:
-    """An error in the original's shape (``success``, ``message``) and ours (``error``, ``code``)."""
-    return {"success": False, "message": message, "error": message, "code": code, "status": status}
-
-
-def node_refusal(node_id: str, *, create: bool) -> dict[str, Any]:
-    """The 400 for a node CastRay does not create or remove (see the module docstring)."""
-    verb = "create" if create else "remove"
-    return error(400, f"cannot {verb} node {node_id!r}: {NODES_ARE_RAYS}", "nodes_are_ray_nodes")
