@@ -227,6 +227,16 @@ async def test_get_list_and_cancel(namespace: str, names: Names, tmp_path: Path,
     assert (await stored_record(redis_client, names, ids[2])).cancel_requested is False
 
 
+async def test_an_unreadable_record_is_a_server_fault_not_a_missing_transfer(
+        namespace: str, names: Names, tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    await redis_client.set(names.transfer("t-bad"), codec.pack({"id": "t-bad", "source": {"x": 1}}))
+    async with gateway(namespace, tmp_path / "data") as client:
+        for resp in (await client.get("/api/transfers/t-bad"), await client.delete("/api/transfers/t-bad")):
+            body = await resp.json()
+            assert resp.status == 500 and body["code"] == "unreadable_record", body
+            assert "t-bad" in body["error"] and "unreadable" in body["error"]
+
+
 async def test_openapi_lists_the_routes(namespace: str, tmp_path: Path) -> None:
     async with gateway(namespace, tmp_path / "data") as client:
         spec = await (await client.get("/api/openapi.json")).json()

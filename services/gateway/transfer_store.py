@@ -21,9 +21,7 @@ from castray.gateway.errors import ApiError
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.names import Names
-from castray.shared.transfers import TransferRecord, UploadOrigin, UploadRecord
-
-FINISHED = ("completed", "failed", "cancelled")
+from castray.shared.transfers import FINAL_STATES, TransferRecord, UploadOrigin, UploadRecord
 
 
 # --- uploads (and generated files registered like uploads) -----------------------------------------
@@ -83,13 +81,19 @@ async def get_upload(redis: aioredis.Redis, names: Names, upload_id: str) -> Upl
 
 # --- transfer records ------------------------------------------------------------------------------
 async def get_transfer(redis: aioredis.Redis, names: Names, transfer_id: str) -> TransferRecord | None:
+    """The stored record (None if there is none; a 500 naming it if it does not decode)."""
     raw = await redis.get(names.transfer(transfer_id))
-    if raw is None:
-        return None
+    return None if raw is None else _transfer(transfer_id, raw)
+
+
+def _transfer(transfer_id: str, raw: bytes) -> TransferRecord:
+    """A stored record that no model reads is a server fault, said as such (not a missing transfer); the
+    transfer worker gives its request up (`castray.transfer.worker`) and retention removes it."""
     try:
         return codec.decode_model(raw, TransferRecord)
-    except EventDecodeError:
-        return None
+    except EventDecodeError as e:
+        raise ApiError(500, f"the record of transfer {transfer_id} is unreadable: {e}",
+                       code="unreadable_record") from None
 
 
 async def list_transfers(redis: aioredis.Redis, names: Names, *, limit: int, offset: int
@@ -136,8 +140,8 @@ async def request_cancel(redis: aioredis.Redis, names: Names, transfer_id: str) 
                 raw = await pipe.get(key)
                 if raw is None:
                     raise ApiError(404, f"no transfer {transfer_id!r}")
-                record = codec.decode_model(raw, TransferRecord)
-                if record.state in FINISHED:
+                record = _transfer(transfer_id, raw)
+                if record.state in FINAL_STATES:
                     raise ApiError(409, f"transfer {transfer_id} is already {record.state}",
                                    state=record.state)
                 record.cancel_requested = True
