@@ -36,10 +36,9 @@ from tests.support.acceptance import (
     request,
     running_up,
     view_of,
-    wait_for,
 )
-from tests.support.gateway import wait_for as await_for
 from tests.support.ray_nodes import start_worker
+from tests.support.waiting import STARTING, wait_for, wait_for_blocking
 
 DEADLINE = 90.0
 RUNNING = re.compile(r"discovery leading as (\S+) \(namespace (\S+)\)")
@@ -60,7 +59,8 @@ def up(ray_head: local_ray.RayNode, second_head: local_ray.RayNode,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     with running_up(tmp_path_factory.mktemp("clusters"), [ray_head, second_head]) as started:
         for head in (ray_head, second_head):
-            wait_for(lambda h=head: cluster_id_of(started, h), f"cluster at {head.dashboard_url} in the view")
+            wait_for_blocking(lambda h=head: cluster_id_of(started, h),
+                              f"cluster at {head.dashboard_url} in the view")
         yield started
 
 
@@ -79,7 +79,7 @@ async def until_equal(up: Up, head: local_ray.RayNode, what: str) -> dict[str, s
         ours, theirs = view_of(up, cid), dashboard_view(head)
         return ours if ours == theirs else None
 
-    return await await_for(lambda: asyncio.to_thread(equal), deadline=DEADLINE, what=what)
+    return await wait_for(lambda: asyncio.to_thread(equal), deadline=DEADLINE, what=what)
 
 
 # --- two clusters at once ---------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
             code, ext = await request(http, "GET", f"{up.base}/api/nodes/external")
             return any(n["ray_node_id"] == worker.node_id and n["status"] == "alive"
                        for n in ext["external_nodes"])
-        await await_for(listed, deadline=DEADLINE, what="the worker in /api/nodes/external")
+        await wait_for(listed, deadline=DEADLINE, what="the worker in /api/nodes/external")
 
         raylet = worker.raylet_pid()
         assert raylet is not None
@@ -159,7 +159,7 @@ async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         raylet = crashed.raylet_pid()
         assert raylet is not None
         os.kill(raylet, signal.SIGKILL)
-        await await_for(lambda: asyncio.to_thread(
+        await wait_for(lambda: asyncio.to_thread(
             lambda: dashboard_view(ray_head).get(crashed.node_id) == "DEAD"),
             deadline=120, what="Ray to report the crashed worker DEAD")
         await ws.until(node_event(crashed.node_id, state="DEAD"), "the crashed worker's DEAD on /ws")
@@ -178,7 +178,8 @@ async def test_registry_killed_ends_in_the_dashboards_view(
     # The cluster changes while the registry is away (or restarting): a worker joins.
     worker = await asyncio.to_thread(start_worker, ray_head)
     ray_workers.append(worker)
-    wait_for(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid, "registry restart")
+    await wait_for(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid,
+                   "registry restart", deadline=DEADLINE, ignoring=STARTING)
     view = await until_equal(up, ray_head, "the view after the registry's restart")
     assert view[worker.node_id] == "ALIVE"
 
@@ -198,17 +199,18 @@ async def test_discovery_killed_keeps_every_cluster_even_one_connected_by_hand(
         discovery = up.child("discovery")
         assert discovery is not None
         discovery.kill()
-        wait_for(lambda: (c := up.child("discovery")) is not None and c.pid != discovery.pid,
-                 "discovery restart")
+        await wait_for(lambda: (c := up.child("discovery")) is not None and c.pid != discovery.pid,
+                       "discovery restart", deadline=DEADLINE, ignoring=STARTING)
         # The view is the new discovery's (not the old one's, still standing) once the registry has applied
         # its state: the view's meta names the discovery instance it follows.
-        runs = wait_for(lambda: (r := RUNNING.findall(up.stderr())) and len(r) >= 2 and r,
-                        "the new discovery")
+        runs = await wait_for(lambda: (r := RUNNING.findall(up.stderr())) and len(r) >= 2 and r,
+                              "the new discovery", deadline=DEADLINE, ignoring=STARTING)
         source, namespace = runs[-1]
         client = redis.Redis.from_url(REDIS_URL)
         try:
-            wait_for(lambda: client.hget(Names(namespace).view_meta, "source") == source.encode(),
-                     "the view to follow the new discovery")
+            await wait_for(lambda: asyncio.to_thread(
+                lambda: client.hget(Names(namespace).view_meta, "source") == source.encode()),
+                "the view to follow the new discovery", deadline=DEADLINE, ignoring=STARTING)
         finally:
             client.close()
 
@@ -216,7 +218,9 @@ async def test_discovery_killed_keeps_every_cluster_even_one_connected_by_hand(
             info = get_json(f"{up.base}/api/cluster/external-info")
             return {ray_head.node_id, second_head.node_id, own_ray_head.node_id} <= {
                 n["ray_node_id"] for n in info["external_nodes"].values() if n["state"] == "ALIVE"}
-        wait_for(back, "every cluster's head alive in the view after the restart", timeout=60)
+        await wait_for(lambda: asyncio.to_thread(back),
+                       "every cluster's head alive in the view after the restart",
+                       deadline=60, ignoring=STARTING)
         for head in (ray_head, second_head, own_ray_head):
             await until_equal(up, head, "the view after discovery's restart")
         assert cluster_id_of(up, own_ray_head) == conn["cluster"]["id"]
@@ -250,7 +254,8 @@ async def test_head_dying_is_cluster_lost_and_its_nodes_unreachable(
         def marked() -> bool:
             nodes = get_json(f"{up.base}/api/nodes?cluster={cid}")["nodes"]
             return bool(nodes) and all(n["state"] != "ALIVE" for n in nodes)
-        wait_for(marked, "the dead cluster's nodes marked")
+        await wait_for(lambda: asyncio.to_thread(marked), "the dead cluster's nodes marked",
+                       deadline=DEADLINE, ignoring=STARTING)
         code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
         assert cid not in {c["id"] for c in info["connected_clusters"]}
         # The other clusters are untouched.

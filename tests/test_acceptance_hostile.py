@@ -15,14 +15,15 @@ import aiohttp
 import pytest
 
 from castray import local_ray
-from tests.support.acceptance import Up, WsWatch, cluster_id_of, request, running_up, wait_for
+from tests.support.acceptance import Up, WsWatch, cluster_id_of, request, running_up
 from tests.support.hostile_dashboard import HostileDashboard
+from tests.support.waiting import wait_for_blocking
 
 
 @pytest.fixture(scope="module")
 def up(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     with running_up(tmp_path_factory.mktemp("hostile"), [ray_head]) as started:
-        wait_for(lambda: cluster_id_of(started, ray_head), "the real cluster in the view")
+        wait_for_blocking(lambda: cluster_id_of(started, ray_head), "the real cluster in the view")
         yield started
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from castray import local_ray
 from tests.support.acceptance import Up, WsWatch, node_event, request, running_up
-from tests.support.gateway import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from castray import local_ray
-from tests.support.up import wait_for
+from tests.support.waiting import wait_for_blocking
 
 
 @pytest.fixture
@@ -70,11 +70,12 @@ def test_transfer_joins_each_cluster_and_leaves_them(own_ray_head: local_ray.Ray
     try:
         joined: dict[str, dict[str, Any]] = {}
         for head in heads:
-            joined[head.gcs_address] = wait_for(functools.partial(_new_alive, head, before[head.gcs_address]),
-                                                f"the node joined to {head.gcs_address}")[0]
+            joined[head.gcs_address] = wait_for_blocking(
+                functools.partial(_new_alive, head, before[head.gcs_address]),
+                f"the node joined to {head.gcs_address}")[0]
             assert joined[head.gcs_address]["resources_total"].get("CPU", 0) == 0
             assert f"joined the Ray cluster at {head.gcs_address}" in err_path.read_text()
-        wait_for(lambda: "serving" in err_path.read_text(), "the transfer worker to serve")
+        wait_for_blocking(lambda: "serving" in err_path.read_text(), "the transfer worker to serve")
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert [p.name() for p in tree].count("raylet") == 2  # one raylet per cluster
         proc.send_signal(signal.SIGTERM)
@@ -83,8 +84,8 @@ def test_transfer_joins_each_cluster_and_leaves_them(own_ray_head: local_ray.Ray
         assert alive == [], f"left behind: {alive}"
         # It left each cluster cleanly: Ray saw it go at once (a killed node shows DEAD only after ~15 s).
         for head in heads:
-            wait_for(functools.partial(_dead, head, joined[head.gcs_address]["node_id"]),
-                     f"the node in {head.gcs_address} to be DEAD", 10)
+            wait_for_blocking(functools.partial(_dead, head, joined[head.gcs_address]["node_id"]),
+                              f"the node in {head.gcs_address} to be DEAD", deadline=10)
     finally:
         _stop(proc)
 
@@ -100,6 +101,7 @@ def test_a_cluster_that_cannot_be_joined_leaves_the_others(own_ray_head: local_r
         assert "could not join the Ray cluster at 127.0.0.1:no-port" in err
         [node] = [r for r in local_ray.list_nodes(own_ray_head.dashboard_url) if r["node_id"] not in before]
         # Left at once after joining: Ray may see it go only at its next health check (~15 s).
-        wait_for(lambda: _dead(own_ray_head, node["node_id"]), "the joined node to be left", 60)
+        wait_for_blocking(lambda: _dead(own_ray_head, node["node_id"]), "the joined node to be left",
+                          deadline=60)
     finally:
         _stop(proc)

@@ -25,9 +25,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from castray import local_ray
-from tests.support.gateway import wait_for as until
 from tests.support.gateway_files import gateway
 from tests.support.live_view import live_view
+from tests.support.waiting import wait_for
 
 DEADLINE = 120.0  # a busy 2-core machine: we wait for conditions, never assert on time
 # What Ray 2.60 says of a node whose `ray start --block` got SIGTERM and drained it (a raylet SIGTERM'd by
@@ -109,12 +109,12 @@ async def test_a_stopped_or_killed_replica_is_dead_with_a_reason_not_counted_not
             gateway(namespace, tmp_path / "gateway") as client:
         ids: dict[str, str] = {}
         for name, worker in (("stopped", stopped), ("killed", killed)):
-            rid = await until(lambda w=worker: w.ray_node_id(), deadline=DEADLINE, what=f"{name} to join")
+            rid = await wait_for(lambda w=worker: w.ray_node_id(), deadline=DEADLINE, what=f"{name} to join")
 
             async def alive(rid: str = rid) -> dict[str, Any] | None:
                 node = await _node(client, rid)
                 return node if node and node["state"] == "ALIVE" else None
-            node = await until(alive, deadline=DEADLINE, what=f"the {name} replica's node ALIVE in the view")
+            node = await wait_for(alive, f"the {name} replica's node ALIVE in the view", deadline=DEADLINE)
             assert node["resources"].get("CPU", 0) == 0
             ids[name] = node["id"]
         _, status = await _json(client, "GET", "/api/status")
@@ -129,9 +129,9 @@ async def test_a_stopped_or_killed_replica_is_dead_with_a_reason_not_counted_not
             _, body = await _json(client, "GET", f"/api/nodes/{ids[name]}")
             node = body["node"]
             return node if node["state"] == "DEAD" else None
-        gone = await until(lambda: dead("stopped"), deadline=DEADLINE, what="the stopped replica DEAD")
+        gone = await wait_for(lambda: dead("stopped"), deadline=DEADLINE, what="the stopped replica DEAD")
         assert gone["state_message"] == SIGTERMED  # it left its cluster: no heartbeat timeout
-        crashed = await until(lambda: dead("killed"), deadline=DEADLINE, what="the killed replica DEAD")
+        crashed = await wait_for(lambda: dead("killed"), deadline=DEADLINE, what="the killed replica DEAD")
         assert crashed["state_message"].startswith("Unexpected termination"), crashed
 
         _, status = await _json(client, "GET", "/api/status")

@@ -19,9 +19,9 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     node_event,
     run_discovery,
     stored_state,
-    wait_until,
 )
 from tests.support.ray_nodes import start_worker
+from tests.support.waiting import wait_for
 
 
 async def test_two_clusters_discover_and_disconnect_one(
@@ -65,7 +65,7 @@ async def test_two_clusters_discover_and_disconnect_one(
     async def two_more_passes() -> bool:
         return worker.discoverer.passes >= passes + 2  # type: ignore[union-attr]
 
-    await wait_until(two_more_passes, what="two periodic passes")
+    await wait_for(two_more_passes, what="two periodic passes")
     assert not [e for e in events.events[seen:] if cluster_event("cluster-found", drop["id"])(e)]
     clusters, _ = await stored_state(redis_client, names)
     assert drop["id"] not in clusters
@@ -102,7 +102,7 @@ async def test_head_killed_cluster_lost_nodes_unreachable(
     async def more_failures() -> bool:
         return watcher.failures >= 5
 
-    await wait_until(more_failures, what="two more failed polls")
+    await wait_for(more_failures, what="two more failed polls")
     assert len([e for e in events.events if cluster_event("cluster-lost", cid)(e)]) == 1
 
 

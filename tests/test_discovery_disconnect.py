@@ -19,8 +19,8 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     events,
     run_discovery,
     stored_state,
-    wait_until,
 )
+from tests.support.waiting import wait_for
 
 
 async def _start(run_discovery: Any, redis_client: aioredis.Redis, names: Names,  # noqa: F811
@@ -32,7 +32,7 @@ async def _start(run_discovery: Any, redis_client: aioredis.Redis, names: Names,
         return bool(dict(await redis_client.pubsub_numsub(names.commands("discovery"))).get(
             names.commands("discovery").encode()))
 
-    await wait_until(serving, what="discovery's command server")
+    await wait_for(serving, what="discovery's command server")
     return worker
 
 
@@ -75,7 +75,7 @@ async def test_disconnected_cluster_stays_away_after_restart_until_discover(
     async def first_pass_done() -> bool:
         return worker.discoverer is not None and worker.discoverer.passes >= 2
 
-    await wait_until(first_pass_done, what="the restarted discovery's first periodic pass")
+    await wait_for(first_pass_done, what="the restarted discovery's first periodic pass")
     clusters, nodes = await stored_state(redis_client, names)
     assert cid not in clusters
     assert not [n for n in nodes.values() if n.cluster_id == cid]

@@ -27,8 +27,8 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     quiet_settings,
     run_discovery,
     stored_state,
-    wait_until,
 )
+from tests.support.waiting import wait_for
 
 
 async def _meta_source(redis: aioredis.Redis, names: Names) -> str | None:
@@ -56,7 +56,7 @@ async def test_lease_has_one_holder_and_is_kept_renewed(redis_client: aioredis.R
     assert await a.acquire()
     keeper = asyncio.create_task(a.keep(0.05))
     await redis_client.delete(key)
-    await wait_until(lambda: _holder_is(a, "a"), what="the vanished lease taken back")
+    await wait_for(lambda: _holder_is(a, "a"), what="the vanished lease taken back")
     assert not keeper.done()
     await redis_client.set(key, "b", px=2000)
     await asyncio.wait_for(keeper, 10)
@@ -85,7 +85,7 @@ async def test_two_replicas_one_leads_the_other_stands_by(
                              periodic=periodic)
     task = asyncio.create_task(second.run())
     try:
-        await wait_until(lambda: _found(redis_client, names), what="the cluster in discovery's state")
+        await wait_for(lambda: _found(redis_client, names), what="the cluster in discovery's state")
         resets = len(events.of_type("source-reset"))
         # Many state checks (every 0.2 s) and lease renewals later: still one writer, no rewrites. Two
         # replicas without the lease rewrote each other's state at every check.
@@ -102,7 +102,7 @@ async def test_two_replicas_one_leads_the_other_stands_by(
         await first.close()
         await second.started(timeout=30)
         assert second.leading and second.terms == 1
-        await wait_until(lambda: _found(redis_client, names), what="the cluster found by the new leader")
+        await wait_for(lambda: _found(redis_client, names), what="the cluster found by the new leader")
         assert await _meta_source(redis_client, names) == second.bus.source
         bus = Bus(redis_client, names, source="test")
         reply = await bus.request("discovery", "discover", {}, timeout=20)
@@ -127,7 +127,7 @@ async def test_leader_that_lost_its_lease_writes_nothing_and_stands_by(
 ) -> None:
     worker: DiscoveryWorker = await run_discovery(scan_ports=str(ray_head.dashboard_port), periodic=True,
                                                   scan_interval=0.2, leader_ttl=1.0)
-    await wait_until(lambda: _found(redis_client, names), what="the cluster in discovery's state")
+    await wait_for(lambda: _found(redis_client, names), what="the cluster in discovery's state")
     publisher = worker.publisher
     # Another replica holds the lease now (ours expired while we were paused, say).
     await redis_client.set(names.discovery_leader, "intruder", px=60_000)
@@ -139,14 +139,14 @@ async def test_leader_that_lost_its_lease_writes_nothing_and_stands_by(
     async def standing_by() -> bool:
         return not worker.leading and await _command_servers(redis_client, names) == 0
 
-    await wait_until(standing_by, what="the leader standing by")
+    await wait_for(standing_by, what="the leader standing by")
     assert await redis_client.hgetall(names.discovery_meta) == before
 
     # The intruder goes away: this replica leads again, in a new term, and rewrites the state.
     await redis_client.delete(names.discovery_leader)
     await worker.started(timeout=30)
     assert worker.terms == 2
-    await wait_until(lambda: _found(redis_client, names), what="the state written in the new term")
+    await wait_for(lambda: _found(redis_client, names), what="the state written in the new term")
     assert await _meta_source(redis_client, names) == worker.bus.source
 
 
@@ -169,17 +169,17 @@ async def test_standby_takes_over_from_a_killed_leader_process(
     standby = DiscoveryWorker(settings=settings, redis=client, periodic=True)
     task: asyncio.Task[None] | None = None
     try:
-        await wait_until(lambda: _found(redis_client, names), what="the leader process's state")
+        await wait_for(lambda: _found(redis_client, names), what="the leader process's state")
         leader_source = await _meta_source(redis_client, names)
         assert leader_source and leader_source.startswith("discovery")
         task = asyncio.create_task(standby.run())
-        await wait_until(lambda: _stands_by(standby, redis_client, names, leader_source),
+        await wait_for(lambda: _stands_by(standby, redis_client, names, leader_source),
                          what="the in-process replica standing by")
 
         leader.send_signal(signal.SIGKILL)  # no release: the lease must expire
         await asyncio.wait_for(leader.wait(), 10)
         await standby.started(timeout=30)
-        await wait_until(lambda: _found(redis_client, names), what="the new leader's state")
+        await wait_for(lambda: _found(redis_client, names), what="the new leader's state")
         assert await _meta_source(redis_client, names) == standby.bus.source
         reset = await events.wait_for(lambda e: e.type == "source-reset" and e.source == standby.bus.source,
                                       what="the new leader's source-reset")

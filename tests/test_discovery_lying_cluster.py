@@ -29,10 +29,10 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     node_event,
     run_discovery,
     stored_state,
-    wait_until,
 )
 from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.ray_nodes import start_worker
+from tests.support.waiting import wait_for
 
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 50
@@ -87,7 +87,7 @@ async def test_a_lying_cluster_fails_with_its_reason_and_the_real_one_keeps_upda
 
     # The real cluster is still watched: its polls go on, and it stays alive.
     seen = state.clusters[real].last_seen
-    await wait_until(lambda: _later(state.clusters[real].last_seen, seen), what="the real cluster polled")
+    await wait_for(lambda: _later(state.clusters[real].last_seen, seen), what="the real cluster polled")
     assert state.clusters[real].state == "alive"
     # The record in Redis (what the view is built from) says the same.
     clusters, nodes = await stored_state(redis_client, names)

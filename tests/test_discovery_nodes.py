@@ -25,9 +25,9 @@ from tests.support.discovery import (  # noqa: F401  (fixtures)
     node_event,
     run_discovery,
     stored_state,
-    wait_until,
 )
 from tests.support.ray_nodes import start_worker
+from tests.support.waiting import wait_for
 
 
 def _apply(log: EventLog) -> tuple[dict[str, Any], dict[str, NodeInfo]]:
@@ -88,7 +88,7 @@ async def test_worker_join_and_sigterm(
             k: v.model_dump(exclude=strip) for k, v in replayed.items()
         }
 
-    await wait_until(same, what="stored state == replayed events")
+    await wait_for(same, what="stored state == replayed events")
     meta = await redis_client.hgetall(names.discovery_meta)
     assert meta[b"source"].decode() == worker.bus.source
     assert int(meta[b"seq"]) == events.events[-1].seq

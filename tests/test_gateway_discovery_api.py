@@ -15,7 +15,8 @@ from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
 from castray.shared.replies import ConnectReply, DisconnectReply, DiscoverReply
-from tests.support.gateway import cluster, node, wait_for
+from tests.support.gateway import cluster, node
+from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 

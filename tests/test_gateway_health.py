@@ -8,7 +8,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from tests.support.gateway import wait_for
+from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.gateway import ViewWriter, cluster, node, wait_for
+from tests.support.gateway import ViewWriter, cluster, node
+from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 

@@ -25,7 +25,8 @@ from castray.shared.events import (
     wrap,
 )
 from castray.shared.names import Names
-from tests.support.gateway import ViewWriter, cluster, node, of_type, recv, recv_until, wait_for
+from tests.support.gateway import ViewWriter, cluster, node, of_type, recv, recv_until
+from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 

@@ -24,8 +24,8 @@ from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
 from tests.support.acceptance import Up, request, running_up
-from tests.support.gateway import wait_for
 from tests.support.gateway_files import STANDARD_VIEW, files_under, gateway, seed_view, stored_record
+from tests.support.waiting import wait_for
 
 GEN = "/api/file-generator"
 MANUAL = "/api/file-transfers/manual"

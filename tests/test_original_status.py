@@ -29,7 +29,8 @@ from castray.shared.events import MessageSent, NodeInfo, TransferCompleted, Tran
 from castray.shared.names import Names
 from castray.shared.transfers import Destination, TransferRecord
 from tests.support.acceptance import Up, request, running_up
-from tests.support.gateway import ViewWriter, cluster, node, of_type, recv, recv_until, wait_for
+from tests.support.gateway import ViewWriter, cluster, node, of_type, recv, recv_until
+from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 

@@ -21,7 +21,8 @@ from castray.shared.events import NodeInfo, ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
 from castray.shared.view import ViewReader
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node
-from tests.support.registry import StartRegistry, changed_only, wait_equal, wait_for
+from tests.support.registry import StartRegistry, changed_only, wait_equal
+from tests.support.waiting import wait_for
 
 REDIS_SERVER = "/usr/bin/redis-server"
 REGISTRY_MAIN = "from castray.node_registry.main import main; main()"

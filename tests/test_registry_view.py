@@ -17,7 +17,8 @@ from castray.shared.events import ViewChangedEvent, ViewResetEvent
 from castray.shared.names import Names
 from castray.shared.view import ViewReader
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node
-from tests.support.registry import StartRegistry, changed_only, view_differs, wait_equal, wait_for
+from tests.support.registry import StartRegistry, changed_only, view_differs, wait_equal
+from tests.support.waiting import wait_for
 
 # --- the view store on its own (no worker): exact outcomes ----------------------------------------
 

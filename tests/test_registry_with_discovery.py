@@ -13,8 +13,9 @@ import redis.asyncio as aioredis
 from castray import local_ray
 from castray.shared.names import Names
 from castray.shared.view import ViewReader
-from tests.support.discovery import run_discovery, wait_until  # noqa: F401  (fixtures)
+from tests.support.discovery import run_discovery  # noqa: F401  (fixture)
 from tests.support.registry import StartRegistry, view_differs
+from tests.support.waiting import wait_for
 
 
 async def test_view_follows_discovery_of_a_real_cluster(
@@ -33,7 +34,7 @@ async def test_view_follows_discovery_of_a_real_cluster(
         seen = {n.ray_node_id: n.state for n in snap.nodes.values()}
         return all(seen.get(r) == "ALIVE" for r in ray_ids) and await view_differs(redis_client, names) == []
 
-    await wait_until(lambda: equal_with(ray_head.node_id), what="the head ALIVE in a view equal to discovery")
+    await wait_for(lambda: equal_with(ray_head.node_id), what="the head ALIVE in a view equal to discovery")
     snap = await ViewReader(redis_client, names).snapshot()
     [cluster] = snap.clusters.values()
     assert cluster.state == "alive" and cluster.dashboard_url is not None
@@ -48,6 +49,6 @@ async def test_view_follows_discovery_of_a_real_cluster(
         meta = await redis_client.hgetall(names.view_meta)
         return meta.get(b"source") == restarted.bus.source.encode() and await equal_with(ray_head.node_id)
 
-    await wait_until(follows_new_source, what="the view rebuilt from the restarted discovery")
+    await wait_for(follows_new_source, what="the view rebuilt from the restarted discovery")
     # Redis kept the view: same epoch
     assert (await ViewReader(redis_client, names).snapshot()).epoch == before

@@ -14,13 +14,7 @@ from castray.shared import bus as busmod
 from castray.shared import codec, events
 from castray.shared.errors import CommandError, ServiceUnavailable
 from castray.shared.names import Names
-
-
-async def _until(cond: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+from tests.support.waiting import wait_for
 
 
 async def test_published_events_arrive_in_order_with_gap_free_sequence(
@@ -45,7 +39,7 @@ async def test_published_events_arrive_in_order_with_gap_free_sequence(
     await redis_client.publish(names.discovery_events, bytes([0x81, 0x91, 0x01, 0x02]))  # {[1]: 2}
     await redis_client.publish(names.discovery_events, bytes([0xDD, 0xFF, 0xFF, 0xFF, 0xFF]))  # 4 G items
     await pub.publish(names.discovery_events, events.SourceReset())
-    await _until(lambda: len(got) == 51)
+    await wait_for(lambda: len(got) == 51)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -70,11 +64,11 @@ async def test_subscription_comes_back_after_its_connection_is_killed(
 
     task = asyncio.create_task(consume())
     try:
-        await _until(lambda: len(connects) == 1)
+        await wait_for(lambda: len(connects) == 1)
         await redis_client.execute_command("CLIENT", "KILL", "TYPE", "pubsub", "SKIPME", "yes")
-        await _until(lambda: len(connects) >= 2)  # on_connect runs again: the consumer's cue to resync
+        await wait_for(lambda: len(connects) >= 2)  # on_connect runs again: the consumer's cue to resync
         ev = await pub.publish(names.view_events, events.ViewReset(epoch="e", version=1))
-        await _until(lambda: ev.seq in got)
+        await wait_for(lambda: ev.seq in got)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -25,9 +25,9 @@ from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
 from tests.support.dashboard_proxy import DashboardProxy
 from tests.support.gateway import ViewWriter
-from tests.support.gateway import wait_for as until
 from tests.support.gateway_files import gateway
 from tests.support.live_view import live_view, view_clusters, view_nodes
+from tests.support.waiting import wait_for
 
 MiB = 1024 * 1024
 DEADLINE = 120.0  # a busy 2-core machine: we wait for conditions, never assert on time
@@ -43,7 +43,7 @@ async def _finished(client: TestClient, transfer_id: str) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         body = await _record(client, transfer_id)
         return body if body["state"] in ("completed", "failed", "cancelled") else None
-    return dict(await until(done, deadline=DEADLINE, what=f"transfer {transfer_id} to finish"))
+    return dict(await wait_for(done, deadline=DEADLINE, what=f"transfer {transfer_id} to finish"))
 
 
 async def test_broadcast_sent_before_discovery_knows_the_gcs_waits_then_completes(
@@ -59,7 +59,7 @@ async def test_broadcast_sent_before_discovery_knows_the_gcs_waits_then_complete
             if head is None or head.state != "ALIVE" or head.cluster_id not in clusters:
                 return None
             return clusters[head.cluster_id]
-        cluster = await until(in_view_without_gcs, deadline=DEADLINE, what="the head ALIVE in the view")
+        cluster = await wait_for(in_view_without_gcs, deadline=DEADLINE, what="the head ALIVE in the view")
         assert cluster.gcs_address is None  # what discovery sees in a head's first seconds
 
         upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/up/payload.bin",
@@ -74,7 +74,7 @@ async def test_broadcast_sent_before_discovery_knows_the_gcs_waits_then_complete
             body = await _record(client, queued["id"])
             assert body["state"] not in ("failed", "completed"), body
             return body if body["waiting_for"] else None
-        shown = await until(waiting, deadline=DEADLINE, what="the record to say what it waits for")
+        shown = await wait_for(waiting, deadline=DEADLINE, what="the record to say what it waits for")
         assert shown["state"] == "running"
         assert f"the GCS address of cluster {cluster.name}" in shown["waiting_for"]
 

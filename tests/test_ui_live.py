@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from playwright.sync_api import expect, sync_playwright
 from castray import local_ray
 from tests.support.ray_nodes import start_worker
 from tests.support.ui_harness import PageWatch, free_port, launch_browser
+from tests.support.waiting import wait_for_blocking
 
 pytestmark = pytest.mark.timeout(420)
 XSS = "<img src=x onerror=alert(1)>"
@@ -53,17 +53,6 @@ class Up:
 
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")[-6000:]
-
-
-def wait_until(check: Any, what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            result = check()
-            if result:
-                return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -89,9 +78,9 @@ def castray_up(ray_head: local_ray.RayNode, namespace: str, redis_url: str, tmp_
     up = Up(proc, port, err_path)
     try:
         try:
-            wait_until(lambda: any(n.get("ray_node_id") == ray_head.node_id and n.get("state") == "ALIVE"
-                                   for n in get_json(f"{up.url}/api/status")["node_statuses"]),
-                       "castray up to serve the head")
+            wait_for_blocking(lambda: any(
+                n.get("ray_node_id") == ray_head.node_id and n.get("state") == "ALIVE"
+                for n in get_json(f"{up.url}/api/status")["node_statuses"]), "castray up to serve the head")
         except AssertionError as e:
             raise AssertionError(f"{e}; castray up's stderr:\n{up.stderr()}") from None
         yield up

@@ -24,7 +24,8 @@ import pytest
 
 from castray import local_ray
 from castray.local_ray import free_port
-from tests.support.up import Up, get_json, wait_for
+from tests.support.up import Up, get_json
+from tests.support.waiting import wait_for_blocking
 
 
 def _assert_no_traceback(up: Up) -> None:
@@ -39,8 +40,8 @@ def test_up_counts_the_running_cluster_restarts_a_dead_child_and_stops_cleanly(
            "CASTRAY_RAY_TEMP_DIRS": ray_head.temp_dir, "RAY_TMPDIR": ray_head.temp_dir}
     up = start_up(env)
     assert ray_head.node_id
-    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status to count the head")
-    wait_for(lambda: "CastRay is up: " in up.stdout(), "the 'CastRay is up' line")
+    wait_for_blocking(lambda: up.status_has_node(ray_head.node_id), "/api/status to count the head")
+    wait_for_blocking(lambda: "CastRay is up: " in up.stdout(), "the 'CastRay is up' line")
     assert f"CastRay is up: {up.base}/ui" in up.stdout()
     assert "found a running Ray cluster" in up.stderr()
     names = {p.name() for p in up.tree()}
@@ -50,9 +51,10 @@ def test_up_counts_the_running_cluster_restarts_a_dead_child_and_stops_cleanly(
     registry = up.child("registry")
     assert registry is not None
     registry.kill()
-    wait_for(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid, "registry restart")
+    wait_for_blocking(lambda: (c := up.child("registry")) is not None and c.pid != registry.pid,
+                      "registry restart")
     assert "registry exited with code" in up.stderr()
-    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status after the restart")
+    wait_for_blocking(lambda: up.status_has_node(ray_head.node_id), "/api/status after the restart")
 
     services = {s for s in ("discovery", "registry", "transfer", "gateway") if up.child(s) is not None}
     assert services == {"discovery", "registry", "transfer", "gateway"}
@@ -66,9 +68,9 @@ def test_up_starts_a_local_head_when_no_cluster_runs(isolated_env: dict[str, str
                                                      start_up: Callable[..., Up]) -> None:
     up = start_up(isolated_env)
     dash_port = int(isolated_env["CASTRAY_RAY_DASHBOARD_PORT"])
-    rows = wait_for(lambda: local_ray.list_nodes(f"http://127.0.0.1:{dash_port}"), "the local head")
+    rows = wait_for_blocking(lambda: local_ray.list_nodes(f"http://127.0.0.1:{dash_port}"), "the local head")
     head_id = rows[0]["node_id"]
-    wait_for(lambda: up.status_has_node(head_id), "/api/status to count the local head")
+    wait_for_blocking(lambda: up.status_has_node(head_id), "/api/status to count the local head")
     status = get_json(f"{up.base}/api/status")
     [cluster] = [c for c in status["clusters"] if c.get("found_by") == "local"]
     assert cluster["external"] is False  # the cluster `up` started is ours, not an external one
@@ -89,7 +91,7 @@ def test_up_starts_an_embedded_redis_when_none_answers(
            "CASTRAY_DISCOVERY_ADDRESSES": ray_head.dashboard_url}
     up = start_up(env, "--no-ray")
     assert ray_head.node_id
-    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status through the embedded server")
+    wait_for_blocking(lambda: up.status_has_node(ray_head.node_id), "/api/status through the embedded server")
     assert "started an embedded Redis-compatible server" in up.stderr()
     servers = [p for p in up.tree() if p.name() in ("valkey-server", "redis-server")]
     assert len(servers) == 1
@@ -99,10 +101,10 @@ def test_up_starts_an_embedded_redis_when_none_answers(
     port = int(re.search(r"embedded Redis-compatible server at redis://127.0.0.1:(\d+)/0", up.stderr())[1])
     name, old_pid = servers[0].name(), servers[0].pid
     servers[0].kill()
-    wait_for(lambda: [p for p in up.tree() if p.name() == name and p.pid != old_pid],
-             "the embedded server to restart")
+    wait_for_blocking(lambda: [p for p in up.tree() if p.name() == name and p.pid != old_pid],
+                      "the embedded server to restart")
     assert "the embedded Redis exited; starting it again on port" in up.stderr()
-    wait_for(lambda: up.status_has_node(ray_head.node_id), "/api/status after the Redis restart")
+    wait_for_blocking(lambda: up.status_has_node(ray_head.node_id), "/api/status after the Redis restart")
     servers = [p for p in up.tree() if p.name() in ("valkey-server", "redis-server")]
     assert len(servers) == 1
     assert any(c.laddr.port == port for c in servers[0].net_connections() if c.status == "LISTEN")
@@ -167,7 +169,7 @@ def test_children_and_embedded_redis_go_when_up_is_killed_outright(
         isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
     env = {**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     up = start_up(env, "--no-ray")
-    wait_for(lambda: "CastRay is up: " in up.stdout(), "the 'CastRay is up' line")
+    wait_for_blocking(lambda: "CastRay is up: " in up.stdout(), "the 'CastRay is up' line")
     tree = up.tree()
     assert {"valkey-server", "redis-server"} & {p.name() for p in tree}
     assert len(tree) >= 5
@@ -186,8 +188,8 @@ def test_up_refuses_a_redis_that_refuses_its_credentials(
                                "--appendonly", "no", "--requirepass", "secret", "--dir", str(tmp_path)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
-                 "the password-protected server", 30)
+        wait_for_blocking(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                          "the password-protected server", deadline=30)
         up = start_up({**isolated_env, "CASTRAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
         assert up.process.wait(timeout=60) == 2
         assert f"the Redis at 127.0.0.1:{port} refused us" in up.stderr()
@@ -196,7 +198,7 @@ def test_up_refuses_a_redis_that_refuses_its_credentials(
         # With the password it is used, not replaced by an embedded one.
         url = f"redis://:secret@127.0.0.1:{port}/0"
         up = start_up({**isolated_env, "CASTRAY_REDIS_URL": url}, "--no-ray")
-        wait_for(lambda: get_json(f"{up.base}/api/status")["success"], "/api/status")
+        wait_for_blocking(lambda: get_json(f"{up.base}/api/status")["success"], "/api/status")
         assert f"using the Redis at 127.0.0.1:{port}" in up.stderr()
         alive, code = up.stop()
         assert alive == [] and code == 0
@@ -210,8 +212,8 @@ def test_up_refuses_a_redis_that_refuses_its_credentials(
 def test_up_on_every_interface_makes_a_token_and_prints_the_url_with_it_once(
         isolated_env: dict[str, str], start_up: Callable[..., Up]) -> None:
     up = start_up(isolated_env, "--host", "0.0.0.0", "--no-ray")
-    line = wait_for(lambda: next((ln for ln in up.stdout().splitlines() if "CastRay is up" in ln), None),
-                    "the announcement")
+    line = wait_for_blocking(lambda: next((ln for ln in up.stdout().splitlines() if "CastRay is up" in ln),
+                                          None), "the announcement")
     token = re.search(rf"{re.escape(up.base)}/ui#token=([A-Za-z0-9_-]+)", line)[1]
     assert len(token) >= 16
     with pytest.raises(urllib.error.HTTPError) as refused:

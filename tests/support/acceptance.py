@@ -24,9 +24,10 @@ import psutil
 from castray import local_ray
 from tests.conftest import REDIS_URL, drop_namespace
 from tests.support.gateway import recv
-from tests.support.up import Up, free_port, get_json, wait_for
+from tests.support.up import Up, free_port, get_json
+from tests.support.waiting import wait_for_blocking
 
-__all__ = ["Up", "free_port", "get_json", "wait_for", "running_up", "request", "WsWatch", "dashboard_view",
+__all__ = ["Up", "free_port", "get_json", "running_up", "request", "WsWatch", "dashboard_view",
            "view_of"]
 
 DEADLINE = 90.0  # generous: a busy 2-core machine
@@ -65,7 +66,8 @@ def running_up(data_dir: Path, heads: list[local_ray.RayNode], *args: str, **ext
                                 stderr=err, stdin=subprocess.DEVNULL)
     up = Up(proc, port, out_path, err_path)
     try:
-        wait_for(lambda: "CastRay is up: " in up.stdout() or proc.poll() is not None, "castray up to start")
+        wait_for_blocking(lambda: "CastRay is up: " in up.stdout() or proc.poll() is not None,
+                          "castray up to start")
         assert proc.poll() is None, up.stderr()
         yield up
     finally:

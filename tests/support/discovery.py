@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from castray.discovery.worker import DiscoveryWorker
 from castray.shared import codec
 from castray.shared.events import ClusterInfo, Event, NodeInfo
 from castray.shared.names import Names
+from tests.support.waiting import wait_for
 
 DEADLINE = 30.0  # generous: we wait for conditions, we never assert on timing
 
@@ -30,7 +30,6 @@ class EventLog:
         self.redis = redis
         self.names = names
         self.events: list[Event] = []
-        self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -43,10 +42,7 @@ class EventLog:
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
-                event = codec.decode(message["data"])
-                async with self._changed:
-                    self.events.append(event)
-                    self._changed.notify_all()
+                self.events.append(codec.decode(message["data"]))
         finally:
             await pubsub.aclose()
 
@@ -54,20 +50,13 @@ class EventLog:
         self, predicate: Callable[[Event], bool], timeout: float = DEADLINE, what: str = "event"
     ) -> Event:
         """The first event (old or new) matching ``predicate``."""
-
-        async def find() -> Event:
-            async with self._changed:
-                while True:
-                    for event in self.events:
-                        if predicate(event):
-                            return event
-                    await self._changed.wait()
-
         try:
-            return await asyncio.wait_for(find(), timeout)
-        except TimeoutError:
+            found: Event = await wait_for(lambda: next((e for e in self.events if predicate(e)), None), what,
+                                          deadline=timeout)
+        except AssertionError:
             seen = [(e.type, _brief(e)) for e in self.events[-20:]]
             raise AssertionError(f"no {what} within {timeout:g} s; last events: {seen}") from None
+        return found
 
     def of_type(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.type == kind]
@@ -111,17 +100,6 @@ def cluster_event(kind: str, cluster_id: str | None = None) -> Callable[[Event],
         return event.type == kind and (cluster_id is None or p.cluster.id == cluster_id)
 
     return match
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = DEADLINE, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout:g} s")
 
 
 async def stored_state(

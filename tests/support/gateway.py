@@ -4,11 +4,10 @@ real `create_app`, and WebSocket helpers that wait for a condition (never for a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -183,25 +182,6 @@ class ViewWriter:
 
     async def node(self, nd: NodeInfo, change: str = "added", **kw: Any) -> int:
         return await self.change("node", change, nd.id, None if change == "removed" else nd, **kw)
-
-
-async def wait_for(
-    cond: Callable[[], Any] | Callable[[], Awaitable[Any]],
-    *,
-    deadline: float = DEADLINE,
-    what: str = "condition",
-) -> Any:
-    """Poll ``cond`` until it is truthy; fail the test after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def recv(ws: aiohttp.ClientWebSocketResponse, *, deadline: float = DEADLINE) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from castray.gateway import keys
 from castray.gateway.app import create_app
 from castray.gateway.settings import GatewaySettings
 from castray.shared.names import Names
-from tests.support.gateway import ViewWriter, wait_for
+from tests.support.gateway import ViewWriter
+from tests.support.waiting import wait_for
 
 GatewayFactory = Callable[..., Awaitable[TestClient]]
 

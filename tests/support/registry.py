@@ -4,6 +4,7 @@ how far the view is from discovery's state."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from castray.node_registry.worker import RegistryWorker
 from castray.shared import codec
 from castray.shared.events import ViewChangedEvent
 from castray.shared.names import Names
+from tests.support.waiting import wait_for
 
 StartRegistry = Callable[..., Awaitable[RegistryWorker]]
 
@@ -79,25 +81,17 @@ async def view_differs(redis: aioredis.Redis, names: Names) -> list[str]:
 
 async def wait_equal(redis: aioredis.Redis, names: Names, timeout: float = 15.0) -> list[str]:
     """Wait until the view equals discovery's state; the remaining differences if it never does."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    diffs: list[str] = []
+
+    async def equal() -> bool:
+        nonlocal diffs
         diffs = await view_differs(redis, names)
-        if not diffs or loop.time() > deadline:
-            return diffs
-        await asyncio.sleep(0.05)
+        return not diffs
+
+    with contextlib.suppress(AssertionError):
+        await wait_for(equal, "the view to equal discovery's state", deadline=timeout, interval=0.05)
+    return diffs
 
 
 def changed_only(events: list[Any]) -> list[ViewChangedEvent]:
     return [e for e in events if isinstance(e, ViewChangedEvent)]
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if cond():
-            return True
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
