@@ -27,7 +27,7 @@ from castray.gateway.openapi import doc
 from castray.gateway.original import files as of
 from castray.gateway.original.errors import speaks_original
 from castray.gateway.storage import BUDGET, Budget, Share
-from castray.gateway.transfer_plan import enqueue, generate_size, plan, resolve_recipients
+from castray.gateway.transfer_intake import accept, enqueue, generate_size, resolve_recipients
 from castray.shared import filegen
 from castray.shared.safe_names import inside, safe_file_name
 from castray.shared.sizes import PRESETS, format_size
@@ -265,7 +265,7 @@ async def queue_file(app: web.Application, path: Path, file_name: str, size: int
                                      file_size=size, sha256=sha256, origin="generated")
     req = TransferRequest(source=UploadSource(upload_id=upload.upload_id),
                           mode="unicast" if len(targets) == 1 else "multicast", targets=targets)
-    record = await plan(app, req, sender_id=sender_id)
+    record = await accept(app, req, sender_id=sender_id)
     await enqueue(app, record)
     return record
 

@@ -22,7 +22,7 @@ from castray.gateway.files_api import disk, queue_file
 from castray.gateway.openapi import doc
 from castray.gateway.original import files as of
 from castray.gateway.original.errors import speaks_original
-from castray.gateway.transfer_plan import resolve_recipients
+from castray.gateway.transfer_intake import resolve_recipients
 from castray.shared.safe_names import safe_file_name
 
 TAG = "files"

@@ -2,7 +2,7 @@
 are read with the app's `castray.shared.view.ViewReader`).
 
 Shared by the transfer, file-generator and legacy endpoints so that every way of asking for a transfer
-is validated and queued the same way (`plan` then `enqueue`).
+is validated and queued the same way (`transfer_intake.accept` then `enqueue`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``/api/transfers``: queue a transfer, read one, list them, cancel one.
 
-The gateway validates and queues (`transfer_plan`); transfer workers run the transfer and keep the
+The gateway validates and queues (`transfer_intake`); transfer workers run the transfer and keep the
 record at ``names.transfer(id)`` up to date.
 """
 
@@ -13,7 +13,7 @@ from castray.gateway import keys
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
-from castray.gateway.transfer_plan import enqueue, plan
+from castray.gateway.transfer_intake import accept, enqueue
 from castray.shared.events import TransferCancelled
 from castray.shared.transfers import TransferRecord, TransferRequest
 
@@ -42,7 +42,7 @@ class TransferList(BaseModel):
                 409: "A node is not alive"})
 async def create_transfer(request: web.Request) -> web.Response:
     req = await parse_body(request, TransferRequest)
-    record = await plan(request.app, req)
+    record = await accept(request.app, req)
     await enqueue(request.app, record)
     body = TransferQueued(id=record.id, targets=[d.node_id for d in record.destinations])
     return web.json_response(body.model_dump(), status=202)

@@ -1,4 +1,6 @@
-"""From a `TransferRequest` to a queued `TransferRecord`: every check the gateway makes before queueing.
+"""From a `TransferRequest` to a queued `TransferRecord`: every check the gateway makes before queueing
+(`accept`), then the record stored and its request queued (`enqueue`). The transfer worker takes what is
+accepted here as it is, and re-reads only what can change before it runs (`castray.transfer.planning`).
 
 Rules: the source exists (upload, node, or a valid generate spec); every target is a node of the view
 (404 names the unknown ones) and ALIVE (409); unicast has exactly one target, multicast at least one,
@@ -54,7 +56,8 @@ class SourceFacts:
     node: NodeInfo | None = None
 
 
-async def plan(app: web.Application, req: TransferRequest, *, sender_id: str | None = None) -> TransferRecord:
+async def accept(app: web.Application, req: TransferRequest, *, sender_id: str | None = None
+                 ) -> TransferRecord:
     """Validate ``req`` against the view and build its record (state ``queued``); `ApiError` if invalid."""
     transfer_id = uuid.uuid4().hex
     facts = await _source_facts(app, req, transfer_id)
