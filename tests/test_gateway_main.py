@@ -3,21 +3,23 @@ and SIGINT stop it cleanly (even with a WebSocket client connected)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from castray.local_ray import free_port
+from tests.support.waiting import wait_for_blocking
 
 DEADLINE = 30.0
 
@@ -50,19 +52,15 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
             p.wait()
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[str]) -> dict:
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
+def wait_healthy(port: int, proc: subprocess.Popen[str]) -> dict[str, Any]:
+    def healthy() -> dict[str, Any] | None:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as resp:
-                body = json.loads(resp.read())
-                if body.get("events_subscribed"):
-                    return body
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.05)
-    pytest.fail("the gateway never became healthy")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+        return body if body.get("events_subscribed") else None
+
+    return wait_for_blocking(healthy, "the gateway to become healthy", deadline=DEADLINE, interval=0.05,
+                             ignoring=(urllib.error.URLError, ConnectionError))
 
 
 def test_busy_port_is_one_clear_line_and_exit_1(namespace: str, redis_url: str, procs) -> None:
@@ -96,7 +94,7 @@ async def test_signal_stops_it_cleanly_with_a_client_connected(
     env = gateway_env(namespace, redis_url, free_port())  # --port wins over CASTRAY_PORT
     proc = start(env, "--port", str(port), "--host", "127.0.0.1")
     procs.append(proc)
-    wait_healthy(port, proc)
+    await asyncio.to_thread(wait_healthy, port, proc)
     async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
         assert json.loads((await ws.receive(timeout=DEADLINE)).data)["type"] == "snapshot"
         proc.send_signal(sig)

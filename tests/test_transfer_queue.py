@@ -19,6 +19,7 @@ from castray.shared.names import TRANSFER_GROUP, Names
 from castray.shared.transfers import Destination, TransferRecord
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -34,12 +35,12 @@ async def _pending(redis: aioredis.Redis, names: Names) -> int:
 
 
 async def _wait_acked(redis: aioredis.Redis, names: Names) -> None:
-    for _ in range(600):  # generous: a worker starved on a busy 2-core machine re-claims its entry late
+    async def acked() -> bool:
         info = await redis.xinfo_groups(names.transfer_requests)
-        if info and int(info[0]["lag"] or 0) == 0 and await _pending(redis, names) == 0:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("request not acknowledged")
+        return bool(info) and int(info[0]["lag"] or 0) == 0 and await _pending(redis, names) == 0
+
+    # generous: a worker starved on a busy 2-core machine re-claims its entry late
+    await wait_for(acked, "the request acknowledged", deadline=60, interval=0.1)
 
 
 async def test_finished_records_are_only_acknowledged(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import processes
+from tests.support.waiting import STARTING, wait_for_blocking
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STANDINS = ROOT / "docker" / "standins" / "build.sh"
@@ -189,20 +190,14 @@ class Stack:
         return body
 
     def wait_for(self, what: str, probe: Any, timeout: float = 180, interval: float = 0.25) -> Any:
-        """Call ``probe()`` until it returns something truthy (errors count as not yet)."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = probe()
-            except (OSError, ValueError, KeyError, AssertionError, http.client.HTTPException) as exc:
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(interval)
-        raise ComposeError(f"{what}: not within {timeout:.0f} s (last: {last!r})\n"
-                           + self.compose("logs", "--tail=30", check=False).stdout[-6000:])
+        """Call ``probe()`` until it returns something truthy (errors count as not yet); a timeout says
+        why with the stack's last logs."""
+        try:
+            return wait_for_blocking(probe, what, deadline=timeout, interval=interval,
+                                     ignoring=(*STARTING, AssertionError, http.client.HTTPException))
+        except AssertionError as timed_out:
+            raise ComposeError(f"{timed_out}\n"
+                               + self.compose("logs", "--tail=30", check=False).stdout[-6000:]) from None
 
     def transfer(self, body: dict[str, Any]) -> str:
         status, reply = self.request("POST", "/api/transfers", body)

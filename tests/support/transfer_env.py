@@ -25,6 +25,7 @@ from castray.shared.sizes import parse_size
 from castray.shared.transfers import Destination, GenerateSource, QueuedTransfer, TransferRecord
 from castray.transfer.settings import TransferSettings
 from castray.transfer.worker import TransferWorker
+from tests.support.waiting import wait_for
 
 
 async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.RayNode) -> dict[str, NodeInfo]:
@@ -69,12 +70,17 @@ async def read(redis: aioredis.Redis, names: Names, tid: str) -> TransferRecord:
 async def wait_record(redis: aioredis.Redis, names: Names, tid: str, pred: Callable[[TransferRecord], bool],
                       timeout: float = 90.0) -> TransferRecord:
     """The record once ``pred`` holds (fails the test with the last record after ``timeout``)."""
-    deadline = time.monotonic() + timeout
     rec = await read(redis, names, tid)
-    while not pred(rec):
-        assert time.monotonic() < deadline, f"condition not reached; record: {rec.model_dump()}"
-        await asyncio.sleep(0.1)
+
+    async def holds() -> bool:
+        nonlocal rec
         rec = await read(redis, names, tid)
+        return pred(rec)
+
+    try:
+        await wait_for(holds, f"transfer {tid}", deadline=timeout, interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"condition not reached; record: {rec.model_dump()}") from None
     return rec
 
 
