@@ -86,7 +86,7 @@ async def get_transfer(redis: aioredis.Redis, names: Names, transfer_id: str) ->
     return None if raw is None else _transfer(transfer_id, raw)
 
 
-def _transfer(transfer_id: str, raw: bytes) -> TransferRecord:
+def _transfer(transfer_id: str, raw: bytes | str) -> TransferRecord:
     """A stored record that no model reads is a server fault, said as such (not a missing transfer); the
     transfer worker gives its request up (`castray.transfer.worker`) and retention removes it."""
     try:
