@@ -14,13 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-# Subcommand -> module whose ``main()`` runs that service. The one list `castray up` starts, too.
-SERVICES: dict[str, str] = {
-    "discovery": "castray.discovery.main",
-    "registry": "castray.node_registry.main",
-    "transfer": "castray.transfer.main",
-    "gateway": "castray.gateway.main",
-}
+from castray.services import SERVICES
 
 _SERVICE_HELP = {
     "discovery": "find Ray clusters and watch their nodes (publishes cluster and node events)",

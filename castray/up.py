@@ -28,8 +28,8 @@ from pydantic import ValidationError
 
 from castray import local_ray, ray_find, redis_local
 from castray.children import Child, stop_all
-from castray.cli import SERVICES
 from castray.errors import Interrupted, RedisSetupError, SetupError
+from castray.services import SERVICES
 from castray.settings import UpSettings
 from castray.shared import exposure
 from castray.shared.lifecycle import python_module_command
