@@ -55,12 +55,13 @@ def free_port_range(size: int = 200, low: int = 10000, high: int | None = None) 
     high = high if high is not None else ephemeral_ports()[0]
     for _ in range(100):
         start = random.randrange(low, high - size)
-        if all(_is_free(p) for p in range(start, start + size)):  # none held by another server now
+        if all(is_free(p) for p in range(start, start + size)):  # none held by another server now
             return start, start + size - 1
     raise RuntimeError("no free port range")
 
 
-def _is_free(port: int) -> bool:
+def is_free(port: int) -> bool:
+    """Is ``port`` on the loopback free to bind now (for a Ray node's port: `castray up` and free ranges)?"""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))

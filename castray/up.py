@@ -133,7 +133,7 @@ class Supervisor:
             log.warning("no running Ray cluster found, and --no-ray: discovery will keep looking")
             return {}
         dash = self.settings.ray_dashboard_port
-        usable = dash != self.settings.port and local_ray._is_free(dash)
+        usable = dash != self.settings.port and local_ray.is_free(dash)
         dash_port = dash if usable else local_ray.free_port()
         log.info("no running Ray cluster found; starting a local head (takes a few seconds)")
         try:
