@@ -31,9 +31,8 @@ def gateway_env(namespace: str, redis_url: str, port: int) -> dict[str, str]:
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    code = "import sys; from castray.gateway.main import main; main(sys.argv[1:])"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-m", "castray.cli", "gateway", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

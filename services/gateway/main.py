@@ -1,4 +1,5 @@
-"""``castray gateway``: settings from the environment (and ``--host``/``--port``), then serve until a signal.
+"""``castray gateway``: settings from the environment (which ``--host``/``--port`` set), then serve until a
+signal.
 
 A busy port is one clear line on stderr and exit status 1, never a traceback. Bad settings, and a
 non-loopback bind without a token (unless ``CASTRAY_ALLOW_UNAUTHENTICATED_NETWORK``), are one line and
@@ -7,12 +8,10 @@ exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import logging
 import sys
-from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -58,20 +57,10 @@ class GatewayServer:
             await runner.cleanup()
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="castray gateway",
-                                     description="Serve the CastRay REST API, /ws and /ui.")
-    parser.add_argument("--host", help="address to bind (CASTRAY_HOST; default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to serve on (CASTRAY_PORT; default 8000)")
-    args = parser.parse_args(argv)
-    return {k: v for k, v in vars(args).items() if v is not None}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point; ``argv`` are gateway options (none: the environment alone decides)."""
-    overrides = parse_args(argv or [])
+def main() -> None:
+    """Entry point: the environment alone decides (``castray gateway --host/--port`` set it)."""
     try:
-        settings = GatewaySettings(**overrides)
+        settings = GatewaySettings()
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         print(f"castray gateway: bad settings: {problems}", file=sys.stderr)
@@ -94,4 +83,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
