@@ -31,21 +31,10 @@ class Where:
     allowed: Callable[[str], bool] = lambda host: True
 
 
-def parse_ports(text: str) -> list[int]:
-    """``"8265-8269,9000"`` -> [8265, ..., 8269, 9000]; an empty string is no ports."""
-    ports: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        ports.extend(range(int(low), int(high or low) + 1))
-    return ports
-
-
 def where_discovery_looks() -> Where:
     """Read discovery's settings from the environment (the same variables its process will read)."""
     try:
-        from castray.discovery.addresses import parse_ports as discovery_ports
+        from castray.discovery.addresses import parse_ports
         from castray.discovery.settings import DiscoverySettings
     except ImportError:  # discovery not installed: look where Ray itself would
         base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR")
@@ -55,7 +44,7 @@ def where_discovery_looks() -> Where:
 
     s = DiscoverySettings()
     return Where(addresses=list(s.discovery_addresses), temp_dirs=list(s.ray_temp_dirs),
-                 scan_hosts=list(s.scan_hosts), scan_ports=discovery_ports(s.scan_ports),
+                 scan_hosts=list(s.scan_hosts), scan_ports=parse_ports(s.scan_ports),
                  allowed=AddressPolicy.from_settings(s).allows_blocking)
 
 
