@@ -66,7 +66,7 @@ class TransferJob:
         self.dests: dict[str, Destination] = {d.node_id: d for d in record.destinations}
         self.used: list[DriverProcess] = []  # every driver given a leg (a finished leg ignores a cancel)
         self._told: set[DriverProcess] = set()  # the drivers already told to cancel
-        self.done: Ended | None = None  # how the source's cluster's plan ended
+        self.ended: Ended | None = None  # how the plan of the source's cluster ended
         self.relayed: DestinationEnded | None = None  # the relay copy's outcome
         self.leg_cancelled = False  # another cluster's leg was cancelled (the source's may have finished)
         self._rr = 0
@@ -79,7 +79,7 @@ class TransferJob:
         rec = self.rec
         retry = rec.worker is not None or rec.state == "running"  # an earlier attempt may have placed copies
         if rec.cancel_requested:
-            await self._settle(self._ended("cancelled"))
+            await self._settle(self._end_here("cancelled"))
             return
         rec.state, rec.worker, rec.error = "running", self.worker, None
         rec.started_at = rec.started_at or time.time()
@@ -91,12 +91,12 @@ class TransferJob:
             prep = await self._plan(retry, token)
         except WaitCancelled:
             rec.waiting_for = None
-            await self._settle(self._ended("cancelled"))
+            await self._settle(self._end_here("cancelled"))
             return
         except PlanError as e:
             rec.waiting_for = None
             await self._fail_rest(str(e))
-            await self._settle(self._ended("failed", str(e)))
+            await self._settle(self._end_here("failed", str(e)))
             return
         rec.waiting_for = None
         rec.cluster_id, rec.source_node_id = prep.cluster_id, prep.source_node_id
@@ -105,12 +105,12 @@ class TransferJob:
                 rec.source_node_id = await self._driver_node(prep)
             except DriverError as e:
                 await self._fail_rest(str(e))
-                await self._settle(self._ended("failed", str(e)))
+                await self._settle(self._end_here("failed", str(e)))
                 return
         rec.bytes_total = prep.bytes_expected if prep.bytes_expected is not None else rec.bytes_total
         await self.store.save(rec)
         if rec.cancel_requested:  # cancelled while we were planning
-            await self._settle(self._ended("cancelled"))
+            await self._settle(self._end_here("cancelled"))
             return
         await self._publish(TransferStarted(transfer_id=rec.id, mode=rec.mode, bytes_total=rec.bytes_total,
                                             targets=[d.node_id for d in rec.destinations],
@@ -119,15 +119,15 @@ class TransferJob:
             await self._dest_failed(node_id, why)
         if not prep.relays:
             if prep.plan.dests:
-                self.done = await self._drive(prep.address, prep.plan)
-            await self._settle(self.done)
+                self.ended = await self._drive(prep.address, prep.plan)
+            await self._settle(self.ended)
             return
         relay_dir = self.settings.data_dir.absolute() / "relay" / f"{_relay_key(rec.id)}-{token}"
         try:
             await self._run_relayed(prep, relay_dir)
         finally:
             await asyncio.to_thread(_remove_relays, relay_dir.parent, rec.id)
-        await self._settle(self.done)
+        await self._settle(self.ended)
 
     async def _plan(self, retry: bool, token: str) -> Prepared:
         """The plan, once the node view has what it needs (waiting up to ``ready_timeout`` for it)."""
@@ -165,16 +165,16 @@ class TransferJob:
                 for d in group.dests:
                     await self._dest_failed(d.node_id, f"no room for the relay copy here: {short}")
             if prep.plan.dests:
-                self.done = await self._drive(prep.address, prep.plan)
+                self.ended = await self._drive(prep.address, prep.plan)
             return
         relay = PlanDestination(node_id=RELAY, dir=str(relay_dir))  # on the driver's own node
-        self.done = await self._drive(prep.address,
+        self.ended = await self._drive(prep.address,
                                       prep.plan.model_copy(update={"dests": [*prep.plan.dests, relay]}))
         copy = self.relayed
-        if self.rec.cancel_requested or self.done.state == "cancelled":
+        if self.rec.cancel_requested or self.ended.state == "cancelled":
             return  # `_settle` marks the other clusters' destinations cancelled
         if copy is None or copy.state != "completed" or not copy.path or not copy.sha256:
-            why = f"relay through this machine failed: {(copy and copy.error) or self.done.error}"
+            why = f"relay through this machine failed: {(copy and copy.error) or self.ended.error}"
             for group in prep.relays:
                 for d in group.dests:
                     await self._dest_failed(d.node_id, why)
@@ -187,12 +187,12 @@ class TransferJob:
         read = LocalFile(root=str(copy.parent.parent), path=f"{copy.parent.name}/{copy.name}")
         plan = prep.plan.model_copy(update={"input": read, "source_ray_node": "", "dests": group.dests,
                                             "expected_sha": sha256})
-        done = await self._drive(group.address, plan)
-        if done.state == "cancelled":
+        ended = await self._drive(group.address, plan)
+        if ended.state == "cancelled":
             self.leg_cancelled = True  # `_settle` marks its destinations cancelled
-        elif done.state != "completed":
+        elif ended.state != "completed":
             for d in group.dests:
-                await self._dest_failed(d.node_id, done.error or "relay failed")
+                await self._dest_failed(d.node_id, ended.error or "relay failed")
 
     async def _drive(self, address: str, plan: Plan) -> Ended:
         """Run one plan on the driver of ``address``; how it ended."""
@@ -201,18 +201,18 @@ class TransferJob:
         except DriverError as e:
             for d in plan.dests:
                 await self._dest_failed(d.node_id, str(e))
-            return self._ended("failed", str(e))
+            return self._end_here("failed", str(e))
         members = {d.node_id for d in plan.dests}
-        done = self._ended("failed", "transfer driver ended without a report")
+        ended = self._end_here("failed", "transfer driver ended without a report")
         self.used.append(driver)
         async for event in driver.run(plan):  # a cancel reaches the driver with the first report's save
             if isinstance(event, Ended):
-                done = event
+                ended = event
             else:
                 await self._on(event, members)
-        return done
+        return ended
 
-    def _ended(self, state: FinalState, error: str | None = None) -> Ended:
+    def _end_here(self, state: FinalState, error: str | None = None) -> Ended:
         """An end decided here, not reported by a driver (cancelled before it ran, could not run)."""
         return Ended(id=self.rec.id, state=state, error=error)
 
@@ -284,14 +284,14 @@ class TransferJob:
                                              bytes_done=d.bytes_done, bytes_total=self.rec.bytes_total,
                                              rate=rate, eta=eta))
 
-    async def _settle(self, done: Ended | None) -> None:
-        """The record's outcome, from how the plans ended (``done``: the source's cluster's; None if it
+    async def _settle(self, ended: Ended | None) -> None:
+        """The record's outcome, from how the plans ended (``ended``: the source's cluster's; None if it
         had no destination to run) and each destination's state."""
         rec = self.rec
         rec.finished_at = time.time()
-        state, error = (done.state, done.error) if done else (None, None)
-        if done and done.sha256:
-            rec.sha256 = done.sha256
+        state, error = (ended.state, ended.error) if ended else (None, None)
+        if ended and ended.sha256:
+            rec.sha256 = ended.sha256
         cancelled = state == "cancelled" or self.leg_cancelled
         if cancelled or (rec.cancel_requested and state != "completed"):
             for d in rec.destinations:

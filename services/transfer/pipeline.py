@@ -138,7 +138,7 @@ class _Run:
     cancelled: threading.Event
     local: str  # the Ray node this driver is attached to: what an empty Ray node id in the plan means
     alive: dict[str, PlanDestination] = field(default_factory=dict)
-    done: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)  # bytes written, by destination node id
     size: int = 0
     bytes_read: int = 0
 
@@ -259,7 +259,7 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
             run.ended(dest, "failed", reason(e))
             continue
         run.alive[node_id] = dest
-        run.done[node_id] = 0
+        run.written[node_id] = 0
 
 
 def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
@@ -282,10 +282,10 @@ def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
                 run.cancelled.wait(ahead)
         if time.monotonic() - last >= plan.progress_interval:
             last = time.monotonic()
-            run.emit(Progress(id=plan.id, dests=dict(run.done)))
+            run.emit(Progress(id=plan.id, dests=dict(run.written)))
     while window:
         _await_chunk(run, *window.popleft())
-    run.emit(Progress(id=plan.id, dests=dict(run.done)))
+    run.emit(Progress(id=plan.id, dests=dict(run.written)))
 
 
 def _await_chunk(run: _Run, digest: Any, writes: dict[str, tuple[PlanDestination, Any]]) -> None:
@@ -302,7 +302,7 @@ def _await_chunk(run: _Run, digest: Any, writes: dict[str, tuple[PlanDestination
         if node_id not in run.alive:
             continue
         try:
-            run.done[node_id] = int(ray.get(ref))
+            run.written[node_id] = int(ray.get(ref))
         except RayError as e:
             run.fail_dest(dest, reason(e))
 
