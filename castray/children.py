@@ -8,34 +8,16 @@ stops whatever it started. On Linux each child also gets SIGTERM if ``castray up
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from castray.shared.lifecycle import die_with_parent
+
 log = logging.getLogger("castray.up")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook asking the kernel to SIGTERM the child when its parent dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-    return hook
-
 
 class Child:
     """One supervised service process; ``tick()`` from the supervisor's loop restarts it when it dies."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from castray.shared import lifecycle
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -125,11 +127,7 @@ def launch(
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     # With die_with_parent, `ray start --block` gets SIGTERM when we die, and then stops its whole node.
-    preexec = None
-    if die_with_parent:
-        from castray.children import die_with_parent as hook
-
-        preexec = hook()
+    preexec = lifecycle.die_with_parent() if die_with_parent else None
     with open(log_path, "ab") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=full_env, start_new_session=True, preexec_fn=preexec)

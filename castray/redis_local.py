@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 import redis
 
-from castray.children import die_with_parent
 from castray.errors import RedisSetupError
 from castray.local_ray import free_port
+from castray.shared.lifecycle import die_with_parent
 
 
 class RedisCheck(Enum):

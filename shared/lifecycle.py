@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,23 @@ def python_module_command(module: str, *args: str) -> list[str]:
     (pyproject.toml's package-dir mapping), and ``castray.transfer`` would not be found.
     """
     return [sys.executable, "-P", "-m", module, *args]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A function that asks the kernel to send ``sig`` to the process calling it when that process's
+    parent dies, even by SIGKILL (Linux; elsewhere None). Built up front, so that it can run as a
+    ``preexec_fn`` between fork and exec, where loading libc would not be safe."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+    def hook() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return hook

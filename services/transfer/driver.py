@@ -12,7 +12,6 @@ and with it every actor it owns, so a transfer never goes on running for a repli
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
 import os
@@ -25,14 +24,8 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
+from castray.shared.lifecycle import die_with_parent
 from castray.transfer.protocol import Cancel, DriverEvent, Fatal, Plan, Ready, Run, decode_command, encode
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):  # Linux only; stdin EOF covers the rest
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class _Channel:
@@ -53,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     channel = _Channel(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)  # stray prints (Ray's, ours) must never corrupt the protocol
-    _die_with_parent()
+    dies_with_parent = die_with_parent(signal.SIGKILL)  # Linux; stdin EOF covers the rest
+    if dies_with_parent is not None:
+        dies_with_parent()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s transfer-driver %(levelname)s %(name)s: %(message)s")
     try:
