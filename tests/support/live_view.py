@@ -15,9 +15,9 @@ from castray.discovery.settings import DiscoverySettings
 from castray.discovery.worker import DiscoveryWorker
 from castray.node_registry.settings import RegistrySettings
 from castray.node_registry.worker import RegistryWorker
-from castray.shared import codec
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
+from castray.shared.view import ViewReader
 
 
 def discovery_settings(namespace: str, redis_url: str, addresses: list[str], **overrides: Any
@@ -55,11 +55,9 @@ async def live_view(namespace: str, redis_url: str, addresses: list[str], **over
 
 
 async def view_clusters(redis: aioredis.Redis, names: Names) -> dict[str, ClusterInfo]:
-    return {c.id: c for c in (codec.decode_model(v, ClusterInfo)
-                              for v in (await redis.hgetall(names.view_clusters)).values())}
+    return (await ViewReader(redis, names).snapshot()).clusters
 
 
 async def view_nodes(redis: aioredis.Redis, names: Names) -> dict[str, NodeInfo]:
     """The view's nodes by Ray node id."""
-    return {n.ray_node_id: n for n in (codec.decode_model(v, NodeInfo)
-                                       for v in (await redis.hgetall(names.view_nodes)).values())}
+    return {n.ray_node_id: n for n in (await ViewReader(redis, names).nodes()).values()}
