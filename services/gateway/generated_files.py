@@ -114,16 +114,6 @@ def find_file(data_dir: Path, name: str) -> Path | None:
     return best[1].resolve() if best else None
 
 
-def sha256_of(path: Path, chunk: int = 4 * 1024 * 1024) -> tuple[int, str]:
-    """Size and sha256 of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while data := f.read(chunk):
-            digest.update(data)
-            size += len(data)
-    return size, digest.hexdigest()
-
-
 # --- streamed uploads ------------------------------------------------------------------------------
 class UploadFile:
     """An upload being written: ``<folder>/.upload.part`` until `finish` renames it to its name."""

@@ -23,6 +23,7 @@ from castray.gateway.openapi import doc
 from castray.gateway.original import files as of
 from castray.gateway.original.errors import speaks_original
 from castray.gateway.transfer_intake import resolve_recipients
+from castray.shared.digest import file_digest
 from castray.shared.safe_names import safe_file_name
 
 TAG = "files"
@@ -55,7 +56,7 @@ async def manual(request: web.Request) -> web.Response:
     path = await asyncio.to_thread(gf.find_file, data_dir, name)
     if path is None:
         raise ApiError(404, f"no demo, generated or uploaded file named {name!r}", code="unknown_file")
-    size, sha256 = await asyncio.to_thread(gf.sha256_of, path)
+    size, sha256 = await asyncio.to_thread(file_digest, path)
     record = await queue_file(app, path, name, size, sha256, people.valid, sender_id=body.sender_id)
     return web.json_response(of.manual_sent(name, record.id, people.valid, people.failed))
 

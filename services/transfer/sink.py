@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from castray.shared.confined import open_at, open_dirs, open_root
+from castray.shared.digest import file_digest
 from castray.shared.errors import ConfinementError
 from castray.shared.safe_names import safe_file_name
 from castray.transfer.diskio import ChunkWriter
@@ -165,11 +166,7 @@ class Sink(Ordered):
             fd = open_at(self.dir_fd, self.name, os.O_RDONLY)
         except ConfinementError:
             return ""
-        sha = hashlib.sha256()
-        with open(fd, "rb", buffering=0) as f:
-            while block := f.read(8 * 1024 * 1024):
-                sha.update(block)
-        return sha.hexdigest()
+        return file_digest(fd)[1]
 
     def abort(self) -> None:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import time
 import uuid
@@ -19,6 +18,7 @@ from castray import local_ray
 from castray.gateway.transfer_store import save_upload
 from castray.shared import codec
 from castray.shared.bus import Bus
+from castray.shared.digest import file_digest
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.sizes import parse_size
@@ -89,11 +89,7 @@ def done(rec: TransferRecord) -> bool:
 
 
 def sha256_file(path: str | Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            sha.update(block)
-    return sha.hexdigest()
+    return file_digest(path)[1]
 
 
 def settings_for(namespace: str, root: Path, **kw: Any) -> TransferSettings:
