@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient
 
 from castray import local_ray
 from castray.gateway.transfer_store import request_cancel
-from castray.shared import codec
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
+from castray.shared.view import ViewReader
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
 from tests.support.dashboard_proxy import DashboardProxy
@@ -95,9 +95,9 @@ async def _view_without_gcs(redis: aioredis.Redis, names: Names, head: local_ray
     """The head's cluster in the view as discovery first finds it: nodes ALIVE, no GCS address."""
     writer = ViewWriter(redis, names)
     nodes = await env.register_view(redis, names, head)
-    raw = await redis.hget(names.view_clusters, nodes[str(head.node_id)].cluster_id)
-    assert raw is not None
-    cluster = codec.decode_model(raw, ClusterInfo).model_copy(update={"gcs_address": None})
+    found = await ViewReader(redis, names).cluster(nodes[str(head.node_id)].cluster_id)
+    assert found is not None
+    cluster = found.model_copy(update={"gcs_address": None})
     await writer.found(cluster)
     return writer, cluster, nodes[str(head.node_id)]
 
