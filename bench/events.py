@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from castray.local_ray import free_port
 from castray.shared.names import Names
 from castray.shared.settings import CommonSettings
+from castray.shared.view import ViewReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
 from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E402
@@ -148,8 +149,8 @@ async def spawn(code: str, env: dict[str, str]) -> asyncio.subprocess.Process:
 async def wait_registry(redis: aioredis.Redis, names: Names, seq: int, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        meta = await redis.hgetall(names.view_meta)
-        if b"epoch" in meta and int(meta.get(b"seq", 0)) >= seq:
+        meta = await ViewReader(redis, names).meta()
+        if meta.epoch and meta.seq >= seq:
             return True
         await asyncio.sleep(0.1)
     return False
