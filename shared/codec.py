@@ -37,10 +37,6 @@ def unpack(raw: bytes | str) -> Any:
         raise ValueError(f"not msgpack data CastRay writes: {e}") from e
 
 
-def encode_model(model: BaseModel) -> bytes:
-    return pack(model.model_dump(mode="json"))
-
-
 def decode_model(raw: bytes | str, cls: type[M]) -> M:
     try:
         return cls.model_validate(unpack(raw))
@@ -48,9 +44,9 @@ def decode_model(raw: bytes | str, cls: type[M]) -> M:
         raise EventDecodeError(f"not a valid {cls.__name__}", raw_len=len(raw)) from e
 
 
-def encode(event: Event) -> bytes:
-    """An event to bytes for Redis."""
-    return pack(event.model_dump(mode="json"))
+def encode(model: BaseModel) -> bytes:
+    """An event, a record or any other of our models to bytes for Redis (`decode` / `decode_model` back)."""
+    return pack(model.model_dump(mode="json"))
 
 
 def decode(raw: bytes, *, channel: str | None = None) -> Event:

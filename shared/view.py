@@ -4,7 +4,7 @@ The node registry writes the view (``castray.node_registry.view``, with Lua scri
 collide); everyone else only reads it through `ViewReader`: the gateway (REST, ``/ws``, transfer
 requests), the transfer service (planning) and the tests. Layout, all names from `Names`:
 
-- ``view_clusters`` / ``view_nodes``: hash id -> ``codec.encode_model`` of a `ClusterInfo` / `NodeInfo`.
+- ``view_clusters`` / ``view_nodes``: hash id -> ``codec.encode`` of a `ClusterInfo` / `NodeInfo`.
 - ``view_meta``: hash ``epoch`` (16 hex chars; new only when the view is built from nothing, e.g. Redis
   lost its data), ``version`` (+1 per change, and +1 per rebuild), ``source`` and ``seq`` (the last
   discovery event the view includes).

@@ -205,7 +205,7 @@ async def test_manual_transfer_and_status(namespace: str, names: Names, tmp_path
         record.state = "completed"
         record.destinations[0].state = "completed"
         record.destinations[0].bytes_done = 300
-        await redis_client.set(names.transfer(record.id), codec.encode_model(record))
+        await redis_client.set(names.transfer(record.id), codec.encode(record))
         stats = await (await client.get("/api/file-transfers/status")).json()
     assert set(stats) >= {n.id for n in STANDARD_VIEW}
     w1 = stats["c1-w1"]["file_transfer_stats"]

@@ -52,7 +52,7 @@ def big_node(nid: str, cid: str = "c1", **kw: Any) -> NodeInfo:
 
 async def store_record(redis: aioredis.Redis, names: Names, record: TransferRecord) -> None:
     """A transfer record and its index entry, as the gateway writes them."""
-    await redis.set(names.transfer(record.id), codec.encode_model(record))
+    await redis.set(names.transfer(record.id), codec.encode(record))
     await redis.zadd(names.transfer_index, {record.id: record.created_at})
 
 

@@ -73,8 +73,8 @@ def test_bad_bytes_are_an_event_decode_error(raw: bytes) -> None:
     assert info.value.raw_len == len(raw)
 
 
-def test_records_round_trip_through_encode_model() -> None:
+def test_records_round_trip_through_encode() -> None:
     node = _node(resources={"CPU": 2.0}, labels={"k": "v"}, is_head=True)
-    assert codec.decode_model(codec.encode_model(node), events.NodeInfo) == node
+    assert codec.decode_model(codec.encode(node), events.NodeInfo) == node
     with pytest.raises(EventDecodeError):
         codec.decode_model(codec.pack({"id": 1}), events.NodeInfo)

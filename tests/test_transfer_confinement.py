@@ -127,12 +127,12 @@ async def test_an_upload_path_outside_the_data_directory_is_refused(
 ) -> None:
     cluster = ClusterInfo(id="cx", name="cx", gcs_address="127.0.0.1:1")  # never contacted
     node = NodeInfo(id="cx-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cx", name="a", is_head=True)
-    await redis_client.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
-    await redis_client.hset(names.view_nodes, node.id, codec.encode_model(node))
+    await redis_client.hset(names.view_clusters, cluster.id, codec.encode(cluster))
+    await redis_client.hset(names.view_nodes, node.id, codec.encode(node))
     upload_id = uuid.uuid4().hex
     forged = UploadRecord(upload_id=upload_id, file_name="a.txt", file_size=len(SECRET), sha256="0" * 64,
                           path=str(outside / "a.txt"), created_at=time.time())  # written into Redis by anyone
-    await redis_client.set(names.upload(upload_id), codec.encode_model(forged))
+    await redis_client.set(names.upload(upload_id), codec.encode(forged))
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[node.id],
                           file_name="a.txt", mode="unicast", cluster_id="cx")
     async with env.running_worker(namespace, tmp_path, redis_client):

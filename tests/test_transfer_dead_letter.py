@@ -22,8 +22,8 @@ from tests.support import transfer_env as env
 async def _view(redis: aioredis.Redis, names: Names) -> NodeInfo:
     cluster = ClusterInfo(id="cx", name="cx", gcs_address="127.0.0.1:1")  # never contacted here
     node = NodeInfo(id="cx-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cx", name="a", is_head=True)
-    await redis.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
-    await redis.hset(names.view_nodes, node.id, codec.encode_model(node))
+    await redis.hset(names.view_clusters, cluster.id, codec.encode(cluster))
+    await redis.hset(names.view_nodes, node.id, codec.encode(node))
     return node
 
 
@@ -66,7 +66,7 @@ async def test_a_request_delivered_too_often_is_given_up_without_running(
     rec = TransferRecord(id=uuid.uuid4().hex, mode="unicast", source={"generate": {"size": 10}},
                          file_name="d.bin", created_at=time.time(), cluster_id="cx", state="running",
                          worker="dead-2", attempts=2, destinations=[Destination(node_id=node.id)])
-    await redis_client.set(names.transfer(rec.id), codec.encode_model(rec))
+    await redis_client.set(names.transfer(rec.id), codec.encode(rec))
     bus = Bus(redis_client, names, source="test")
     await bus.add_work(names.transfer_requests, rec.model_dump(mode="json"))
     async with env.running_worker(namespace, tmp_path, redis_client, claim_idle_ms=500, max_deliveries=2):
@@ -82,8 +82,8 @@ async def test_a_replica_stopped_by_a_shutdown_does_not_count_an_attempt(
 ) -> None:
     cluster = ClusterInfo(id="cw", name="no-gcs-yet")  # the transfer waits for its GCS address
     node = NodeInfo(id="cw-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cw", name="a", is_head=True)
-    await redis_client.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
-    await redis_client.hset(names.view_nodes, node.id, codec.encode_model(node))
+    await redis_client.hset(names.view_clusters, cluster.id, codec.encode(cluster))
+    await redis_client.hset(names.view_nodes, node.id, codec.encode(node))
     rec = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=[node.id],
                           file_name="w.bin", mode="unicast", cluster_id="cw")
     async with env.running_worker(namespace, tmp_path, redis_client, ready_timeout=300.0):

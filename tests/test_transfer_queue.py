@@ -49,7 +49,7 @@ async def test_finished_records_are_only_acknowledged(
     rec = TransferRecord(id=uuid.uuid4().hex, mode="unicast", source={"generate": {"size": 10}},
                          file_name="a.bin", created_at=time.time(), destinations=[Destination(node_id="n1")],
                          state="completed", finished_at=123.0)
-    await redis_client.set(names.transfer(rec.id), codec.encode_model(rec))
+    await redis_client.set(names.transfer(rec.id), codec.encode(rec))
     await worker.bus.add_work(names.transfer_requests, rec.model_dump(mode="json"))
     await _wait_acked(redis_client, names)
     after = await env.read(redis_client, names, rec.id)
@@ -61,8 +61,8 @@ async def test_cancel_before_start_and_unplannable(
 ) -> None:
     cluster = ClusterInfo(id="cx", name="no-gcs")  # known only by its dashboard: no GCS address
     node = NodeInfo(id="cx-aaaaaaaaaaaa", ray_node_id="a" * 56, cluster_id="cx", name="a", is_head=True)
-    await redis_client.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
-    await redis_client.hset(names.view_nodes, node.id, codec.encode_model(node))
+    await redis_client.hset(names.view_clusters, cluster.id, codec.encode(cluster))
+    await redis_client.hset(names.view_nodes, node.id, codec.encode(node))
 
     # cancel requested before any worker started it
     rec = await env.queue(redis_client, names, source={"generate": {"size": 10}}, targets=[node.id],

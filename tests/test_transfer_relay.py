@@ -116,8 +116,8 @@ async def _unreachable_other_cluster(ray_head: local_ray.RayNode, transfer_worke
     # A cluster whose GCS no longer answers (its address is a closed port on this machine).
     gone = ClusterInfo(id="cgone", name="gone", gcs_address=f"127.0.0.1:{local_ray.free_port()}")
     ghost = NodeInfo(id="cgone-ghost", ray_node_id="f" * 56, cluster_id="cgone", name="ghost", state="ALIVE")
-    await redis_client.hset(names.view_clusters, gone.id, codec.encode_model(gone))
-    await redis_client.hset(names.view_nodes, ghost.id, codec.encode_model(ghost))
+    await redis_client.hset(names.view_clusters, gone.id, codec.encode(gone))
+    await redis_client.hset(names.view_nodes, ghost.id, codec.encode(ghost))
     upload_id, want = await env.random_upload(redis_client, names, tmp_path / "data/uploads/half.bin",
                                               3 * MiB)
     rec = await env.queue(redis_client, names, source={"upload_id": upload_id}, targets=[a_head.id, ghost.id],

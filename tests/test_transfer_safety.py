@@ -100,7 +100,7 @@ async def test_cancel_mid_transfer_leaves_nothing(
     # As the gateway cancels: read, set the flag, write back.
     current = await env.read(redis_client, names, rec.id)
     current.cancel_requested = True
-    await redis_client.set(names.transfer(rec.id), codec.encode_model(current))
+    await redis_client.set(names.transfer(rec.id), codec.encode(current))
 
     final = await env.wait_record(redis_client, names, rec.id, env.done, timeout=60)
     assert final.state == "cancelled" and final.destinations[0].state == "cancelled"

@@ -213,13 +213,13 @@ async def test_get_list_and_cancel(namespace: str, names: Names, tmp_path: Path,
         # running: only flagged, the worker stops it
         rec = await stored_record(redis_client, names, ids[1])
         rec.state = "running"
-        await redis_client.set(names.transfer(ids[1]), codec.encode_model(rec))
+        await redis_client.set(names.transfer(ids[1]), codec.encode(rec))
         flagged = await (await client.delete(f"/api/transfers/{ids[1]}")).json()
         assert flagged["state"] == "running" and flagged["cancel_requested"] is True
         # finished: conflict
         rec = await stored_record(redis_client, names, ids[2])
         rec.state = "completed"
-        await redis_client.set(names.transfer(ids[2]), codec.encode_model(rec))
+        await redis_client.set(names.transfer(ids[2]), codec.encode(rec))
         resp = await client.delete(f"/api/transfers/{ids[2]}")
         assert resp.status == 409 and "completed" in (await resp.json())["error"]
         assert (await client.delete("/api/transfers/unknown")).status == 404

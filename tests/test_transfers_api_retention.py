@@ -27,7 +27,7 @@ async def _stored(redis: aioredis.Redis, names: Names, age: float, state: Transf
     rec = TransferRecord(id=uuid.uuid4().hex, state=state, mode="unicast", source={"generate": {"size": 1}},
                          file_name="r.bin", created_at=now - age, finished_at=finished,
                          destinations=[Destination(node_id="c1-w1")])
-    await redis.set(names.transfer(rec.id), codec.encode_model(rec))
+    await redis.set(names.transfer(rec.id), codec.encode(rec))
     await redis.zadd(names.transfer_index, {rec.id: rec.created_at})
     return rec.id
 

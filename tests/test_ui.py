@@ -292,7 +292,7 @@ def test_a_thousand_nodes_update_in_place_filter_and_sort(stack: ViewStack,
 def write_record(stack: ViewStack, record: TransferRecord) -> None:
     async def put() -> None:
         r, n = stack.feed.redis, stack.feed.names
-        await r.set(n.transfer(record.id), codec.encode_model(record))
+        await r.set(n.transfer(record.id), codec.encode(record))
         await r.zadd(n.transfer_index, {record.id: record.created_at})
 
     stack.do(put())

@@ -3,8 +3,8 @@
 Contract with the rest of CastRay:
 
 - State in Redis (the source of truth the registry resyncs from): hash ``names.discovery_clusters``
-  (cluster id -> ``codec.encode_model(ClusterInfo)``), hash ``names.discovery_nodes`` (node id ->
-  ``codec.encode_model(NodeInfo)``), hash ``names.discovery_meta`` {source, seq}. Apart from it, hash
+  (cluster id -> ``codec.encode(ClusterInfo)``), hash ``names.discovery_nodes`` (node id ->
+  ``codec.encode(NodeInfo)``), hash ``names.discovery_meta`` {source, seq}. Apart from it, hash
   ``names.discovery_disconnected`` (cluster id -> ``codec.pack({id, name, dashboard_url, session_name,
   addresses})``): clusters the user disconnected, ignored by periodic passes also after a restart until
   an explicit discover/connect (which removes the entry); the state rewrite never deletes it.

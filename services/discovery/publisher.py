@@ -76,7 +76,7 @@ class StatePublisher:
             ClusterFound(cluster=cluster) if kind == "found" else ClusterLost(cluster=cluster, reason=reason)
         )
         await self._write(
-            payload, hset=(self.names.discovery_clusters, cluster.id, codec.encode_model(cluster))
+            payload, hset=(self.names.discovery_clusters, cluster.id, codec.encode(cluster))
         )
 
     async def cluster_removed(self, cluster: ClusterInfo, reason: str) -> None:
@@ -94,7 +94,7 @@ class StatePublisher:
             await self._write(payload, hdel=(self.names.discovery_nodes, node.id))
         else:
             self.state.nodes[node.id] = node
-            await self._write(payload, hset=(self.names.discovery_nodes, node.id, codec.encode_model(node)))
+            await self._write(payload, hset=(self.names.discovery_nodes, node.id, codec.encode(node)))
 
     def touch_node(self, node: NodeInfo) -> None:
         """Keep a newer last_seen in memory without an event (no change worth publishing)."""
@@ -193,12 +193,12 @@ class StatePublisher:
                 if self.state.clusters:
                     pipe.hset(
                         n.discovery_clusters,
-                        mapping={cid: codec.encode_model(c) for cid, c in self.state.clusters.items()},
+                        mapping={cid: codec.encode(c) for cid, c in self.state.clusters.items()},
                     )
                 if self.state.nodes:
                     pipe.hset(
                         n.discovery_nodes,
-                        mapping={nid: codec.encode_model(node) for nid, node in self.state.nodes.items()},
+                        mapping={nid: codec.encode(node) for nid, node in self.state.nodes.items()},
                     )
                 pipe.hset(n.discovery_meta, mapping={"source": self.bus.source, "seq": event.seq})
                 pipe.publish(n.discovery_events, codec.encode(event))

@@ -90,7 +90,7 @@ async def enqueue(app: web.Application, record: TransferRecord) -> None:
     retention of finished records (`castray.gateway.retention`: on write, since only writes add any)."""
     redis, names, bus = app[keys.REDIS], app[keys.NAMES], app[keys.BUS]
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(names.transfer(record.id), codec.encode_model(record))
+        pipe.set(names.transfer(record.id), codec.encode(record))
         pipe.zadd(names.transfer_index, {record.id: record.created_at})
         await pipe.execute()
     await bus.add_work(names.transfer_requests, QueuedTransfer(id=record.id).model_dump())

@@ -35,7 +35,7 @@ async def save_upload(redis: aioredis.Redis, names: Names, *, path: Path, file_n
                           file_size=file_size, sha256=sha256, path=_stored_path(path, data_dir),
                           created_at=time.time(), origin=origin)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(names.upload(upload.upload_id), codec.encode_model(upload))
+        pipe.set(names.upload(upload.upload_id), codec.encode(upload))
         pipe.zadd(names.upload_index, {upload.upload_id: upload.created_at})
         await pipe.execute()
     return upload
@@ -148,7 +148,7 @@ async def request_cancel(redis: aioredis.Redis, names: Names, transfer_id: str) 
                 if record.state == "queued":
                     _cancel_queued(record)
                 pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.set(key, codec.encode_model(record))
+                pipe.set(key, codec.encode(record))
                 await pipe.execute()
                 return record
             except WatchError:

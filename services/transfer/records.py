@@ -51,7 +51,7 @@ class RecordStore:
                         except EventDecodeError:
                             pass
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, codec.encode_model(record))
+                    pipe.set(key, codec.encode(record))
                     await pipe.execute()
                     return record
                 except WatchError:

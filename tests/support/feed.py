@@ -109,7 +109,7 @@ class DiscoveryFeed:
             if record is None:
                 pipe.hdel(table, key)
             else:
-                pipe.hset(table, key, codec.encode_model(record))
+                pipe.hset(table, key, codec.encode(record))
             pipe.hset(n.discovery_meta, mapping={"source": event.source, "seq": event.seq})
             if publish:
                 pipe.publish(n.discovery_events, codec.encode(event))
@@ -120,7 +120,7 @@ class DiscoveryFeed:
 
 
 def _encoded(records: dict[str, Any]) -> dict[Any, bytes]:
-    return {k: codec.encode_model(v) for k, v in records.items()}
+    return {k: codec.encode(v) for k, v in records.items()}
 
 
 def make_cluster(index: int, **fields: Any) -> ClusterInfo:

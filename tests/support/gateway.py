@@ -113,9 +113,9 @@ class ViewWriter:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(n.view_clusters, n.view_nodes)
             for c in clusters or []:
-                pipe.hset(n.view_clusters, c.id, codec.encode_model(c))
+                pipe.hset(n.view_clusters, c.id, codec.encode(c))
             for nd in nodes or []:
-                pipe.hset(n.view_nodes, nd.id, codec.encode_model(nd))
+                pipe.hset(n.view_nodes, nd.id, codec.encode(nd))
             pipe.hset(
                 n.view_meta, mapping={"epoch": self.epoch, "version": self.version, "source": "d", "seq": 0}
             )
@@ -155,7 +155,7 @@ class ViewWriter:
             if record is None:
                 pipe.hdel(target, rid)
             else:
-                pipe.hset(target, rid, codec.encode_model(record))
+                pipe.hset(target, rid, codec.encode(record))
             pipe.hset(
                 n.view_meta,
                 mapping={"epoch": self.epoch, "version": self.version, "source": "d", "seq": self.version},

@@ -50,7 +50,7 @@ def node(node_id: str, cluster: str = "c1", *, state: str = "ALIVE", head: bool 
 
 async def seed_view(redis: aioredis.Redis, names: Names, nodes: list[NodeInfo]) -> None:
     """Write ``nodes`` into the view as the registry would (one hash field per node id)."""
-    await redis.hset(names.view_nodes, mapping={n.id: codec.encode_model(n) for n in nodes})
+    await redis.hset(names.view_nodes, mapping={n.id: codec.encode(n) for n in nodes})
 
 
 STANDARD_VIEW = [node("c1-head", head=True), node("c1-w1"), node("c1-w2"), node("c1-dead", state="DEAD"),

@@ -34,12 +34,12 @@ async def register_view(redis: aioredis.Redis, names: Names, head: local_ray.Ray
                           dashboard_url=head.dashboard_url, gcs_address=head.gcs_address, found_by="local")
     rows = await asyncio.to_thread(local_ray.list_nodes, head.dashboard_url)
     out: dict[str, NodeInfo] = {}
-    await redis.hset(names.view_clusters, cluster.id, codec.encode_model(cluster))
+    await redis.hset(names.view_clusters, cluster.id, codec.encode(cluster))
     for row in rows:
         rid = row["node_id"]
         node = NodeInfo(id=f"{cluster.id}-{rid[:12]}", ray_node_id=rid, cluster_id=cluster.id,
                         name=rid[:8], is_head=bool(row.get("is_head_node")), state=row["state"])
-        await redis.hset(names.view_nodes, node.id, codec.encode_model(node))
+        await redis.hset(names.view_nodes, node.id, codec.encode(node))
         out[rid] = node
     return out
 
@@ -54,7 +54,7 @@ async def queue(redis: aioredis.Redis, names: Names, *, source: dict[str, Any], 
                             overwrite=overwrite, cluster_id=cluster_id, **fields)
     if isinstance(record.source, GenerateSource) and "bytes_total" not in fields:
         record.bytes_total = parse_size(record.source.generate.size)
-    await redis.set(names.transfer(record.id), codec.encode_model(record))
+    await redis.set(names.transfer(record.id), codec.encode(record))
     await redis.zadd(names.transfer_index, {record.id: record.created_at})
     await Bus(redis, names, source="test").add_work(names.transfer_requests,
                                                     QueuedTransfer(id=record.id).model_dump())
