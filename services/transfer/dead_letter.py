@@ -20,7 +20,7 @@ from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import TransferFailed
 from castray.shared.names import TRANSFER_GROUP
-from castray.shared.transfers import FINAL_STATES
+from castray.shared.transfers import FINAL_STATES, QueuedTransfer
 from castray.transfer.errors import UnreadableRecord
 from castray.transfer.records import RecordStore
 
@@ -45,13 +45,13 @@ def died_reason(count: int) -> str:
     return f"gave up after {count} deliveries: its handling never finished (it raised or its replica died)"
 
 
-async def give_up(*, bus: Bus, store: RecordStore, stream: str, entry_id: str, data: dict[str, Any],
+async def give_up(*, bus: Bus, store: RecordStore, stream: str, entry_id: str, queued: QueuedTransfer,
                   count: int, reason: str) -> None:
     """Fail the record with ``reason``, copy the entry to the dead-letter stream and acknowledge it."""
-    transfer_id = str(data.get("id") or "")
-    log.error("transfer request %s (transfer %s) dead-lettered: %s", entry_id, transfer_id or "?", reason)
+    transfer_id = queued.id
+    log.error("transfer request %s (transfer %s) dead-lettered: %s", entry_id, transfer_id, reason)
     try:
-        record = await store.load(transfer_id) if transfer_id else None
+        record = await store.load(transfer_id)
     except UnreadableRecord:
         record = None  # nothing can read it to show the reason: the log and the dead letter say it
     if record is not None and record.state not in FINAL_STATES:
@@ -63,7 +63,7 @@ async def give_up(*, bus: Bus, store: RecordStore, stream: str, entry_id: str, d
         await bus.publish(bus.names.transfer_events,
                           TransferFailed(transfer_id=record.id, node_id=None, error=reason))
     fields = {"transfer_id": transfer_id, "entry_id": entry_id, "deliveries": count, "error": reason,
-              "data": codec.pack(data)}
+              "data": codec.pack(queued.model_dump())}
     await bus.redis.xadd(bus.names.transfer_dead_letters, fields,  # type: ignore[arg-type]
                          maxlen=DEAD_LETTER_MAXLEN, approximate=True)
     await bus.ack(stream, TRANSFER_GROUP, entry_id)

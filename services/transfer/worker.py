@@ -93,21 +93,28 @@ class TransferWorker:
             entries = await self.bus.read_work(self.stream, TRANSFER_GROUP, self.instance, count=free,
                                                block_ms=500)
         for entry_id, data in entries:
-            if entry_id not in self.active:
-                count = await dead_letter.deliveries(self.redis, self.stream, entry_id) if claimed else 1
-                task = asyncio.create_task(self._handle(entry_id, data, count), name=f"transfer-{entry_id}")
-                self.active[entry_id] = task
-                task.add_done_callback(functools.partial(self._forget, entry_id))
+            if entry_id in self.active:
+                continue
+            try:
+                queued = QueuedTransfer.model_validate(data)
+            except ValidationError:
+                log.warning("dropping a request that names no transfer: %r", str(data)[:200])
+                await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
+                continue
+            count = await dead_letter.deliveries(self.redis, self.stream, entry_id) if claimed else 1
+            task = asyncio.create_task(self._handle(entry_id, queued, count), name=f"transfer-{entry_id}")
+            self.active[entry_id] = task
+            task.add_done_callback(functools.partial(self._forget, entry_id))
         return next_claim
 
     def _forget(self, entry_id: str, _task: asyncio.Task[None]) -> None:
         self.active.pop(entry_id, None)
 
-    async def _handle(self, entry_id: str, data: dict[str, Any], count: int = 1) -> None:
+    async def _handle(self, entry_id: str, queued: QueuedTransfer, count: int = 1) -> None:
         """Run one request. ``count``: Redis's deliveries of the entry, used as the attempt count until
         the record's own (which counts only the attempts that took the lease) is known."""
         try:
-            record = await self._record(data)
+            record = await self._record(queued)
             if record is None or record.state in FINAL_STATES:
                 await self.bus.ack(self.stream, TRANSFER_GROUP, entry_id)
                 return
@@ -117,7 +124,7 @@ class TransferWorker:
             try:
                 record.attempts = count = record.attempts + 1
                 if count > self.settings.max_deliveries:
-                    await self._give_up(entry_id, data, count - 1, dead_letter.died_reason(count - 1))
+                    await self._give_up(entry_id, queued, count - 1, dead_letter.died_reason(count - 1))
                     return
                 await self.store.save(record)
                 await self._run_leased(entry_id, record, lease)
@@ -136,7 +143,7 @@ class TransferWorker:
         except UnreadableRecord as e:  # the same on every delivery: given up at once
             log.error("transfer entry %s: %s", entry_id, e)
             with contextlib.suppress(*REDIS_ERRORS):
-                await self._give_up(entry_id, data, count, str(e))
+                await self._give_up(entry_id, queued, count, str(e))
         except REDIS_ERRORS as e:
             log.warning("transfer entry %s left pending (redis: %s)", entry_id, e)
         except asyncio.CancelledError:
@@ -146,7 +153,7 @@ class TransferWorker:
                           count, self.settings.max_deliveries)
             if count >= self.settings.max_deliveries:
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await self._give_up(entry_id, data, count, dead_letter.crash_reason(e, count))
+                    await self._give_up(entry_id, queued, count, dead_letter.crash_reason(e, count))
 
     async def _uncount(self, transfer_id: str) -> None:
         with contextlib.suppress(*REDIS_ERRORS, UnreadableRecord):
@@ -155,17 +162,12 @@ class TransferWorker:
                 stored.attempts -= 1
                 await self.store.save(stored)
 
-    async def _give_up(self, entry_id: str, data: dict[str, Any], count: int, reason: str) -> None:
+    async def _give_up(self, entry_id: str, queued: QueuedTransfer, count: int, reason: str) -> None:
         await dead_letter.give_up(bus=self.bus, store=self.store, stream=self.stream, entry_id=entry_id,
-                                  data=data, count=count, reason=reason)
+                                  queued=queued, count=count, reason=reason)
 
-    async def _record(self, data: dict[str, Any]) -> TransferRecord | None:
-        """The stored record the request names (None: drop the request, it names nothing to run)."""
-        try:
-            queued = QueuedTransfer.model_validate(data)
-        except ValidationError:
-            log.warning("dropping a request that names no transfer: %r", str(data)[:200])
-            return None
+    async def _record(self, queued: QueuedTransfer) -> TransferRecord | None:
+        """The stored record the request names (None: drop the request, there is nothing to run)."""
         record = await self.store.load(queued.id)
         if record is None:
             log.warning("dropping the request of transfer %s: it has no record (deleted)", queued.id)
