@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from castray.shared.hosts import host_of
+
 
 @dataclass
 class Where:
@@ -77,7 +79,7 @@ def dashboard_answers(url: str, timeout: float = 1.0) -> bool:
 
 def _address_answers(address: str, timeout: float, allowed: Callable[[str], bool]) -> bool:
     url = address if "://" in address else f"http://{address}"
-    if not allowed(urlsplit(url).hostname or ""):
+    if not allowed(host_of(url)):
         return False
     if dashboard_answers(url, timeout):
         return True

@@ -22,18 +22,17 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 from pydantic import Field
 
 from castray.shared.errors import AddressNotAllowed
+from castray.shared.hosts import IP, host_of, ip_of, normal
 from castray.shared.settings import CommonSettings, CsvList
 
 log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Loopback, and the unspecified addresses, which reach this machine too (a dashboard on 0.0.0.0 says so).
 LOOPBACK: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128",
@@ -84,40 +83,13 @@ class AddressPolicySettings(CommonSettings):
         return [h for h in (host_of(a) for a in addresses) if h]
 
 
-def host_of(address: str) -> str:
-    """The host of ``http://h:p``, ``h:p``, ``[v6]:p``, a bare host or address ("" if none)."""
-    text = address.strip()
-    ip = _ip(text.strip("[]"))
-    if ip is not None:
-        return str(ip)
-    try:
-        host = urlsplit(text if "://" in text else f"//{text}").hostname
-    except ValueError:
-        return ""
-    return normal(host or "")
-
-
-def normal(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()
-
-
-def _ip(text: str) -> IP | None:
-    """An address, IPv4-mapped IPv6 ones as the IPv4 address they are (no way around a check by them)."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    return mapped or ip
-
-
 def own_addresses() -> list[Network]:
     """This machine's interface addresses: Ray reports a head by them even when reached at loopback."""
     out: list[Network] = []
     with contextlib.suppress(OSError, RuntimeError):
         for addrs in psutil.net_if_addrs().values():
             for a in addrs:
-                ip = _ip(a.address) if a.family in (socket.AF_INET, socket.AF_INET6) else None
+                ip = ip_of(a.address) if a.family in (socket.AF_INET, socket.AF_INET6) else None
                 if ip is not None and not AddressPolicy.forbidden(ip):
                     out.append(ipaddress.ip_network(ip))
     return out
@@ -157,7 +129,7 @@ class AddressPolicy:
             except ValueError:
                 pass
             host = host_of(text)
-            ip = _ip(host)
+            ip = ip_of(host)
             if ip is not None:
                 networks.append(ipaddress.ip_network(ip))
             elif host:
@@ -167,7 +139,7 @@ class AddressPolicy:
     # --- checks ---------------------------------------------------------------------------------------
     def listed(self, host: str) -> bool:
         host = normal(host)
-        ip = _ip(host)
+        ip = ip_of(host)
         return host in self.names if ip is None else self._in_networks(ip)
 
     def _in_networks(self, ip: IP) -> bool:
@@ -198,7 +170,7 @@ class AddressPolicy:
         """The allowed addresses ``host`` resolves to (connect to those only); `AddressNotAllowed`, before
         any packet is sent to it, when there is none (a name that does not resolve is refused too)."""
         host = normal(host)
-        ip = _ip(host)
+        ip = ip_of(host)
         if ip is not None:
             if not await self.allows_ip(ip):
                 raise AddressNotAllowed(host, "not in the allow-list")
@@ -244,5 +216,5 @@ async def resolve(host: str) -> list[IP]:
             infos: list[Any] = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError, UnicodeError):
         return []
-    out = [ip for ip in (_ip(str(info[4][0])) for info in infos) if ip is not None]
+    out = [ip for ip in (ip_of(str(info[4][0])) for info in infos) if ip is not None]
     return list(dict.fromkeys(out))

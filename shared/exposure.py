@@ -13,6 +13,7 @@ from typing import Final
 
 from pydantic import Field, field_validator
 
+from castray.shared.hosts import normal
 from castray.shared.settings import CommonSettings
 
 MIN_TOKEN_LENGTH: Final = 16
@@ -21,13 +22,9 @@ WILDCARDS: Final = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
 OPT_OUT: Final = "CASTRAY_ALLOW_UNAUTHENTICATED_NETWORK"
 
 
-def strip_brackets(host: str) -> str:
-    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
-
-
 def is_loopback(host: str) -> bool:
     """True for an address or name that only this machine can reach."""
-    name = strip_brackets(host.strip().lower()).rstrip(".")
+    name = normal(host)
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:

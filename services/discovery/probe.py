@@ -16,8 +16,9 @@ from castray.discovery.addresses import LOOPBACK, Address, parse_address
 from castray.discovery.dashboard import DashboardClient, NodeRow, SummaryRow
 from castray.discovery.records import cluster_id, parse_version
 from castray.discovery.settings import DiscoverySettings
-from castray.shared.address_policy import AddressPolicy, host_of
+from castray.shared.address_policy import AddressPolicy
 from castray.shared.errors import CodedError
+from castray.shared.hosts import host_of
 
 
 @dataclass(slots=True)

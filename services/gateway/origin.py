@@ -17,7 +17,6 @@ Modelled on Ray's ``get_browser_request_middleware`` and Jupyter's ``check_origi
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from castray.gateway import keys
 from castray.gateway.errors import ApiError, Handler
 from castray.gateway.settings import GatewaySettings, normalize_origin
 from castray.shared import exposure
+from castray.shared.hosts import bare_host, ip_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Orchestrators probe health by IP or service name; what these answer is no secret.
@@ -42,14 +42,6 @@ def split_host(host_header: str) -> tuple[str, str]:
         return f"{name}]", rest.removeprefix(":")
     name, _, port = value.partition(":")
     return name, port
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(exposure.strip_brackets(name))
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -70,8 +62,8 @@ class BrowserPolicy:
         if wildcard or not exposure.is_loopback(settings.host):
             names.add(socket.gethostname().lower())
         if not wildcard:
-            names.add(exposure.strip_brackets(settings.host.strip().lower()))
-        return cls(hosts=frozenset(exposure.strip_brackets(n) for n in names),
+            names.add(settings.host)
+        return cls(hosts=frozenset(bare_host(n) for n in names),
                    suffixes=tuple(h for h in settings.allowed_hosts if h.startswith(".")),
                    any_host="*" in settings.allowed_hosts, any_ip=wildcard,
                    origins=frozenset(settings.allowed_origins))
@@ -81,9 +73,8 @@ class BrowserPolicy:
             return True
         if not host_header:
             return False  # HTTP/1.1 requires it; a client without one is no browser we serve
-        name = split_host(host_header)[0]
-        bare = exposure.strip_brackets(name).rstrip(".")
-        if exposure.is_loopback(bare) or bare in self.hosts or (self.any_ip and _is_ip(bare)):
+        bare = bare_host(split_host(host_header)[0])
+        if exposure.is_loopback(bare) or bare in self.hosts or (self.any_ip and ip_of(bare) is not None):
             return True
         return any(bare.endswith(suffix) for suffix in self.suffixes)
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from castray.shared import exposure
+from castray.shared.hosts import host_of
 from castray.shared.settings import CsvList
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -28,16 +29,6 @@ def normalize_origin(value: str) -> str:
     if port is None or port == _DEFAULT_PORTS[parts.scheme]:
         return f"{parts.scheme}://{host}"
     return f"{parts.scheme}://{host}:{port}"
-
-
-def _host_name(value: str) -> str:
-    """``Name``, ``name:8000``, ``[::1]:8000`` -> the bare lower-case name a Host header is matched on."""
-    text = value.strip().lower()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    return text.rstrip(".")
 
 
 class GatewaySettings(exposure.ExposureSettings):
@@ -91,4 +82,4 @@ class GatewaySettings(exposure.ExposureSettings):
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
-        return [_host_name(v) for v in value]
+        return [host_of(v) for v in value]

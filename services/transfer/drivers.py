@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 
 from pydantic import ValidationError
 
-from castray.shared.address_policy import AddressPolicy, host_of
+from castray.shared.address_policy import AddressPolicy
 from castray.shared.errors import AddressNotAllowed
+from castray.shared.hosts import host_of
 from castray.shared.lifecycle import python_module_command
 from castray.transfer.errors import DriverError
 from castray.transfer.protocol import (
