@@ -89,6 +89,7 @@ class RayNode:
     log_path: str = ""
     node_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where its GCS and dashboard are reached (a lab host's address in tests)
 
     @property
     def pid(self) -> int:
@@ -96,11 +97,11 @@ class RayNode:
 
     @property
     def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        return f"{self.host}:{self.gcs_port}"
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        return f"http://{self.host}:{self.dashboard_port}"
 
     def raylet_pid(self) -> int | None:
         """The pid of this node's raylet (to SIGTERM or SIGKILL just the node)."""
@@ -148,17 +149,20 @@ def start_args(
     object_store_memory: int,
     labels: dict[str, str] | None = None,
     node_name: str | None = None,
+    node_ip: str | None = None,
 ) -> list[str]:
     """``ray start --block`` for a head listening on ``of`` or a node joining the GCS at address ``of``.
 
     Its workers take ports in ``worker_ports`` and every other port is a free one outside that range, as
-    Ray refuses a component port inside it.
+    Ray refuses a component port inside it. ``node_ip``: the node's own address, where a head's dashboard
+    listens too (a host of a network lab, reached from outside it); else Ray's choice and loopback.
     """
     lo, hi = worker_ports
     args = [ray_executable(), "start", "--block"]
     if isinstance(of, HeadPorts):
         args += ["--head", f"--port={of.gcs}", f"--dashboard-port={of.dashboard}",
-                 "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port_outside(lo, hi)}"]
+                 f"--dashboard-host={node_ip or '127.0.0.1'}",
+                 f"--ray-client-server-port={free_port_outside(lo, hi)}"]
     else:
         args.append(f"--address={of}")
     args += [f"--num-cpus={num_cpus}", f"--object-store-memory={object_store_memory}",
@@ -169,31 +173,34 @@ def start_args(
         args.append(f"--labels={json.dumps(labels)}")
     if node_name:
         args.append(f"--node-name={node_name}")
+    if node_ip:
+        args.append(f"--node-ip-address={node_ip}")
     return args
 
 
 def head_command(
     temp_dir: str, *, num_cpus: int = 1, dashboard_port: int | None = None,
-    object_store_memory: int = 200 * 1024 * 1024,
+    object_store_memory: int = 200 * 1024 * 1024, node_ip: str | None = None,
 ) -> tuple[list[str], HeadPorts]:
     """The ``ray start`` of a head with its own temp dir and free ports, and the ports it will listen on."""
     lo, hi = free_port_range()
     ports = HeadPorts(free_port_outside(lo, hi), dashboard_port or free_port_outside(lo, hi))
-    args = start_args(temp_dir, (lo, hi), ports, num_cpus=num_cpus, object_store_memory=object_store_memory)
+    args = start_args(temp_dir, (lo, hi), ports, num_cpus=num_cpus, object_store_memory=object_store_memory,
+                      node_ip=node_ip)
     return args, ports
 
 
 def run_head(
     args: list[str], temp_dir: str, ports: HeadPorts, *, env: dict[str, str] | None = None,
-    wait: float = 60.0, die_with_parent: bool = False,
+    wait: float = 60.0, die_with_parent: bool = False, host: str = "127.0.0.1",
 ) -> RayNode:
-    """Run a head's ``args``; return once its dashboard lists it ALIVE."""
+    """Run a head's ``args``; return once its dashboard (at ``host``) lists it ALIVE."""
     log_path = os.path.join(temp_dir, "castray-head.log")
     process = launch(args, temp_dir, log_path, env, die_with_parent)
-    node = RayNode(process, temp_dir, ports.gcs, ports.dashboard, True, log_path)
+    node = RayNode(process, temp_dir, ports.gcs, ports.dashboard, True, log_path, host=host)
     try:
-        node.node_id = wait_listed(node, ports.dashboard, lambda rows: [r for r in rows if r["is_head_node"]],
-                                   wait)
+        node.node_id = wait_listed(node, node.dashboard_url,
+                                   lambda rows: [r for r in rows if r["is_head_node"]], wait)
     except BaseException:
         node.stop()
         raise
@@ -226,14 +233,14 @@ def list_nodes(dashboard_url: str, timeout: float = 2.0) -> list[dict[str, Any]]
         return list(json.loads(resp.read())["data"]["result"]["result"])
 
 
-def wait_listed(node: RayNode, dash_port: int, pick: Any, wait: float) -> str:
+def wait_listed(node: RayNode, dashboard_url: str, pick: Any, wait: float) -> str:
     """The id of the first row ``pick`` keeps from the dashboard's node list, once there is one."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if node.process.poll() is not None:
             raise RuntimeError(f"ray start exited with {node.process.returncode}; see {node.log_path}")
         with contextlib.suppress(OSError, ValueError, KeyError):
-            rows = pick(list_nodes(f"http://127.0.0.1:{dash_port}"))
+            rows = pick(list_nodes(dashboard_url))
             if rows:
                 return str(rows[0]["node_id"])
         time.sleep(0.2)

@@ -18,19 +18,28 @@ def start_worker(
     node_name: str | None = None,
     env: dict[str, str] | None = None,
     wait: float = 60.0,
+    wrap: tuple[str, ...] = (),
+    node_ip: str | None = None,
+    temp_dir: str | None = None,
 ) -> RayNode:
-    """Join a worker to ``head``; return once the head's dashboard lists it ALIVE."""
+    """Join a worker to ``head``; return once the head's dashboard lists it ALIVE.
+
+    ``wrap`` runs its ``ray start`` inside another command that execs it (``ip netns exec`` for a host of
+    a network lab, whose address is ``node_ip``); ``temp_dir`` defaults to the head's.
+    """
     assert head.dashboard_port is not None
     before = {r["node_id"] for r in local_ray.list_nodes(head.dashboard_url)}
     lo, hi = local_ray.free_port_range()
-    log_path = os.path.join(head.temp_dir, f"castray-worker-{lo}.log")
-    args = local_ray.start_args(head.temp_dir, (lo, hi), head.gcs_address, num_cpus=num_cpus,
-                                object_store_memory=object_store_memory, labels=labels, node_name=node_name)
-    node = RayNode(local_ray.launch(args, head.temp_dir, log_path, env), head.temp_dir, head.gcs_port, None,
-                   False, log_path)
+    temp = temp_dir or head.temp_dir
+    log_path = os.path.join(temp, f"castray-worker-{lo}.log")
+    args = local_ray.start_args(temp, (lo, hi), head.gcs_address, num_cpus=num_cpus,
+                                object_store_memory=object_store_memory, labels=labels, node_name=node_name,
+                                node_ip=node_ip)
+    node = RayNode(local_ray.launch([*wrap, *args], temp, log_path, env), temp, head.gcs_port, None, False,
+                   log_path, host=head.host)
     try:
         node.node_id = local_ray.wait_listed(
-            node, head.dashboard_port,
+            node, head.dashboard_url,
             lambda rows: [r for r in rows if r["node_id"] not in before and r["state"] == "ALIVE"], wait)
     except BaseException:
         node.stop()
