@@ -1,6 +1,7 @@
 """``mypy --strict`` (pyproject's settings) over every castray package, under the import paths the code
 uses. The editable install maps them onto folders through a finder mypy cannot follow, so the test
-rebuilds pyproject's ``package-dir`` mapping as a tree of symlinks and checks that."""
+rebuilds pyproject's ``package-dir`` mapping (each mapped folder with its sub-packages) as a tree of
+symlinks and checks that."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def test_mypy_strict_finds_nothing(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     for package, folder in mapping.items():
         target = tree.joinpath(*package.split("."))
-        target.mkdir(parents=True, exist_ok=True)
-        for module in (REPO / folder).glob("*.py"):  # sub-packages are mapped on their own
-            (target / module.name).symlink_to(module)
+        for module in (REPO / folder).rglob("*.py"):  # a sub-package lives in its package's folder
+            link = target / module.relative_to(REPO / folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(module)
     assert (tree / "castray" / "transfer" / "job.py").exists()
     out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config),
                           "--cache-dir", str(tmp_path / "cache"), "-p", "castray"],
