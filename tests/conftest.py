@@ -22,7 +22,8 @@ from castray.transfer.worker import TransferWorker
 from tests.support import namespace as namespace_support
 from tests.support import transfer_env
 
-pytest_plugins = ["tests.support.registry", "tests.support.up"]  # fixtures more than one test module uses
+# Fixtures that more than one test module uses.
+pytest_plugins = ["tests.support.discovery", "tests.support.registry", "tests.support.up"]
 
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

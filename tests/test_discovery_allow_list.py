@@ -25,7 +25,6 @@ from castray.shared.errors import AddressNotAllowed, CommandError
 from castray.shared.names import Names
 from castray.transfer.drivers import Drivers
 from castray.transfer.errors import DriverError
-from tests.support.discovery import run_discovery  # noqa: F401  (fixture)
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway
 
@@ -72,7 +71,7 @@ def listener_on_127_0_0_1() -> Iterator[Listener]:
 
 @pytest.mark.parametrize("form", ["{host}:{port}", "http://{host}:{port}"])
 async def test_connect_external_outside_the_allow_list_is_a_4xx_and_sends_nothing(
-    run_discovery, make_gateway, listener: Listener, ray_head: local_ray.RayNode, form: str,  # noqa: F811
+    run_discovery, make_gateway, listener: Listener, ray_head: local_ray.RayNode, form: str,
 ) -> None:
     await run_discovery(discovery_allow=ONLY_127_0_0_1)
     gateway: TestClient = await make_gateway()
@@ -90,7 +89,7 @@ async def test_connect_external_outside_the_allow_list_is_a_4xx_and_sends_nothin
 
 
 async def test_a_name_is_judged_by_the_addresses_it_resolves_to(
-    run_discovery, redis_client: aioredis.Redis, names: Names,  # noqa: F811
+    run_discovery, redis_client: aioredis.Redis, names: Names,
     listener_on_127_0_0_1: Listener,
 ) -> None:
     """``localhost`` resolves to 127.0.0.1, outside an allow-list of 127.0.0.2 alone: refused, silently."""
@@ -149,7 +148,7 @@ async def test_a_dashboard_reported_outside_the_allow_list_is_never_probed(liste
 
 
 async def test_scan_hosts_outside_the_allow_list_are_not_scanned(
-    run_discovery, listener: Listener,  # noqa: F811
+    run_discovery, listener: Listener,
 ) -> None:
     worker = await run_discovery(discovery_allow=ONLY_127_0_0_1, scan_hosts=["127.0.0.2"],
                                  scan_ports=str(listener.port))

@@ -12,21 +12,14 @@ from aiohttp import web
 from castray import local_ray
 from castray.shared.bus import Bus
 from castray.shared.names import Names
-from tests.support.discovery import (  # noqa: F401  (fixtures)
-    EventLog,
-    cluster_event,
-    events,
-    node_event,
-    run_discovery,
-    stored_state,
-)
+from tests.support.discovery import EventLog, cluster_event, node_event, stored_state
 from tests.support.ray_nodes import start_worker
 from tests.support.waiting import wait_for
 
 
 async def test_two_clusters_discover_and_disconnect_one(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     own_ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
@@ -74,8 +67,8 @@ async def test_two_clusters_discover_and_disconnect_one(
 
 
 async def test_head_killed_cluster_lost_nodes_unreachable(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     own_ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,
@@ -107,8 +100,8 @@ async def test_head_killed_cluster_lost_nodes_unreachable(
 
 
 async def test_hanging_cluster_does_not_delay_others(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     ray_workers: list[local_ray.RayNode],
 ) -> None:

@@ -13,17 +13,11 @@ from castray.discovery.worker import DiscoveryWorker
 from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.names import Names
-from tests.support.discovery import (  # noqa: F401  (fixtures)
-    EventLog,
-    cluster_event,
-    events,
-    run_discovery,
-    stored_state,
-)
+from tests.support.discovery import EventLog, cluster_event, stored_state
 from tests.support.waiting import wait_for
 
 
-async def _start(run_discovery: Any, redis_client: aioredis.Redis, names: Names,  # noqa: F811
+async def _start(run_discovery: Any, redis_client: aioredis.Redis, names: Names,
                  settings: dict[str, Any]) -> DiscoveryWorker:
     """A worker whose command server is subscribed (``started`` does not wait for that)."""
     worker: DiscoveryWorker = await run_discovery(**settings)
@@ -37,7 +31,7 @@ async def _start(run_discovery: Any, redis_client: aioredis.Redis, names: Names,
 
 
 async def _disconnect_then_restart(
-    run_discovery: Any,  # noqa: F811
+    run_discovery: Any,
     bus: Bus,
     redis_client: aioredis.Redis,
     names: Names,
@@ -59,8 +53,8 @@ async def _disconnect_then_restart(
 
 
 async def test_disconnected_cluster_stays_away_after_restart_until_discover(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,
@@ -92,7 +86,7 @@ async def test_disconnected_cluster_stays_away_after_restart_until_discover(
 
 
 async def test_connect_after_restart_clears_the_mark(
-    run_discovery,  # noqa: F811
+    run_discovery,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,

@@ -19,7 +19,6 @@ from castray import local_ray
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
-from tests.support.discovery import events, run_discovery  # noqa: F401  (fixtures)
 
 # aiohttp warns about the plain lambdas used as handlers below; they are fine for fixed answers.
 pytestmark = pytest.mark.filterwarnings("ignore:Bare functions are deprecated")
@@ -79,13 +78,13 @@ async def bus(redis_client: aioredis.Redis, names: Names) -> Bus:
         "h" * 400,
     ],
 )
-async def test_malformed_addresses(run_discovery, bus: Bus, address: object) -> None:  # noqa: F811
+async def test_malformed_addresses(run_discovery, bus: Bus, address: object) -> None:
     await run_discovery()
     code, _ = await _connect(bus, address)
     assert code == "address_malformed"
 
 
-async def test_closed_port_is_dashboard_unreachable(run_discovery, bus: Bus) -> None:  # noqa: F811
+async def test_closed_port_is_dashboard_unreachable(run_discovery, bus: Bus) -> None:
     await run_discovery()
     port = local_ray.free_port()  # nothing listens there
     for address in (f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"):
@@ -94,7 +93,7 @@ async def test_closed_port_is_dashboard_unreachable(run_discovery, bus: Bus) -> 
         assert took < BOUND
 
 
-async def test_non_ray_http_server(run_discovery, bus: Bus, http_server) -> None:  # noqa: F811
+async def test_non_ray_http_server(run_discovery, bus: Bus, http_server) -> None:
     app = web.Application()
     app.router.add_get("/", lambda r: web.Response(text="<html>hello</html>", content_type="text/html"))
     app.router.add_get("/api/version", lambda r: web.json_response({"version": "1.0", "name": "something"}))
@@ -107,7 +106,7 @@ async def test_non_ray_http_server(run_discovery, bus: Bus, http_server) -> None
         assert took < BOUND
 
 
-async def test_hanging_server_times_out(run_discovery, bus: Bus, http_server) -> None:  # noqa: F811
+async def test_hanging_server_times_out(run_discovery, bus: Bus, http_server) -> None:
     async def hang(request: web.Request) -> web.Response:
         await asyncio.sleep(60)
         return web.Response(text="late")
@@ -129,7 +128,7 @@ async def test_hanging_server_times_out(run_discovery, bus: Bus, http_server) ->
         silent.close()
 
 
-async def test_lying_dashboards(run_discovery, bus: Bus, http_server) -> None:  # noqa: F811
+async def test_lying_dashboards(run_discovery, bus: Bus, http_server) -> None:
     """Ray-shaped version, then garbage: not JSON, wrong shapes, a huge body, an old Ray, a 500."""
 
     def app_with(nodes_handler, version=RAY_VERSION) -> web.Application:  # noqa: ANN001
@@ -161,7 +160,7 @@ async def test_lying_dashboards(run_discovery, bus: Bus, http_server) -> None:  
             assert code == expected, (expected, port)
 
 
-async def test_lying_rows_are_dropped_not_fatal(run_discovery, bus: Bus, http_server) -> None:  # noqa: F811
+async def test_lying_rows_are_dropped_not_fatal(run_discovery, bus: Bus, http_server) -> None:
     good = {
         "node_id": "ab" * 28,
         "node_ip": "10.0.0.1",
@@ -191,7 +190,7 @@ async def test_lying_rows_are_dropped_not_fatal(run_discovery, bus: Bus, http_se
     assert reply["cluster"]["found_by"] == "manual"
 
 
-async def test_unknown_op_and_unknown_cluster(run_discovery, bus: Bus) -> None:  # noqa: F811
+async def test_unknown_op_and_unknown_cluster(run_discovery, bus: Bus) -> None:
     await run_discovery()
     with pytest.raises(CommandError) as info:
         await bus.request("discovery", "explode", {}, timeout=10)

@@ -21,13 +21,7 @@ from castray.shared.bus import Bus
 from castray.shared.codec import as_text
 from castray.shared.lease import Lease, holder_of
 from castray.shared.names import Names
-from tests.support.discovery import (  # noqa: F401  (fixtures)
-    EventLog,
-    events,
-    quiet_settings,
-    run_discovery,
-    stored_state,
-)
+from tests.support.discovery import EventLog, quiet_settings, stored_state
 from tests.support.waiting import wait_for
 
 
@@ -68,8 +62,8 @@ async def _holder_is(lease: Lease, owner: str) -> bool:
 
 
 async def test_two_replicas_one_leads_the_other_stands_by(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,
@@ -120,7 +114,7 @@ async def _found(redis: aioredis.Redis, names: Names) -> bool:
 
 
 async def test_leader_that_lost_its_lease_writes_nothing_and_stands_by(
-    run_discovery,  # noqa: F811
+    run_discovery,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,
@@ -151,7 +145,7 @@ async def test_leader_that_lost_its_lease_writes_nothing_and_stands_by(
 
 
 async def test_standby_takes_over_from_a_killed_leader_process(
-    events: EventLog,  # noqa: F811
+    events: EventLog,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,

@@ -23,13 +23,7 @@ from castray.discovery.errors import ProbeError
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
-from tests.support.discovery import (  # noqa: F401  (fixtures)
-    cluster_event,
-    events,
-    node_event,
-    run_discovery,
-    stored_state,
-)
+from tests.support.discovery import cluster_event, node_event, stored_state
 from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.ray_nodes import start_worker
 from tests.support.waiting import wait_for
@@ -70,7 +64,7 @@ async def _connect(bus: Bus, url: str) -> str:
 
 @pytest.mark.parametrize("mode", sorted(REASONS))
 async def test_a_lying_cluster_fails_with_its_reason_and_the_real_one_keeps_updating(
-    run_discovery, events, bus: Bus, hostile: HostileDashboard,  # noqa: F811
+    run_discovery, events, bus: Bus, hostile: HostileDashboard,
     ray_head: local_ray.RayNode, redis_client: aioredis.Redis, names: Names, mode: str,
 ) -> None:
     worker = await run_discovery(**LIMITS)
@@ -104,7 +98,7 @@ async def _later(now: float, before: float) -> bool:
 
 
 async def test_a_new_node_of_the_real_cluster_is_seen_while_the_other_lies(
-    run_discovery, events, bus: Bus, hostile: HostileDashboard,  # noqa: F811
+    run_discovery, events, bus: Bus, hostile: HostileDashboard,
     ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
 ) -> None:
     await run_discovery(**LIMITS)
@@ -118,7 +112,7 @@ async def test_a_new_node_of_the_real_cluster_is_seen_while_the_other_lies(
 
 
 async def test_a_discovery_pass_with_a_liar_among_the_candidates_finds_the_others(
-    run_discovery, bus: Bus, hostile: HostileDashboard, ray_head: local_ray.RayNode,  # noqa: F811
+    run_discovery, bus: Bus, hostile: HostileDashboard, ray_head: local_ray.RayNode,
 ) -> None:
     """The bug of issue 12: ~400 KB of nested JSON raised RecursionError and aborted the whole pass."""
     hostile.mode = "nested"

@@ -18,14 +18,7 @@ from castray.gateway.original.clusters import discover_reply
 from castray.shared.events import NodeInfo
 from castray.shared.names import Names
 from castray.shared.replies import DiscoverReply
-from tests.support.discovery import (  # noqa: F401  (fixtures)
-    EventLog,
-    cluster_event,
-    events,
-    node_event,
-    run_discovery,
-    stored_state,
-)
+from tests.support.discovery import EventLog, cluster_event, node_event, stored_state
 from tests.support.ray_nodes import start_worker
 from tests.support.waiting import wait_for
 
@@ -51,8 +44,8 @@ def _apply(log: EventLog) -> tuple[dict[str, Any], dict[str, NodeInfo]]:
 
 
 async def test_worker_join_and_sigterm(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     ray_workers: list[local_ray.RayNode],
     redis_client: aioredis.Redis,
@@ -95,8 +88,8 @@ async def test_worker_join_and_sigterm(
 
 
 async def test_one_cluster_found_many_ways(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
 ) -> None:
     """Config (dashboard URL and GCS host:port) + session files + scan + connect -> one cluster id."""
@@ -134,8 +127,8 @@ async def test_one_cluster_found_many_ways(
 
 
 async def test_state_rewritten_when_redis_loses_it(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,
@@ -158,8 +151,8 @@ async def test_state_rewritten_when_redis_loses_it(
 
 
 async def test_local_cluster_nodes_are_not_external(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
 ) -> None:
     worker = await run_discovery(
@@ -184,8 +177,8 @@ def _dashboard_pid(head: local_ray.RayNode) -> int:
 
 
 async def test_cluster_lost_and_found_again(
-    run_discovery,  # noqa: F811
-    events: EventLog,  # noqa: F811
+    run_discovery,
+    events: EventLog,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
     names: Names,
@@ -215,7 +208,7 @@ async def test_cluster_lost_and_found_again(
 
 
 async def test_discover_requests_coalesce(
-    run_discovery,  # noqa: F811
+    run_discovery,
     ray_head: local_ray.RayNode,
 ) -> None:
     worker = await run_discovery(

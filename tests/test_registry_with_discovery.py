@@ -13,13 +13,12 @@ import redis.asyncio as aioredis
 from castray import local_ray
 from castray.shared.names import Names
 from castray.shared.view import ViewReader
-from tests.support.discovery import run_discovery  # noqa: F401  (fixture)
 from tests.support.registry import StartRegistry, view_differs
 from tests.support.waiting import wait_for
 
 
 async def test_view_follows_discovery_of_a_real_cluster(
-    run_discovery: Any,  # noqa: F811
+    run_discovery: Any,
     start_registry: StartRegistry,
     ray_head: local_ray.RayNode,
     redis_client: aioredis.Redis,
