@@ -89,9 +89,7 @@ async def auto_toggle(request: web.Request) -> web.Response:
         raise ApiError(404, f"unknown node {body.node_id!r}" if body.node_id else "give a node_id",
                        code="unknown_node")
     if body.enabled:
-        raise ApiError(409, "automatic transfers do not exist in this CastRay: nothing is sent unless asked "
-                       "(queue one with POST /api/transfers or /api/file-transfers/manual)",
-                       code="auto_transfer_unsupported", enabled=False)
+        raise of.auto_refusal()
     return web.json_response(of.auto_toggled(node.id, enabled=False))
 
 

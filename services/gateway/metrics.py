@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Tally
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -92,10 +91,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
             request.app[keys.METRICS].observe(request, status, time.perf_counter() - started)
 
 
-def _states(entries: Any) -> list[str]:
-    return [str(e.get("state", "unknown")) for e in entries or [] if isinstance(e, dict)]
-
-
 @doc("Metrics in the Prometheus text format (version 0.0.4): HTTP requests by method, route and status; "
      "request durations by route; WebSocket clients; the view's version, nodes and clusters by state",
      tag="meta", responses={503: "Redis unavailable"}, content_type=PROMETHEUS_TEXT)
@@ -104,8 +99,7 @@ async def metrics(request: web.Request) -> web.Response:
     m = app[keys.METRICS]
     hub = app[keys.HUB]
     status = await hub.status.current(app[keys.VIEW])
-    m.set_view(status.meta.version, _states(status.body.get("node_statuses")),
-               _states(status.body.get("clusters")))
+    m.set_view(status.meta.version, status.node_states, status.cluster_states)
     m.websockets.set(len(app[keys.WEBSOCKETS]))
     m.events_subscribed.set(1 if hub.subscribed.is_set() else 0)
     return web.Response(body=generate_latest(m.registry),

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from castray.gateway import generated_files as gf
+from castray.gateway.errors import ApiError
 from castray.gateway.original import status as original_status
 from castray.shared.sizes import PRESETS, UNITS_SHOWN, format_size
 from castray.shared.transfers import TransferRecord, UploadRecord
@@ -166,6 +167,13 @@ def node_stats(node_ids: list[str], records: list[TransferRecord]) -> dict[str, 
     """The original's ``/api/file-transfers/status`` body, counted now from ``records``: the counting and
     the shape are `original_status`'s (`transfer_stats`, `file_transfer_status`), as /api/status."""
     return original_status.file_transfer_status(node_ids, original_status.transfer_stats(node_ids, records))
+
+
+def auto_refusal() -> ApiError:
+    """The 409 for turning automatic transfers on, which this CastRay does not have."""
+    return ApiError(409, "automatic transfers do not exist in this CastRay: nothing is sent unless asked "
+                    "(queue one with POST /api/transfers or /api/file-transfers/manual)",
+                    code="auto_transfer_unsupported", enabled=False)
 
 
 def auto_toggled(node_id: str, *, enabled: bool) -> dict[str, Any]:

@@ -182,10 +182,23 @@ class StatusBody:
         text = dumps(body)
         return cls(meta, generation, body, text, b'{"type":"status_update","data":' + text.encode() + b"}")
 
+    @property
+    def node_states(self) -> list[str]:
+        """The state of each node in this status (what metrics count, without reading the view again)."""
+        return _states(self.body.get("node_statuses"))
+
+    @property
+    def cluster_states(self) -> list[str]:
+        return _states(self.body.get("clusters"))
+
     def response_text(self, **extra: Any) -> str:
         """The body of ``GET /api/status``: ``success``, ``extra``, then the status."""
         head = dumps({"success": True, **extra})
         return head[:-1] + ("," + self.body_text[1:] if self.body_text != "{}" else "}")
+
+
+def _states(entries: Any) -> list[str]:
+    return [str(e.get("state", "unknown")) for e in entries or [] if isinstance(e, dict)]
 
 
 class StatusCache:
