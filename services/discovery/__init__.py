@@ -15,8 +15,8 @@ Contract with the rest of CastRay:
   preceded by ``node-changed removed`` for each node; ``source-reset`` with a full rewrite of the three
   hashes on start and whenever Redis lost or missed our writes.
 - Commands on ``bus.serve_commands("discovery")``: ``discover``, ``connect``, ``disconnect``,
-  ``clusters`` (see `castray.discovery.commands`); errors are the classes of `castray.discovery.errors`,
-  whose status and code the failed reply carries.
+  ``clusters`` (see `castray.discovery.commands`), answered with the models of `castray.shared.replies`;
+  errors are the classes of `castray.discovery.errors`, whose status and code the failed reply carries.
 - Replicas: only the one holding the lease ``names.discovery_leader`` (a string naming its bus source,
   renewed every ``leader_ttl``/3) watches, writes and answers commands; the others stand by and take the
   lease when it expires or is released. Every state write checks the lease in its transaction.
