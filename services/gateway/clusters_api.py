@@ -21,6 +21,7 @@ from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original import clusters as original
 from castray.shared import codec
+from castray.shared.api import ClusterDetail, ClusterList
 from castray.shared.errors import ServiceTimeout, ServiceUnavailable
 from castray.shared.replies import ConnectReply, DisconnectReply, DiscoverReply
 
@@ -132,24 +133,28 @@ async def disconnect_external(request: web.Request) -> web.Response:
     return web.json_response(original.disconnect_reply(DisconnectReply.model_validate(result)))
 
 
-@doc("Every cluster in the view, with node counts", tag="clusters", responses={503: "Redis unavailable"})
+@doc("Every cluster in the view, with node counts", tag="clusters", response_model=ClusterList,
+     responses={503: "Redis unavailable"})
 async def list_clusters(request: web.Request) -> web.Response:
     snap = await request.app[keys.VIEW].snapshot()
     clusters = [summaries.cluster_summary(c, snap) for c in snap.cluster_list()]
-    return web.json_response({"success": True, "clusters": clusters, "count": len(clusters),
-                              "epoch": snap.meta.epoch, "version": snap.meta.version})
+    body = ClusterList.model_validate({"clusters": clusters, "count": len(clusters), "epoch": snap.meta.epoch,
+                                       "version": snap.meta.version})
+    return web.json_response(body.model_dump(mode="json"))
 
 
-@doc("One cluster and its nodes", tag="clusters", responses={404: "unknown cluster"})
+@doc("One cluster and its nodes", tag="clusters", response_model=ClusterDetail,
+     responses={404: "unknown cluster"})
 async def get_cluster(request: web.Request) -> web.Response:
     cluster_id = request.match_info["cluster_id"]
     snap = await request.app[keys.VIEW].snapshot()
     cluster = snap.clusters.get(cluster_id)
     if cluster is None:
         raise ApiError(404, f"no cluster {cluster_id!r} in the view", code="unknown_cluster")
-    nodes = [summaries.node_record(n) for n in snap.nodes_of(cluster_id)]
-    return web.json_response({"success": True, "cluster": summaries.cluster_summary(cluster, snap),
-                              "nodes": nodes, "epoch": snap.meta.epoch, "version": snap.meta.version})
+    body = ClusterDetail.model_validate({"cluster": summaries.cluster_summary(cluster, snap),
+                                         "nodes": snap.nodes_of(cluster_id), "epoch": snap.meta.epoch,
+                                         "version": snap.meta.version})
+    return web.json_response(body.model_dump(mode="json"))
 
 
 def setup(app: web.Application) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from castray.gateway import keys, summaries
+from castray.gateway import keys
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original import clusters as original_clusters
 from castray.gateway.original.errors import node_refusal, speaks_original
+from castray.shared.api import NodeDetail, NodeList
 
 STATES = ("ALIVE", "DEAD", "UNREACHABLE")
 
@@ -37,7 +38,7 @@ def _state(raw: str | None) -> str | None:
     return raw.upper()
 
 
-@doc("Nodes of every cluster, optionally filtered", tag="nodes",
+@doc("Nodes of every cluster, optionally filtered", tag="nodes", response_model=NodeList,
      query={"cluster": "cluster id", "state": "ALIVE, DEAD or UNREACHABLE", "external": "true or false"},
      responses={400: "bad filter", 503: "Redis unavailable"})
 async def list_nodes(request: web.Request) -> web.Response:
@@ -45,9 +46,8 @@ async def list_nodes(request: web.Request) -> web.Response:
     external, state, cluster = _external(q.get("external")), _state(q.get("state")), q.get("cluster") or None
     snap = await request.app[keys.VIEW].snapshot()
     found = snap.node_list(cluster=cluster, state=state, external=external)
-    nodes = [summaries.node_record(n) for n in found]
-    return web.json_response({"success": True, "nodes": nodes, "count": len(nodes),
-                              "epoch": snap.meta.epoch, "version": snap.meta.version})
+    body = NodeList(nodes=found, count=len(found), epoch=snap.meta.epoch, version=snap.meta.version)
+    return web.json_response(body.model_dump(mode="json"))
 
 
 @doc("External nodes (the seed's shape): success, external_nodes (list), count", tag="nodes",
@@ -57,13 +57,13 @@ async def external_nodes(request: web.Request) -> web.Response:
     return web.json_response(original_clusters.external_nodes_reply(snap))
 
 
-@doc("One node", tag="nodes", responses={404: "unknown node"})
+@doc("One node", tag="nodes", response_model=NodeDetail, responses={404: "unknown node"})
 async def get_node(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]
     node = await request.app[keys.VIEW].node(node_id)
     if node is None:
         raise ApiError(404, f"no node {node_id!r} in the view", code="unknown_node")
-    return web.json_response({"success": True, "node": summaries.node_record(node)})
+    return web.json_response(NodeDetail(node=node).model_dump(mode="json"))
 
 
 class NodeCreate(BaseModel):

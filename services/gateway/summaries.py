@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
+from castray.shared.api import ClusterSummary
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.view import Snapshot
 
@@ -46,6 +47,7 @@ def cluster_summary(cluster: ClusterInfo, snap: Snapshot) -> dict[str, Any]:
     """A cluster record with its address and node counts (``node_count`` leaves DEAD nodes out)."""
     states = Counter(n.state for n in snap.nodes.values() if n.cluster_id == cluster.id)
     dead = states.get("DEAD", 0)
-    return {**cluster.model_dump(mode="json"), "address": cluster_address(cluster),
-            "external": is_external(cluster), "node_count": sum(states.values()) - dead,
-            "alive_node_count": states.get("ALIVE", 0), "dead_node_count": dead}
+    summary = ClusterSummary(**cluster.model_dump(), address=cluster_address(cluster),
+                             external=is_external(cluster), node_count=sum(states.values()) - dead,
+                             alive_node_count=states.get("ALIVE", 0), dead_node_count=dead)
+    return summary.model_dump(mode="json")

@@ -7,13 +7,13 @@ record at ``names.transfer(id)`` up to date.
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, Field
 
 from castray.gateway import keys
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.transfer_intake import accept, enqueue
+from castray.shared.api import TransferList, TransferQueued
 from castray.shared.events import TransferCancelled
 from castray.shared.transfers import TransferRecord, TransferRequest
 
@@ -21,19 +21,6 @@ TAG = "transfers"
 MAX_PAGE = 500
 PAGE_QUERY = {"limit": f"At most this many (1..{MAX_PAGE}, default 50)",
               "offset": "Skip this many (default 0)"}
-
-
-class TransferQueued(BaseModel):
-    id: str
-    state: str = "queued"
-    targets: list[str] = Field(default_factory=list, description="Destination node ids.")
-
-
-class TransferList(BaseModel):
-    transfers: list[TransferRecord]
-    total: int
-    limit: int
-    offset: int
 
 
 @doc("Queue a transfer (unicast, multicast or broadcast) of an upload, a node's file or a generated file",

@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
@@ -26,25 +25,12 @@ from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError
 from castray.gateway.openapi import doc
 from castray.gateway.transfers_api import PAGE_QUERY, page_params
+from castray.shared.api import UploadDeleted, UploadList
 from castray.shared.sizes import format_size
 from castray.shared.transfers import UploadRecord
 
 TAG = "files"
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class UploadList(BaseModel):
-    uploads: list[UploadRecord]
-    total: int
-    limit: int
-    offset: int
-
-
-class UploadDeleted(BaseModel):
-    success: bool = True
-    upload_id: str
-    deleted_size: int
-    message: str
 
 
 @doc("Stored uploads and generated files usable as transfer sources, newest first", tag=TAG,

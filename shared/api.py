@@ -1,0 +1,128 @@
+"""The REST API's reply bodies, one model each, imported by the gateway (which answers with them) and by
+`castray.client` (which reads them), so the two sides cannot drift apart.
+
+Records themselves (`ClusterInfo`, `NodeInfo`, `TransferRecord`, `UploadRecord`) live with their contract
+(`castray.shared.events`, `castray.shared.transfers`); these are the envelopes around them. The discover,
+connect and disconnect replies are the original CastRay's shapes (built by the gateway's adapter,
+``castray.gateway.original.clusters``): their models here name only the fields a client reads.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.transfers import TransferRecord, UploadRecord
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ClusterSummary(ClusterInfo):
+    """A cluster with its address and node counts (``node_count`` leaves DEAD nodes out)."""
+
+    address: str | None = None
+    external: bool = True
+    node_count: int = 0
+    alive_node_count: int = 0
+    dead_node_count: int = 0
+
+
+class ClusterList(Reply):
+    """``GET /api/clusters``."""
+
+    success: bool = True
+    clusters: list[ClusterSummary]
+    count: int
+    epoch: str
+    version: int
+
+
+class ClusterDetail(Reply):
+    """``GET /api/clusters/{id}``."""
+
+    success: bool = True
+    cluster: ClusterSummary
+    nodes: list[NodeInfo]
+    epoch: str
+    version: int
+
+
+class NodeList(Reply):
+    """``GET /api/nodes``."""
+
+    success: bool = True
+    nodes: list[NodeInfo]
+    count: int
+    epoch: str
+    version: int
+
+
+class NodeDetail(Reply):
+    """``GET /api/nodes/{id}``."""
+
+    success: bool = True
+    node: NodeInfo
+
+
+class DiscoverResult(Reply):
+    """``POST /api/cluster/discover-external``."""
+
+    success: bool
+    discovered_clusters: list[ClusterInfo] = Field(default_factory=list)
+    connected_cluster: str | None = None
+    external_nodes: dict[str, NodeInfo] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class ConnectResult(Reply):
+    """``POST /api/cluster/connect-external``."""
+
+    success: bool = True
+    message: str
+    cluster: ClusterInfo
+    external_nodes: dict[str, NodeInfo] = Field(default_factory=dict)
+
+
+class DisconnectResult(Reply):
+    """``DELETE /api/cluster/disconnect-external``."""
+
+    success: bool = True
+    message: str
+    disconnected: list[str]
+
+
+class TransferQueued(BaseModel):
+    """``POST /api/transfers`` (202)."""
+
+    id: str
+    state: str = "queued"
+    targets: list[str] = Field(default_factory=list, description="Destination node ids.")
+
+
+class TransferList(BaseModel):
+    """``GET /api/transfers``."""
+
+    transfers: list[TransferRecord]
+    total: int
+    limit: int
+    offset: int
+
+
+class UploadList(BaseModel):
+    """``GET /api/uploads``."""
+
+    uploads: list[UploadRecord]
+    total: int
+    limit: int
+    offset: int
+
+
+class UploadDeleted(BaseModel):
+    """``DELETE /api/uploads/{id}``."""
+
+    success: bool = True
+    upload_id: str
+    deleted_size: int
+    message: str
