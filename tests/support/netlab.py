@@ -298,7 +298,11 @@ def _states() -> list[dict[str, object]]:
 
 @contextlib.contextmanager
 def running(hosts: int, shape: Shape = Shape()) -> Iterator[Lab]:
-    """A lab for the length of the ``with``, destroyed however it ends."""
+    """A lab for the length of the ``with``, destroyed however it ends (labs that crashed runs left
+    are removed first)."""
+    for name, owner in labs().items():
+        if stale(owner):
+            destroy(name)
     lab = create(hosts, shape)
     try:
         yield lab
