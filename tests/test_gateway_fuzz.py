@@ -6,11 +6,9 @@ and a fixed seed, so it is the same run every time."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import pytest
 from castray import local_ray
 from tests.conftest import drop_namespace
 from tests.support import processes
+from tests.support.waiting import wait_for_blocking
 
 TOKEN = "fuzz-token-" + uuid.uuid4().hex
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -49,13 +48,14 @@ def gateway(ray_head: local_ray.RayNode,
     spec = tmp / "openapi.json"
     request = urllib.request.Request(f"{base}/api/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
     try:
-        deadline = time.monotonic() + 120
-        while not spec.exists():
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(request, timeout=5) as resp:
-                    spec.write_bytes(resp.read())
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp / "up.log").read_text()
-            time.sleep(0.5)
+        def fetched() -> bool:
+            assert proc.poll() is None, (tmp / "up.log").read_text()
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                spec.write_bytes(resp.read())
+            return True
+
+        wait_for_blocking(fetched, "the gateway's OpenAPI spec", deadline=120, interval=0.5,
+                          ignoring=(OSError,))
         yield base, spec
     finally:
         processes.stop(proc)

@@ -3,9 +3,6 @@ has resubscribed (its pub/sub connection killed for real with CLIENT KILL)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import redis.asyncio as aioredis
 
 from tests.support.waiting import wait_for
@@ -28,15 +25,14 @@ async def test_health_is_503_while_the_listener_is_unsubscribed_then_200(
     client = await make_gateway()
     assert (await client.get("/api/health")).status == 200
     assert await _kill_pubsub(redis_client, f"{namespace}:gateway") == 1
-    seen: dict[str, object] | None = None
-    end = time.monotonic() + 5
-    # The listener waits a backoff (>= 25 ms) before it resubscribes: poll faster than that.
-    while seen is None and time.monotonic() < end:
+
+    async def unavailable() -> dict[str, object] | None:
         resp = await client.get("/api/health")
-        if resp.status == 503:
-            seen = await resp.json()
-        else:
-            await asyncio.sleep(0.002)
+        return dict(await resp.json()) if resp.status == 503 else None
+
+    # The listener waits a backoff (>= 25 ms) before it resubscribes: poll faster than that.
+    seen: dict[str, object] | None = await wait_for(unavailable, "health to answer 503", deadline=5,
+                                                     interval=0.002)
     assert seen is not None, "health never answered 503 after the subscription was killed"
     assert seen["status"] == "unavailable" and seen["redis"] == "ok" and seen["events_subscribed"] is False
     assert "event listener" in str(seen["error"])

@@ -11,7 +11,6 @@ a ``status_update`` arrives within 6 s on an idle connection.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -300,13 +299,12 @@ def up(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFactory) ->
 
 async def _head_status(http: aiohttp.ClientSession, up: Up, head: local_ray.RayNode) -> dict[str, Any]:
     """``/api/status`` once the head is listed (discovery takes a moment after ``castray up``)."""
-    deadline = time.monotonic() + 90
-    while True:
+    async def listed() -> dict[str, Any] | None:
         code, body = await request(http, "GET", f"{up.base}/api/status")
-        if code == 200 and any(n["ray_node_id"] == head.node_id for n in body["node_statuses"]):
-            return body
-        assert time.monotonic() < deadline, f"the head never showed in /api/status: {body}"
-        await asyncio.sleep(0.5)
+        return body if code == 200 and any(n["ray_node_id"] == head.node_id for n in body["node_statuses"]) \
+            else None
+
+    return dict(await wait_for(listed, "the head in /api/status", deadline=90, interval=0.5))
 
 
 async def test_with_castray_up_the_original_page_reads_status_nodes_and_pushes(

@@ -4,9 +4,7 @@ GET /api/transfers/{id} reports what landed on disk."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +17,18 @@ from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
 from tests.support.gateway_files import gateway
+from tests.support.waiting import wait_for
 
 MiB = 1024 * 1024
 
 
 async def finished(client: TestClient, transfer_id: str, timeout: float = 120.0) -> dict[str, Any]:
     """The transfer as GET shows it once it is completed, failed or cancelled."""
-    deadline = time.monotonic() + timeout
-    while True:
+    async def ended() -> dict[str, Any] | None:
         body = dict(await (await client.get(f"/api/transfers/{transfer_id}")).json())
-        if body["state"] in ("completed", "failed", "cancelled"):
-            return body
-        assert time.monotonic() < deadline, f"transfer not finished: {body}"
-        await asyncio.sleep(0.2)
+        return body if body["state"] in ("completed", "failed", "cancelled") else None
+
+    return dict(await wait_for(ended, f"transfer {transfer_id} to finish", deadline=timeout, interval=0.2))
 
 
 async def test_upload_then_transfer_through_the_gateway(

@@ -26,6 +26,7 @@ from castray.shared import bus as busmod
 from tests.support import attacker_site, reverse_proxy
 from tests.support.feed import make_cluster, make_node
 from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port, launch_browser
+from tests.support.waiting import wait_for_blocking
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "ui-token/with+odd=chars-0123456789"
@@ -47,10 +48,9 @@ def make_stack(namespace: str, redis_url: str, **kw: Any) -> ViewStack:
     s.do(s.feed.cluster_found(make_cluster(1, found_by="local", name="lab")))
     for i in range(len(NODES)):
         s.do(s.feed.node_upsert(make_node("c1", i)))
-    deadline = time.monotonic() + DEADLINE_MS / 1000
-    while {n["id"] for n in get(s, "/api/nodes")["nodes"]} != set(NODES):  # the registry applies it
-        assert time.monotonic() < deadline, "the view never held the seeded nodes"
-        time.sleep(0.05)
+    wait_for_blocking(lambda: {n["id"] for n in get(s, "/api/nodes")["nodes"]} == set(NODES),  # once applied
+                      "the view to hold the seeded nodes", deadline=DEADLINE_MS / 1000, interval=0.05,
+                      ignoring=())
     return s
 
 

@@ -2,10 +2,10 @@
 not within a deadline. Tests wait for conditions, never for a fixed time, so a busy machine makes them
 slower, not red.
 
-``wait_for`` is for async tests; ``wait_for_blocking`` runs the same wait for sync tests and fixtures,
-which have no event loop. Its defaults suit what those mostly wait for, processes started beside the
-test (``castray up``, Ray nodes): a longer deadline, a slower poll, and the errors of a service still
-starting (refused connections, half-written files, processes come and gone) counted as "not yet".
+``wait_for`` is for async tests; ``wait_for_blocking`` runs the same wait for sync tests and fixtures.
+Its defaults suit what those mostly wait for, processes started beside the test (``castray up``, Ray
+nodes): a longer deadline, a slower poll, and the errors of a service still starting (refused
+connections, half-written files, processes come and gone) counted as "not yet".
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
@@ -55,5 +56,8 @@ def wait_for_blocking(
     interval: float = 0.3,
     ignoring: tuple[type[BaseException], ...] = STARTING,
 ) -> Any:
-    """``wait_for`` where no event loop runs (sync tests and fixtures)."""
-    return asyncio.run(wait_for(cond, what, deadline=deadline, interval=interval, ignoring=ignoring))
+    """``wait_for`` from sync tests and fixtures. It runs on a loop in a thread of its own, as the thread
+    calling may have a loop already (Playwright's sync API runs one), so ``cond`` must be thread-safe."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait_for(cond, what, deadline=deadline, interval=interval,
+                                                 ignoring=ignoring)).result()
