@@ -1,0 +1,62 @@
+"""A real stack for the SDK's and the client commands' tests: ``castray up`` watching the session's Ray
+head (and, with ``stack_with_worker``, a worker joined to it), its inbox under the test's tmp_path, the
+view's node ids once every node is ALIVE in it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from castray import local_ray
+from castray.client import Client, ClientError
+from tests.support.ray_nodes import start_worker
+from tests.support.up import Up
+from tests.support.waiting import STARTING, wait_for_blocking
+
+
+@dataclass
+class Stack:
+    up: Up
+    inbox: Path
+    node_ids: list[str]  # the view's ids of the Ray nodes, head first
+
+    @property
+    def url(self) -> str:
+        return self.up.base
+
+    def client(self) -> Client:
+        return Client(self.url, token="")
+
+
+def _view_ids(url: str, nodes: list[local_ray.RayNode]) -> list[str] | None:
+    with Client(url, token="") as api:
+        alive = {n.ray_node_id: n.id for n in api.nodes(state="ALIVE")}
+    ids = [alive.get(str(node.node_id)) for node in nodes]
+    return None if None in ids else [i for i in ids if i]
+
+
+def start_stack(start_up: Callable[..., Up], env: dict[str, str], head: local_ray.RayNode,
+                nodes: list[local_ray.RayNode], inbox: Path) -> Stack:
+    env = {**env, "CASTRAY_DISCOVERY_ADDRESSES": head.dashboard_url, "CASTRAY_RAY_TEMP_DIRS": head.temp_dir,
+           "RAY_TMPDIR": head.temp_dir, "CASTRAY_INBOX_DIR": str(inbox)}
+    up = start_up(env)
+    ids = wait_for_blocking(lambda: _view_ids(up.base, nodes), "castray up to show every node ALIVE",
+                            deadline=120, ignoring=(*STARTING, ClientError))
+    return Stack(up, inbox, ids)
+
+
+@pytest.fixture
+def stack(ray_head: local_ray.RayNode, isolated_env: dict[str, str], start_up: Callable[..., Up],
+          tmp_path: Path) -> Stack:
+    return start_stack(start_up, isolated_env, ray_head, [ray_head], tmp_path / "inbox")
+
+
+@pytest.fixture
+def stack_with_worker(ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
+                      isolated_env: dict[str, str], start_up: Callable[..., Up], tmp_path: Path
+                      ) -> Iterator[Stack]:
+    ray_workers.append(start_worker(ray_head))
+    yield start_stack(start_up, isolated_env, ray_head, [ray_head, *ray_workers], tmp_path / "inbox")

@@ -1,0 +1,145 @@
+"""castray.client against the real thing: ``castray up`` with a real Ray head (every REST operation, an
+upload with progress, a transfer followed on /ws, a resumed stream, typed errors), and a gateway with a
+token (the bearer header on HTTP and on /ws)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from castray.client import (
+    AsyncClient,
+    Conflict,
+    GatewayUnreachable,
+    NotFound,
+    Resumed,
+    Snapshot,
+    Unauthorized,
+)
+from castray.client.events import EventStream, LiveEvent
+from castray.local_ray import free_port
+from castray.shared.events import TransferCompleted, TransferProgress, TransferStarted
+from castray.shared.transfers import TransferRequest, UploadSource
+from tests.support.client_stack import Stack
+from tests.support.transfer_env import sha256_file
+
+if TYPE_CHECKING:
+    from tests.support.gateway_fixtures import GatewayFactory
+
+pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway
+
+MiB = 1024 * 1024
+
+
+async def _until_done(stream: EventStream, transfer_id: str) -> list[LiveEvent]:
+    """Every event up to and including the transfer's own (not a destination's) transfer-completed."""
+    seen: list[LiveEvent] = []
+    async for event in stream:
+        seen.append(event)
+        if isinstance(event, TransferCompleted) and (event.transfer_id, event.node_id) == (transfer_id, None):
+            return seen
+    raise AssertionError(f"the stream ended before the transfer did: {seen}")
+
+
+async def test_every_operation_upload_with_progress_and_live_events(stack: Stack, tmp_path: Path) -> None:
+    head_id = stack.node_ids[0]
+    source = tmp_path / "payload.bin"
+    await asyncio.to_thread(source.write_bytes, os.urandom(5 * MiB + 7))
+    digest, size = await asyncio.to_thread(sha256_file, source), 5 * MiB + 7
+    async with AsyncClient(stack.url, token="") as api:
+        [cluster] = await api.clusters()
+        assert (cluster.node_count, cluster.alive_node_count) == (1, 1)
+        detail = await api.cluster(cluster.id)
+        assert [n.id for n in detail.nodes] == [head_id]
+        assert (await api.node(head_id)).is_head
+        assert [n.id for n in await api.nodes(cluster=cluster.id, state="ALIVE")] == [head_id]
+        assert await api.nodes(state="DEAD") == []
+
+        progress: list[tuple[int, int]] = []
+        upload = await api.upload(source, progress=lambda sent, total: progress.append((sent, total)))
+        assert (upload.sha256, upload.file_size, upload.file_name) == (digest, size, source.name)
+        assert len(progress) == 6 and progress[-1] == (size, size)
+        assert upload.upload_id in [u.upload_id for u in (await api.uploads()).uploads]
+
+        async with api.events() as stream:
+            first = await anext(stream)
+            assert isinstance(first, Snapshot) and [n.id for n in first.nodes] == [head_id]
+            queued = await api.create_transfer(TransferRequest(
+                source=UploadSource(upload_id=upload.upload_id), mode="unicast", targets=[head_id]))
+            assert queued.targets == [head_id]
+            seen = await _until_done(stream, queued.id)
+            kinds = {type(e) for e in seen if getattr(e, "transfer_id", None) == queued.id}
+            assert {TransferStarted, TransferProgress, TransferCompleted} <= kinds
+            position = (stream.epoch, stream.version)
+        record = await api.wait(queued.id, timeout=60)
+        assert record.state == "completed"
+        [dest] = record.destinations
+        assert dest.sha256 == digest and dest.path == str(stack.inbox / head_id / source.name)
+        assert await asyncio.to_thread(sha256_file, dest.path) == digest
+        assert queued.id in [t.id for t in (await api.transfers(limit=10)).transfers]
+
+        async with api.events(resume=position) as resumed:
+            again = await anext(resumed)
+            assert isinstance(again, Resumed) and (again.epoch, again.since) == position
+
+        with pytest.raises(Conflict):
+            await api.cancel(queued.id)
+        with pytest.raises(NotFound):
+            await api.transfer("0" * 32)
+        deleted = await api.delete_upload(upload.upload_id)
+        assert deleted.deleted_size == size
+        with pytest.raises(NotFound):
+            await api.get_upload(upload.upload_id)
+
+        found = await api.discover()
+        assert cluster.id in [c.id for c in found.discovered_clusters]
+        gone = await api.disconnect(cluster.id)
+        assert gone.disconnected == [cluster.id]
+        assert await api.nodes() == []
+        back = await api.connect(cluster.dashboard_url or "")
+        assert back.cluster.id == cluster.id and head_id in back.external_nodes
+
+
+def test_the_sync_client_does_the_same_without_a_loop(stack: Stack) -> None:
+    with stack.client() as api:
+        [node] = api.nodes()
+        assert node.id == stack.node_ids[0]
+        events = api.events(topics=("nodes",))
+        first = next(events)
+        assert isinstance(first, Snapshot) and [n.id for n in first.nodes] == [node.id]
+        events.close()
+        queued = api.create_transfer(TransferRequest.model_validate(
+            {"source": {"generate": {"size": "1MiB"}}, "mode": "broadcast"}))
+        assert api.wait(queued.id, timeout=60).state == "completed"
+
+
+async def test_the_token_goes_on_http_and_on_the_websocket(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(api_token="s3cret-token-of-this-test")
+    url = str(gateway.make_url("")).rstrip("/")
+    async with AsyncClient(url, token="") as anonymous:
+        with pytest.raises(Unauthorized):
+            await anonymous.nodes()
+        with pytest.raises(Unauthorized):
+            await anext(anonymous.events())
+    async with AsyncClient(url, token="wrong") as wrong:
+        with pytest.raises(Unauthorized) as refused:
+            await wrong.transfers()
+        assert refused.value.code == "bad_token"
+    os.environ["CASTRAY_API_TOKEN"] = "s3cret-token-of-this-test"
+    try:
+        api = AsyncClient(url)
+    finally:
+        del os.environ["CASTRAY_API_TOKEN"]
+    async with api, api.events() as stream:
+        assert await api.nodes() == []
+        assert isinstance(await anext(stream), Snapshot)
+
+
+async def test_nothing_listening_is_gateway_unreachable() -> None:
+    async with AsyncClient(f"http://127.0.0.1:{free_port()}") as api:
+        with pytest.raises(GatewayUnreachable):
+            await api.status()
