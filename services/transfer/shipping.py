@@ -21,6 +21,7 @@ AGENT_MODULES = (
     "castray",
     "castray.shared",
     "castray.shared.confined",
+    "castray.shared.digest",
     "castray.shared.errors",
     "castray.shared.filegen",
     "castray.shared.safe_names",
