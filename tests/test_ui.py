@@ -21,25 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from castray.shared import bus as busmod
 from castray.shared import codec
 from castray.shared.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
 from castray.shared.transfers import Destination, TransferRecord
 from tests.support.feed import make_cluster, make_node
-from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack, launch_browser
+from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack
 
+pytest_plugins = ("tests.support.browser",)
 pytestmark = pytest.mark.timeout(180)
 XSS = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_playwright() as p:
-        b = launch_browser(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -20,25 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from castray.shared import bus as busmod
 from tests.support import attacker_site, reverse_proxy
 from tests.support.feed import make_cluster, make_node
-from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port, launch_browser
+from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack, free_port
 from tests.support.waiting import wait_for_blocking
 
+pytest_plugins = ("tests.support.browser",)
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "ui-token/with+odd=chars-0123456789"
 NODES = ["c1-n0000", "c1-n0001"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_playwright() as p:
-        b = launch_browser(p)
-        yield b
-        b.close()
 
 
 def make_stack(namespace: str, redis_url: str, **kw: Any) -> ViewStack:
