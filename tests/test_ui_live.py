@@ -31,6 +31,7 @@ from playwright.sync_api import expect, sync_playwright
 from castray import local_ray
 from tests.support.ray_nodes import start_worker
 from tests.support.ui_harness import PageWatch, free_port, launch_browser
+from tests.support.up import get_json
 from tests.support.waiting import wait_for_blocking
 
 pytestmark = pytest.mark.timeout(420)
@@ -93,11 +94,6 @@ def castray_up(ray_head: local_ray.RayNode, namespace: str, redis_url: str, tmp_
         for p in alive:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 def test_the_page_with_castray_up_and_a_real_cluster(ray_head: local_ray.RayNode,
