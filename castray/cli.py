@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(health)
 
     sub.add_parser("version", help="print the CastRay version")
+    from castray import commands  # the client commands: castray.client (aiohttp) and rich, base dependencies
+
+    commands.add_parsers(sub)
     return parser
 
 
@@ -151,7 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_up()
     if args.command == "health":
         return _run_health(args)
-    return _run_service(args.command)
+    if args.command in _SERVICE_HELP:
+        return _run_service(args.command)
+    from castray import commands
+
+    return commands.main(args)
 
 
 if __name__ == "__main__":  # `python -m castray.cli <command>`: what `castray up` runs for its children

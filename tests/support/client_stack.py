@@ -32,10 +32,13 @@ class Stack:
 
 
 def _view_ids(url: str, nodes: list[local_ray.RayNode]) -> list[str] | None:
+    """The nodes' view ids once they, and no other node (a worker an earlier test stopped, which Ray
+    still calls ALIVE for a while), are the ALIVE ones: a broadcast reaches exactly them."""
     with Client(url, token="") as api:
         alive = {n.ray_node_id: n.id for n in api.nodes(state="ALIVE")}
-    ids = [alive.get(str(node.node_id)) for node in nodes]
-    return None if None in ids else [i for i in ids if i]
+    if set(alive) != {str(node.node_id) for node in nodes}:
+        return None
+    return [alive[str(node.node_id)] for node in nodes]
 
 
 def start_stack(start_up: Callable[..., Up], env: dict[str, str], head: local_ray.RayNode,
@@ -43,8 +46,8 @@ def start_stack(start_up: Callable[..., Up], env: dict[str, str], head: local_ra
     env = {**env, "CASTRAY_DISCOVERY_ADDRESSES": head.dashboard_url, "CASTRAY_RAY_TEMP_DIRS": head.temp_dir,
            "RAY_TMPDIR": head.temp_dir, "CASTRAY_INBOX_DIR": str(inbox)}
     up = start_up(env)
-    ids = wait_for_blocking(lambda: _view_ids(up.base, nodes), "castray up to show every node ALIVE",
-                            deadline=120, ignoring=(*STARTING, ClientError))
+    ids = wait_for_blocking(lambda: _view_ids(up.base, nodes), "castray up to show exactly these nodes ALIVE",
+                            deadline=180, ignoring=(*STARTING, ClientError))
     return Stack(up, inbox, ids)
 
 
