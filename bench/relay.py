@@ -7,10 +7,10 @@ unicast inside one cluster and against ``cp``:
 - two Ray clusters on this machine: A and B, each a head and a worker, free ports, own temp dirs;
 - ``castray up --no-ray`` (a subprocess: discovery pointed at both, registry, transfer worker, gateway),
   own Redis namespace;
-- one upload of a random file (``POST /api/upload``), then per round: ``cp`` + fsync of the file; the
-  upload to A's worker (unicast inside A); the upload to B's worker (relayed). Each transfer is timed from
-  ``POST /api/transfers`` to ``completed`` in ``GET /api/transfers/{id}`` (polled every 20 ms), and its
-  sha256 is checked against the upload's.
+- one upload of a random file (through ``castray.client``, as every call here), then per round: ``cp`` +
+  fsync of the file; the upload to A's worker (unicast inside A); the upload to B's worker (relayed).
+  Each transfer is timed from ``POST /api/transfers`` to ``completed`` in ``GET /api/transfers/{id}``
+  (polled every 20 ms), and its sha256 is checked against the upload's.
 The first transfer to each cluster (its driver and node agents starting) is not counted. Prints figures;
 asserts nothing. Stops everything it started, also on Ctrl-C or failure.
 """
@@ -27,80 +27,67 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.live import redis_url, start_up, stop_up  # noqa: E402
 from bench.transfer import MB, bench_cp, make_source  # noqa: E402
 from castray import local_ray  # noqa: E402
+from castray.client import AsyncClient, ClientError  # noqa: E402
 from castray.shared.sizes import format_size, parse_size  # noqa: E402
+from castray.shared.transfers import (  # noqa: E402
+    GenerateSource,
+    GenerateSpec,
+    TransferRecord,
+    TransferRequest,
+    UploadSource,
+)
 from tests.support.namespace import drop_namespace  # noqa: E402
 from tests.support.ray_nodes import start_worker  # noqa: E402
 
 
-async def view_ids(http: aiohttp.ClientSession, base: str, nodes: list[local_ray.RayNode]) -> list[str]:
+async def view_ids(api: AsyncClient, nodes: list[local_ray.RayNode]) -> list[str]:
     """The view's node ids of these Ray nodes, once all of them are in the view and alive."""
     end = time.monotonic() + 120
     while time.monotonic() < end:
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
-            async with http.get(f"{base}/api/status") as resp:
-                rows = (await resp.json())["node_statuses"]
-            alive = {n["ray_node_id"]: n["id"] for n in rows if n["state"] == "ALIVE"}
+        with contextlib.suppress(ClientError):
+            alive = {n.ray_node_id: n.id for n in await api.nodes(state="ALIVE")}
             if all(str(node.node_id) in alive for node in nodes):
                 return [alive[str(node.node_id)] for node in nodes]
         await asyncio.sleep(0.2)
     raise TimeoutError("castray up did not show every node within 120 s")
 
 
-async def upload(http: aiohttp.ClientSession, base: str, path: Path) -> dict[str, Any]:
-    f = await asyncio.to_thread(open, path, "rb")  # aiohttp reads it in its executor
-    with f:
-        form = aiohttp.FormData()
-        form.add_field("file", f, filename=path.name)
-        async with http.post(f"{base}/api/upload", data=form) as resp:
-            resp.raise_for_status()
-            return dict(await resp.json())
-
-
-async def transfer(http: aiohttp.ClientSession, base: str, source: dict[str, Any], target: str,
-                   name: str) -> tuple[float, dict[str, Any]]:
+async def transfer(api: AsyncClient, source: UploadSource | GenerateSource, target: str,
+                   name: str) -> tuple[float, TransferRecord]:
     """One unicast, timed from the request to ``completed`` (or any end); (seconds, final record)."""
-    body = {"source": source, "mode": "unicast", "targets": [target], "file_name": name}
     t0 = time.perf_counter()
-    async with http.post(f"{base}/api/transfers", json=body) as resp:
-        answer = await resp.json()
-        if resp.status != 202:
-            raise RuntimeError(f"transfer refused: {resp.status} {answer}")
-    while True:
-        async with http.get(f"{base}/api/transfers/{answer['id']}") as resp:
-            record = await resp.json()
-        if record["state"] in ("completed", "failed", "cancelled"):
-            return time.perf_counter() - t0, record
-        await asyncio.sleep(0.02)
+    queued = await api.create_transfer(TransferRequest(source=source, mode="unicast", targets=[target],
+                                                       file_name=name))
+    record = await api.wait(queued.id, interval=0.02)
+    return time.perf_counter() - t0, record
 
 
 async def measure(base: str, src: Path, size: int, work: Path, a: list[local_ray.RayNode],
                   b: list[local_ray.RayNode], rounds: int) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-        _, a_worker, _, b_worker = await view_ids(http, base, [*a, *b])
-        up = await upload(http, base, src)
-        source = {"upload_id": up["upload_id"]}
+    async with AsyncClient(base, token="") as api:
+        _, a_worker, _, b_worker = await view_ids(api, [*a, *b])
+        up = await api.upload(src)
+        source = UploadSource(upload_id=up.upload_id)
         for target in (a_worker, b_worker):  # drivers and agents start: not counted
-            await transfer(http, base, {"generate": {"size": "1MiB"}}, target, f"warm-{target}.bin")
+            warm = GenerateSource(generate=GenerateSpec(size="1MiB"))
+            await transfer(api, warm, target, f"warm-{target}.bin")
         runs: dict[str, list[float]] = {"cp": [], "inside": [], "relayed": []}
         ok = True
         for r in range(rounds):
             runs["cp"].append(await asyncio.to_thread(bench_cp, src, work))
             for label, target in (("inside", a_worker), ("relayed", b_worker)):
-                took, record = await transfer(http, base, source, target, f"{label}-{r}.bin")
-                (dest,) = record["destinations"]
-                ok = ok and record["state"] == "completed" and dest["sha256"] == up["sha256"]
+                took, record = await transfer(api, source, target, f"{label}-{r}.bin")
+                (dest,) = record.destinations
+                ok = ok and record.state == "completed" and dest.sha256 == up.sha256
                 runs[label].append(took)
-                if dest.get("path"):
-                    await asyncio.to_thread(Path(dest["path"]).unlink, missing_ok=True)
+                if dest.path:
+                    await asyncio.to_thread(Path(dest.path).unlink, missing_ok=True)
     cp_rate = size / min(runs["cp"]) / MB
     inside = size / min(runs["inside"]) / MB
     relayed = size / min(runs["relayed"]) / MB

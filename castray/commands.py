@@ -170,11 +170,11 @@ async def _transfers(api: AsyncClient, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(page.model_dump(mode="json"))
         return 0
-    rows = [(t.id, t.state, t.mode, t.file_name, output.size(t.bytes_total),
-             f"{sum(d.state == 'completed' for d in t.destinations)}/{len(t.destinations)}",
-             output.when(t.created_at)) for t in page.transfers]
-    output.table(f"{len(rows)} of {page.total} transfer(s)", ("ID", "STATE", "MODE", "FILE", "SIZE",
-                                                             "DONE", "CREATED"), rows)
+    listed = [(t.id, t.state, t.mode, t.file_name, output.size(t.bytes_total),
+               f"{sum(d.state == 'completed' for d in t.destinations)}/{len(t.destinations)}",
+               output.when(t.created_at)) for t in page.transfers]
+    output.table(f"{len(listed)} of {page.total} transfer(s)", ("ID", "STATE", "MODE", "FILE", "SIZE",
+                                                               "DONE", "CREATED"), listed)
     return 0
 
 
