@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from castray import local_ray
 from tests.support.ray_nodes import start_worker
 
@@ -88,6 +90,7 @@ class Lab:
     owner: int
     temp_root: str
     ray: list[local_ray.RayNode] = field(default_factory=list)
+    relays: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def switch(self) -> str:
@@ -155,6 +158,18 @@ class Lab:
                             temp_dir=self._temp_dir(host))
         self.ray.append(node)
         return node
+
+    def relay(self, target_port: int, target_host: str = "127.0.0.1") -> str:
+        """``host:port`` at which every lab host reaches ``target_host:target_port`` of this machine (its
+        Redis, which listens on loopback only), through a relay on this machine's lab address."""
+        port = local_ray.free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "tests.support.relay", self.gateway_ip, str(port),
+                                 target_host, str(target_port)], stdout=subprocess.PIPE,
+                                start_new_session=True, cwd=Path(__file__).parents[2])
+        self.relays.append(proc)
+        _save(self)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready", "no relay"
+        return f"{self.gateway_ip}:{port}"
 
     def _temp_dir(self, host: Host) -> str:
         path = Path(self.temp_root) / host.name  # short: Ray's socket paths must fit in 107 bytes
@@ -228,8 +243,13 @@ def destroy(name: str) -> None:
         ip("netns", "del", netns, check=False)
     ip("link", "del", f"{name}gw", check=False)  # gone with its peer already, unless the switch never was
     state = _state_file(name)
-    with contextlib.suppress(OSError, ValueError):
-        shutil.rmtree(json.loads(state.read_text())["temp_root"], ignore_errors=True)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        record = json.loads(state.read_text())
+        for pid in record.get("relays", []):  # in this machine's namespace: killed by pid, if still ours
+            with contextlib.suppress(psutil.Error):
+                if "tests.support.relay" in psutil.Process(pid).cmdline():
+                    psutil.Process(pid).kill()
+        shutil.rmtree(record["temp_root"], ignore_errors=True)
     state.unlink(missing_ok=True)
 
 
@@ -284,7 +304,8 @@ def _state_file(name: str) -> Path:
 def _save(lab: Lab) -> None:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     record = {"name": lab.name, "subnet": lab.subnet, "owner": lab.owner, "temp_root": lab.temp_root,
-              "octet": int(lab.subnet.split(".")[2]), "hosts": [asdict(h) for h in lab.hosts]}
+              "octet": int(lab.subnet.split(".")[2]), "hosts": [asdict(h) for h in lab.hosts],
+              "relays": [r.pid for r in lab.relays]}
     _state_file(lab.name).write_text(json.dumps(record))
 
 
@@ -309,6 +330,9 @@ def running(hosts: int, shape: Shape = Shape()) -> Iterator[Lab]:
     finally:
         for node in lab.ray:  # each by its process group, and reaped; `destroy` kills whatever is left
             node.stop()
+        for relay in lab.relays:
+            relay.kill()
+            relay.wait()
         destroy(lab.name)
 
 
