@@ -14,6 +14,8 @@ from castray.discovery.dashboard import NodeRow
 from castray.discovery.errors import AddressMalformed
 from castray.discovery.records import NODE_FIELDS, build_node, cluster_id, diff, node_id, parse_version
 from castray.discovery.settings import DiscoverySettings
+from castray.discovery.watcher import ClusterWatcher
+from castray.shared.errors import AddressNotAllowed, CodedError
 from castray.shared.events import ClusterInfo
 
 
@@ -139,3 +141,32 @@ async def test_scan_finds_only_open_ports() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+class _RefusedAtConnection:
+    """A dashboard whose name now resolves outside the allow-list: the resolver refuses the connection."""
+
+    base_url = "http://rebound.test:8265"
+
+    async def nodes(self) -> list[NodeRow]:
+        raise AddressNotAllowed("rebound.test", "not in the allow-list")
+
+    async def summary(self) -> list[object]:
+        raise AddressNotAllowed("rebound.test", "not in the allow-list")
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, int]] = []
+
+    async def poll_failed(self, cid: str, error: CodedError, failures: int) -> None:
+        self.failed.append((error.code, failures))
+
+
+async def test_a_poll_the_resolver_refuses_is_a_failed_poll_not_a_crash() -> None:
+    tracker = _Failures()
+    watcher = ClusterWatcher(cluster_id="c1", session_name="s", client=_RefusedAtConnection(),  # type: ignore[arg-type]
+                             tracker=tracker, settings=DiscoverySettings(ray_temp_dirs=[]))  # type: ignore[arg-type]
+    await watcher.poll_once()
+    await watcher._fetch_summary()  # its own task: a refusal there is no summary, not an unhandled error
+    assert tracker.failed == [("address_not_allowed", 1)]

@@ -137,7 +137,7 @@ class Prober:
         # Only hostnames and the GCS port come from here: a failure is not a failed probe.
         try:
             return await client.summary()
-        except errors.ProbeError:
+        except CodedError:  # a ProbeError, or AddressNotAllowed from the resolver
             return []
 
     async def hostnames(self, dashboard_url: str) -> dict[str, str]:

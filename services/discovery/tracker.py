@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 
 from castray.discovery.dashboard import NodeRow, SummaryRow
-from castray.discovery.errors import DiscoveryError
 from castray.discovery.probe import Probe, Prober, gcs_address
 from castray.discovery.publisher import StatePublisher
 from castray.discovery.records import CLUSTER_FIELDS, NODE_FIELDS, build_node, diff
@@ -169,12 +168,12 @@ class Tracker:
             cluster.last_seen = time.time()
         await self._apply_rows(cid, rows)
 
-    async def poll_failed(self, cid: str, error: DiscoveryError, failures: int) -> None:
+    async def poll_failed(self, cid: str, error: CodedError, failures: int) -> None:
         """After ``lost_after`` failures: cluster-lost; its nodes that were ALIVE become UNREACHABLE."""
         async with self._locks[cid]:
             await self._poll_failed(cid, error, failures)
 
-    async def _poll_failed(self, cid: str, error: DiscoveryError, failures: int) -> None:
+    async def _poll_failed(self, cid: str, error: CodedError, failures: int) -> None:
         cluster = self.state.clusters.get(cid)
         if cluster is None or cluster.state != "alive" or failures < self.settings.lost_after:
             return

@@ -19,6 +19,7 @@ from castray.discovery import errors
 from castray.discovery.dashboard import DashboardClient, NodeRow
 from castray.discovery.limits import NodeIdBudget
 from castray.discovery.settings import DiscoverySettings
+from castray.shared.errors import CodedError
 
 if TYPE_CHECKING:
     from castray.discovery.tracker import Tracker
@@ -103,7 +104,7 @@ class ClusterWatcher:
                     await self.tracker.replaced(self.cluster_id, version.session_name)
                     return
             rows = self._within_budget(await self.client.nodes())
-        except errors.DiscoveryError as e:
+        except CodedError as e:  # a DiscoveryError, or AddressNotAllowed from the resolver at connection time
             self.failures += 1
             log.debug("cluster %s poll %d failed: %s", self.cluster_id, self.failures, e.message)
             await self.tracker.poll_failed(self.cluster_id, e, self.failures)
@@ -136,7 +137,7 @@ class ClusterWatcher:
     async def _fetch_summary(self) -> None:
         try:
             rows = await self.client.summary()
-        except errors.ProbeError as e:
+        except CodedError as e:  # a ProbeError, or AddressNotAllowed (this runs as a task of its own)
             log.debug("cluster %s: no summary (%s)", self.cluster_id, e.message)
             return
         await self.tracker.set_hostnames(self.cluster_id, {r.node_id: r.hostname for r in rows if r.hostname})
