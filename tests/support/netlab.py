@@ -309,7 +309,7 @@ def _save(lab: Lab) -> None:
     _state_file(lab.name).write_text(json.dumps(record))
 
 
-def _states() -> list[dict[str, object]]:
+def _states() -> list[dict[str, Any]]:
     out = []
     for path in STATE_DIR.glob(f"{PREFIX}*.json") if STATE_DIR.exists() else []:
         with contextlib.suppress(OSError, ValueError):
