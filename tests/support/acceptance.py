@@ -7,6 +7,7 @@ its own; discovery scans only the dashboard ports of the test's own heads and re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -90,12 +91,16 @@ async def request(session: aiohttp.ClientSession, method: str, url: str, **kw: A
 
 
 class WsWatch:
-    """A ``/ws`` client: its snapshot, then every message it receives (read on demand)."""
+    """A ``/ws`` client: its snapshot, then every message it receives. A task reads the socket all along,
+    so the client answers the gateway's pings however long a test waits for something else."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, snapshot: dict[str, Any]) -> None:
         self.ws = ws
         self.snapshot = snapshot
         self.seen: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+        self._ended: BaseException | None = None
+        self._reader = asyncio.create_task(self._read())
 
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, base: str, topics: str = "clusters,nodes") -> WsWatch:
@@ -104,24 +109,39 @@ class WsWatch:
         assert first["type"] == "snapshot", first
         return cls(ws, first)
 
+    async def _read(self) -> None:
+        try:
+            while True:
+                self.seen.append(await recv(self.ws, deadline=3600))
+                self._arrived.set()
+        except BaseException as e:  # the socket closed, or the test closed us: `until` says which
+            self._ended = e
+            self._arrived.set()
+            if isinstance(e, asyncio.CancelledError):
+                raise
+
     async def until(self, pred: Any, what: str, deadline: float = DEADLINE) -> dict[str, Any]:
         """The first message (already seen or to come) matching ``pred``."""
-        for msg in self.seen:
-            if pred(msg):
-                return msg
-        end = time.monotonic() + deadline
-        while (left := end - time.monotonic()) > 0:
-            try:
-                msg = await recv(self.ws, deadline=left)
-            except TimeoutError:
+        end, checked = time.monotonic() + deadline, 0
+        while True:
+            for msg in self.seen[checked:]:
+                if pred(msg):
+                    return msg
+            checked = len(self.seen)
+            left = end - time.monotonic()
+            if left <= 0 or self._ended is not None:
                 break
-            self.seen.append(msg)
-            if pred(msg):
-                return msg
-        raise AssertionError(f"no {what} on /ws within {deadline:.0f} s; saw "
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), left)
+        why = f" (the socket ended: {self._ended!r})" if self._ended is not None else ""
+        raise AssertionError(f"no {what} on /ws within {deadline:.0f} s{why}; saw "
                              f"{[(m.get('type'), m.get('change')) for m in self.seen[-20:]]}")
 
     async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
         await self.ws.close()
 
 
