@@ -1,7 +1,9 @@
-"""Poison requests: a transfer request whose handling raised an unexpected error (a bug, a record no
-model foresaw) or whose replica died ``max_deliveries`` times is given up instead of being re-claimed
-forever. Its record fails with the reason, the stream entry is acknowledged and a copy goes to the
-dead-letter stream ``Names.transfer_dead_letters`` for a person to look at.
+"""Poison requests: a transfer request whose handling raised an unexpected error (a bug) or whose replica
+died ``max_deliveries`` times is given up instead of being re-claimed forever; one whose stored record no
+model reads (`castray.transfer.errors.UnreadableRecord`) is given up on its first delivery, since every
+delivery would fail the same way. Its record fails with the reason (an unreadable one is left as it is:
+the log and the dead letter say why), the stream entry is acknowledged and a copy goes to the dead-letter
+stream ``Names.transfer_dead_letters`` for a person to look at.
 
 Attempts are counted in the record (``TransferRecord.attempts``), when a replica takes the transfer's
 lease, so the count survives every replica's restart and a claim that found a live replica's lease does
