@@ -115,7 +115,7 @@ def change_of(event: Event) -> ViewChange | None:
 
 
 class MergedView:
-    """The view's writer and reader over one Redis client."""
+    """The view's writer over one Redis client (its one reader is `castray.shared.view.ViewReader`)."""
 
     def __init__(self, redis: aioredis.Redis, names: Names, *, log_maxlen: int = 10_000) -> None:
         self.redis = redis
