@@ -24,7 +24,7 @@ from tests.support import transfer_env
 
 # Fixtures that more than one test module uses.
 pytest_plugins = ["tests.support.discovery", "tests.support.registry", "tests.support.up",
-                  "tests.support.client_stack"]
+                  "tests.support.client_stack", "tests.support.terminal"]
 
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -1,0 +1,47 @@
+"""A real terminal for the client commands' tests: a tmux server of the test's own (its own socket), one
+window of a fixed size running bash; type into it, read its screen (capture-pane), stop it by its socket."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+
+class Terminal:
+    def __init__(self, socket: str, env: Mapping[str, str]) -> None:
+        self.socket = socket
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        self._tmux("new-session", "-d", "-s", "t", "-x", "160", "-y", "48",
+                   f"env {exports} TERM=xterm-256color bash --norc --noprofile")
+
+    def _tmux(self, *args: str) -> str:
+        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, f"tmux {args[0]}: {out.stderr}"
+        return out.stdout
+
+    def type(self, line: str) -> None:
+        self._tmux("send-keys", "-t", "t", line, "Enter")
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "t")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Terminal]:
+    """A tmux terminal (skipped where tmux is not installed: .ci/run installs it)."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    term = Terminal(f"castray-test-{uuid.uuid4().hex[:8]}", {"HOME": str(tmp_path)})
+    try:
+        yield term
+    finally:
+        term.close()

@@ -1,0 +1,82 @@
+"""``castray send`` as a person sees it: in a real terminal (tmux), a 256 MiB file broadcast to a head and
+a worker shows the upload bar, then a bar per destination that moves, then the verified paths, and exits 0.
+And a destination that dies mid-transfer makes ``send`` exit 1 naming that node and why."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from castray import local_ray
+from tests.support.client_stack import Stack, start_stack
+from tests.support.ray_nodes import start_worker
+from tests.support.terminal import Terminal
+from tests.support.transfer_env import sha256_file
+from tests.support.up import Up
+from tests.support.waiting import wait_for_blocking
+
+MiB = 1024 * 1024
+BAR = "━"  # rich's bar
+
+
+def test_send_in_a_terminal_shows_the_upload_then_a_moving_bar_per_destination(
+        stack_with_worker: Stack, terminal: Terminal, tmp_path: Path) -> None:
+    stack = stack_with_worker
+    source = tmp_path / "big.bin"
+    with source.open("wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(MiB))
+    digest = sha256_file(source)
+    terminal.type(f"CASTRAY_GATEWAY_URL={stack.url} {sys.executable} -m castray.cli send {source} "
+                  "--broadcast; echo EXIT=$?")
+    screens: list[str] = []
+
+    def ended() -> bool:
+        screens.append(terminal.screen())
+        return re.search(r"^EXIT=\d+", screens[-1], re.M) is not None  # the line, not the command typed
+
+    wait_for_blocking(ended, "castray send to end", deadline=240, interval=0.1)
+    final = screens[-1]
+    assert re.search(r"^EXIT=0$", final, re.M), final
+    upload_lines = [line for s in screens for line in s.splitlines() if line.startswith(f"upload {source}")]
+    assert any(BAR in line for line in upload_lines), screens[-1]
+    for node in stack.node_ids:
+        bars = {line for s in screens for line in s.splitlines() if line.startswith(node) and BAR in line}
+        shown = {m.group(0) for line in bars if (m := re.search(r"[\d.]+/[\d.]+ [KMG]B", line))}
+        assert len(shown) >= 2 or any("completed" in line for line in bars), bars  # it moved
+        landed = stack.inbox / node / source.name
+        assert f"{node}: verified {landed} sha256 {digest}" in final.replace("\n", ""), final
+        assert sha256_file(landed) == digest
+
+
+def test_a_destination_that_dies_makes_send_exit_1_naming_it(
+        ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode], isolated_env: dict[str, str],
+        start_up: Callable[..., Up], tmp_path: Path) -> None:
+    ray_workers.append(start_worker(ray_head))
+    slow = {**isolated_env, "CASTRAY_RATE_LIMIT": str(16 * MiB)}  # 128 MiB: about 8 s per destination
+    stack = start_stack(start_up, slow, ray_head, [ray_head, *ray_workers], tmp_path / "inbox")
+    head, worker = stack.node_ids
+    env = {**os.environ, "CASTRAY_GATEWAY_URL": stack.url}
+    command = [sys.executable, "-m", "castray.cli", "send", "--generate", "128MiB", "--broadcast"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    running = re.compile(rf"^{re.escape(worker)}: running ([1-9]\d*)%")
+    wait_for_blocking(lambda: any(running.match(line) for line in lines),
+                      "the worker's copy to be under way", deadline=120, interval=0.1)
+    ray_workers[0].stop()
+    proc.wait(timeout=240)
+    reader.join(timeout=10)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 1, "".join(lines) + err
+    assert worker in err and "not verified" in err, err
+    assert any(line.startswith(f"{worker}: failed: ") for line in lines), lines
+    assert any(line.startswith(f"{head}: verified ") for line in lines), lines
