@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -64,11 +63,15 @@ def docker_engine() -> Iterator[None]:
     proc = subprocess.Popen([dockerd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not _engine_answers():
-            if proc.poll() is not None or time.monotonic() > deadline:
+        def engine_up() -> bool:
+            if proc.poll() is not None:
                 raise ComposeError(f"dockerd did not come up (exit status {proc.poll()})")
-            time.sleep(0.5)
+            return _engine_answers()
+
+        try:
+            wait_for_blocking(engine_up, "dockerd", deadline=60, interval=0.5, ignoring=())
+        except AssertionError:
+            raise ComposeError(f"dockerd did not come up (exit status {proc.poll()})") from None
         yield
     finally:
         processes.stop(proc, timeout=30)
@@ -125,15 +128,19 @@ class Stack:
         return result
 
     def wait_healthy(self, timeout: float = 300) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while True:
+        health: dict[str, str] = {}
+
+        def all_healthy() -> dict[str, str] | None:
+            nonlocal health
             health = self.health()
-            if health and all(s == "healthy" for s in health.values()):
-                return health
-            if time.monotonic() > deadline:
-                raise ComposeError(f"not every container is healthy after {timeout:.0f} s: {health}\n"
-                                   + self.compose("logs", "--tail=40", check=False).stdout[-6000:])
-            time.sleep(1)
+            return health if health and all(s == "healthy" for s in health.values()) else None
+
+        try:
+            return dict(wait_for_blocking(all_healthy, "every container healthy", deadline=timeout,
+                                          interval=1, ignoring=()))
+        except AssertionError:
+            raise ComposeError(f"not every container is healthy after {timeout:.0f} s: {health}\n"
+                               + self.compose("logs", "--tail=40", check=False).stdout[-6000:]) from None
 
     def ip_of(self, cid: str) -> str:
         networks = self.inspect(cid)["NetworkSettings"]["Networks"]
