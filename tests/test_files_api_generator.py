@@ -16,6 +16,7 @@ from castray.shared.names import Names
 from castray.shared.sizes import PRESETS
 from castray.shared.transfers import TransferRecord
 from tests.support.gateway_files import STANDARD_VIEW, files_under, gateway, seed_view, stored_record
+from tests.support.waiting import wait_for
 
 GEN = "/api/file-generator"
 
@@ -224,9 +225,7 @@ async def test_generation_does_not_block_the_gateway(namespace: str, tmp_path: P
         creating = asyncio.ensure_future(client.post(f"{GEN}/create", json={
             "size": "256MiB", "content_type": "text", "file_name": "big.txt"}))
         reserved = folder / "big.txt"  # the name is reserved (empty) before the content is generated
-        async with asyncio.timeout(60):
-            while not reserved.exists():  # noqa: ASYNC110 - polling the disk, no event to wait on
-                await asyncio.sleep(0.01)
+        await wait_for(reserved.exists, "the file's name reserved", deadline=60, interval=0.01)
         assert (await client.get(f"{GEN}/presets")).status == 200
         size_when_answered = reserved.stat().st_size  # noqa: ASYNC240 - the point of the test
         resp = await creating
