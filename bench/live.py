@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -37,8 +36,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
 
 from castray import local_ray  # noqa: E402
+from castray.client import AsyncClient, ClientError, Snapshot  # noqa: E402
+from castray.client.events import EventStream  # noqa: E402
 from castray.discovery.settings import DiscoverySettings  # noqa: E402
 from castray.local_ray import free_port  # noqa: E402
+from castray.shared.events import NodeDelta  # noqa: E402
 from castray.shared.settings import CommonSettings  # noqa: E402
 from tests.support.namespace import drop_namespace  # noqa: E402
 from tests.support.ray_nodes import start_worker  # noqa: E402
@@ -68,18 +70,14 @@ class Clock:
             nxt += DASH_POLL
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
-    async def read_ws(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
+    async def read_ws(self, stream: EventStream) -> None:
+        async for event in stream:
             now = time.monotonic()
-            data = json.loads(msg.data)
-            if data.get("type") == "node-changed" and data.get("node"):
-                node = data["node"]
-                self.ws.setdefault((node["ray_node_id"], node["state"]), now)
-            elif data.get("type") == "snapshot":
-                for node in data.get("nodes", []):
-                    self.ws.setdefault((node["ray_node_id"], node["state"]), now)
+            if isinstance(event, NodeDelta) and event.node is not None:
+                self.ws.setdefault((event.node.ray_node_id, event.node.state), now)
+            elif isinstance(event, Snapshot):
+                for node in event.nodes:
+                    self.ws.setdefault((node.ray_node_id, node.state), now)
 
     async def delay(self, key: tuple[str, str]) -> float:
         """ws arrival - dashboard appearance of ``key``, once both were seen (seconds)."""
@@ -125,13 +123,11 @@ def redis_url() -> str:
     return CommonSettings().redis_url
 
 
-async def wait_ready(http: aiohttp.ClientSession, base: str, head: local_ray.RayNode) -> None:
+async def wait_ready(api: AsyncClient, head: local_ray.RayNode) -> None:
     end = time.monotonic() + 120
     while time.monotonic() < end:
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
-            async with http.get(f"{base}/api/status") as resp:
-                status = await resp.json()
-            if any(n["ray_node_id"] == head.node_id for n in status["node_statuses"]):
+        with contextlib.suppress(ClientError):
+            if any(n.ray_node_id == head.node_id for n in await api.nodes()):
                 return
         await asyncio.sleep(0.2)
     raise TimeoutError("castray up did not show the head within 120 s")
@@ -140,10 +136,10 @@ async def wait_ready(http: aiohttp.ClientSession, base: str, head: local_ray.Ray
 async def measure(head: local_ray.RayNode, base: str, joins: int, kills: int,
                   workers: list[local_ray.RayNode]) -> tuple[list[float], list[float]]:
     clock = Clock()
-    async with aiohttp.ClientSession() as http:
-        await wait_ready(http, base, head)
-        ws = await http.ws_connect(f"{base}/ws?topics=nodes", heartbeat=None)
-        tasks = [asyncio.create_task(clock.read_ws(ws)),
+    async with aiohttp.ClientSession() as http, AsyncClient(base, token="") as api:
+        await wait_ready(api, head)
+        stream = api.events(topics=("nodes",))
+        tasks = [asyncio.create_task(clock.read_ws(stream)),
                  asyncio.create_task(clock.poll_dashboard(http, head.dashboard_url))]
         try:
             poll = DiscoverySettings().poll_interval
@@ -168,7 +164,7 @@ async def measure(head: local_ray.RayNode, base: str, joins: int, kills: int,
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await ws.close()
+            await stream.close()
 
 
 def report(joined: list[float], died: list[float]) -> None:

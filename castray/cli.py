@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="castray",
         description="CastRay: one live view of every Ray node you can reach, and file transfer between them.",
     )
+    parser.add_argument("--version", action="version", version=f"castray {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     up = sub.add_parser("up", help="run every service on this machine (Redis and a Ray head if needed)",

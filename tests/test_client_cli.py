@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,9 @@ def test_send_verifies_every_destination_or_names_the_one_that_failed(stack_with
     assert source.name in uploads.stdout and uploads.returncode == 0
     unknown = castray(stack, "send", "--generate", "1MiB", "--to", "no-such-node")
     assert unknown.returncode == 1 and "no single node is 'no-such-node'" in unknown.stderr
+
+
+def test_version_flag() -> None:
+    out = subprocess.run([sys.executable, "-m", "castray.cli", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and re.fullmatch(r"castray \S+\n", out.stdout), out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -80,3 +81,46 @@ def test_a_destination_that_dies_makes_send_exit_1_naming_it(
     assert worker in err and "not verified" in err, err
     assert any(line.startswith(f"{worker}: failed: ") for line in lines), lines
     assert any(line.startswith(f"{head}: verified ") for line in lines), lines
+
+
+def test_ctrl_c_asks_whether_to_cancel_and_piped_leaves_it_running(
+        ray_head: local_ray.RayNode, isolated_env: dict[str, str], start_up: Callable[..., Up],
+        terminal: Terminal, tmp_path: Path) -> None:
+    slow = {**isolated_env, "CASTRAY_RATE_LIMIT": str(8 * MiB)}  # 128 MiB: about 16 s
+    stack = start_stack(start_up, slow, ray_head, [ray_head], tmp_path / "inbox")
+    [head] = stack.node_ids
+    env = {**os.environ, "CASTRAY_GATEWAY_URL": stack.url}
+
+    # Piped, no terminal to ask: SIGINT leaves the transfer running, and says how to follow it.
+    command = [sys.executable, "-m", "castray.cli", "send", "--generate", "128MiB", "--to", head, "--name",
+               "piped.bin"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    queued = re.match(r"transfer (\w+) queued", first)
+    assert queued, first
+    with stack.client() as api:
+        wait_for_blocking(lambda: api.transfer(queued.group(1)).state == "running", "the piped copy to run")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "goes on in the background" in err, err
+        assert f"castray transfers {queued.group(1)} --watch" in err
+        assert api.transfer(queued.group(1)).state in ("running", "completed")
+
+        # In a terminal: Ctrl-C asks, and "y" cancels.
+        terminal.type(f"CASTRAY_GATEWAY_URL={stack.url} {sys.executable} -m castray.cli send --generate "
+                      f"128MiB --to {head} --name tty.bin; echo EXIT=$?")
+        def bar_running() -> str | None:
+            screen = terminal.screen()
+            return screen if re.search(rf"^{re.escape(head)}.*{BAR}.*running", screen, re.M) else None
+
+        screen = wait_for_blocking(bar_running, "the bar of the running copy", interval=0.1)
+        transfer_id = re.search(r"transfer (\w+) queued", screen)
+        assert transfer_id, screen
+        terminal.keys("C-c")
+        wait_for_blocking(lambda: f"cancel transfer {transfer_id.group(1)}? [y/N]" in terminal.screen(),
+                          "the question", interval=0.1)
+        terminal.type("y")
+        wait_for_blocking(lambda: re.search(r"^EXIT=130$", terminal.screen(), re.M), "castray send to end")
+        wait_for_blocking(lambda: api.transfer(transfer_id.group(1)).state == "cancelled", "the cancel")

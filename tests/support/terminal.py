@@ -28,6 +28,10 @@ class Terminal:
     def type(self, line: str) -> None:
         self._tmux("send-keys", "-t", "t", line, "Enter")
 
+    def keys(self, *keys: str) -> None:
+        """Keys as tmux names them (``C-c``), without Enter."""
+        self._tmux("send-keys", "-t", "t", *keys)
+
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "t")
 
