@@ -158,15 +158,14 @@ async def start_redis(port: int, workdir: Path) -> asyncio.subprocess.Process:
         "--dir", str(workdir), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     client = aioredis.Redis(host="127.0.0.1", port=port)
     try:
-        for _ in range(200):
-            with contextlib.suppress(OSError, aioredis.ConnectionError):
-                if await client.ping():
-                    return proc
-            await asyncio.sleep(0.05)
+        await wait_for(client.ping, f"redis-server on port {port}", deadline=10, interval=0.05,
+                       ignoring=(OSError, aioredis.ConnectionError))
+    except AssertionError:
+        proc.kill()
+        raise
     finally:
         await client.aclose()
-    proc.kill()
-    raise RuntimeError(f"redis-server did not answer on port {port}")
+    return proc
 
 
 async def test_redis_restart_rebuilds_the_view_with_a_new_epoch(names: Names, tmp_path: Path) -> None:

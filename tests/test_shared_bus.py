@@ -93,10 +93,10 @@ async def test_request_reply_and_errors(redis_client: aioredis.Redis, names: Nam
     serving = asyncio.create_task(server.serve_commands("discovery", handler))
     try:
         channel = names.commands("discovery")
-        for _ in range(250):  # wait until the server's subscription exists
-            if (await redis_client.pubsub_numsub(channel))[0][1]:
-                break
-            await asyncio.sleep(0.02)
+        async def subscribed() -> bool:
+            return bool((await redis_client.pubsub_numsub(channel))[0][1])
+
+        await wait_for(subscribed, "the server's subscription", deadline=5)
         replies = await asyncio.gather(*(client.request("discovery", "echo", {"i": i}) for i in range(20)))
         assert [r["echo"]["i"] for r in replies] == list(range(20))  # each reply reaches its own caller
         with pytest.raises(CommandError) as info:

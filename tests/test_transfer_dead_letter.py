@@ -4,7 +4,6 @@ stream; one begun too often without an outcome (its replica died each time) is g
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import TRANSFER_GROUP, Names
 from castray.shared.transfers import Destination, TransferRecord
 from tests.support import transfer_env as env
+from tests.support.waiting import wait_for
 
 
 async def _view(redis: aioredis.Redis, names: Names) -> NodeInfo:
@@ -32,12 +32,13 @@ async def _pending(redis: aioredis.Redis, names: Names) -> int:
 
 
 async def _dead_letters(redis: aioredis.Redis, names: Names, count: int) -> list[dict[bytes, bytes]]:
-    for _ in range(900):
+    async def arrived() -> list[dict[bytes, bytes]] | None:
         rows = await redis.xrange(names.transfer_dead_letters)
-        if len(rows) >= count:
-            return [fields for _id, fields in rows]
-        await asyncio.sleep(0.1)
-    raise AssertionError("nothing reached the dead-letter stream")
+        return [fields for _id, fields in rows] if len(rows) >= count else None
+
+    found: list[dict[bytes, bytes]] = await wait_for(arrived, f"{count} request(s) in the dead-letter stream",
+                                                     deadline=90, interval=0.1)
+    return found
 
 
 async def test_a_request_that_raises_fails_with_its_reason_after_max_deliveries(
