@@ -24,13 +24,12 @@ import redis.asyncio as aioredis
 from castray.shared import codec
 from castray.shared.errors import EventDecodeError
 from castray.shared.names import Names
-from castray.shared.transfers import TransferRecord
+from castray.shared.transfers import FINAL_STATES, TransferRecord
 
 log = logging.getLogger(__name__)
 BATCH = 200
 PAGES = 5
 GRACE_S = 300.0
-FINISHED = ("completed", "failed", "cancelled")
 
 
 async def trim_transfers(redis: aioredis.Redis, names: Names, *, max_age: float, max_count: int,
@@ -71,4 +70,4 @@ def _removable(raw: bytes | str | None, now: float) -> bool:
     except EventDecodeError:
         log.warning("retention removes an unreadable transfer record past its limits")
         return True  # nothing can read it (not the API, not a worker): keeping it would only block
-    return record.state in FINISHED and now - (record.finished_at or record.created_at) > GRACE_S
+    return record.state in FINAL_STATES and now - (record.finished_at or record.created_at) > GRACE_S
