@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -30,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgpack
 import redis.asyncio as aioredis
 
+from castray.client import AsyncClient, ClientError, Snapshot
+from castray.client.events import EventStream
 from castray.local_ray import free_port
+from castray.shared.events import NodeDelta
 from castray.shared.names import Names
 from castray.shared.settings import CommonSettings
 from castray.shared.view import ViewReader
@@ -156,19 +157,18 @@ async def wait_registry(redis: aioredis.Redis, names: Names, seq: int, timeout: 
     return False
 
 
-async def open_ws(session: aiohttp.ClientSession, port: int,
-                  gateway: asyncio.subprocess.Process) -> aiohttp.ClientWebSocketResponse | None:
-    """Connect to /ws (retrying while the gateway starts) and read its snapshot."""
+async def open_ws(api: AsyncClient, gateway: asyncio.subprocess.Process) -> EventStream | None:
+    """The /ws stream (castray.client's, as a user's program reads it; retried while the gateway starts),
+    its snapshot read."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and gateway.returncode is None:
+        stream = api.events(topics=("nodes",))
         try:
-            ws = await session.ws_connect(f"http://127.0.0.1:{port}/ws?topics=nodes")
-            first = json.loads((await ws.receive(timeout=10)).data)
-            if first.get("type") == "snapshot":
-                return ws
-            await ws.close()
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError):
+            if isinstance(await asyncio.wait_for(anext(stream), 10), Snapshot):
+                return stream
+        except (ClientError, TimeoutError, StopAsyncIteration):
             pass
+        await stream.close()
         await asyncio.sleep(0.2)
     return None
 
@@ -180,17 +180,14 @@ def bench_marker(record: Any) -> int | None:
         return None
 
 
-async def read_ws(ws: aiohttp.ClientWebSocketResponse, samples: Samples, other: list[str]) -> None:
-    async for msg in ws:
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            continue
-        data = json.loads(msg.data)
-        if data.get("type") == "node-changed":
-            marker = bench_marker(data.get("node"))
+async def read_ws(stream: EventStream, samples: Samples, other: list[str]) -> None:
+    async for event in stream:
+        if isinstance(event, NodeDelta) and event.node is not None:
+            marker = bench_marker({"labels": event.node.labels})
             if marker is not None:
                 samples.arrived(marker)
-        elif data.get("type") == "snapshot":
-            other.append(f"snapshot({data.get('reason')})")  # a resnapshot would lose samples
+        elif isinstance(event, Snapshot):
+            other.append(f"snapshot({event.reason})")  # a resnapshot would lose samples
 
 
 async def read_view(redis: aioredis.Redis, names: Names, samples: Samples, ready: asyncio.Event) -> None:
@@ -240,8 +237,8 @@ async def bench_ours(redis: aioredis.Redis, names: Names, url: str, count: int, 
             ws_samples: Samples | None = Samples(expect=count)
             subscribed = asyncio.Event()
             tasks.append(asyncio.create_task(read_view(redis, names, view, subscribed)))
-            async with aiohttp.ClientSession() as session:
-                ws = await open_ws(session, port, procs[1])
+            async with AsyncClient(f"http://127.0.0.1:{port}", token="") as api:
+                ws = await open_ws(api, procs[1])
                 if ws is None:
                     notes.append("the gateway's /ws did not answer: measured up to the registry's "
                                  "view-changed publish only")
