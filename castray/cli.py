@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(health)
 
     sub.add_parser("version", help="print the CastRay version")
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                                description="Print a completion script for the castray command.",
+                                epilog='example:\n  eval "$(castray completion bash)"   # in ~/.bashrc; zsh: '
+                                '~/.zshrc', formatter_class=argparse.RawDescriptionHelpFormatter)
+    completion.add_argument("shell", choices=("bash", "zsh"))
     from castray import commands  # the client commands: castray.client (aiohttp) and rich, base dependencies
 
     commands.add_parsers(sub)
@@ -155,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_up()
     if args.command == "health":
         return _run_health(args)
+    if args.command == "completion":
+        from castray import completion
+
+        print(completion.script(build_parser(), args.shell), end="")
+        return 0
     if args.command in _SERVICE_HELP:
         return _run_service(args.command)
     from castray import commands

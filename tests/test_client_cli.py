@@ -96,3 +96,16 @@ def test_version_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "castray.cli", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and re.fullmatch(r"castray \S+\n", out.stdout), out
+
+
+def test_bash_completion_offers_the_real_subcommands_and_options() -> None:
+    script = subprocess.run([sys.executable, "-m", "castray.cli", "completion", "bash"], capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    probe = (f"{script}\nCOMP_WORDS=(castray se); COMP_CWORD=1; _castray; echo \"${{COMPREPLY[@]}}\"\n"
+             "COMP_WORDS=(castray send --br); COMP_CWORD=2; _castray; echo \"${COMPREPLY[@]}\"\n"
+             "COMP_WORDS=(castray transfers --w); COMP_CWORD=2; _castray; echo \"${COMPREPLY[@]}\"\n")
+    out = subprocess.run(["bash", "--norc", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["send", "--broadcast", "--watch"], out
+    zsh = subprocess.run([sys.executable, "-m", "castray.cli", "completion", "zsh"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert zsh.startswith("autoload -U +X bashcompinit") and script in zsh
