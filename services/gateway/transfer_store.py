@@ -1,8 +1,9 @@
 """What the gateway's transfer features read and write in Redis: uploads and transfers (the view's nodes
 are read with the app's `castray.shared.view.ViewReader`).
 
-Shared by the transfer, file-generator and legacy endpoints so that every way of asking for a transfer
-is validated and queued the same way (`transfer_intake.accept` then `enqueue`).
+Shared by the transfer, file-generator and legacy endpoints; every way of asking for a transfer is
+validated and queued the same way by ``transfer_intake`` (`accept`, then `enqueue`), which reads uploads
+here.
 """
 
 from __future__ import annotations
