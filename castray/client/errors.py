@@ -17,8 +17,9 @@ class ClientError(CastRayError):
     """Base of every error `castray.client` raises."""
 
 
-class GatewayUnreachable(ClientError):
-    """No answer at the gateway's URL: nothing listens there, a timeout, or the connection broke."""
+class GatewayUnreachable(ClientError, ConnectionError):
+    """No answer at the gateway's URL: nothing listens there, a timeout, or the connection broke. Also a
+    `ConnectionError`, so code that retries on those retries on this."""
 
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"cannot reach the gateway at {url}: {reason}")

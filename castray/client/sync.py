@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +57,11 @@ class Client:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+    def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                json: Any = None) -> Any:
+        """Any endpoint (the original CastRay's, say), its JSON answer: as `AsyncClient.request`."""
+        return self._run(self.aio.request(method, path, params=params, json=json))
 
     def status(self) -> dict[str, Any]:
         return self._run(self.aio.status())

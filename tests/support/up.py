@@ -5,30 +5,34 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import psutil
 import pytest
 
+from castray.client import Client
 from castray.local_ray import free_port
 
 DEADLINE = 90.0  # generous: four services start on a busy 2-core machine
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
+    """GET ``url`` through castray.client (no token): its JSON; an error status raises its class, and a
+    gateway not listening yet `GatewayUnreachable`, a ConnectionError (so an OSError: "not yet" to
+    ``wait_for_blocking``)."""
+    parts = urlsplit(url)
+    with Client(f"{parts.scheme}://{parts.netloc}", token="", timeout=5) as api:
+        return api.request("GET", parts.path, params=dict(parse_qsl(parts.query)) or None)
 
 
 @dataclass
