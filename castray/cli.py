@@ -92,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "on other machines (CASTRAY_JOIN_RAY)")
         _add_common(p)
 
-    health = sub.add_parser("health", help="exit 0 if Redis (and --url) answer: the container healthcheck",
-                            description="Exit 0 when Redis at the configured URL answers PING and, with "
-                            "--url, when that URL answers HTTP 2xx; else print why and exit 1.")
-    health.add_argument("--url", metavar="URL", help="also GET this URL (e.g. the gateway's /api/status)")
+    health = sub.add_parser("health", help="exit 0 if Redis (and --url, --service) answer: the container "
+                            "healthcheck", description="Exit 0 when Redis at the configured URL answers "
+                            "PING, with --url when that URL answers HTTP 2xx, and with --service when that "
+                            "service's replica on this host has a fresh heartbeat; else print why, exit 1.",
+                            epilog="example:\n  castray health --service transfer",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    health.add_argument("--url", metavar="URL", help="also GET this URL (e.g. the gateway's /api/health)")
+    health.add_argument("--service", choices=("discovery", "registry", "transfer", "gateway"),
+                        help="also check the heartbeat of this service's replica on this host")
     _add_common(health)
 
     sub.add_parser("version", help="print the CastRay version")
@@ -147,7 +152,7 @@ def _run_up() -> int:
 def _run_health(args: argparse.Namespace) -> int:
     from castray import health
 
-    return health.main(url=args.url)
+    return health.main(url=args.url, service=args.service)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

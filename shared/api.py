@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.shared.events import ClusterInfo, NodeInfo
+from castray.shared.heartbeat import ServiceReplica
 from castray.shared.transfers import TransferRecord, UploadRecord
 
 
@@ -126,3 +127,28 @@ class UploadDeleted(BaseModel):
     upload_id: str
     deleted_size: int
     message: str
+
+
+class QueueDepth(BaseModel):
+    """The transfer request stream: entries on it, and those delivered to a worker but not acknowledged."""
+
+    length: int = Field(description="XLEN of the request stream.")
+    pending: int = Field(description="Entries the transfer workers' group holds unacknowledged (XPENDING).")
+
+
+class ServiceList(BaseModel):
+    """``GET /api/services``: every service replica's heartbeat, stale ones marked."""
+
+    services: list[ServiceReplica]
+    count: int
+    stale: int = Field(description="How many of them are stale.")
+    transfer_queue: QueueDepth
+
+
+class Readiness(BaseModel):
+    """``GET /api/ready``."""
+
+    ready: bool
+    redis: bool
+    events_subscribed: bool
+    error: str | None = None

@@ -45,6 +45,14 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=False, description="Log one JSON object per line.")
+    service_beat_s: float = Field(
+        default=5.0, gt=0, description="Seconds between a service replica's heartbeats "
+        "(<namespace>:services; GET /api/services, castray health --service).")
+    service_stale_beats: int = Field(
+        default=3, ge=1, description="A replica is stale after this many of its heartbeat intervals "
+        "without a beat: marked in /api/services, and its castray health --service fails.")
+    service_forget_s: float = Field(
+        default=3600.0, gt=0, description="A replica silent this long is removed from <namespace>:services.")
 
     @property
     def names(self) -> Names:

@@ -31,6 +31,7 @@ from castray.shared import codec
 from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import REDIS_ERRORS, Bus, instance_name
 from castray.shared.events import ClusterInfo
+from castray.shared.heartbeat import Heartbeat, Holds
 from castray.shared.lease import Lease
 from castray.shared.lifecycle import stop_task, stop_tasks
 
@@ -57,6 +58,9 @@ class DiscoveryWorker:
         self.lease = Lease(redis, settings.names.discovery_leader, self.bus.source,
                            int(settings.leader_ttl * 1000))
         self.publisher = self._new_publisher()
+        self.heartbeat = Heartbeat(redis, settings.names, service="discovery", instance=self.bus.source,
+                                   interval=settings.service_beat_s,
+                                   holds=lambda: Holds(leading=self.leading))
         self.terms = 0  # how many times this replica has led
         self.session: aiohttp.ClientSession | None = None
         self.tracker: Tracker | None = None
@@ -94,6 +98,7 @@ class DiscoveryWorker:
     async def run(self) -> None:
         """Stand by until this replica holds the lease, lead until it is lost, again; until closed."""
         self._runner = asyncio.current_task()
+        self.heartbeat.start()
         try:
             while not self._closed:
                 await self._stand_by()
@@ -208,6 +213,7 @@ class DiscoveryWorker:
         if runner is not None and runner is not asyncio.current_task() and not runner.done():
             await stop_task(runner)  # its term ends in `_lead`
         await self._end_term()
+        await self.heartbeat.close()
         with contextlib.suppress(*REDIS_ERRORS):  # a standby takes over now, not after leader_ttl
             await self.lease.release()
         log.info("discovery stopped")

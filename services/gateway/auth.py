@@ -17,7 +17,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway.errors import ApiError, Handler
 
-OPEN_PATHS = frozenset({"/api/health"})
+OPEN_PATHS = frozenset({"/api/health", "/api/ready"})
 PROTECTED_PATHS = frozenset({"/ws", "/metrics"})  # outside /api/ but not open: metrics name the nodes
 WS_PROTOCOL = "castray.v1"
 TOKEN_PROTOCOL_PREFIX = "castray.bearer."

@@ -18,6 +18,7 @@ from castray.gateway import (
     metrics,
     nodes_api,
     openapi,
+    services_api,
     status_api,
     transfers_api,
     ui,
@@ -26,5 +27,5 @@ from castray.gateway import (
 )
 
 ALL: list[ModuleType] = [event_hub, status_api, clusters_api, nodes_api, ws, transfers_api, files_api,
-                         uploads_api, legacy_transfers_api, messages_api, metrics, ui,
+                         uploads_api, legacy_transfers_api, messages_api, metrics, services_api, ui,
                          openapi]

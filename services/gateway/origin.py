@@ -30,7 +30,7 @@ from castray.shared.hosts import bare_host, ip_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Orchestrators probe health by IP or service name; what these answer is no secret.
-HOST_CHECK_EXEMPT = frozenset({"/health", "/api/health"})
+HOST_CHECK_EXEMPT = frozenset({"/health", "/api/health", "/api/ready"})
 BROWSER_SITES_OK = frozenset({"same-origin", "none"})  # "none": the user typed or bookmarked the URL
 
 

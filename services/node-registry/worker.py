@@ -21,6 +21,7 @@ from castray.shared import codec
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.errors import EventDecodeError
 from castray.shared.events import Event, SourceResetEvent
+from castray.shared.heartbeat import Heartbeat, Holds
 from castray.shared.lifecycle import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,16 @@ class RegistryWorker:
         self.ready = asyncio.Event()  # set after the first resync: the view exists
         self.applied = 0
         self.resyncs = 0
+        self.heartbeat = Heartbeat(self.redis, self.names, service="node-registry", instance=self.bus.source,
+                                   interval=settings.service_beat_s,
+                                   holds=lambda: Holds(events_applied=self.applied))
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(INBOX_SIZE)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
     async def run(self) -> None:
         """Listen to discovery's events and check the view's position, until closed."""
+        self.heartbeat.start()
         self._tasks = [
             asyncio.create_task(self._listen(), name="node-registry.listen"),
             asyncio.create_task(self._apply_loop(), name="node-registry.apply"),
@@ -66,6 +71,7 @@ class RegistryWorker:
             return
         self._closed = True
         await stop_tasks(self._tasks)
+        await self.heartbeat.close()
         if self._own_redis:
             await self.redis.aclose()
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from castray.shared import bus as busmod
 from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import REDIS_ERRORS, Bus
+from castray.shared.heartbeat import Heartbeat, Holds
 from castray.shared.lease import Lease
 from castray.shared.names import TRANSFER_GROUP
 from castray.shared.transfers import FINAL_STATES, QueuedTransfer, TransferRecord
@@ -56,6 +57,9 @@ class TransferWorker:
         self.drivers = Drivers(policy=AddressPolicy.from_settings(settings),
                                start_timeout=settings.driver_start_timeout, log_level=settings.log_level)
         self.active: dict[str, asyncio.Task[None]] = {}
+        self.heartbeat = Heartbeat(self.redis, self.names, service="transfer", instance=self.instance,
+                                   interval=settings.service_beat_s,
+                                   holds=lambda: Holds(transfers_running=len(self.active)))
         self._closing = asyncio.Event()
         self._closed = False
 
@@ -67,6 +71,7 @@ class TransferWorker:
         backoff = busmod.Backoff(0.1, 5.0)
         next_claim = 0.0
         log.info("transfer worker %s serving %s", self.instance, self.stream)
+        self.heartbeat.start()
         while not self._closing.is_set():
             try:
                 await self.bus.ensure_group(self.stream, TRANSFER_GROUP)
@@ -212,6 +217,7 @@ class TransferWorker:
             return
         self._closed = True
         self._closing.set()
+        await self.heartbeat.close()
         tasks = list(self.active.values())
         for task in tasks:
             task.cancel()
