@@ -117,3 +117,12 @@ def test_redis_and_ray_head(resolved: dict[str, Any]) -> None:
     assert "--port=6380" in cmd and "--dashboard-port=8265" in cmd and "--dashboard-host=0.0.0.0" in cmd
     for name in CASTRAY_SERVICES:
         assert resolved["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", sorted(CASTRAY_SERVICES))
+def test_each_healthcheck_checks_the_service_s_own_heartbeat(resolved: dict[str, Any], name: str) -> None:
+    check = resolved["services"][name]["healthcheck"]
+    args = build_parser().parse_args(check["test"][2:])
+    assert args.command == "health" and args.service == CASTRAY_SERVICES[name]
+    if name == "gateway":
+        assert args.url == "http://127.0.0.1:8000/api/health"
