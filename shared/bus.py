@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from castray.shared import codec
 from castray.shared.errors import (
@@ -34,9 +36,16 @@ from castray.shared.names import Names
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
-"""Redis failed us: out of reach, timed out, hung up, or refused a command (OOM, READONLY). Every caller
-treats these alike (log, back off, retry or leave the work pending), so there is one tuple of them."""
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ReadOnlyError,
+                                               OutOfMemoryError)
+"""Redis is out of reach or refuses for now: gone, timed out, hung up, still loading its data, a read-only
+replica, out of memory. Not the caller's fault and worth a retry. Any other Redis error (WRONGTYPE, a bad
+argument) is a bug in our command, which no retry mends: it stays a bug (logged with its traceback, a 500,
+a transfer attempt that counts)."""
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DOWN, OSError)
+"""`REDIS_DOWN`, or the socket under it failed. Every caller treats these alike (log, back off, retry or
+leave the work pending), so this is the one tuple of them; the gateway's error middleware alone uses
+`REDIS_DOWN`, as an OSError there is as likely a disk's as Redis's."""
 
 OnConnect = Callable[[], Awaitable[None]]
 OnDisconnect = Callable[[], None]

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import RedisError
 
+from castray.shared.bus import REDIS_DOWN
 from castray.shared.errors import CastRayError, CodedError, CommandError
 from castray.shared.sizes import format_size
 
@@ -120,7 +120,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if header in e.headers:
                 response.headers[header] = e.headers[header]
         return response
-    except RedisError as e:  # not all of REDIS_ERRORS: an OSError here is as likely a disk's as Redis's
+    except REDIS_DOWN as e:  # not all of REDIS_ERRORS: an OSError here is as likely a disk's as Redis's
         log.warning("redis unavailable: %s", e)
         return json_error(503, "the event store (Redis) is unavailable", "redis_unavailable", shape=shape)
     except Exception:
