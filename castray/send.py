@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -25,7 +27,7 @@ from rich.progress import (
 )
 
 from castray import output
-from castray.client import AsyncClient, Resumed, Snapshot
+from castray.client import AsyncClient, GatewayUnreachable, Resumed, Snapshot, Unavailable
 from castray.client.events import EventStream
 from castray.shared.events import TransferEvent, TransferProgress
 from castray.shared.transfers import FINAL_STATES, TransferRecord, TransferRequest
@@ -130,18 +132,31 @@ async def follow(api: AsyncClient, stream: EventStream, transfer_id: str, board:
 
     async def poll() -> None:
         while not ended.is_set():
-            await refresh()
+            with contextlib.suppress(GatewayUnreachable, Unavailable):  # a restart: the stream waits it out
+                await refresh()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), POLL_EVERY)
 
-    tasks = [asyncio.create_task(listen()), asyncio.create_task(poll())]
-    try:
-        await ended.wait()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await _until(ended, listen(), poll())
     return record
+
+
+async def _until(ended: asyncio.Event, *work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until ``ended`` is set; a task that fails (the gateway gone for good) raises here
+    rather than leaving the wait to hang."""
+    waiter = asyncio.create_task(ended.wait())
+    tasks = [asyncio.create_task(w) for w in work]
+    try:
+        pending = {waiter, *tasks}
+        while not waiter.done():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter and not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+    finally:
+        for task in (waiter, *tasks):
+            task.cancel()
+        await asyncio.gather(waiter, *tasks, return_exceptions=True)
 
 
 def verdict(rec: TransferRecord) -> tuple[bool, list[str]]:
