@@ -51,13 +51,15 @@ class ClusterDetail(Reply):
 
 
 class NodeList(Reply):
-    """``GET /api/nodes``."""
+    """``GET /api/nodes`` (``total`` and ``next_cursor`` only when a ``limit`` or ``cursor`` was asked)."""
 
     success: bool = True
     nodes: list[NodeInfo]
     count: int
     epoch: str
     version: int
+    total: int | None = None
+    next_cursor: str | None = None
 
 
 class NodeDetail(Reply):

@@ -89,7 +89,7 @@ class Snapshot:
             and (state is None or n.state == state.upper())
             and (external is None or n.external == external)
         ]
-        return sorted(out, key=lambda n: (n.cluster_id, not n.is_head, n.name, n.id))
+        return sorted(out, key=node_order)
 
     def cluster_list(self) -> list[ClusterInfo]:
         """Clusters in the order they were first seen."""
@@ -97,6 +97,11 @@ class Snapshot:
 
     def nodes_of(self, cluster_id: str) -> list[NodeInfo]:
         return self.node_list(cluster=cluster_id)
+
+
+def node_order(n: NodeInfo) -> tuple[str, bool, str, str]:
+    """The order nodes are listed in: by cluster, its head first, then by name (and id, to break ties)."""
+    return (n.cluster_id, not n.is_head, n.name, n.id)
 
 
 def _int(fields: dict[str, str], name: str) -> int:

@@ -29,6 +29,8 @@ from castray.shared.api import (
     DiscoverResult,
     NodeDetail,
     NodeList,
+    Readiness,
+    ServiceList,
     TransferList,
     TransferQueued,
     UploadDeleted,
@@ -114,6 +116,14 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         """``GET /api/health``; raises `Unavailable` (503) when the gateway cannot serve live events."""
         return dict(await self.request("GET", "/api/health"))
+
+    async def ready(self) -> Readiness:
+        """``GET /api/ready``; raises `Unavailable` (503) until Redis answers and events are subscribed."""
+        return await self._get("/api/ready", Readiness)
+
+    async def services(self) -> ServiceList:
+        """``GET /api/services``: every replica's heartbeat, stale ones marked, and the queue's depth."""
+        return await self._get("/api/services", ServiceList)
 
     async def clusters(self) -> list[ClusterSummary]:
         return (await self._get("/api/clusters", _ClusterList)).clusters

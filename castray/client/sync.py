@@ -17,6 +17,8 @@ from castray.shared.api import (
     ConnectResult,
     DisconnectResult,
     DiscoverResult,
+    Readiness,
+    ServiceList,
     TransferList,
     TransferQueued,
     UploadDeleted,
@@ -68,6 +70,12 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return self._run(self.aio.health())
+
+    def ready(self) -> Readiness:
+        return self._run(self.aio.ready())
+
+    def services(self) -> ServiceList:
+        return self._run(self.aio.services())
 
     def clusters(self) -> list[ClusterSummary]:
         return self._run(self.aio.clusters())

@@ -11,7 +11,8 @@ the clients of the ``status`` topic, at most once per ``status_interval`` while 
 change and every ``status_idle_interval`` seconds otherwise (built once and shared by every client), and
 the ``external_cluster_*`` messages.
 
-``setup(app)`` puts the gateway's one `ViewReader` and its hub on the app, before the other features.
+``setup(app)`` puts the gateway's one `ViewReader`, its `ViewCache` and its hub on the app, before the other
+features.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway.original import live
 from castray.gateway.original import status as original
+from castray.gateway.view_cache import ViewCache
 from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.events import (
     ClusterDelta,
@@ -153,10 +155,12 @@ def frames_for(event: Event) -> list[Frame]:
 class EventHub:
     """The process's single subscription to the event channels, fanned out to subscribers."""
 
-    def __init__(self, bus: Bus, store: ViewReader, *, status_interval: float = 1.0,
+    def __init__(self, bus: Bus, store: ViewReader, *, cache: ViewCache | None = None,
+                 status_interval: float = 1.0,
                  status_idle_interval: float = original.STATUS_IDLE_INTERVAL) -> None:
         self.bus = bus
         self.store = store
+        self.cache = cache or ViewCache(store)
         self.status_interval = status_interval
         self.status_idle_interval = status_idle_interval
         self.status = original.StatusCache(store.redis, store.names)
@@ -257,14 +261,15 @@ class EventHub:
             for message in messages if self._subs else []:
                 self.publish(Frame("clusters", dumps(message)))
         if any(original.STATUS_TOPIC in sub.topics for sub in self._subs):
-            self.publish(Frame(original.STATUS_TOPIC, (await self.status.current(self.store)).message))
+            self.publish(Frame(original.STATUS_TOPIC, (await self.status.current(self.cache)).message))
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     view = ViewReader(app[keys.REDIS], app[keys.NAMES])
     app[keys.VIEW] = view
-    hub = EventHub(app[keys.BUS], view, status_interval=settings.status_interval)
+    cache = app[keys.VIEW_CACHE] = ViewCache(view)
+    hub = EventHub(app[keys.BUS], view, cache=cache, status_interval=settings.status_interval)
     app[keys.HUB] = hub
     await hub.start()
     yield

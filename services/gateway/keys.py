@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the modules below import this one
     from castray.gateway.event_hub import EventHub
     from castray.gateway.metrics import GatewayMetrics
     from castray.gateway.origin import BrowserPolicy
+    from castray.gateway.view_cache import ViewCache
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 BROWSER_POLICY: web.AppKey[BrowserPolicy] = web.AppKey("browser_policy")
@@ -23,6 +24,8 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", Bus)
 NAMES = web.AppKey("names", Names)
 VIEW: web.AppKey[ViewReader] = web.AppKey("view")
+# The view encoded once per version, and the bodies served from it (REST and /ws snapshots).
+VIEW_CACHE: web.AppKey[ViewCache] = web.AppKey("view_cache")
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
 # Open WebSockets, closed on shutdown so a stop never waits for clients to leave.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")

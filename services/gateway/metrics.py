@@ -49,6 +49,10 @@ class GatewayMetrics:
                                   registry=r)
         self.nodes = Gauge("castray_nodes", "Nodes of the view by state", ["state"], registry=r)
         self.clusters = Gauge("castray_clusters", "Clusters of the view by state", ["state"], registry=r)
+        self.view_cache = Gauge("castray_gateway_view_cache_builds",
+                                "What the view cache built since start: snapshot (the whole view read and "
+                                "encoded), catch_up (a version reached from the log), body (a response "
+                                "encoded: a cache miss)", ["kind"], registry=r)
         self.events_subscribed = Gauge("castray_gateway_events_subscribed",
                                        "1 while the gateway's event listener is subscribed", registry=r)
 
@@ -92,15 +96,20 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @doc("Metrics in the Prometheus text format (version 0.0.4): HTTP requests by method, route and status; "
-     "request durations by route; WebSocket clients; the view's version, nodes and clusters by state",
+     "request durations by route; WebSocket clients; the view's version, nodes and clusters by state; "
+     "what the view cache built",
      tag="meta", responses={503: "Redis unavailable"}, content_type=PROMETHEUS_TEXT)
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     m = app[keys.METRICS]
     hub = app[keys.HUB]
-    status = await hub.status.current(app[keys.VIEW])
+    status = await hub.status.current(app[keys.VIEW_CACHE])
     m.set_view(status.meta.version, status.node_states, status.cluster_states)
     m.websockets.set(len(app[keys.WEBSOCKETS]))
+    cache = app[keys.VIEW_CACHE]
+    built = {"snapshot": cache.snapshots, "catch_up": cache.catch_ups, "body": cache.body_builds}
+    for kind, count in built.items():
+        m.view_cache.labels(kind).set(count)
     m.events_subscribed.set(1 if hub.subscribed.is_set() else 0)
     return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": PROMETHEUS_TEXT + "; charset=utf-8"})

@@ -9,11 +9,13 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from castray.gateway import keys
+from castray.gateway import keys, node_pages
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original import clusters as original_clusters
 from castray.gateway.original.errors import node_refusal, speaks_original
+from castray.gateway.original.status import dumps
+from castray.gateway.view_cache import serve
 from castray.shared.api import NodeDetail, NodeList
 
 STATES = ("ALIVE", "DEAD", "UNREACHABLE")
@@ -38,23 +40,33 @@ def _state(raw: str | None) -> str | None:
     return raw.upper()
 
 
-@doc("Nodes of every cluster, optionally filtered", tag="nodes", response_model=NodeList,
-     query={"cluster": "cluster id", "state": "ALIVE, DEAD or UNREACHABLE", "external": "true or false"},
-     responses={400: "bad filter", 503: "Redis unavailable"})
+@doc("Nodes of every cluster, optionally filtered and paginated (filters and pages are served from the view "
+     "encoded once per version: ETag and If-None-Match give 304 while the view is unchanged; gzip when "
+     "Accept-Encoding allows). Without limit, cursor or fields the body is success, nodes, count, epoch, "
+     "version; with limit or cursor it adds total (nodes matching) and next_cursor (null on the last page), "
+     "and count is the page's", tag="nodes", response_model=NodeList,
+     query={"cluster": "cluster id", "state": "ALIVE, DEAD or UNREACHABLE", "external": "true or false",
+            "limit": f"page size, 1 to {node_pages.MAX_LIMIT}",
+            "cursor": "next_cursor of the previous page (pages stay in order across view changes)",
+            "fields": "comma-separated node fields to return (id always included)"},
+     responses={304: "not modified (If-None-Match)", 400: "bad filter, limit, cursor or fields",
+                503: "Redis unavailable"})
 async def list_nodes(request: web.Request) -> web.Response:
     q = request.query
-    external, state, cluster = _external(q.get("external")), _state(q.get("state")), q.get("cluster") or None
-    snap = await request.app[keys.VIEW].snapshot()
-    found = snap.node_list(cluster=cluster, state=state, external=external)
-    body = NodeList(nodes=found, count=len(found), epoch=snap.meta.epoch, version=snap.meta.version)
-    return web.json_response(body.model_dump(mode="json"))
+    flt = (q.get("cluster") or None, _state(q.get("state")), _external(q.get("external")))
+    page = node_pages.Page.parse(q)
+    cache = request.app[keys.VIEW_CACHE]
+    ev = await cache.current()
+    return await serve(request, cache, ev.meta, ("nodes", flt, page), lambda: node_pages.build(ev, flt, page))
 
 
 @doc("External nodes (the seed's shape): success, external_nodes (list), count", tag="nodes",
-     responses={503: "Redis unavailable"})
+     responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
 async def external_nodes(request: web.Request) -> web.Response:
-    snap = await request.app[keys.VIEW].snapshot()
-    return web.json_response(original_clusters.external_nodes_reply(snap))
+    cache = request.app[keys.VIEW_CACHE]
+    ev = await cache.current()
+    return await serve(request, cache, ev.meta, ("nodes/external",),
+                       lambda: dumps(original_clusters.external_nodes_reply(ev.snapshot)).encode())
 
 
 @doc("One node", tag="nodes", response_model=NodeDetail, responses={404: "unknown node"})

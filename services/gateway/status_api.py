@@ -9,6 +9,7 @@ from aiohttp import web
 
 from castray.gateway import keys
 from castray.gateway.openapi import doc
+from castray.gateway.view_cache import serve
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lease import holder_of
 
@@ -19,12 +20,14 @@ log = logging.getLogger(__name__)
      "original's transfer counters), clusters, ray_cluster (cluster_resources, available_resources; memory "
      "in MiB); and discovery_leader, the discovery replica that leads (null: none does now). A DEAD node "
      "is listed in node_statuses with Ray's reason (state_message) but counted in dead_nodes only",
-     tag="status", responses={503: "Redis unavailable"})
+     tag="status", responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
-    status = await app[keys.HUB].status.current(app[keys.VIEW])
+    cache = app[keys.VIEW_CACHE]
+    status = await app[keys.HUB].status.current(cache)
     leader = await holder_of(app[keys.REDIS], app[keys.NAMES].discovery_leader)
-    return web.Response(text=status.response_text(discovery_leader=leader), content_type="application/json")
+    return await serve(request, cache, status.meta, ("status", status.generation, leader),
+                       lambda: status.response(discovery_leader=leader))
 
 
 @doc("Health: Redis answers and the event listener is subscribed (503 otherwise, the body naming what "

@@ -22,6 +22,7 @@ from castray.gateway.errors import ApiError
 from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps, view_topic
 from castray.gateway.openapi import doc
 from castray.gateway.original.status import STATUS_TOPIC, StatusCache
+from castray.gateway.view_cache import EncodedView, ViewCache
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lifecycle import stop_task
 from castray.shared.view import ViewReader
@@ -54,14 +55,28 @@ def parse_resume(query: Any) -> tuple[str, int] | None:
     return epoch, int(since)
 
 
+def snapshot_message(ev: EncodedView, reason: str, topics: tuple[str, ...]) -> bytes:
+    """``{type: snapshot, reason, epoch, version, topics, clusters?, nodes?}``, nodes joined from their
+    encoded JSON."""
+    head = dumps({"type": "snapshot", "reason": reason, "epoch": ev.meta.epoch, "version": ev.meta.version,
+                  "topics": list(topics)})[:-1].encode()
+    if "clusters" in topics:
+        clusters = [c.model_dump(mode="json") for c in ev.snapshot.cluster_list()]
+        head += b',"clusters":' + dumps(clusters).encode()
+    if "nodes" in topics:
+        head += b',"nodes":' + ev.nodes_json(ev.order)
+    return head + b"}"
+
+
 class WsSession:
     """Sends one client its snapshot and deltas, in order, from its hub queue."""
 
     def __init__(self, ws: web.WebSocketResponse, sub: Subscriber, store: ViewReader, *, replay_limit: int,
-                 status: StatusCache | None = None):
+                 cache: ViewCache | None = None, status: StatusCache | None = None):
         self.ws = ws
         self.sub = sub
         self.store = store
+        self.cache = cache or ViewCache(store)
         self.replay_limit = replay_limit
         self.status = status
         self.epoch = ""
@@ -81,7 +96,7 @@ class WsSession:
                 await self.snapshot("connect")
             if self.status is not None and STATUS_TOPIC in self.sub.topics:
                 # As the original, a status_update at once (the bytes every client of this version shares).
-                await self.send((await self.status.current(self.store)).message)
+                await self.send((await self.status.current(self.cache)).message)
             while not self.ws.closed:
                 item = await self.sub.queue.get()
                 if isinstance(item, Resync):
@@ -104,15 +119,13 @@ class WsSession:
             await self.ws.close(code=1011, message=b"internal error")
 
     async def snapshot(self, reason: str) -> None:
-        snap = await self.store.snapshot()
-        self._move_to(snap.meta.epoch, snap.meta.version)
-        msg: dict[str, Any] = {"type": "snapshot", "reason": reason, "epoch": snap.meta.epoch,
-                               "version": snap.meta.version, "topics": sorted(self.sub.topics)}
-        if "clusters" in self.sub.topics:
-            msg["clusters"] = [c.model_dump(mode="json") for c in snap.cluster_list()]
-        if "nodes" in self.sub.topics:
-            msg["nodes"] = [n.model_dump(mode="json") for n in snap.node_list()]
-        await self.send(msg)
+        """The view now, as bytes built once per version, reason and topics, whatever the clients."""
+        ev = await self.cache.current()
+        self._move_to(ev.meta.epoch, ev.meta.version)
+        topics = tuple(sorted(self.sub.topics))
+        body = self.cache.body(ev.meta, ("ws-snapshot", reason, topics),
+                               lambda: snapshot_message(ev, reason, topics))
+        await self.send(body.raw)
 
     def _move_to(self, epoch: str, version: int) -> None:
         if self.epoch and self.epoch != epoch and self.epoch not in self.stale:
@@ -204,7 +217,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     hub = app[keys.HUB]
     sub = hub.subscribe(topics, settings.ws_queue_size)  # before the snapshot: nothing is missed
-    session = WsSession(ws, sub, app[keys.VIEW], replay_limit=settings.ws_replay_limit, status=hub.status)
+    session = WsSession(ws, sub, app[keys.VIEW], replay_limit=settings.ws_replay_limit,
+                        cache=app[keys.VIEW_CACHE], status=hub.status)
     app[keys.WEBSOCKETS].add(ws)
     sender = asyncio.create_task(session.run(resume), name="gateway.ws.send")
     try:

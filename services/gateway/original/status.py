@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 
 from castray.gateway import summaries
 from castray.gateway import transfer_store as store
+from castray.gateway.view_cache import EncodedView, ViewCache
 from castray.shared.events import (
     Event,
     NodeInfo,
@@ -46,7 +47,7 @@ from castray.shared.events import (
 )
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord
-from castray.shared.view import Snapshot, ViewMeta, ViewReader
+from castray.shared.view import Snapshot, ViewMeta
 
 # The original CastRay labelled Ray nodes this way in /api/status; its scripts and page read it.
 RAY_NODE_TYPE = "Ray节点"
@@ -124,10 +125,18 @@ def file_transfer_status(node_ids: list[str], stats: dict[str, dict[str, Any]]) 
 
 
 # --- /api/status and status_update ------------------------------------------------------------------
-def node_status(node: NodeInfo, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One entry of ``node_statuses``: our node record plus the original's fields."""
-    return {**summaries.node_record(node), **(stats.get(node.id) or _empty_stats()), "node_id": node.id,
-            "is_running": node.state == "ALIVE", "node_type": RAY_NODE_TYPE, "port": "N/A"}
+_EMPTY_STATS = dumps(_empty_stats())[1:-1].encode()
+_RAY_NODE = ("," + dumps({"node_type": RAY_NODE_TYPE, "port": "N/A"})[1:]).encode()
+
+
+def node_status(node: NodeInfo, encoded: bytes, stats: dict[str, dict[str, Any]]) -> bytes:
+    """One entry of ``node_statuses``: our node record (``encoded``, its JSON as the view cache keeps it)
+    plus the original's fields, spliced as bytes (none of their keys is a `NodeInfo` field)."""
+    entry = stats.get(node.id)
+    extra = dumps(entry)[1:-1].encode() if entry else _EMPTY_STATS
+    running = b"true" if node.state == "ALIVE" else b"false"
+    return (encoded[:-1] + b"," + extra + b',"node_id":' + dumps(node.id).encode() + b',"is_running":'
+            + running + _RAY_NODE)
 
 
 def _in_mib(resources: dict[str, float]) -> dict[str, float]:
@@ -147,58 +156,40 @@ def ray_cluster(snap: Snapshot) -> dict[str, Any]:
             "alive_clusters": sum(1 for c in snap.clusters.values() if c.state == "alive")}
 
 
-def build_status(snap: Snapshot, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The body of ``GET /api/status`` and the ``data`` of ``status_update``: ``node_statuses`` lists every
-    node, the counts leave DEAD ones out (``dead_nodes`` counts them)."""
-    nodes = snap.node_list()
-    live = [n for n in nodes if summaries.counted(n)]
-    return {
-        "total_nodes": len(live),
-        "active_nodes": sum(1 for n in live if n.state == "ALIVE"),
-        "dead_nodes": len(nodes) - len(live),
-        "external_nodes": sum(1 for n in live if n.external),
-        "node_statuses": [node_status(n, stats) for n in nodes],
-        "clusters": [summaries.cluster_summary(c, snap) for c in snap.cluster_list()],
-        "ray_cluster": ray_cluster(snap),
-        "node_ports": {},  # the original's own nodes' UDP ports: CastRay has none
-        "epoch": snap.meta.epoch,
-        "version": snap.meta.version,
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class StatusBody:
-    """One built status: its view version and statistics generation, the body, its JSON encoded once, and
-    the WebSocket ``status_update`` around it as UTF-8 (sent to every client as these very bytes)."""
+    """One built status: its view version and statistics generation, its JSON (the body of ``GET
+    /api/status`` and the ``data`` of ``status_update``) encoded once, and the WebSocket ``status_update``
+    around it (sent to every client as these very bytes). ``node_statuses`` lists every node, the counts
+    leave DEAD ones out (``dead_nodes`` counts them)."""
 
     meta: ViewMeta
     generation: int
-    body: dict[str, Any]
-    body_text: str
+    text: bytes
     message: bytes
+    node_states: list[str]  # what metrics count, without reading the view again
+    cluster_states: list[str]
 
     @classmethod
-    def build(cls, meta: ViewMeta, generation: int, body: dict[str, Any]) -> StatusBody:
-        text = dumps(body)
-        return cls(meta, generation, body, text, b'{"type":"status_update","data":' + text.encode() + b"}")
+    def build(cls, ev: EncodedView, generation: int, stats: dict[str, dict[str, Any]]) -> StatusBody:
+        snap = ev.snapshot
+        nodes = [snap.nodes[i] for i in ev.order]
+        live = [n for n in nodes if summaries.counted(n)]
+        clusters = [summaries.cluster_summary(c, snap) for c in snap.cluster_list()]
+        head = dumps({"total_nodes": len(live), "active_nodes": sum(1 for n in live if n.state == "ALIVE"),
+                      "dead_nodes": len(nodes) - len(live),
+                      "external_nodes": sum(1 for n in live if n.external)})
+        statuses = b",".join(node_status(n, ev.encoded[n.id], stats) for n in nodes)
+        tail = dumps({"clusters": clusters, "ray_cluster": ray_cluster(snap),
+                      "node_ports": {},  # the original's own nodes' UDP ports: CastRay has none
+                      "epoch": snap.meta.epoch, "version": snap.meta.version})
+        text = (head[:-1] + ',"node_statuses":[').encode() + statuses + b"]," + tail[1:].encode()
+        return cls(snap.meta, generation, text, b'{"type":"status_update","data":' + text + b"}",
+                   [n.state for n in nodes], [str(c.get("state", "unknown")) for c in clusters])
 
-    @property
-    def node_states(self) -> list[str]:
-        """The state of each node in this status (what metrics count, without reading the view again)."""
-        return _states(self.body.get("node_statuses"))
-
-    @property
-    def cluster_states(self) -> list[str]:
-        return _states(self.body.get("clusters"))
-
-    def response_text(self, **extra: Any) -> str:
+    def response(self, **extra: Any) -> bytes:
         """The body of ``GET /api/status``: ``success``, ``extra``, then the status."""
-        head = dumps({"success": True, **extra})
-        return head[:-1] + ("," + self.body_text[1:] if self.body_text != "{}" else "}")
-
-
-def _states(entries: Any) -> list[str]:
-    return [str(e.get("state", "unknown")) for e in entries or [] if isinstance(e, dict)]
+        return dumps({"success": True, **extra})[:-1].encode() + b"," + self.text[1:]
 
 
 class StatusCache:
@@ -228,15 +219,15 @@ class StatusCache:
             self._stats, self._stats_at = fresh, now
         return self._stats
 
-    async def current(self, view: ViewReader) -> StatusBody:
+    async def current(self, view: ViewCache) -> StatusBody:
         """The status of the view now: reused while its version and the statistics are unchanged (one
-        small read of the view's meta), built from a snapshot otherwise."""
+        small read of the view's meta), built from the view cache's records and node JSON otherwise."""
         stats = await self.stats()
+        ev = await view.current()
         s = self._status
-        if s is not None and s.generation == self.generation and s.meta == await view.meta():
+        if s is not None and s.generation == self.generation and s.meta == ev.meta:
             return s
-        snap = await view.snapshot()
-        self._status = StatusBody.build(snap.meta, self.generation, build_status(snap, stats))
+        self._status = StatusBody.build(ev, self.generation, stats)
         self.builds += 1
         return self._status
 
