@@ -7,6 +7,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from castray.client import AsyncClient
 from castray.gateway import keys
 from castray.shared import codec
 from castray.shared.api import ServiceList
@@ -102,3 +103,15 @@ async def test_a_heartbeat_writes_its_typed_entry_and_removes_it_when_closed(
         await beat.close()
     assert not await redis_client.hexists(names.services, "transfer:t-1")
     assert await read_replicas(redis_client, names, stale_beats=3, forget_after=60) == []
+
+
+async def test_the_sdk_reads_services_and_ready_typed(gateway) -> None:
+    async with AsyncClient(str(gateway.make_url("")).rstrip("/"), token="") as api:
+        assert (await api.ready()).ready is True
+        listed = await wait_for(lambda: _gateway_listed(api), "the gateway's heartbeat through the SDK")
+        assert listed.count == 1 and listed.services[0].service == "gateway"
+
+
+async def _gateway_listed(api) -> ServiceList | None:
+    body = await api.services()
+    return body if body.count == 1 else None
