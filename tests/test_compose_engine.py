@@ -76,6 +76,20 @@ def test_every_service_becomes_healthy_and_the_installed_package_is_not_shadowed
     assert missing.strip() == "None"  # the gateway image carries no Ray
 
 
+def test_api_services_lists_each_service_once_from_its_own_container(stack: Stack) -> None:
+    # Every container is healthy: each healthcheck (castray health --service) found its own fresh heartbeat.
+    body = stack.get("/api/services")
+    assert sorted(r["service"] for r in body["services"]) == ["discovery", "gateway", "node-registry",
+                                                              "transfer"], body
+    hostname = ["python", "-c", "import socket; print(socket.gethostname())"]
+    for replica in body["services"]:
+        (container,) = stack.containers(replica["service"])
+        assert replica["host"] == stack.exec(container, *hostname).strip(), replica
+    leading = {r["service"]: r["holds"].get("leading") for r in body["services"]}
+    assert leading["discovery"] is True
+    assert body["transfer_queue"]["pending"] == 0
+
+
 def test_the_seed_walkthrough_through_the_published_port(stack: Stack) -> None:
     status, found = stack.request("POST", "/api/cluster/discover-external")
     assert status == 200 and found["success"] is True
