@@ -223,11 +223,11 @@ def resolve(given: str, nodes: list[NodeInfo]) -> str:
 async def _request(api: AsyncClient, args: argparse.Namespace, upload_id: str | None) -> TransferRequest:
     source: UploadSource | GenerateSource = (UploadSource(upload_id=upload_id) if upload_id
                                              else GenerateSource(generate=GenerateSpec(size=args.generate)))
-    nodes = await api.nodes(state="ALIVE")
+    nodes = await api.nodes()  # every state: the gateway says why a node that is not ALIVE cannot have it
     if args.broadcast:
         targets = []
         if args.cluster:
-            of_cluster = [n.id for n in nodes if n.cluster_id == args.cluster]
+            of_cluster = [n.id for n in nodes if n.cluster_id == args.cluster and n.state == "ALIVE"]
             if not of_cluster:
                 raise NotFound(404, f"cluster {args.cluster!r} has no alive node", code="unknown_cluster")
             targets = of_cluster[:1]  # one of its nodes chooses the cluster
@@ -252,6 +252,9 @@ def _send(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except ClientError as e:
         print(f"castray send: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file to upload: missing, unreadable
+        print(f"castray send: cannot read {e.filename or args.file}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return _interrupted(args, sent)

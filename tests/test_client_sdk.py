@@ -64,6 +64,10 @@ async def test_every_operation_upload_with_progress_and_live_events(stack: Stack
         assert (upload.sha256, upload.file_size, upload.file_name) == (digest, size, source.name)
         assert len(progress) == 6 and progress[-1] == (size, size)
         assert upload.upload_id in [u.upload_id for u in (await api.uploads()).uploads]
+        back = await api.download_upload(upload.upload_id, tmp_path / "back.bin")
+        assert await asyncio.to_thread(sha256_file, back) == digest
+        assert "/api/transfers" in (await api.openapi())["paths"]
+        assert "castray_" in await api.metrics()
 
         async with api.events() as stream:
             first = await anext(stream)
@@ -100,8 +104,8 @@ async def test_every_operation_upload_with_progress_and_live_events(stack: Stack
         gone = await api.disconnect(cluster.id)
         assert gone.disconnected == [cluster.id]
         assert await api.nodes() == []
-        back = await api.connect(cluster.dashboard_url or "")
-        assert back.cluster.id == cluster.id and head_id in back.external_nodes
+        again = await api.connect(cluster.dashboard_url or "")
+        assert again.cluster.id == cluster.id and head_id in again.external_nodes
 
 
 def test_the_sync_client_does_the_same_without_a_loop(stack: Stack) -> None:

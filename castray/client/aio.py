@@ -125,6 +125,14 @@ class AsyncClient:
         """``GET /api/services``: every replica's heartbeat, stale ones marked, and the queue's depth."""
         return await self._get("/api/services", ServiceList)
 
+    async def metrics(self) -> str:
+        """``GET /metrics``: the Prometheus text."""
+        return str(await self.request("GET", "/metrics"))
+
+    async def openapi(self) -> dict[str, Any]:
+        """``GET /api/openapi.json``: the gateway's own description of its API."""
+        return dict(await self.request("GET", "/api/openapi.json"))
+
     async def clusters(self) -> list[ClusterSummary]:
         return (await self._get("/api/clusters", _ClusterList)).clusters
 
@@ -197,6 +205,30 @@ class AsyncClient:
 
     async def get_upload(self, upload_id: str) -> UploadRecord:
         return await self._get(f"/api/uploads/{_segment(upload_id)}", UploadRecord)
+
+    async def download_upload(self, upload_id: str, dest: str | Path, *, progress: Progress | None = None,
+                              chunk_size: int = CHUNK) -> Path:
+        """Stream a stored upload's bytes (``GET /api/uploads/{id}/content``) into the file ``dest``, each
+        chunk written in a thread; ``progress(received, total)`` after each. ``dest``."""
+        dest = Path(dest)
+        url = f"{self.url}/api/uploads/{_segment(upload_id)}/content"
+        try:
+            async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+                if resp.status >= 400:
+                    raise error_for(resp.status, await resp.json(content_type=None))
+                total, received = resp.content_length or 0, 0
+                f = await asyncio.to_thread(dest.open, "wb")
+                try:
+                    async for chunk in resp.content.iter_chunked(chunk_size):
+                        await asyncio.to_thread(f.write, chunk)
+                        received += len(chunk)
+                        if progress is not None:
+                            progress(received, total)
+                finally:
+                    await asyncio.to_thread(f.close)
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+            raise GatewayUnreachable(self.url, str(e) or type(e).__name__) from e
+        return dest
 
     async def uploads(self, *, limit: int = 50, offset: int = 0) -> UploadList:
         return await self._get("/api/uploads", UploadList, {"limit": str(limit), "offset": str(offset)})

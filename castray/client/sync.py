@@ -77,6 +77,12 @@ class Client:
     def services(self) -> ServiceList:
         return self._run(self.aio.services())
 
+    def metrics(self) -> str:
+        return self._run(self.aio.metrics())
+
+    def openapi(self) -> dict[str, Any]:
+        return self._run(self.aio.openapi())
+
     def clusters(self) -> list[ClusterSummary]:
         return self._run(self.aio.clusters())
 
@@ -122,6 +128,9 @@ class Client:
 
     def get_upload(self, upload_id: str) -> UploadRecord:
         return self._run(self.aio.get_upload(upload_id))
+
+    def download_upload(self, upload_id: str, dest: str | Path, *, progress: Progress | None = None) -> Path:
+        return self._run(self.aio.download_upload(upload_id, dest, progress=progress))
 
     def uploads(self, *, limit: int = 50, offset: int = 0) -> UploadList:
         return self._run(self.aio.uploads(limit=limit, offset=offset))
