@@ -44,8 +44,9 @@ class Sent:
 
 
 def _bars() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[state]}"), console=output.console())
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                    TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[state]}"),
+                    console=output.console())
 
 
 async def upload(api: AsyncClient, path: str, quiet: bool) -> str:

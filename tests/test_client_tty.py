@@ -33,8 +33,10 @@ def test_send_in_a_terminal_shows_the_upload_then_a_moving_bar_per_destination(
         for _ in range(256):
             f.write(os.urandom(MiB))
     digest = sha256_file(source)
-    terminal.type(f"CASTRAY_GATEWAY_URL={stack.url} {sys.executable} -m castray.cli send {source} "
-                  "--broadcast; echo EXIT=$?")
+    bin_dir = Path(sys.executable).parent  # where `castray` is
+    terminal.type(f"export CASTRAY_GATEWAY_URL={stack.url} PATH={bin_dir}:$PATH PS1='$ '; cd {tmp_path}")
+    terminal.type("clear")
+    terminal.type(f"castray send {source.name} --broadcast; echo EXIT=$?")
     screens: list[str] = []
 
     def ended() -> bool:
@@ -43,8 +45,10 @@ def test_send_in_a_terminal_shows_the_upload_then_a_moving_bar_per_destination(
 
     wait_for_blocking(ended, "castray send to end", deadline=240, interval=0.1)
     final = screens[-1]
+    if picture := os.environ.get("CASTRAY_SEND_SCREENSHOT"):  # docs/send.svg, the README's picture
+        terminal.save_svg(Path(picture), "castray send big.bin --broadcast")
     assert re.search(r"^EXIT=0$", final, re.M), final
-    upload_lines = [line for s in screens for line in s.splitlines() if line.startswith(f"upload {source}")]
+    upload_lines = [line for s in screens for line in s.splitlines() if line.startswith("upload big.bin")]
     assert any(BAR in line for line in upload_lines), screens[-1]
     for node in stack.node_ids:
         bars = {line for s in screens for line in s.splitlines() if line.startswith(node) and BAR in line}

@@ -3,6 +3,7 @@ window of a fixed size running bash; type into it, read its screen (capture-pane
 
 from __future__ import annotations
 
+import io
 import shlex
 import shutil
 import subprocess
@@ -32,8 +33,21 @@ class Terminal:
         """Keys as tmux names them (``C-c``), without Enter."""
         self._tmux("send-keys", "-t", "t", *keys)
 
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "t")
+    def screen(self, *, colours: bool = False) -> str:
+        """The visible screen as text (``colours``: with its escape sequences, for a picture of it)."""
+        return self._tmux("capture-pane", "-p", *(("-e",) if colours else ()), "-t", "t")
+
+    def save_svg(self, path: Path, title: str) -> None:
+        """The screen as an SVG picture (rich draws it from the screen's escape sequences)."""
+        from rich.console import Console
+        from rich.text import Text
+
+        lines = self.screen(colours=True).rstrip("\n").splitlines()
+        while lines and not Text.from_ansi(lines[-1]).plain.strip():
+            lines.pop()
+        console = Console(record=True, width=160, file=io.StringIO(), force_terminal=True)
+        console.print(Text.from_ansi("\n".join(lines)))
+        console.save_svg(str(path), title=title)
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
