@@ -6,10 +6,16 @@ bounded queue: when a client cannot keep up, its queue is dropped and replaced b
 so the client gets a fresh snapshot instead of unbounded buffering. After a (re)subscription every
 subscriber resyncs too, since pub/sub loses what was published while the link was down.
 
+Every message is encoded to UTF-8 bytes once per event, here, and those bytes are what every client's
+socket is sent (the WebSocket is not compressed per client, which would encode each message again for
+each of them).
+
 The hub also pushes the original CastRay's messages, shaped by the ``original`` adapter: ``status_update`` to
-the clients of the ``status`` topic, at most once per ``status_interval`` while the view or the transfers
-change and every ``status_idle_interval`` seconds otherwise (built once and shared by every client), and
-the ``external_cluster_*`` messages.
+the clients of the ``status`` topic only (a client that names its topics opts in by naming it; a bare
+``/ws``, as the original's page opens, has every topic), at most once per ``status_interval`` (and no
+faster than `STATUS_BYTES_PER_SECOND` allows for its size) while the view or the transfers change and
+every ``status_idle_interval`` seconds otherwise, built once and shared by every client; a client that is
+behind holds one, the newest, never a backlog of them. And the ``external_cluster_*`` messages.
 
 ``setup(app)`` puts the gateway's one `ViewReader`, its `ViewCache` and its hub on the app, before the other
 features.
@@ -47,6 +53,9 @@ log = logging.getLogger(__name__)
 
 TOPICS: tuple[str, ...] = ("clusters", "nodes", "transfers", "messages", original.STATUS_TOPIC)
 VIEW_TOPICS = frozenset({"clusters", "nodes"})
+# A status_update is the whole view: pushes on change are spaced so that it costs each client at most this
+# (a 5 MB status of 10k nodes goes every 5 s, as the original's idle push; a small one every status_interval).
+STATUS_BYTES_PER_SECOND = 1024 * 1024
 dumps = original.dumps
 
 
@@ -83,6 +92,9 @@ class Subscriber:
     maxsize: int
     overflows: int = 0
     queue: asyncio.Queue[QueueItem] = field(init=False)
+    # The newest status_update not yet sent: a client that is behind gets the latest one, once, rather
+    # than every whole view pushed while it was busy.
+    status: Frame | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.maxsize)
@@ -100,16 +112,26 @@ class Subscriber:
         """Queue ``item``; on overflow drop everything queued and ask for a snapshot instead."""
         if isinstance(item, Frame) and not self.wants(item):
             return
+        if isinstance(item, Frame) and item.topic == original.STATUS_TOPIC:
+            queued, self.status = self.status is not None, item
+            if queued:
+                return  # its place in the queue is kept; the session sends the newest
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.overflows += 1
             while not self.queue.empty():
                 self.queue.get_nowait()
+            self.status = None
             self.queue.put_nowait(Resync("overflow"))
 
     def resync(self, reason: str) -> None:
         self.offer(Resync(reason))
+
+    def take_status(self) -> Frame | None:
+        """The newest status_update queued (None: already sent)."""
+        frame, self.status = self.status, None
+        return frame
 
 
 # --- event -> client JSON ------------------------------------------------------------------------
@@ -124,8 +146,13 @@ def view_topic(p: ViewChanged) -> str:
     return "nodes" if p.kind == "node" else "clusters"
 
 
+def encoded(message: dict[str, Any]) -> bytes:
+    """A message as the UTF-8 bytes every client is sent: encoded here, once per event."""
+    return dumps(message).encode()
+
+
 def delta_frame(p: ViewChanged) -> Frame:
-    return Frame(view_topic(p), dumps(delta_message(p)), epoch=p.epoch, version=p.version)
+    return Frame(view_topic(p), encoded(delta_message(p)), epoch=p.epoch, version=p.version)
 
 
 def event_message(event: Event) -> dict[str, Any]:
@@ -140,16 +167,21 @@ def frames_for(event: Event) -> list[Frame]:
     if isinstance(event, ViewResetEvent):
         return [Frame("clusters", "", epoch=event.payload.epoch, version=event.payload.version, reset=True)]
     if isinstance(event.payload, TransferEvent):
-        frames = [Frame("transfers", dumps(event_message(event)))]
+        frames = [Frame("transfers", encoded(event_message(event)))]
         legacy = live.transfer_activity(event)
-        return frames + ([Frame("transfers", dumps(legacy))] if legacy else [])
+        return frames + ([Frame("transfers", encoded(legacy))] if legacy else [])
     if isinstance(event, MessageSentEvent):
-        return [Frame("messages", dumps(event_message(event))),
-                Frame("messages", dumps(live.message_received(event)))]
+        return [Frame("messages", encoded(event_message(event))),
+                Frame("messages", encoded(live.message_received(event)))]
     return []
 
 
 # --- the hub -------------------------------------------------------------------------------------
+
+
+def status_gap(interval: float, size: int) -> float:
+    """Seconds from one status push to the next change-driven one, for a status_update of ``size`` bytes."""
+    return max(interval, size / STATUS_BYTES_PER_SECOND)
 
 
 class EventHub:
@@ -168,6 +200,7 @@ class EventHub:
         self.events = 0
         self._subs: set[Subscriber] = set()
         self._dirty = asyncio.Event()
+        self._status_size = 0
         self.news = live.ClusterNews()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -202,7 +235,7 @@ class EventHub:
 
     async def _on_connect(self) -> None:
         # Anything published while we were not subscribed is lost: every client takes a snapshot.
-        self.news.restart((await self.store.snapshot()).clusters)
+        self.news.restart((await self.cache.current()).snapshot.clusters)
         self.subscribed.set()
         for sub in self._subs:
             sub.resync("reconnect")
@@ -253,15 +286,17 @@ class EventHub:
                     self._dirty.set()
             else:
                 self.news.drop()
-            await asyncio.sleep(self.status_interval)
+            await asyncio.sleep(status_gap(self.status_interval, self._status_size))
 
     async def _push_status(self) -> None:
         if self.news.pending:
-            messages = self.news.take(await self.store.snapshot())
+            messages = self.news.take((await self.cache.current()).snapshot)
             for message in messages if self._subs else []:
-                self.publish(Frame("clusters", dumps(message)))
+                self.publish(Frame("clusters", encoded(message)))
         if any(original.STATUS_TOPIC in sub.topics for sub in self._subs):
-            self.publish(Frame(original.STATUS_TOPIC, (await self.status.current(self.cache)).message))
+            update = (await self.status.current(self.cache)).message
+            self._status_size = len(update)
+            self.publish(Frame(original.STATUS_TOPIC, update))
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -84,7 +84,7 @@ class WsSession:
         self.stale: list[str] = []
 
     async def send(self, obj: dict[str, Any] | str | bytes) -> None:
-        if isinstance(obj, bytes):  # encoded once for every client (status_update)
+        if isinstance(obj, bytes):  # encoded once for every client
             await self.ws.send_frame(obj, WSMsgType.TEXT)
             return
         await self.ws.send_str(obj if isinstance(obj, str) else dumps(obj))
@@ -103,7 +103,11 @@ class WsSession:
                     await self.snapshot(item.reason)
                 elif item.is_view:
                     await self.on_view(item)
-                elif item.topic == "direct" or item.topic == "status" or item.topic in self.sub.topics:
+                elif item.topic == STATUS_TOPIC:
+                    status = self.sub.take_status()
+                    if status is not None:
+                        await self.send(status.text)
+                elif item.topic == "direct" or item.topic in self.sub.topics:
                     await self.send(item.text)
         except REDIS_ERRORS as e:
             log.warning("ws: Redis unavailable, closing client: %s", e)
@@ -212,8 +216,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     resume = parse_resume(request.query)
     # castray.v1 is selected when offered, so a browser that sent its token as a subprotocol beside it
     # gets a protocol back (it requires one) and the token is never echoed.
+    # compress=False: per-message deflate would compress each frame again for each client.
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=MAX_CLIENT_FRAME,
-                               protocols=(WS_PROTOCOL,))
+                               protocols=(WS_PROTOCOL,), compress=False)
     await ws.prepare(request)
     hub = app[keys.HUB]
     sub = hub.subscribe(topics, settings.ws_queue_size)  # before the snapshot: nothing is missed
