@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from castray import output, send
-from castray.client import DEFAULT_URL, AsyncClient, Client, ClientError, NotFound
-from castray.shared.events import NodeInfo
+from castray.client import DEFAULT_URL, AsyncClient, Client, ClientError, NotFound, Snapshot
+from castray.shared.events import (
+    NodeInfo,
+    TransferCancelled,
+    TransferCompleted,
+    TransferEvent,
+    TransferFailed,
+    TransferProgress,
+    TransferStarted,
+)
 from castray.shared.transfers import GenerateSource, GenerateSpec, TransferRequest, UploadSource
 
 Command = Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]
@@ -68,7 +77,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--name", metavar="NAME", help="the file's name at the destinations")
     p = _client_parser(sub, "transfers", "list transfers, or show one (--watch: follow it live)")
     p.add_argument("id", metavar="ID", nargs="?", help="one transfer")
-    p.add_argument("--watch", action="store_true", help="with ID: follow it until it ends")
+    p.add_argument("--watch", action="store_true", help="with ID: follow it until it ends; without: a line "
+                   "per transfer started or ended, until Ctrl-C")
     p.add_argument("--limit", type=int, default=20, help="how many (newest first; default 20)")
     p = _client_parser(sub, "cancel", "cancel a transfer")
     p.add_argument("id", metavar="ID", help="the transfer")
@@ -155,6 +165,8 @@ async def _transfers(api: AsyncClient, args: argparse.Namespace) -> int:
     if args.id and args.watch:
         record = await send.run_transfer(api, send.Sent(), quiet=args.json, existing=args.id)
         return send.report(record, as_json=args.json)
+    if args.watch:
+        return await _watch_all(api, as_json=args.json)
     if args.id:
         record = await api.transfer(args.id)
         if args.json:
@@ -176,6 +188,29 @@ async def _transfers(api: AsyncClient, args: argparse.Namespace) -> int:
     output.table(f"{len(listed)} of {page.total} transfer(s)", ("ID", "STATE", "MODE", "FILE", "SIZE",
                                                                "DONE", "CREATED"), listed)
     return 0
+
+
+async def _watch_all(api: AsyncClient, *, as_json: bool) -> int:
+    """A line per transfer event (progress left out) until Ctrl-C."""
+    async with api.events(topics=("transfers",)) as stream:
+        async for event in stream:
+            if isinstance(event, Snapshot) and stream.connects == 1:
+                print("watching transfers (Ctrl-C stops)", file=sys.stderr, flush=True)
+            if not isinstance(event, TransferEvent) or isinstance(event, TransferProgress):
+                continue
+            if as_json:
+                print(json.dumps({"type": _EVENT_NAMES.get(type(event), "transfer"),
+                                  **event.model_dump(mode="json")}), flush=True)
+                continue
+            node = getattr(event, "node_id", None)
+            what = _EVENT_NAMES.get(type(event), "transfer-changed").removeprefix("transfer-")
+            detail = getattr(event, "path", None) or getattr(event, "error", None) or ""
+            print(f"{event.transfer_id} {node or '-'} {what} {detail}".rstrip(), flush=True)
+    return 0
+
+
+_EVENT_NAMES = {TransferStarted: "transfer-started", TransferCompleted: "transfer-completed",
+                TransferFailed: "transfer-failed", TransferCancelled: "transfer-cancelled"}
 
 
 async def _cancel(api: AsyncClient, args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,21 @@ def test_send_verifies_every_destination_or_names_the_one_that_failed(stack_with
     source.write_bytes(os.urandom(8 * MiB + 5))
     digest = sha256_file(source)
 
+    env = {**os.environ, "CASTRAY_GATEWAY_URL": stack.url}
+    watcher = subprocess.Popen([sys.executable, "-m", "castray.cli", "transfers", "--watch"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert watcher.stderr is not None
+    assert watcher.stderr.readline() == "watching transfers (Ctrl-C stops)\n"  # subscribed: nothing missed
     sent = castray(stack, "send", str(source), "--broadcast")
     assert sent.returncode == 0, sent.stdout + sent.stderr
+    transfer_id = next(line.split()[1] for line in sent.stdout.splitlines() if line.startswith("transfer "))
+    assert watcher.stdout is not None
+    watched = [watcher.stdout.readline() for _ in range(4)]  # started, two destinations, the whole
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(timeout=30) == 130
+    assert watched[0].split()[:3] == [transfer_id, "-", "started"], watched
+    assert {line.split()[1] for line in watched[1:3]} == {head, worker}, watched
+    assert watched[3].split() == [transfer_id, "-", "completed"], watched
     lines = sent.stdout.splitlines()
     assert any(line.startswith(f"upload {source}: stored as ") for line in lines), lines
     assert any(" queued to 2 node(s)" in line for line in lines), lines
