@@ -19,7 +19,8 @@ WORKDIR /src
 COPY pyproject.toml ./
 # (README.md is the package's readme: an empty one here, so that an edit to it does not rebuild this layer.)
 RUN touch README.md \
-    && for d in castray shared services/discovery services/gateway services/node-registry services/transfer; do \
+    && for d in castray castray/client shared services/discovery services/gateway services/gateway/original \
+        services/node-registry services/transfer; do \
         mkdir -p "$d" && touch "$d/__init__.py"; \
     done \
     && /opt/castray/bin/pip install ".[${EXTRAS}]" \
