@@ -147,3 +147,15 @@ async def test_nothing_listening_is_gateway_unreachable() -> None:
     async with AsyncClient(f"http://127.0.0.1:{free_port()}") as api:
         with pytest.raises(GatewayUnreachable):
             await api.status()
+
+
+async def test_the_stream_reconnects_and_resumes_when_the_gateway_restarts(stack: Stack) -> None:
+    async with AsyncClient(stack.url, token="") as api, api.events(topics=("nodes",)) as stream:
+        first = await anext(stream)
+        assert isinstance(first, Snapshot) and stream.connects == 1
+        gateway = stack.up.child("gateway")
+        assert gateway is not None
+        gateway.kill()  # castray up starts it again after a second
+        again = await asyncio.wait_for(anext(stream), 60)
+        assert isinstance(again, Resumed) and (again.epoch, again.since) == (first.epoch, first.version)
+        assert stream.connects == 2
