@@ -7,6 +7,7 @@ import { byId, setText } from "./dom.js";
 import { FrameBatch } from "./frame.js";
 import { LiveConnection } from "./live.js";
 import { NodesTable } from "./nodes.js";
+import { ServicesPanel } from "./services.js";
 import { Store } from "./store.js";
 import { TransfersPanel } from "./transfers.js";
 
@@ -71,6 +72,7 @@ function main() {
     activity: new ActivityLog(store),
     clusters: new ClustersPanel(store),
     nodes: new NodesTable(store),
+    services: new ServicesPanel(),
     transfers: new TransfersPanel(store),
   };
   setupSummary(store);
@@ -81,6 +83,7 @@ function main() {
   });
   setupAuth(live);
   live.start();
+  panels.services.start();
   addEventListener("pagehide", () => live.stop());
   // For tests and the curious: the page's state, read-only by convention.
   window.castray = { store, live, panels };
