@@ -55,7 +55,8 @@ async def walk(client: TestClient, query: str, limit: int) -> tuple[list[dict[st
 
 
 @pytest.mark.parametrize("path", ["/api/nodes", "/api/nodes?state=ALIVE", "/api/nodes/external",
-                                  "/api/status"])
+                                  "/api/status", "/api/clusters", "/api/clusters/c1",
+                                  "/api/cluster/external-info"])
 async def test_an_unchanged_version_is_304_and_a_change_a_new_etag(gateway, view: ViewWriter,
                                                                    path: str) -> None:
     await view.reset(epoch="e1", clusters=[cluster("c1")], nodes=[node("h", head=True)])

@@ -20,6 +20,8 @@ from castray.gateway import keys, summaries
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original import clusters as original
+from castray.gateway.original.status import dumps
+from castray.gateway.view_cache import serve
 from castray.shared import codec
 from castray.shared.api import ClusterDetail, ClusterList
 from castray.shared.errors import ServiceTimeout, ServiceUnavailable
@@ -103,10 +105,12 @@ async def discover_external(request: web.Request) -> web.Response:
 
 
 @doc("External clusters: is_connected, connected_cluster (host:port), connected_clusters, external_nodes",
-     tag="clusters", responses={503: "Redis unavailable"})
+     tag="clusters", responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
 async def external_info(request: web.Request) -> web.Response:
-    snap = await request.app[keys.VIEW].snapshot()
-    return web.json_response(original.external_info(snap))
+    cache = request.app[keys.VIEW_CACHE]
+    ev = await cache.current()
+    return await serve(request, cache, ev.meta, ("cluster/external-info",),
+                       lambda: dumps(original.external_info(ev.snapshot)).encode())
 
 
 @doc("Connect to a cluster by address; 4xx says what failed (address_malformed, dashboard_unreachable, "
@@ -134,27 +138,37 @@ async def disconnect_external(request: web.Request) -> web.Response:
 
 
 @doc("Every cluster in the view, with node counts", tag="clusters", response_model=ClusterList,
-     responses={503: "Redis unavailable"})
+     responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
 async def list_clusters(request: web.Request) -> web.Response:
-    snap = await request.app[keys.VIEW].snapshot()
-    clusters = [summaries.cluster_summary(c, snap) for c in snap.cluster_list()]
-    body = ClusterList.model_validate({"clusters": clusters, "count": len(clusters), "epoch": snap.meta.epoch,
-                                       "version": snap.meta.version})
-    return web.json_response(body.model_dump(mode="json"))
+    cache = request.app[keys.VIEW_CACHE]
+    ev = await cache.current()
+
+    def build() -> bytes:
+        snap = ev.snapshot
+        clusters = [summaries.cluster_summary(c, snap) for c in snap.cluster_list()]
+        return dumps({"success": True, "clusters": clusters, "count": len(clusters), "epoch": snap.meta.epoch,
+                      "version": snap.meta.version}).encode()
+
+    return await serve(request, cache, ev.meta, ("clusters",), build)
 
 
 @doc("One cluster and its nodes", tag="clusters", response_model=ClusterDetail,
-     responses={404: "unknown cluster"})
+     responses={304: "not modified (If-None-Match)", 404: "unknown cluster"})
 async def get_cluster(request: web.Request) -> web.Response:
     cluster_id = request.match_info["cluster_id"]
-    snap = await request.app[keys.VIEW].snapshot()
-    cluster = snap.clusters.get(cluster_id)
+    cache = request.app[keys.VIEW_CACHE]
+    ev = await cache.current()
+    cluster = ev.snapshot.clusters.get(cluster_id)
     if cluster is None:
         raise ApiError(404, f"no cluster {cluster_id!r} in the view", code="unknown_cluster")
-    body = ClusterDetail.model_validate({"cluster": summaries.cluster_summary(cluster, snap),
-                                         "nodes": snap.nodes_of(cluster_id), "epoch": snap.meta.epoch,
-                                         "version": snap.meta.version})
-    return web.json_response(body.model_dump(mode="json"))
+
+    def build() -> bytes:
+        head = dumps({"success": True, "cluster": summaries.cluster_summary(cluster, ev.snapshot)})[:-1]
+        ids, _ = ev.filtered((cluster_id, None, None))
+        tail = dumps({"epoch": ev.meta.epoch, "version": ev.meta.version})[1:]
+        return head.encode() + b',"nodes":' + ev.nodes_json(ids) + b"," + tail.encode()
+
+    return await serve(request, cache, ev.meta, ("cluster", cluster_id), build)
 
 
 def setup(app: web.Application) -> None:
