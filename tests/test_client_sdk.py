@@ -159,3 +159,22 @@ async def test_the_stream_reconnects_and_resumes_when_the_gateway_restarts(stack
         again = await asyncio.wait_for(anext(stream), 60)
         assert isinstance(again, Resumed) and (again.epoch, again.since) == (first.epoch, first.version)
         assert stream.connects == 2
+
+
+def test_each_ws_message_parses_to_its_model_and_the_originals_are_skipped() -> None:
+    from castray.client.events import parse
+    from castray.shared.events import ClusterDelta, NodeDelta, TransferFailed
+
+    node = {"id": "c1-n1", "ray_node_id": "n1", "cluster_id": "c1", "name": "n1"}
+    delta = parse({"type": "node-changed", "epoch": "e", "version": 3, "change": "added", "id": "c1-n1",
+                   "node": node, "changed": {}})
+    assert isinstance(delta, NodeDelta) and delta.node is not None and delta.node.id == "c1-n1"
+    gone = parse({"type": "cluster-removed", "epoch": "e", "version": 4, "change": "removed", "id": "c1"})
+    assert isinstance(gone, ClusterDelta) and gone.cluster is None
+    failed = parse({"type": "transfer-failed", "transfer_id": "t", "node_id": "c1-n1", "error": "disk full",
+                    "time": 1.0})
+    assert isinstance(failed, TransferFailed) and (failed.node_id, failed.error) == ("c1-n1", "disk full")
+    assert parse({"type": "status_update", "data": {}}) is None
+    assert parse({"type": "transfer_activity"}) is None
+    assert parse({"type": "node-changed", "epoch": "e"}) is None  # not a valid delta: skipped, not raised
+    assert parse({"no": "type"}) is None
