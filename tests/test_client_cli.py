@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,10 +12,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.support.client_stack import Stack
 from tests.support.transfer_env import sha256_file
 
+if TYPE_CHECKING:
+    from tests.support.gateway_fixtures import GatewayFactory
+
+pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway
 MiB = 1024 * 1024
 
 
@@ -123,3 +129,23 @@ def test_bash_completion_offers_the_real_subcommands_and_options() -> None:
     zsh = subprocess.run([sys.executable, "-m", "castray.cli", "completion", "zsh"], capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert zsh.startswith("autoload -U +X bashcompinit") and script in zsh
+
+
+async def test_the_commands_send_the_token(make_gateway: GatewayFactory) -> None:
+    token = "a-token-long-enough-for-the-gateway"
+    gateway = await make_gateway(api_token=token)
+    url = str(gateway.make_url("")).rstrip("/")
+
+    async def run(*args: str, **env: str) -> tuple[int, str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CASTRAY_")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "castray.cli", *args, env={**clean, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, _, err = await run("nodes", "--url", url)
+    assert code == 1 and "401" in err and token not in err
+    assert await run("nodes", "--json", "--url", url, "--token", token) == (0, "[]\n", "")
+    code, out, _ = await run("uploads", "--json", CASTRAY_GATEWAY_URL=url, CASTRAY_API_TOKEN=token)
+    assert code == 0 and json.loads(out) == {"limit": 20, "offset": 0, "total": 0, "uploads": []}
