@@ -1,0 +1,232 @@
+"""The gateway at scale: ``GET /api/nodes`` and ``/api/status`` at 1k and 10k nodes, beside a bare aiohttp
+server returning the very same bytes (issue 16).
+
+    python bench/scale.py [--sizes 1000,10000] [--clusters 20] [--seconds 5] [--concurrency 32] [--rounds 1]
+
+The view is filled through the real path: a discovery-like feed (``tests/support/feed.py``, what discovery
+writes) rewrites discovery's state and publishes ``source-reset``; an in-process node registry copies it
+into the view; the gateway is ``castray gateway``'s own entry point in a subprocess (own namespace, free
+port). The body of each endpoint is fetched once from the gateway and served as it is by a bare aiohttp
+server (a subprocess of this script too). Each figure is a closed loop of ``--concurrency`` aiohttp
+clients for ``--seconds`` (``Accept-Encoding: identity`` on both sides, so both send the same bytes),
+bare then CastRay, ``--rounds`` times, the median round kept. Prints req/s and p99 of each, the ratio
+(CastRay / bare), the peak RSS and the CPU seconds of each server, and the load average before and after.
+Prints figures; asserts nothing. Stops everything it started, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+import redis.asyncio as aioredis
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
+
+from castray.local_ray import free_port  # noqa: E402
+from castray.node_registry.settings import RegistrySettings  # noqa: E402
+from castray.node_registry.worker import RegistryWorker  # noqa: E402
+from castray.shared.names import Names  # noqa: E402
+from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E402
+from tests.support.namespace import drop_namespace  # noqa: E402
+
+IDENTITY = {"Accept-Encoding": "identity"}
+STATES = ("ALIVE", "ALIVE", "ALIVE", "DEAD", "UNREACHABLE")
+
+
+@dataclass
+class Run:
+    requests: int
+    seconds: float
+    p99: float
+    rss_peak: int
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def bare_main(port: int, body_file: str) -> None:
+    """The baseline: any GET answered with the file's bytes, as they are."""
+    body = Path(body_file).read_bytes()
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def wait_http(url: str, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    async with aiohttp.ClientSession() as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > end:
+                raise RuntimeError(f"{url} did not answer 200 within {deadline} s")
+            await asyncio.sleep(0.1)
+
+
+async def load(url: str, proc: psutil.Process, *, seconds: float, concurrency: int) -> Run:
+    """A closed loop of ``concurrency`` clients for ``seconds``; the server's peak RSS and CPU beside it."""
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    cpu0 = sum(proc.cpu_times()[:2])
+    rss = proc.memory_info().rss
+
+    async def client(http: aiohttp.ClientSession) -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            async with http.get(url, headers=IDENTITY) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    latencies.append(time.perf_counter() - started)
+
+    async def sample() -> None:
+        nonlocal rss
+        while True:
+            rss = max(rss, proc.memory_info().rss)
+            await asyncio.sleep(0.05)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as http:
+        sampler = asyncio.create_task(sample())
+        began = time.monotonic()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        took = time.monotonic() - began
+        sampler.cancel()
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else float("nan")
+    return Run(len(latencies), took, p99, rss, cpu)
+
+
+async def fill(redis: aioredis.Redis, names: Names, feed: DiscoveryFeed, nodes: int, clusters: int) -> None:
+    """Discovery's state rewritten with ``nodes`` nodes over ``clusters`` clusters; wait for the view."""
+    feed.clusters = {c.id: c for c in (make_cluster(i) for i in range(clusters))}
+    per = nodes // clusters
+    feed.nodes = {n.id: n for n in (make_node(f"c{c}", i, state=STATES[i % len(STATES)])
+                                    for c in range(clusters) for i in range(per))}
+    await feed.reset()
+    end = time.monotonic() + 60
+    while (await redis.hlen(names.view_nodes) != len(feed.nodes)
+           or await redis.hlen(names.view_clusters) != clusters):
+        if time.monotonic() > end:
+            raise RuntimeError("the registry did not copy discovery's state into the view within 60 s")
+        await asyncio.sleep(0.05)
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB"
+
+
+def cell(r: Run) -> str:
+    return f"{r.rate:,.0f} req/s, p99 {r.p99 * 1e3:,.1f} ms, RSS {mb(r.rss_peak)}, CPU {r.cpu:.1f} s"
+
+
+async def spawn(*argv: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(*argv, env=env)
+
+
+async def main(args: argparse.Namespace) -> None:
+    redis_url = os.environ.get("CASTRAY_REDIS_URL", "redis://127.0.0.1:6379/0")
+    namespace = f"bench-scale-{uuid.uuid4().hex[:8]}"
+    names = Names(namespace)
+    redis = aioredis.Redis.from_url(redis_url)
+    workdir = Path(tempfile.mkdtemp(prefix="castray-scale-"))
+    started: list[asyncio.subprocess.Process] = []
+    registry = RegistryWorker(settings=RegistrySettings(redis_url=redis_url, namespace=namespace))
+    reg_task = asyncio.create_task(registry.run())
+    load_before = os.getloadavg()
+    rows: list[str] = []
+    try:
+        await asyncio.wait_for(registry.ready.wait(), 30)
+        port = free_port()
+        env = {**os.environ, "CASTRAY_NAMESPACE": namespace, "CASTRAY_REDIS_URL": redis_url,
+               "CASTRAY_HOST": "127.0.0.1", "CASTRAY_PORT": str(port), "CASTRAY_LOG_LEVEL": "WARNING",
+               "CASTRAY_DATA_DIR": str(workdir / "data")}
+        gateway = await spawn(sys.executable, "-m", "castray.gateway.main", env=env)
+        started.append(gateway)
+        base = f"http://127.0.0.1:{port}"
+        await wait_http(f"{base}/api/health")
+        gw = psutil.Process(gateway.pid)
+        feed = DiscoveryFeed(redis, names)
+        for size in args.sizes:
+            await fill(redis, names, feed, size, args.clusters)
+            for path in ("/api/nodes", "/api/status"):
+                async with aiohttp.ClientSession(auto_decompress=False) as http, \
+                        http.get(base + path, headers=IDENTITY) as resp:
+                    body = await resp.read()
+                body_file = workdir / "body.json"
+                body_file.write_bytes(body)
+                bare_port = free_port()
+                bare = await spawn(sys.executable, __file__, "--bare", str(bare_port), str(body_file))
+                started.append(bare)
+                await wait_http(f"http://127.0.0.1:{bare_port}/")
+                pairs = []
+                for _ in range(args.rounds):
+                    b = await load(f"http://127.0.0.1:{bare_port}{path}", psutil.Process(bare.pid),
+                                   seconds=args.seconds, concurrency=args.concurrency)
+                    c = await load(base + path, gw, seconds=args.seconds, concurrency=args.concurrency)
+                    pairs.append((c.rate / b.rate if b.rate else float("nan"), b, c))
+                ratio, b, c = sorted(pairs, key=lambda p: p[0])[len(pairs) // 2]
+                bare.terminate()
+                await asyncio.wait_for(bare.wait(), 10)
+                rows.append(f"| `GET {path}`, {size:,} nodes ({len(body) / 1e3:,.0f} KB) | {cell(b)} "
+                            f"| {cell(c)} | {ratio:.2f} |")
+                print(rows[-1], flush=True)
+        rss_after = gw.memory_info().rss
+    finally:
+        for proc in started:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 10)
+        await registry.close()
+        reg_task.cancel()
+        await asyncio.gather(reg_task, return_exceptions=True)
+        await redis.aclose()
+        drop_namespace(redis_url, namespace)
+    load_after = os.getloadavg()
+    print(f"\n{args.concurrency} concurrent clients, {args.seconds:g} s per figure, median of {args.rounds} "
+          f"round(s), {args.clusters} clusters; load average before "
+          f"{' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load_after)}; "
+          f"gateway RSS after the run {mb(rss_after)}\n")
+    print("| what | bare aiohttp, same bytes | CastRay gateway | ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(row)
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000])
+    p.add_argument("--clusters", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=1)
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--bare":
+        bare_main(int(sys.argv[2]), sys.argv[3])
+    else:
+        asyncio.run(main(parse()))
