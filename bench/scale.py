@@ -11,6 +11,8 @@ server (a subprocess of this script too). Each figure is a closed loop of ``--co
 clients for ``--seconds`` (``Accept-Encoding: identity`` on both sides, so both send the same bytes),
 bare then CastRay, ``--rounds`` times, the median round kept. Prints req/s and p99 of each, the ratio
 (CastRay / bare), the peak RSS and the CPU seconds of each server, and the load average before and after.
+Then, at 1k nodes, a connect storm: ``--ws-clients`` WebSockets opened at once, the time until each has its
+snapshot (the bare server sends the /api/nodes body on connect; the ratio is bare time / CastRay time).
 Prints figures; asserts nothing. Stops everything it started, also on failure.
 """
 
@@ -60,13 +62,22 @@ class Run:
 
 
 def bare_main(port: int, body_file: str) -> None:
-    """The baseline: any GET answered with the file's bytes, as they are."""
+    """The baseline: ``/ws`` sends the file's bytes on connect, any other GET answers with them."""
     body = Path(body_file).read_bytes()
 
     async def handler(_: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        await ws.send_frame(body, aiohttp.WSMsgType.TEXT)
+        async for _ in ws:
+            pass
+        return ws
+
     app = web.Application()
+    app.router.add_get("/ws", ws_handler)
     app.router.add_get("/{tail:.*}", handler)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
@@ -115,6 +126,28 @@ async def load(url: str, proc: psutil.Process, *, seconds: float, concurrency: i
     cpu = sum(proc.cpu_times()[:2]) - cpu0
     p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else float("nan")
     return Run(len(latencies), took, p99, rss, cpu)
+
+
+async def connect_storm(url: str, proc: psutil.Process, clients: int) -> tuple[float, int]:
+    """``clients`` WebSockets opened at once: seconds until each has its first message (the snapshot), and
+    the server's RSS then."""
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        sockets: list[aiohttp.ClientWebSocketResponse] = []
+
+        async def one() -> None:
+            ws = await http.ws_connect(url, max_msg_size=0)
+            sockets.append(ws)
+            msg = await ws.receive(timeout=120)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"{url}: {msg.type} instead of a snapshot")
+
+        began = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(clients)))
+        took = time.monotonic() - began
+        rss = proc.memory_info().rss
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    return took, rss
 
 
 async def fill(redis: aioredis.Redis, names: Names, feed: DiscoveryFeed, nodes: int, clusters: int) -> None:
@@ -186,11 +219,14 @@ async def main(args: argparse.Namespace) -> None:
                     c = await load(base + path, gw, seconds=args.seconds, concurrency=args.concurrency)
                     pairs.append((c.rate / b.rate if b.rate else float("nan"), b, c))
                 ratio, b, c = sorted(pairs, key=lambda p: p[0])[len(pairs) // 2]
-                bare.terminate()
-                await asyncio.wait_for(bare.wait(), 10)
                 rows.append(f"| `GET {path}`, {size:,} nodes ({len(body) / 1e3:,.0f} KB) | {cell(b)} "
                             f"| {cell(c)} | {ratio:.2f} |")
                 print(rows[-1], flush=True)
+                if path == "/api/nodes" and args.ws_clients and size <= args.ws_max_nodes:
+                    rows.append(await storm_row(base, bare_port, gw, psutil.Process(bare.pid), size, args))
+                    print(rows[-1], flush=True)
+                bare.terminate()
+                await asyncio.wait_for(bare.wait(), 10)
         rss_after = gw.memory_info().rss
     finally:
         for proc in started:
@@ -215,6 +251,21 @@ async def main(args: argparse.Namespace) -> None:
         print(row)
 
 
+async def storm_row(base: str, bare_port: int, gw: psutil.Process, bare: psutil.Process, size: int,
+                    args: argparse.Namespace) -> str:
+    """Connect storms, median of ``--rounds`` pairs: the bare server sends the same size of snapshot (the
+    /api/nodes body) on connect; CastRay's /ws?topics=clusters,nodes its snapshot of the view."""
+    pairs = []
+    for _ in range(args.rounds):
+        b, b_rss = await connect_storm(f"ws://127.0.0.1:{bare_port}/ws", bare, args.ws_clients)
+        c, c_rss = await connect_storm(f"{base.replace('http', 'ws')}/ws?topics=clusters,nodes", gw,
+                                       args.ws_clients)
+        pairs.append((b / c, b, b_rss, c, c_rss))
+    ratio, b, b_rss, c, c_rss = sorted(pairs)[len(pairs) // 2]
+    return (f"| {args.ws_clients:,} `/ws` connects at once, {size:,} nodes | all snapshots in {b:.2f} s, "
+            f"RSS {mb(b_rss)} | all snapshots in {c:.2f} s, RSS {mb(c_rss)} | {ratio:.2f} |")
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000])
@@ -222,6 +273,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--ws-clients", type=int, default=1000, help="WebSockets of the connect storm (0: none)")
+    p.add_argument("--ws-max-nodes", type=int, default=1000, help="largest view the storm runs at")
     return p.parse_args()
 
 
