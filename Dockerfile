@@ -32,7 +32,9 @@ COPY README.md ./
 COPY castray ./castray
 COPY shared ./shared
 COPY services ./services
-RUN /opt/castray/bin/pip wheel --no-deps --wheel-dir /wheels .
+# The first stage's build/ holds its empty __init__.py files, newer than the sources COPY brings (it keeps
+# their times): setuptools would take them as up to date and ship them. Built from nothing instead.
+RUN rm -rf build ./*.egg-info && /opt/castray/bin/pip wheel --no-deps --wheel-dir /wheels .
 
 # The image: the venv, then the wheel installed into it (a small layer of its own).
 FROM ${BASE_IMAGE}
