@@ -16,6 +16,21 @@ from importlib import metadata
 
 from castray.services import SERVICES
 
+_RAW = argparse.RawDescriptionHelpFormatter
+_EXAMPLES = {
+    "up": "castray up --port 8080",
+    "discovery": "CASTRAY_DISCOVERY_ADDRESSES=10.0.0.5:8265 castray discovery",
+    "registry": "castray registry --redis-url redis://redis:6379/0",
+    "transfer": "castray transfer --join-ray 10.0.0.5:6379",
+    "gateway": "CASTRAY_API_TOKEN=$(cat token) castray gateway --host 0.0.0.0 --port 8000",
+    "version": "castray version",
+}
+
+
+def _example(name: str) -> str:
+    return f"example:\n  {_EXAMPLES[name]}"
+
+
 _SERVICE_HELP = {
     "discovery": "find Ray clusters and watch their nodes (publishes cluster and node events)",
     "registry": "materialize the merged node view in Redis (the node-registry service)",
@@ -76,14 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run every service on this machine (Redis and a Ray head if needed)",
                         description="Run discovery, registry, transfer and gateway as child processes. "
                         "Uses the Redis at CASTRAY_REDIS_URL (or REDIS_URL) if it answers, else starts an "
-                        "embedded one; uses a running Ray cluster if one is found, else starts a local head.")
+                        "embedded one; uses a running Ray cluster if one is found, else starts a local head.",
+                        epilog=_example("up"), formatter_class=_RAW)
     _add_http(up, "the gateway")
     up.add_argument("--no-ray", action="store_true", help="never start a Ray head (CASTRAY_START_RAY=0)")
     up.add_argument("--data-dir", metavar="DIR", help="uploads, Redis, local Ray head (CASTRAY_DATA_DIR)")
     _add_common(up)
 
     for name, help_text in _SERVICE_HELP.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_example(name),
+                           formatter_class=_RAW)
         if name == "gateway":
             _add_http(p, "the gateway")
         if name == "transfer":
@@ -103,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also check the heartbeat of this service's replica on this host")
     _add_common(health)
 
-    sub.add_parser("version", help="print the CastRay version")
+    sub.add_parser("version", help="print the CastRay version", epilog=_example("version"),
+                   formatter_class=_RAW)
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
                                 description="Print a completion script for the castray command.",
                                 epilog='example:\n  eval "$(castray completion bash)"   # in ~/.bashrc; zsh: '

@@ -27,7 +27,8 @@ complete -o filenames -F _castray castray
 _ZSH_PREFIX = "autoload -U +X bashcompinit && bashcompinit\n"
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's own parser, by name."""
     for action in parser._actions:  # argparse has no public accessor for its subparsers
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -35,7 +36,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
-    commands = _subcommands(parser)
+    commands = subcommands(parser)
     cases = "\n".join(
         f'        {name}) opts="{" ".join(o for a in sub._actions for o in a.option_strings)}";;'
         for name, sub in commands.items())

@@ -112,6 +112,16 @@ def test_send_verifies_every_destination_or_names_the_one_that_failed(stack_with
     assert unknown.returncode == 1 and "no single node is 'no-such-node'" in unknown.stderr
 
 
+def test_every_commands_help_has_an_example() -> None:
+    from castray.cli import build_parser
+    from castray.completion import subcommands
+
+    commands = subcommands(build_parser())
+    assert {"up", "gateway", "send", "nodes", "completion", "health"} <= set(commands)
+    for name, parser in commands.items():
+        assert "example:\n  " in parser.format_help(), name
+
+
 def test_version_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "castray.cli", "--version"], capture_output=True, text=True,
                          timeout=60)
