@@ -31,7 +31,6 @@ import redis
 
 from castray.errors import RedisSetupError
 from castray.local_ray import free_port
-from castray.shared.bus import REDIS_ERRORS
 from castray.shared.lifecycle import die_with_parent
 
 
@@ -73,7 +72,7 @@ def probe(url: str, timeout: float = 2.0) -> RedisProbe:
     except redis.ResponseError as exc:
         # An error reply in RESP is still Redis speaking (e.g. NOAUTH, or a bad db number).
         return RedisProbe(RedisCheck.REFUSED_US, where, str(exc))
-    except REDIS_ERRORS as exc:  # garbage, silence or a hang-up in answer to PING
+    except (redis.RedisError, OSError) as exc:  # garbage (not RESP), silence or a hang-up in answer to PING
         return RedisProbe(RedisCheck.NOT_REDIS, where, f"{type(exc).__name__}: {exc}")
     finally:
         client.close()
