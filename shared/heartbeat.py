@@ -33,9 +33,6 @@ from castray.shared.names import Names
 
 log = logging.getLogger(__name__)
 
-SERVICE_KINDS = ("discovery", "node-registry", "transfer", "gateway")
-
-
 class Holds(BaseModel):
     """What a replica holds now; each service fills in its own field and leaves the others out."""
 
