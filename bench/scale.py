@@ -128,7 +128,8 @@ async def load(url: str, proc: psutil.Process, *, seconds: float, concurrency: i
     return Run(len(latencies), took, p99, rss, cpu)
 
 
-async def connect_storm(url: str, proc: psutil.Process, clients: int) -> tuple[float, int]:
+async def connect_storm(url: str, proc: psutil.Process, clients: int, *,
+                        expect: str = "") -> tuple[float, int]:
     """``clients`` WebSockets opened at once: seconds until each has its first message (the snapshot), and
     the server's RSS then."""
     conn = aiohttp.TCPConnector(limit=0)
@@ -139,8 +140,8 @@ async def connect_storm(url: str, proc: psutil.Process, clients: int) -> tuple[f
             ws = await http.ws_connect(url, max_msg_size=0)
             sockets.append(ws)
             msg = await ws.receive(timeout=120)
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                raise RuntimeError(f"{url}: {msg.type} instead of a snapshot")
+            if msg.type != aiohttp.WSMsgType.TEXT or not msg.data.startswith(expect):
+                raise RuntimeError(f"{url}: {msg.type} {str(msg.data)[:200]!r} instead of a snapshot")
 
         began = time.monotonic()
         await asyncio.gather(*(one() for _ in range(clients)))
@@ -259,7 +260,7 @@ async def storm_row(base: str, bare_port: int, gw: psutil.Process, bare: psutil.
     for _ in range(args.rounds):
         b, b_rss = await connect_storm(f"ws://127.0.0.1:{bare_port}/ws", bare, args.ws_clients)
         c, c_rss = await connect_storm(f"{base.replace('http', 'ws')}/ws?topics=clusters,nodes", gw,
-                                       args.ws_clients)
+                                       args.ws_clients, expect='{"type":"snapshot"')
         pairs.append((b / c, b, b_rss, c, c_rss))
     ratio, b, b_rss, c, c_rss = sorted(pairs)[len(pairs) // 2]
     return (f"| {args.ws_clients:,} `/ws` connects at once, {size:,} nodes | all snapshots in {b:.2f} s, "

@@ -6,8 +6,10 @@ size. Nothing here is timed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import aiohttp
 import redis.asyncio as aioredis
 
 from castray.gateway.event_hub import (
@@ -19,6 +21,7 @@ from castray.gateway.event_hub import (
     frames_for,
     status_gap,
 )
+from castray.gateway.view_cache import ViewCache
 from castray.shared.bus import Bus
 from castray.shared.events import NodeDelta, ViewChangedEvent
 from castray.shared.names import Names
@@ -97,3 +100,27 @@ async def test_the_originals_bare_ws_still_gets_status_update(gateway, view: Vie
         msg, _ = await recv_until(
             ws, lambda m: m["type"] == "status_update" and m["data"]["total_nodes"] == 2)
         assert {s["node_id"] for s in msg["data"]["node_statuses"]} == {"c1-h", "c1-w"}
+
+
+async def test_callers_that_arrive_together_share_one_read_of_the_views_meta(
+    redis_client: aioredis.Redis, names: Names, view: ViewWriter
+) -> None:
+    await view.reset(epoch="e1", clusters=[cluster("c1")], nodes=[node("h", head=True)])
+    cache = ViewCache(ViewReader(redis_client, names))
+    metas = await asyncio.gather(*(cache.meta() for _ in range(500)))
+    assert cache.meta_reads == 1 and {(m.epoch, m.version) for m in metas} == {("e1", 1)}
+    await view.node(node("w"))
+    assert (await cache.meta()).version == 2 and cache.meta_reads == 2  # a later caller: a fresh read
+
+
+async def test_a_connect_storm_beyond_the_redis_pool_gets_every_snapshot(gateway, view: ViewWriter) -> None:
+    """More sockets at once than the gateway's Redis pool has connections (100): none is refused."""
+    await view.reset(epoch="e1", clusters=[cluster("c1")], nodes=[node("h", head=True)])
+    url = gateway.make_url("/ws?topics=nodes")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        sockets = await asyncio.gather(*(http.ws_connect(url) for _ in range(300)))
+        try:
+            firsts = await asyncio.gather(*(recv(ws) for ws in sockets))
+        finally:
+            await asyncio.gather(*(ws.close() for ws in sockets))
+    assert {m["type"] for m in firsts} == {"snapshot"} and {m["version"] for m in firsts} == {1}

@@ -149,13 +149,46 @@ class ViewCache:
         self.catch_ups = 0
         self.body_builds = 0
         self._current: EncodedView | None = None
+        self.meta_reads = 0
         self._lock = asyncio.Lock()
+        self._next_meta: asyncio.Future[ViewMeta] | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._bodies: OrderedDict[tuple[str, int, Hashable], Body] = OrderedDict()
         self._bytes = 0
 
     async def current(self) -> EncodedView:
         """The view at its version now (one read of its meta when nothing changed)."""
-        return await self.at_least(await self.view.meta())
+        return await self.at_least(await self.meta())
+
+    async def meta(self) -> ViewMeta:
+        """The view's meta, read after this call began; callers that arrive together share one read.
+
+        Why: a thousand WebSockets connecting at once each asked Redis, more commands at once than the
+        client's pool holds ("Too many connections"). Reads go in rounds: whoever arrives while one runs
+        waits for the next, which starts after they arrived, so nobody is answered from an older read.
+        """
+        if self._next_meta is None:
+            self._next_meta = asyncio.get_running_loop().create_future()
+            self._next_meta.add_done_callback(_retrieve)
+        waiting = self._next_meta
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_rounds(), name="gateway.view_cache.meta")
+        return await asyncio.shield(waiting)
+
+    async def _read_rounds(self) -> None:
+        try:
+            while self._next_meta is not None:
+                round_, self._next_meta = self._next_meta, None
+                try:
+                    self.meta_reads += 1
+                    round_.set_result(await self.view.meta())
+                except asyncio.CancelledError:
+                    round_.cancel()
+                    raise
+                except Exception as e:  # Redis down: each caller answers it as it would its own read
+                    round_.set_exception(e)
+        finally:
+            self._reader = None
 
     async def at_least(self, meta: ViewMeta) -> EncodedView:
         cur = self._current
@@ -199,6 +232,12 @@ class ViewCache:
     def _drop_old(self, meta: ViewMeta) -> None:
         for key in [k for k in self._bodies if (k[0], k[1]) != (meta.epoch, meta.version)]:
             self._bytes -= self._bodies.pop(key).size
+
+
+def _retrieve(fut: asyncio.Future[ViewMeta]) -> None:
+    """Mark an error as seen: callers that gave up waiting must not leave it unretrieved."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _covers(have: ViewMeta, want: ViewMeta) -> bool:

@@ -26,6 +26,7 @@ Decisions, each where the original's meaning and ours differ:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -205,19 +206,21 @@ class StatusCache:
         self._stats: dict[str, dict[str, Any]] | None = None
         self._stats_at = 0.0
         self._status: StatusBody | None = None
+        self._stats_lock = asyncio.Lock()
 
     def transfers_changed(self) -> None:
         """A transfer started or ended: count again on the next read."""
         self._stats = None
 
     async def stats(self) -> dict[str, dict[str, Any]]:
-        now = time.monotonic()
-        if self._stats is None or now - self._stats_at >= self.max_age:
-            fresh = await load_transfer_stats(self.redis, self.names)
-            if fresh != self._stats:
-                self.generation += 1
-            self._stats, self._stats_at = fresh, now
-        return self._stats
+        async with self._stats_lock:  # one recount at a time: those waiting for it find it done
+            now = time.monotonic()
+            if self._stats is None or now - self._stats_at >= self.max_age:
+                fresh = await load_transfer_stats(self.redis, self.names)
+                if fresh != self._stats:
+                    self.generation += 1
+                self._stats, self._stats_at = fresh, now
+            return self._stats
 
     async def current(self, view: ViewCache) -> StatusBody:
         """The status of the view now: reused while its version and the statistics are unchanged (one
