@@ -124,3 +124,19 @@ async def test_a_connect_storm_beyond_the_redis_pool_gets_every_snapshot(gateway
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets))
     assert {m["type"] for m in firsts} == {"snapshot"} and {m["version"] for m in firsts} == {1}
+
+
+async def test_concurrent_status_requests_beyond_the_redis_pool_are_all_answered(gateway,
+                                                                                 view: ViewWriter) -> None:
+    """More /api/status at once than the gateway's Redis pool has connections: the view's meta and the
+    discovery leader are each read once per round, so none is a 503."""
+    await view.reset(epoch="e1", clusters=[cluster("c1")], nodes=[node("h", head=True)])
+    url = gateway.make_url("/api/status")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one() -> int:
+            async with http.get(url) as resp:
+                await resp.read()
+                return resp.status
+
+        assert set(await asyncio.gather(*(one() for _ in range(300)))) == {200}

@@ -11,7 +11,6 @@ from castray.gateway import keys
 from castray.gateway.openapi import doc
 from castray.gateway.view_cache import serve
 from castray.shared.bus import REDIS_ERRORS
-from castray.shared.lease import holder_of
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +23,9 @@ log = logging.getLogger(__name__)
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
     cache = app[keys.VIEW_CACHE]
-    status = await app[keys.HUB].status.current(cache)
-    leader = await holder_of(app[keys.REDIS], app[keys.NAMES].discovery_leader)
+    statuses = app[keys.HUB].status
+    status = await statuses.current(cache)
+    leader = await statuses.leader()  # shared by the requests that arrive together
     return await serve(request, cache, status.meta, ("status", status.generation, leader),
                        lambda: status.response(discovery_leader=leader))
 

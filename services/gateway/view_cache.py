@@ -20,14 +20,16 @@ import asyncio
 import gzip
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
 from castray.shared.events import ClusterDelta, ClusterInfo, NodeDelta, NodeInfo, ViewChanged
 from castray.shared.view import Snapshot, ViewMeta, ViewReader, node_order
 
+T = TypeVar("T")
 NodeKey = tuple[str, bool, str, str]
 Filter = tuple[str | None, str | None, bool | None]  # cluster, state, external
 REPLAY_LIMIT = 2000  # versions caught up from the log; more than that and a snapshot is cheaper
@@ -107,6 +109,47 @@ class EncodedView:
         return b"[" + b",".join(encoded[i] for i in ids) + b"]"
 
 
+class SharedRead(Generic[T]):
+    """A read that callers arriving together share, in rounds: whoever arrives while one runs waits for
+    the next, which starts after they arrived, so nobody is answered from a read older than their call."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self.read = read
+        self.reads = 0
+        self._next: asyncio.Future[T] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> T:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieve)
+        waiting = self._next
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._rounds(), name="gateway.shared_read")
+        return await asyncio.shield(waiting)
+
+    async def _rounds(self) -> None:
+        try:
+            while self._next is not None:
+                round_, self._next = self._next, None
+                try:
+                    self.reads += 1
+                    round_.set_result(await self.read())
+                except asyncio.CancelledError:
+                    round_.cancel()
+                    raise
+                except Exception as e:  # Redis down: each caller answers it as it would its own read
+                    round_.set_exception(e)
+        finally:
+            self._reader = None
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark an error as seen: callers that gave up waiting must not leave it unretrieved."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Body:
     """One response body, its ETag, and its gzip (made once, on the first request that accepts it)."""
 
@@ -149,10 +192,8 @@ class ViewCache:
         self.catch_ups = 0
         self.body_builds = 0
         self._current: EncodedView | None = None
-        self.meta_reads = 0
+        self._meta = SharedRead(view.meta)
         self._lock = asyncio.Lock()
-        self._next_meta: asyncio.Future[ViewMeta] | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._bodies: OrderedDict[tuple[str, int, Hashable], Body] = OrderedDict()
         self._bytes = 0
 
@@ -164,31 +205,13 @@ class ViewCache:
         """The view's meta, read after this call began; callers that arrive together share one read.
 
         Why: a thousand WebSockets connecting at once each asked Redis, more commands at once than the
-        client's pool holds ("Too many connections"). Reads go in rounds: whoever arrives while one runs
-        waits for the next, which starts after they arrived, so nobody is answered from an older read.
+        client's pool holds ("Too many connections").
         """
-        if self._next_meta is None:
-            self._next_meta = asyncio.get_running_loop().create_future()
-            self._next_meta.add_done_callback(_retrieve)
-        waiting = self._next_meta
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read_rounds(), name="gateway.view_cache.meta")
-        return await asyncio.shield(waiting)
+        return await self._meta()
 
-    async def _read_rounds(self) -> None:
-        try:
-            while self._next_meta is not None:
-                round_, self._next_meta = self._next_meta, None
-                try:
-                    self.meta_reads += 1
-                    round_.set_result(await self.view.meta())
-                except asyncio.CancelledError:
-                    round_.cancel()
-                    raise
-                except Exception as e:  # Redis down: each caller answers it as it would its own read
-                    round_.set_exception(e)
-        finally:
-            self._reader = None
+    @property
+    def meta_reads(self) -> int:
+        return self._meta.reads
 
     async def at_least(self, meta: ViewMeta) -> EncodedView:
         cur = self._current
@@ -232,12 +255,6 @@ class ViewCache:
     def _drop_old(self, meta: ViewMeta) -> None:
         for key in [k for k in self._bodies if (k[0], k[1]) != (meta.epoch, meta.version)]:
             self._bytes -= self._bodies.pop(key).size
-
-
-def _retrieve(fut: asyncio.Future[ViewMeta]) -> None:
-    """Mark an error as seen: callers that gave up waiting must not leave it unretrieved."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _covers(have: ViewMeta, want: ViewMeta) -> bool:

@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 
 from castray.gateway import summaries
 from castray.gateway import transfer_store as store
-from castray.gateway.view_cache import EncodedView, ViewCache
+from castray.gateway.view_cache import EncodedView, SharedRead, ViewCache
 from castray.shared.events import (
     Event,
     NodeInfo,
@@ -46,6 +46,7 @@ from castray.shared.events import (
     TransferFailedEvent,
     TransferStartedEvent,
 )
+from castray.shared.lease import holder_of
 from castray.shared.names import Names
 from castray.shared.transfers import TransferRecord
 from castray.shared.view import Snapshot, ViewMeta
@@ -207,6 +208,7 @@ class StatusCache:
         self._stats_at = 0.0
         self._status: StatusBody | None = None
         self._stats_lock = asyncio.Lock()
+        self.leader = SharedRead(lambda: holder_of(redis, names.discovery_leader))  # GET /api/status
 
     def transfers_changed(self) -> None:
         """A transfer started or ended: count again on the next read."""
