@@ -1,9 +1,12 @@
-"""A real stack for the SDK's and the client commands' tests: ``castray up`` watching the session's Ray
-head (and, with ``stack_with_worker``, a worker joined to it), its inbox under the test's tmp_path, the
-view's node ids once every node is ALIVE in it."""
+"""A real stack for the SDK's and the client commands' tests: ``castray up`` watching a Ray head of the
+test module's own (and, with ``stack_with_worker``, a worker joined to it), its inbox under the test's
+tmp_path, the view's node ids once every node is ALIVE in it. The head is not the session's shared one:
+the workers other modules started and stopped stay listed there as DEAD, and these tests name every node
+a listing shows."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +54,27 @@ def start_stack(start_up: Callable[..., Up], env: dict[str, str], head: local_ra
     return Stack(up, inbox, ids)
 
 
+@pytest.fixture(scope="module")
+def client_head() -> Iterator[local_ray.RayNode]:
+    """A head for one test module, stopped (by process group) after it."""
+    head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-"), num_cpus=2)
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
 @pytest.fixture
-def stack(ray_head: local_ray.RayNode, isolated_env: dict[str, str], start_up: Callable[..., Up],
+def stack(client_head: local_ray.RayNode, isolated_env: dict[str, str], start_up: Callable[..., Up],
           tmp_path: Path) -> Stack:
-    return start_stack(start_up, isolated_env, ray_head, [ray_head], tmp_path / "inbox")
+    return start_stack(start_up, isolated_env, client_head, [client_head], tmp_path / "inbox")
 
 
 @pytest.fixture
-def stack_with_worker(ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
-                      isolated_env: dict[str, str], start_up: Callable[..., Up], tmp_path: Path
-                      ) -> Iterator[Stack]:
-    ray_workers.append(start_worker(ray_head))
-    yield start_stack(start_up, isolated_env, ray_head, [ray_head, *ray_workers], tmp_path / "inbox")
+def stack_with_worker(client_head: local_ray.RayNode, isolated_env: dict[str, str],
+                      start_up: Callable[..., Up], tmp_path: Path) -> Iterator[Stack]:
+    worker = start_worker(client_head)
+    try:
+        yield start_stack(start_up, isolated_env, client_head, [client_head, worker], tmp_path / "inbox")
+    finally:
+        worker.stop()
