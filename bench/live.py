@@ -36,7 +36,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
 
 from castray import local_ray  # noqa: E402
-from castray.client import AsyncClient, ClientError, Snapshot  # noqa: E402
+from castray.client import AsyncClient, ClientError, SnapshotMessage  # noqa: E402
 from castray.client.events import EventStream  # noqa: E402
 from castray.discovery.settings import DiscoverySettings  # noqa: E402
 from castray.local_ray import free_port  # noqa: E402
@@ -75,7 +75,7 @@ class Clock:
             now = time.monotonic()
             if isinstance(event, NodeDelta) and event.node is not None:
                 self.ws.setdefault((event.node.ray_node_id, event.node.state), now)
-            elif isinstance(event, Snapshot):
+            elif isinstance(event, SnapshotMessage):
                 for node in event.nodes:
                     self.ws.setdefault((node.ray_node_id, node.state), now)
 

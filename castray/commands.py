@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from castray import output, send
-from castray.client import DEFAULT_URL, AsyncClient, Client, ClientError, NotFound, Snapshot
+from castray.client import DEFAULT_URL, AsyncClient, Client, ClientError, NotFound, SnapshotMessage
 from castray.shared.events import (
     NodeInfo,
     TransferCancelled,
@@ -194,7 +194,7 @@ async def _watch_all(api: AsyncClient, *, as_json: bool) -> int:
     """A line per transfer event (progress left out) until Ctrl-C."""
     async with api.events(topics=("transfers",)) as stream:
         async for event in stream:
-            if isinstance(event, Snapshot) and stream.connects == 1:
+            if isinstance(event, SnapshotMessage) and stream.connects == 1:
                 print("watching transfers (Ctrl-C stops)", file=sys.stderr, flush=True)
             if not isinstance(event, TransferEvent) or isinstance(event, TransferProgress):
                 continue

@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from castray import output
-from castray.client import AsyncClient, GatewayUnreachable, Resumed, Snapshot, Unavailable
+from castray.client import AsyncClient, GatewayUnreachable, Resumed, SnapshotMessage, Unavailable
 from castray.client.events import EventStream
 from castray.shared.events import TransferEvent, TransferProgress
 from castray.shared.transfers import FINAL_STATES, TransferRecord, TransferRequest
@@ -121,7 +121,7 @@ async def follow(api: AsyncClient, stream: EventStream, transfer_id: str, board:
 
     async def listen() -> None:
         async for event in stream:
-            if isinstance(event, Resumed | Snapshot) and stream.connects > 1:
+            if isinstance(event, Resumed | SnapshotMessage) and stream.connects > 1:
                 await refresh()  # transfer events sent while it was away are not replayed
             if not isinstance(event, TransferEvent) or event.transfer_id != transfer_id:
                 continue

@@ -17,7 +17,7 @@ from castray.client import (
     GatewayUnreachable,
     NotFound,
     Resumed,
-    Snapshot,
+    SnapshotMessage,
     Unauthorized,
 )
 from castray.client.events import EventStream, LiveEvent
@@ -71,7 +71,7 @@ async def test_every_operation_upload_with_progress_and_live_events(stack: Stack
 
         async with api.events() as stream:
             first = await anext(stream)
-            assert isinstance(first, Snapshot) and [n.id for n in first.nodes] == [head_id]
+            assert isinstance(first, SnapshotMessage) and [n.id for n in first.nodes] == [head_id]
             queued = await api.create_transfer(TransferRequest(
                 source=UploadSource(upload_id=upload.upload_id), mode="unicast", targets=[head_id]))
             assert queued.targets == [head_id]
@@ -114,7 +114,7 @@ def test_the_sync_client_does_the_same_without_a_loop(stack: Stack) -> None:
         assert node.id == stack.node_ids[0]
         events = api.events(topics=("nodes",))
         first = next(events)
-        assert isinstance(first, Snapshot) and [n.id for n in first.nodes] == [node.id]
+        assert isinstance(first, SnapshotMessage) and [n.id for n in first.nodes] == [node.id]
         events.close()
         queued = api.create_transfer(TransferRequest.model_validate(
             {"source": {"generate": {"size": "1MiB"}}, "mode": "broadcast"}))
@@ -140,7 +140,7 @@ async def test_the_token_goes_on_http_and_on_the_websocket(make_gateway: Gateway
         del os.environ["CASTRAY_API_TOKEN"]
     async with api, api.events() as stream:
         assert await api.nodes() == []
-        assert isinstance(await anext(stream), Snapshot)
+        assert isinstance(await anext(stream), SnapshotMessage)
 
 
 async def test_nothing_listening_is_gateway_unreachable() -> None:
@@ -152,7 +152,7 @@ async def test_nothing_listening_is_gateway_unreachable() -> None:
 async def test_the_stream_reconnects_and_resumes_when_the_gateway_restarts(stack: Stack) -> None:
     async with AsyncClient(stack.url, token="") as api, api.events(topics=("nodes",)) as stream:
         first = await anext(stream)
-        assert isinstance(first, Snapshot) and stream.connects == 1
+        assert isinstance(first, SnapshotMessage) and stream.connects == 1
         gateway = stack.up.child("gateway")
         assert gateway is not None
         gateway.kill()  # castray up starts it again after a second

@@ -27,11 +27,11 @@ from castray.client.errors import (
     Unauthorized,
     Unavailable,
 )
-from castray.client.events import EventStream, LiveEvent, Resumed, Snapshot, StreamError
+from castray.client.events import EventStream, LiveEvent, Resumed, SnapshotMessage, StreamError
 from castray.client.sync import Client
 
 __all__ = [
     "DEFAULT_URL", "AsyncClient", "BadRequest", "Client", "ClientError", "Conflict", "EventStream",
     "Forbidden", "GatewayError", "GatewayUnreachable", "LiveEvent", "NotFound", "Progress", "Resumed",
-    "Snapshot", "StreamError", "TooLarge", "Unauthorized", "Unavailable",
+    "SnapshotMessage", "StreamError", "TooLarge", "Unauthorized", "Unavailable",
 ]

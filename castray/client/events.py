@@ -4,8 +4,8 @@ The gateway sends a ``snapshot`` (``epoch``, ``version``, the clusters and nodes
 deltas numbered by ``version`` within ``epoch`` (`NodeDelta`, `ClusterDelta`, the registry's own models),
 and transfer and message events (``castray.shared.events``'s payloads). After a dropped connection the
 stream reconnects with ``epoch`` and ``since``: the gateway replays the deltas missed (a `Resumed` first)
-or, when its log no longer holds them, sends a fresh `Snapshot`. Transfer events are not replayed: a
-caller that follows a transfer re-reads its record when a `Resumed` or a later `Snapshot` arrives.
+or, when its log no longer holds them, sends a fresh `SnapshotMessage`. Transfer events are not replayed: a
+caller that follows a transfer re-reads its record when a `Resumed` or a later `SnapshotMessage` arrives.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ WS_PROTOCOL = "castray.v1"  # what the gateway selects (castray.gateway.auth.WS_
 DEFAULT_TOPICS = ("clusters", "nodes", "transfers")
 
 
-class Snapshot(BaseModel):
-    """The whole view at ``version``: on connect, and whenever the gateway cannot send deltas."""
+class SnapshotMessage(BaseModel):
+    """The /ws message ``snapshot``: the whole view at ``version``, on connect and whenever the gateway
+    cannot send deltas (the view itself, read from Redis, is `castray.shared.view.Snapshot`)."""
 
     model_config = ConfigDict(extra="ignore")
     type: Literal["snapshot"] = "snapshot"
@@ -74,14 +75,14 @@ class StreamError(BaseModel):
     error: str = ""
 
 
-LiveEvent = Snapshot | Resumed | NodeDelta | ClusterDelta | TransferEvent | MessageSent | StreamError
+LiveEvent = SnapshotMessage | Resumed | NodeDelta | ClusterDelta | TransferEvent | MessageSent | StreamError
 _DELTA: TypeAdapter[ViewChanged] = TypeAdapter(ViewChanged)
 _PAYLOADS: dict[str, type[TransferEvent] | type[MessageSent]] = {
     "transfer-started": TransferStarted, "transfer-progress": TransferProgress,
     "transfer-completed": TransferCompleted, "transfer-failed": TransferFailed,
     "transfer-cancelled": TransferCancelled, "message-sent": MessageSent}
-_OWN: dict[str, type[Snapshot] | type[Resumed] | type[StreamError]] = {
-    "snapshot": Snapshot, "resumed": Resumed, "error": StreamError}
+_OWN: dict[str, type[SnapshotMessage] | type[Resumed] | type[StreamError]] = {
+    "snapshot": SnapshotMessage, "resumed": Resumed, "error": StreamError}
 
 
 def parse(message: dict[str, Any]) -> LiveEvent | None:
@@ -147,7 +148,7 @@ class EventStream:
                 return event
 
     def _track(self, event: LiveEvent) -> None:
-        if isinstance(event, Snapshot):
+        if isinstance(event, SnapshotMessage):
             self.epoch, self.version = event.epoch, event.version
         elif isinstance(event, Resumed):
             self.epoch, self.version = event.epoch, event.since
