@@ -93,10 +93,6 @@ class Names:
         """Stream of view deltas, entry id ``<version>-0``, capped: lets a client resume."""
         return f"{self.ns}:view:log"
 
-    @property
-    def view_lock(self) -> str:
-        return f"{self.ns}:view:lock"
-
     # --- transfers --------------------------------------------------------------------------------
     @property
     def transfer_requests(self) -> str:
