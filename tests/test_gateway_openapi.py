@@ -50,11 +50,13 @@ async def test_spec_operations_are_complete(gateway) -> None:
     spec = gateway.server.app[keys.OPENAPI]
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
-            assert op["summary"] and "200" in op["responses"], (method, path)
+            assert op["summary"] and {"200", "202"} & set(op["responses"]), (method, path)
             for name in re.findall(r"\{(\w+)\}", path):
                 assert {"name": name, "in": "path"}.items() <= next(
                     p for p in op["parameters"] if p["name"] == name
                 ).items()
+    queued = spec["paths"]["/api/transfers"]["post"]["responses"]
+    assert "202" in queued and "200" not in queued  # what POST /api/transfers answers
     connect = spec["paths"]["/api/cluster/connect-external"]["post"]
     ref = connect["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]

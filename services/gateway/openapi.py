@@ -30,6 +30,7 @@ class RouteDoc:
     responses: dict[int, str] = field(default_factory=dict)
     response_model: type[BaseModel] | None = None
     content_type: str | None = None  # of a success that is not JSON (e.g. the Prometheus text format)
+    status: int = 200  # of a success (202: accepted, the work goes on after the answer)
 
 
 def doc(
@@ -41,12 +42,13 @@ def doc(
     responses: dict[int, str] | None = None,
     response_model: type[BaseModel] | None = None,
     content_type: str | None = None,
+    status: int = 200,
 ) -> Callable[[F], F]:
     """Describe a handler for the OpenAPI spec."""
 
     def mark(handler: F) -> F:
         handler.__openapi__ = RouteDoc(summary, tag, body, dict(query or {}), dict(responses or {}),  # type: ignore[attr-defined]
-                                       response_model, content_type)
+                                       response_model, content_type, status)
         return handler
 
     return mark
@@ -57,7 +59,7 @@ _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 
 def _ok_response(rdoc: RouteDoc, schemas: dict[str, Any]) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "OK"}
+    ok: dict[str, Any] = {"description": "Accepted" if rdoc.status == 202 else "OK"}
     if rdoc.response_model is not None:
         name = rdoc.response_model.__name__
         schemas[name] = rdoc.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -89,7 +91,7 @@ def build_spec(app: web.Application, *, title: str = "CastRay", version: str = "
             schemas[rdoc.body.__name__] = rdoc.body.model_json_schema(ref_template=_REF)
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{rdoc.body.__name__}"}}}}
-        op["responses"]["200"] = _ok_response(rdoc, schemas)
+        op["responses"][str(rdoc.status)] = _ok_response(rdoc, schemas)
         refusals = dict(rdoc.responses)
         if auth.is_protected(path):
             refusals.setdefault(401, "No token or a wrong one, on a gateway with CASTRAY_API_TOKEN")

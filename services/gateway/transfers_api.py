@@ -24,7 +24,7 @@ PAGE_QUERY = {"limit": f"At most this many (1..{MAX_PAGE}, default 50)",
 
 
 @doc("Queue a transfer (unicast, multicast or broadcast) of an upload, a node's file or a generated file",
-     tag=TAG, body=TransferRequest, response_model=TransferQueued,
+     tag=TAG, body=TransferRequest, response_model=TransferQueued, status=202,
      responses={400: "Invalid request", 404: "Unknown upload or node",
                 409: "A node is not alive"})
 async def create_transfer(request: web.Request) -> web.Response:
