@@ -1,11 +1,24 @@
 """``GET /metrics``: the Prometheus text format read back with prometheus_client's own parser; request
 counters move by exactly the requests made, labelled by route (never the raw path); the WebSocket gauge
-follows a client; the view's gauges; the token."""
+follows a client; the view's gauges; the token; a transfer's events move the transfer counters by exactly
+its figures; the request stream's depth and pending entries and the replicas' heartbeats, read at scrape
+time and left out when their read fails."""
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from castray.gateway import keys
+from castray.shared.bus import Bus
+from castray.shared.events import (
+    TransferCancelled,
+    TransferCompleted,
+    TransferFailed,
+    TransferProgress,
+    TransferStarted,
+)
+from castray.shared.names import TRANSFER_GROUP, Names
 from tests.support.gateway import ViewWriter, cluster, node
 from tests.support.waiting import wait_for
 
@@ -92,3 +105,77 @@ async def test_metrics_needs_the_token_and_is_get_only(make_gateway) -> None:
     assert list(op) and set(op["responses"]) >= {"200", "401"}
     assert "text/plain; version=0.0.4" in op["responses"]["200"]["content"]
     assert list(spec["paths"]["/metrics"]) == ["get"]
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_transfer_counters_move_by_exactly_one_transfers_figures(
+        gateway, redis_client: aioredis.Redis, names: Names) -> None:
+    bus = Bus(redis_client, names, source="test-transfer")
+    before = await scrape(gateway)
+    events = [TransferStarted(transfer_id="t1", mode="broadcast", bytes_total=1000, targets=["c1-a", "c1-b"]),
+              TransferProgress(transfer_id="t1", node_id="c1-a", bytes_done=500, bytes_total=1000),
+              TransferCompleted(transfer_id="t1", node_id="c1-a", path="/tmp/f", sha256="ab",
+                                bytes_total=1000),
+              TransferFailed(transfer_id="t1", node_id="c1-b", error="node died"),
+              TransferCompleted(transfer_id="t1", node_id=None, sha256="ab", bytes_total=1000)]
+    for payload in events:
+        await bus.publish(names.transfer_events, payload)
+
+    async def relayed() -> dict | None:
+        samples = await scrape(gateway)
+        done = value(samples, "castray_ws_events_relayed_total", type="transfer-completed") == 2
+        return samples if done else None
+
+    after = await wait_for(relayed, what="the transfer's events relayed")
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("castray_transfers_total", state="started", mode="broadcast") == 1
+    assert moved("castray_transfers_total", state="completed", mode="broadcast") == 1
+    assert moved("castray_transfers_total", state="failed", mode="broadcast") == 0
+    assert moved("castray_transfer_destinations_total", state="completed") == 1
+    assert moved("castray_transfer_destinations_total", state="failed") == 1
+    assert moved("castray_transfer_bytes_delivered_total") == 1000
+    assert moved("castray_transfer_duration_seconds_count", state="completed") == 1
+    for event_type, count in (("transfer-started", 1), ("transfer-progress", 1), ("transfer-failed", 1)):
+        assert moved("castray_ws_events_relayed_total", type=event_type) == count
+
+    # A transfer whose start this gateway never saw: counted when it ends, mode unknown, no duration.
+    await bus.publish(names.transfer_events, TransferCancelled(transfer_id="t0"))
+
+    async def cancelled() -> bool:
+        return value(await scrape(gateway), "castray_transfers_total", state="cancelled", mode="unknown") == 1
+
+    await wait_for(cancelled, what="the cancelled transfer counted")
+    assert value(await scrape(gateway), "castray_transfer_duration_seconds_count", state="cancelled") == 0
+
+
+async def test_stream_depth_pending_and_heartbeats_read_at_scrape(
+        gateway, redis_client: aioredis.Redis, names: Names) -> None:
+    stream = names.transfer_requests
+    samples = await scrape(gateway)
+    assert value(samples, "castray_transfer_stream_length") == 0  # no stream yet
+    assert value(samples, "castray_transfer_stream_pending") == 0
+    for i in range(7):
+        await redis_client.xadd(stream, {"n": str(i)})
+    await redis_client.xgroup_create(stream, TRANSFER_GROUP, id="0")
+    await redis_client.xreadgroup(TRANSFER_GROUP, "worker-1", {stream: ">"}, count=3)
+    samples = await scrape(gateway)
+    assert samples[("castray_transfer_stream_length", ())] == await redis_client.xlen(stream) == 7
+    assert samples[("castray_transfer_stream_pending", ())] == 3
+
+    instance = gateway.app[keys.BUS].source
+    replica = (("instance", instance), ("service", "gateway"))
+    assert samples[("castray_service_up", replica)] == 1
+    assert 0 <= samples[("castray_service_heartbeat_age_seconds", replica)] < 60
+
+    # A read that fails leaves its metrics out; the scrape still answers, with the rest.
+    await redis_client.delete(stream)
+    await redis_client.set(stream, "not a stream")
+    samples = await scrape(gateway)
+    assert not any(name.startswith("castray_transfer_stream") for name, _ in samples)
+    assert samples[("castray_service_up", replica)] == 1

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +198,8 @@ class EventHub:
         self.status = original.StatusCache(store.redis, store.names)
         self.subscribed = asyncio.Event()
         self.events = 0
+        # Called with each event once it is relayed (the gateway's metrics count transfers from them).
+        self.observers: list[Callable[[Event], None]] = []
         self._subs: set[Subscriber] = set()
         self._dirty = asyncio.Event()
         self._status_size = 0
@@ -268,6 +270,8 @@ class EventHub:
             self._dirty.set()
             if isinstance(event.payload, ClusterDelta):
                 self.news.note(event.payload)
+        for observe in self.observers:
+            observe(event)
 
     async def _status_loop(self) -> None:
         """Push status_update (and the original's cluster messages) at most once per ``status_interval``

@@ -5,13 +5,23 @@ goes to ``prometheus_client``'s global registry. Requests are labelled by the ro
 (``/api/nodes/{node_id}``), never the raw one, so the number of series stays bounded. The view's gauges are
 read at scrape time from the status the gateway already caches (`StatusCache`): one small read of the
 view's meta, never the whole view.
+
+Transfers are counted from the transfer events the gateway's `EventHub` already relays (an observer of the
+hub): no second subscription, no read of the transfer records. A transfer that started before this gateway
+did is counted when it ends, with mode ``unknown`` and no duration. The transfer request stream's depth and
+every replica's heartbeat are read at scrape time (both reads at once, the readers ``/api/services`` uses);
+a read that fails leaves its metrics out of that scrape rather than failing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter as Tally
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import (
@@ -21,15 +31,125 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from castray.gateway import keys
 from castray.gateway.errors import Handler
 from castray.gateway.openapi import doc
+from castray.gateway.services_api import queue_depth
+from castray.shared.api import QueueDepth
+from castray.shared.events import (
+    Event,
+    TransferCancelled,
+    TransferCompleted,
+    TransferFailed,
+    TransferStarted,
+)
+from castray.shared.heartbeat import ServiceReplica, read_replicas
+
+log = logging.getLogger(__name__)
 
 # What a request that matched no route is labelled with (a 404, a 405 on an unknown path).
 UNMATCHED = "unmatched"
 # The classic text format, which every Prometheus reads (prometheus_client >= 0.22 calls 1.0.0 its latest).
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+# The mode of a transfer whose transfer-started this gateway did not see.
+UNKNOWN_MODE = "unknown"
+# Transfers remembered between their start and their end (mode, start time); the oldest go first.
+OPEN_TRANSFERS_MAX = 10_000
+SCRAPE_READ_ERRORS = (RedisError, OSError, TimeoutError)
+DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class TransferMetrics:
+    """Transfers, destinations and bytes delivered, from the events the hub relays (`on_event`)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.transfers = Counter("castray_transfers", "Transfers by state (started, then completed, failed "
+                                 "or cancelled) and mode", ["state", "mode"], registry=r)
+        self.destinations = Counter("castray_transfer_destinations",
+                                    "Destinations that ended, by state (completed, failed)", ["state"],
+                                    registry=r)
+        self.bytes_delivered = Counter("castray_transfer_bytes_delivered",
+                                       "Bytes delivered to destinations that completed", registry=r)
+        self.duration = Histogram("castray_transfer_duration_seconds",
+                                  "From a transfer's start to its end (event times), by how it ended",
+                                  ["state"], buckets=DURATION_BUCKETS, registry=r)
+        self.relayed = Counter("castray_ws_events_relayed", "Events from Redis relayed to the WebSocket "
+                               "clients, by event type", ["type"], registry=r)
+        self._open: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def on_event(self, event: Event) -> None:
+        self.relayed.labels(event.type).inc()
+        p = event.payload
+        if isinstance(p, TransferStarted):
+            self._open[p.transfer_id] = (p.mode, event.time)
+            if len(self._open) > OPEN_TRANSFERS_MAX:
+                self._open.popitem(last=False)
+            self.transfers.labels("started", p.mode).inc()
+            return
+        if isinstance(p, TransferCompleted | TransferFailed) and p.node_id is not None:
+            self.destinations.labels(p.event_type.removeprefix("transfer-")).inc()
+            if isinstance(p, TransferCompleted):
+                self.bytes_delivered.inc(p.bytes_total)
+            return
+        if isinstance(p, TransferCompleted | TransferFailed | TransferCancelled):
+            state = p.event_type.removeprefix("transfer-")
+            mode, started = self._open.pop(p.transfer_id, (UNKNOWN_MODE, None))
+            self.transfers.labels(state, mode).inc()
+            if started is not None:
+                self.duration.labels(state).observe(max(0.0, event.time - started))
+
+
+@dataclass(frozen=True, slots=True)
+class Scraped:
+    """What one scrape read from Redis; None: that read failed, and its metrics are left out."""
+
+    queue: QueueDepth | None = None
+    replicas: list[ServiceReplica] | None = None
+
+
+class RedisReadings(Collector):
+    """The transfer request stream's depth and the replicas' heartbeats, as last read by `read`."""
+
+    def __init__(self) -> None:
+        self.scraped = Scraped()
+
+    async def read(self, app: web.Application) -> None:
+        redis, names, settings = app[keys.REDIS], app[keys.NAMES], app[keys.SETTINGS]
+        depth, replicas = await asyncio.gather(
+            queue_depth(redis, names),
+            read_replicas(redis, names, stale_beats=settings.service_stale_beats,
+                          forget_after=settings.service_forget_s),
+            return_exceptions=True)
+        for what, outcome in (("transfer queue", depth), ("heartbeats", replicas)):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, SCRAPE_READ_ERRORS):
+                    raise outcome
+                log.warning("metrics: %s left out, Redis read failed: %s", what, outcome)
+        self.scraped = Scraped(queue=depth if isinstance(depth, QueueDepth) else None,
+                               replicas=None if isinstance(replicas, BaseException) else replicas)
+
+    def collect(self) -> Iterator[Metric]:
+        queue, replicas = self.scraped.queue, self.scraped.replicas
+        if queue is not None:
+            yield GaugeMetricFamily("castray_transfer_stream_length",
+                                    "Entries in the transfer request stream (XLEN)", value=queue.length)
+            yield GaugeMetricFamily("castray_transfer_stream_pending", "Transfer requests delivered to a "
+                                    "worker and not yet acknowledged (XPENDING)", value=queue.pending)
+        if replicas is not None:
+            up = GaugeMetricFamily("castray_service_up", "1 if the replica's heartbeat is fresh, 0 if stale",
+                                   labels=["service", "instance"])
+            age = GaugeMetricFamily("castray_service_heartbeat_age_seconds",
+                                    "Seconds since the replica's last heartbeat",
+                                    labels=["service", "instance"])
+            for rep in replicas:
+                up.add_metric([rep.service, rep.instance], 0 if rep.stale else 1)
+                age.add_metric([rep.service, rep.instance], rep.age)
+            yield up
+            yield age
 
 
 class GatewayMetrics:
@@ -55,6 +175,9 @@ class GatewayMetrics:
                                 "encoded: a cache miss)", ["kind"], registry=r)
         self.events_subscribed = Gauge("castray_gateway_events_subscribed",
                                        "1 while the gateway's event listener is subscribed", registry=r)
+        self.transfers = TransferMetrics(r)
+        self.readings = RedisReadings()
+        r.register(self.readings)
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         route = route_of(request)
@@ -97,7 +220,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 @doc("Metrics in the Prometheus text format (version 0.0.4): HTTP requests by method, route and status; "
      "request durations by route; WebSocket clients; the view's version, nodes and clusters by state; "
-     "what the view cache built",
+     "what the view cache built; transfers by state and mode, destinations by state, bytes delivered, "
+     "transfer durations; events relayed to WebSocket clients by type; the transfer request stream's "
+     "length and pending entries, each replica's heartbeat (up, age), left out when their read fails",
      tag="meta", responses={503: "Redis unavailable"}, content_type=PROMETHEUS_TEXT)
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
@@ -111,6 +236,7 @@ async def metrics(request: web.Request) -> web.Response:
     for kind, count in built.items():
         m.view_cache.labels(kind).set(count)
     m.events_subscribed.set(1 if hub.subscribed.is_set() else 0)
+    await m.readings.read(app)
     return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": PROMETHEUS_TEXT + "; charset=utf-8"})
 
@@ -118,3 +244,9 @@ async def metrics(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app[keys.METRICS] = GatewayMetrics()
     app.router.add_get("/metrics", metrics, allow_head=False)
+    app.on_startup.append(_observe_hub)
+
+
+async def _observe_hub(app: web.Application) -> None:
+    """After the hub's cleanup context (aiohttp runs every cleanup context before on_startup)."""
+    app[keys.HUB].observers.append(app[keys.METRICS].transfers.on_event)
