@@ -130,6 +130,16 @@ async def read_replicas(redis: aioredis.Redis, names: Names, *, stale_beats: int
     ``forget_after`` seconds are removed. An entry that does not decode (another version's layout) is
     skipped, not removed."""
     raw: dict[bytes | str, bytes | str] = await redis.hgetall(names.services)
+    out, gone = replicas_of(raw, stale_beats=stale_beats, forget_after=forget_after, now=now)
+    if gone:
+        await redis.hdel(names.services, *gone)
+    return out
+
+
+def replicas_of(raw: dict[bytes | str, bytes | str], *, stale_beats: int, forget_after: float,
+                now: float | None = None) -> tuple[list[ServiceReplica], list[bytes | str]]:
+    """The replicas of ``Names.services``'s contents, and the keys of those to forget: apart from
+    `read_replicas` so that a reader that batches its commands (the gateway's metrics) decodes alike."""
     now = time.time() if now is None else now
     out: list[ServiceReplica] = []
     gone: list[bytes | str] = []
@@ -143,7 +153,5 @@ async def read_replicas(redis: aioredis.Redis, names: Names, *, stale_beats: int
             gone.append(key)
             continue
         out.append(ServiceReplica(**beat.model_dump(), age=age, stale=age > beat.interval * stale_beats))
-    if gone:
-        await redis.hdel(names.services, *gone)
     out.sort(key=lambda r: (r.service, r.instance))
-    return out
+    return out, gone

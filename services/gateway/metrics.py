@@ -9,7 +9,7 @@ view's meta, never the whole view.
 Transfers are counted from the transfer events the gateway's `EventHub` already relays (an observer of the
 hub): no second subscription, no read of the transfer records. A transfer that started before this gateway
 did is counted when it ends, with mode ``unknown`` and no duration. The transfer request stream's depth and
-every replica's heartbeat are read at scrape time (both reads at once, the readers ``/api/services`` uses);
+every replica's heartbeat are read at scrape time (one pipeline, decoded as ``/api/services`` decodes them);
 a read that fails leaves its metrics out of that scrape rather than failing it.
 """
 
@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from castray.gateway import keys
 from castray.gateway.errors import Handler
 from castray.gateway.openapi import doc
-from castray.gateway.services_api import queue_depth
+from castray.gateway.services_api import depth_of, queue_commands
 from castray.shared.api import QueueDepth
 from castray.shared.events import (
     Event,
@@ -47,7 +47,7 @@ from castray.shared.events import (
     TransferFailed,
     TransferStarted,
 )
-from castray.shared.heartbeat import ServiceReplica, read_replicas
+from castray.shared.heartbeat import ServiceReplica, replicas_of
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +118,30 @@ class RedisReadings(Collector):
         self.scraped = Scraped()
 
     async def read(self, app: web.Application) -> None:
+        """Both reads in one pipeline (one round trip); forgotten replicas are left to ``/api/services``
+        to remove, so that a scrape writes nothing."""
         redis, names, settings = app[keys.REDIS], app[keys.NAMES], app[keys.SETTINGS]
-        depth, replicas = await asyncio.gather(
-            queue_depth(redis, names),
-            read_replicas(redis, names, stale_beats=settings.service_stale_beats,
-                          forget_after=settings.service_forget_s),
-            return_exceptions=True)
-        for what, outcome in (("transfer queue", depth), ("heartbeats", replicas)):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, SCRAPE_READ_ERRORS):
-                    raise outcome
-                log.warning("metrics: %s left out, Redis read failed: %s", what, outcome)
-        self.scraped = Scraped(queue=depth if isinstance(depth, QueueDepth) else None,
-                               replicas=None if isinstance(replicas, BaseException) else replicas)
+        pipe = redis.pipeline(transaction=False)
+        queue_commands(pipe, names)
+        pipe.hgetall(names.services)
+        try:
+            length, summary, raw = await pipe.execute(raise_on_error=False)
+        except SCRAPE_READ_ERRORS as e:
+            log.warning("metrics: the transfer queue and heartbeats left out, Redis read failed: %s", e)
+            self.scraped = Scraped()
+            return
+        queue: QueueDepth | None = None
+        try:
+            queue = depth_of(length, summary)
+        except SCRAPE_READ_ERRORS as e:
+            log.warning("metrics: the transfer queue left out, Redis read failed: %s", e)
+        replicas: list[ServiceReplica] | None = None
+        if isinstance(raw, Exception):
+            log.warning("metrics: heartbeats left out, Redis read failed: %s", raw)
+        else:
+            replicas, _ = replicas_of(raw, stale_beats=settings.service_stale_beats,
+                                      forget_after=settings.service_forget_s)
+        self.scraped = Scraped(queue=queue, replicas=replicas)
 
     def collect(self) -> Iterator[Metric]:
         queue, replicas = self.scraped.queue, self.scraped.replicas

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from castray.gateway import keys
@@ -25,14 +27,30 @@ log = logging.getLogger(__name__)
 HEARTBEAT: web.AppKey[Heartbeat] = web.AppKey("heartbeat")
 
 
+def queue_commands(pipe: Pipeline, names: Names) -> None:
+    """Queue the two reads of the transfer request queue's depth (XLEN, XPENDING) on ``pipe``."""
+    pipe.xlen(names.transfer_requests)
+    pipe.xpending(names.transfer_requests, TRANSFER_GROUP)
+
+
+def depth_of(length: object, summary: object) -> QueueDepth:
+    """The depth from the replies of `queue_commands` (run with ``raise_on_error=False``)."""
+    if isinstance(length, Exception):
+        raise length
+    if isinstance(summary, ResponseError):  # NOGROUP: no worker has created the group yet
+        return QueueDepth(length=int(cast(int, length)), pending=0)
+    if isinstance(summary, Exception):
+        raise summary
+    return QueueDepth(length=int(cast(int, length)), pending=int(cast(dict[str, Any], summary)["pending"]))
+
+
 async def queue_depth(redis: aioredis.Redis, names: Names) -> QueueDepth:
-    """XLEN of the request stream and the pending count of the workers' group (0 before either exists)."""
-    length = int(await redis.xlen(names.transfer_requests))
-    try:
-        summary = await redis.xpending(names.transfer_requests, TRANSFER_GROUP)
-    except ResponseError:  # NOGROUP: no worker has created the group yet
-        return QueueDepth(length=length, pending=0)
-    return QueueDepth(length=length, pending=int(summary["pending"]))
+    """XLEN of the request stream and the pending count of the workers' group (0 before either exists),
+    in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    queue_commands(pipe, names)
+    length, summary = await pipe.execute(raise_on_error=False)
+    return depth_of(length, summary)
 
 
 @doc("Every service replica's heartbeat (service, instance, host, pid, started, last beat, version and "
