@@ -1,15 +1,19 @@
 """``GET /metrics``: the Prometheus text format read back with prometheus_client's own parser; request
 counters move by exactly the requests made, labelled by route (never the raw path); the WebSocket gauge
 follows a client; the view's gauges; the token; a transfer's events move the transfer counters by exactly
-its figures; the request stream's depth and pending entries and the replicas' heartbeats, read at scrape
-time and left out when their read fails."""
+its figures; the request stream's depth (after transfers queued through the API too), its pending entries
+and the replicas' heartbeats (a stale one down), read at scrape time and left out when their read fails."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from castray.gateway import keys
+from castray.shared import codec
 from castray.shared.bus import Bus
 from castray.shared.events import (
     TransferCancelled,
@@ -18,8 +22,11 @@ from castray.shared.events import (
     TransferProgress,
     TransferStarted,
 )
+from castray.shared.heartbeat import ServiceBeat
 from castray.shared.names import TRANSFER_GROUP, Names
 from tests.support.gateway import ViewWriter, cluster, node
+from tests.support.gateway_files import STANDARD_VIEW, seed_view
+from tests.support.gateway_files import gateway as files_gateway
 from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
@@ -179,3 +186,27 @@ async def test_stream_depth_pending_and_heartbeats_read_at_scrape(
     samples = await scrape(gateway)
     assert not any(name.startswith("castray_transfer_stream") for name, _ in samples)
     assert samples[("castray_service_up", replica)] == 1
+
+
+async def test_stream_depth_follows_transfers_queued_through_the_api(
+        namespace: str, names: Names, tmp_path: Path, redis_client: aioredis.Redis) -> None:
+    await seed_view(redis_client, names, STANDARD_VIEW)
+    async with files_gateway(namespace, tmp_path / "data") as client:
+        for _ in range(4):
+            resp = await client.post("/api/transfers", json={"source": {"generate": {"size": "1KB"}},
+                                                             "mode": "unicast", "targets": ["c1-w1"]})
+            assert resp.status == 202, await resp.text()
+        samples = await scrape(client)
+    assert samples[("castray_transfer_stream_length", ())] == await redis_client.xlen(names.transfer_requests)
+    assert samples[("castray_transfer_stream_length", ())] == 4
+    assert samples[("castray_transfer_stream_pending", ())] == 0  # no worker has taken one
+
+
+async def test_a_stale_replica_is_down(gateway, redis_client: aioredis.Redis, names: Names) -> None:
+    silent = ServiceBeat(service="transfer", instance="tw-1", host="h", pid=1, started=time.time() - 100,
+                         beat=time.time() - 30, interval=1.0, version="0")
+    await redis_client.hset(names.services, silent.key, codec.encode(silent))
+    samples = await scrape(gateway)
+    replica = (("instance", "tw-1"), ("service", "transfer"))
+    assert samples[("castray_service_up", replica)] == 0
+    assert samples[("castray_service_heartbeat_age_seconds", replica)] >= 30
