@@ -85,6 +85,8 @@ class TransferMetrics:
         self.relayed.labels(event.type).inc()
         p = event.payload
         if isinstance(p, TransferStarted):
+            if p.transfer_id in self._open:  # another attempt (its worker died): the same transfer
+                return
             self._open[p.transfer_id] = (p.mode, event.time)
             if len(self._open) > OPEN_TRANSFERS_MAX:
                 self._open.popitem(last=False)
