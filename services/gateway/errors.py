@@ -33,6 +33,7 @@ class ApiError(CastRayError):
         self.message = message
         self.code = code or _default_code(status)
         self.details = details
+        self.headers: dict[str, str] = {}  # sent with the answer (e.g. Retry-After)
 
 
 class QuotaExceeded(ApiError):
@@ -102,6 +103,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as e:
         response = json_error(e.status, e.message, e.code, shape=shape, **e.details)
+        response.headers.update(e.headers)
         if e.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="castray"'
         return response

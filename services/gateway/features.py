@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from castray.gateway import (
+    backpressure,
     clusters_api,
     event_hub,
     files_api,
@@ -26,6 +27,6 @@ from castray.gateway import (
     ws,
 )
 
-ALL: list[ModuleType] = [event_hub, status_api, clusters_api, nodes_api, ws, transfers_api, files_api,
-                         uploads_api, legacy_transfers_api, messages_api, metrics, services_api, ui,
-                         openapi]
+ALL: list[ModuleType] = [event_hub, backpressure, status_api, clusters_api, nodes_api, ws, transfers_api,
+                         files_api, uploads_api, legacy_transfers_api, messages_api, metrics, services_api,
+                         ui, openapi]

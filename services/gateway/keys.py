@@ -13,6 +13,7 @@ from castray.shared.names import Names
 from castray.shared.view import ViewReader
 
 if TYPE_CHECKING:  # the modules below import this one
+    from castray.gateway.backpressure import HeavyGate
     from castray.gateway.event_hub import EventHub
     from castray.gateway.metrics import GatewayMetrics
     from castray.gateway.origin import BrowserPolicy
@@ -26,6 +27,8 @@ NAMES = web.AppKey("names", Names)
 VIEW: web.AppKey[ViewReader] = web.AppKey("view")
 # The view encoded once per version, and the bodies served from it (REST and /ws snapshots).
 VIEW_CACHE: web.AppKey[ViewCache] = web.AppKey("view_cache")
+# Slots for the requests that build large view bodies (backpressure: beyond them, 503 overloaded).
+HEAVY_GATE: web.AppKey[HeavyGate] = web.AppKey("heavy_gate")
 HUB: web.AppKey[EventHub] = web.AppKey("hub")
 # Open WebSockets, closed on shutdown so a stop never waits for clients to leave.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")

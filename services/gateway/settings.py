@@ -71,6 +71,13 @@ class GatewaySettings(exposure.ExposureSettings):
         "its subdomains, '*' any (turns off the DNS-rebinding check). Others get 403.")
     ws_heartbeat: float = Field(default=20.0, gt=0, description="Seconds between WebSocket pings.")
     ws_replay_limit: int = Field(default=10_000, ge=1, description="Most view deltas replayed on resume.")
+    heavy_requests: int = Field(
+        default=8, ge=1, description="Requests that build and send a large view body (/api/nodes, "
+        "/api/status, /api/clusters, external nodes and info) at once; more wait in the queue.")
+    heavy_queue: int = Field(
+        default=64, ge=0, description="Such requests that wait for one of those slots (at most 5 s); beyond "
+        "it, or after the wait, 503 overloaded with Retry-After. A 304, /api/health and /api/ready never "
+        "wait.")
     status_interval: float = Field(default=1.0, gt=0,
                                    description="Least seconds between status_update pushes.")
 

@@ -26,6 +26,8 @@ from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
+from castray.gateway import keys
+from castray.gateway.backpressure import ClientGone
 from castray.shared.events import ClusterDelta, ClusterInfo, NodeDelta, NodeInfo, ViewChanged
 from castray.shared.view import Snapshot, ViewMeta, ViewReader, node_order
 
@@ -286,13 +288,32 @@ def accepts_gzip(request: web.Request) -> bool:
 async def serve(request: web.Request, cache: ViewCache, meta: ViewMeta, shape: Hashable,
                 build: Callable[[], bytes]) -> web.Response:
     """304 when the client has this version of ``shape``; else its body (gzipped when accepted and worth
-    it), built once per version and sent as it is."""
+    it), built once per version and sent as it is. Building and sending it take one of the app's heavy
+    slots (`backpressure`): 503 overloaded when none is to be had; a 304 takes none.
+
+    The body is written here, inside the slot, rather than by aiohttp after the handler returns: what a
+    slow client has not read yet sits in its socket's buffer, and the slots bound how many such buffers
+    there are."""
     etag = etag_of(meta, shape)
     headers = {"ETag": etag, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
     if not_modified(request, etag):
         return web.Response(status=304, headers=headers)
-    body = cache.body(meta, shape, build)
-    if body.size >= GZIP_MIN and accepts_gzip(request):
-        return web.Response(body=await body.gzipped(), content_type="application/json", charset="utf-8",
-                            headers={**headers, "Content-Encoding": "gzip"})
-    return web.Response(body=body.raw, content_type="application/json", charset="utf-8", headers=headers)
+    async with request.app[keys.HEAVY_GATE].slot(request):
+        body = cache.body(meta, shape, build)
+        if body.size >= GZIP_MIN and accepts_gzip(request):
+            response = web.Response(body=await body.gzipped(), content_type="application/json",
+                                    charset="utf-8", headers={**headers, "Content-Encoding": "gzip"})
+        else:
+            response = web.Response(body=body.raw, content_type="application/json", charset="utf-8",
+                                    headers=headers)
+        await send(request, response)
+    return response
+
+
+async def send(request: web.Request, response: web.Response) -> None:
+    """Write ``response`` now; a client gone meanwhile is `ClientGone` (nothing to log, nothing to send)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionResetError as e:
+        raise ClientGone() from e
