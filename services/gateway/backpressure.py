@@ -29,6 +29,8 @@ from castray.gateway.errors import ApiError
 
 QUEUE_WAIT = 5.0  # seconds a queued request waits for a slot before it is shed
 RETRY_AFTER = 1  # seconds, in the shed answer's Retry-After
+# A heavy route's 503, as its API description says it.
+UNAVAILABLE = "Redis unavailable, or overloaded: too many large answers at once (Retry-After)"
 
 
 class Overloaded(ApiError):

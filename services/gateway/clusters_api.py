@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import keys, summaries
+from castray.gateway.backpressure import UNAVAILABLE
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original import clusters as original
@@ -105,7 +106,7 @@ async def discover_external(request: web.Request) -> web.Response:
 
 
 @doc("External clusters: is_connected, connected_cluster (host:port), connected_clusters, external_nodes",
-     tag="clusters", responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
+     tag="clusters", responses={304: "not modified (If-None-Match)", 503: UNAVAILABLE})
 async def external_info(request: web.Request) -> web.Response:
     cache = request.app[keys.VIEW_CACHE]
     ev = await cache.current()
@@ -138,7 +139,7 @@ async def disconnect_external(request: web.Request) -> web.Response:
 
 
 @doc("Every cluster in the view, with node counts", tag="clusters", response_model=ClusterList,
-     responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
+     responses={304: "not modified (If-None-Match)", 503: UNAVAILABLE})
 async def list_clusters(request: web.Request) -> web.Response:
     cache = request.app[keys.VIEW_CACHE]
     ev = await cache.current()
@@ -153,7 +154,7 @@ async def list_clusters(request: web.Request) -> web.Response:
 
 
 @doc("One cluster and its nodes", tag="clusters", response_model=ClusterDetail,
-     responses={304: "not modified (If-None-Match)", 404: "unknown cluster"})
+     responses={304: "not modified (If-None-Match)", 404: "unknown cluster", 503: UNAVAILABLE})
 async def get_cluster(request: web.Request) -> web.Response:
     cluster_id = request.match_info["cluster_id"]
     cache = request.app[keys.VIEW_CACHE]

@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import keys, node_pages
+from castray.gateway.backpressure import UNAVAILABLE
 from castray.gateway.errors import ApiError, parse_body
 from castray.gateway.openapi import doc
 from castray.gateway.original import clusters as original_clusters
@@ -50,7 +51,7 @@ def _state(raw: str | None) -> str | None:
             "cursor": "next_cursor of the previous page (pages stay in order across view changes)",
             "fields": "comma-separated node fields to return (id always included)"},
      responses={304: "not modified (If-None-Match)", 400: "bad filter, limit, cursor or fields",
-                503: "Redis unavailable"})
+                503: UNAVAILABLE})
 async def list_nodes(request: web.Request) -> web.Response:
     q = request.query
     flt = (q.get("cluster") or None, _state(q.get("state")), _external(q.get("external")))
@@ -61,7 +62,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 
 
 @doc("External nodes (the seed's shape): success, external_nodes (list), count", tag="nodes",
-     responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
+     responses={304: "not modified (If-None-Match)", 503: UNAVAILABLE})
 async def external_nodes(request: web.Request) -> web.Response:
     cache = request.app[keys.VIEW_CACHE]
     ev = await cache.current()

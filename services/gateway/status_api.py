@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from castray.gateway import keys
+from castray.gateway.backpressure import UNAVAILABLE
 from castray.gateway.openapi import doc
 from castray.gateway.view_cache import serve
 from castray.shared.bus import REDIS_ERRORS
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
      "original's transfer counters), clusters, ray_cluster (cluster_resources, available_resources; memory "
      "in MiB); and discovery_leader, the discovery replica that leads (null: none does now). A DEAD node "
      "is listed in node_statuses with Ray's reason (state_message) but counted in dead_nodes only",
-     tag="status", responses={304: "not modified (If-None-Match)", 503: "Redis unavailable"})
+     tag="status", responses={304: "not modified (If-None-Match)", 503: UNAVAILABLE})
 async def get_status(request: web.Request) -> web.Response:
     app = request.app
     cache = app[keys.VIEW_CACHE]
