@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
+import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -156,3 +158,32 @@ async def test_without_handler_cancellation_a_queued_request_whose_client_left_b
         assert cache.body_builds == builds
         resp = await session.get(f"{base}/api/nodes?limit=3")
         assert resp.status == 200 and cache.body_builds == builds + 1
+
+
+async def test_a_client_that_stops_reading_holds_its_slot_until_it_leaves(runner_gateway, view,
+                                                                          caplog) -> None:
+    """A body larger than the kernel's socket buffers to a client that reads nothing: its request holds
+    the slot while it is written, and gives it back (without handler cancellation) once the client closes."""
+    runner, base = runner_gateway
+    app = runner.app
+    gate = app[keys.HEAVY_GATE]
+    nodes = [make_node(f"c{c}", i) for c in range(4) for i in range(5000)]
+    await view.reset(epoch="big", clusters=[make_cluster(c) for c in range(4)], nodes=nodes)
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    try:
+        await asyncio.get_running_loop().sock_sendall(
+            sock, f"GET /api/nodes HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        head = await asyncio.get_running_loop().sock_recv(sock, 64)
+        assert head.startswith(b"HTTP/1.1 200")  # its body is being written ...
+        assert gate.in_use == 1  # ... inside the slot, and cannot all be: the client reads no more
+    finally:
+        sock.close()
+    await wait_for(lambda: gate.in_use == 0, what="the slot given back")
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(f"{base}/api/nodes?limit=1")
+        assert resp.status == 200 and (await resp.json())["total"] == len(nodes)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # a client gone is no error

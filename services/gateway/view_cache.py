@@ -315,5 +315,5 @@ async def send(request: web.Request, response: web.Response) -> None:
     try:
         await response.prepare(request)
         await response.write_eof()
-    except ConnectionResetError as e:
+    except ConnectionError as e:  # aiohttp's "Connection lost" is a bare ConnectionError
         raise ClientGone() from e
