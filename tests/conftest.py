@@ -8,7 +8,6 @@ killed by process group when the test (or session) ends, even on failure.
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import namespace as namespace_support
 from tests.support import transfer_env
+from tests.support.ray_nodes import own_head
 
 # Fixtures that more than one test module uses.
 pytest_plugins = ["tests.support.discovery", "tests.support.registry", "tests.support.up",
@@ -62,12 +62,8 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[local_ray.RayNode]:
     """One Ray head shared by the session's tests (do not kill it; start your own to do that)."""
-    temp = tempfile.mkdtemp(prefix="castray-ray-")
-    head = local_ray.start_head(temp, num_cpus=2)
-    try:
+    with own_head(num_cpus=2) as head:
         yield head
-    finally:
-        head.stop()
 
 
 @pytest.fixture
@@ -82,12 +78,8 @@ def ray_workers(ray_head: local_ray.RayNode) -> Iterator[list[local_ray.RayNode]
 @pytest.fixture
 def own_ray_head() -> Iterator[local_ray.RayNode]:
     """A head for this test alone (tests that kill or stop the head)."""
-    temp = tempfile.mkdtemp(prefix="castray-ray-")
-    head = local_ray.start_head(temp, num_cpus=1)
-    try:
+    with own_head() as head:
         yield head
-    finally:
-        head.stop()
 
 
 @pytest.fixture

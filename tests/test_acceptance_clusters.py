@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import socket
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,7 +36,7 @@ from tests.support.acceptance import (
     running_up,
     view_of,
 )
-from tests.support.ray_nodes import start_worker
+from tests.support.ray_nodes import own_head, start_worker
 from tests.support.waiting import STARTING, wait_for, wait_for_blocking
 
 DEADLINE = 90.0
@@ -47,11 +46,8 @@ RUNNING = re.compile(r"discovery leading as (\S+) \(namespace (\S+)\)")
 @pytest.fixture(scope="module")
 def second_head() -> Iterator[local_ray.RayNode]:
     """A second, independent cluster (its own GCS and dashboard on free ports)."""
-    head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-"), num_cpus=1)
-    try:
+    with own_head() as head:
         yield head
-    finally:
-        head.stop()
 
 
 @pytest.fixture(scope="module")

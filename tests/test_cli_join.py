@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,15 @@ import psutil
 import pytest
 
 from castray import local_ray
+from tests.support.ray_nodes import own_head
 from tests.support.waiting import wait_for_blocking
 
 
 @pytest.fixture
 def other_head() -> Iterator[local_ray.RayNode]:
     """A second cluster of this test's own."""
-    head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-"), num_cpus=1)
-    try:
+    with own_head() as head:
         yield head
-    finally:
-        head.stop()
 
 
 def _start(namespace: str, redis_url: str, tmp_path: Path, join: str) -> tuple[subprocess.Popen[bytes], Path]:

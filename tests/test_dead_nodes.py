@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from castray import local_ray
 from tests.support.gateway_files import gateway
 from tests.support.live_view import live_view
+from tests.support.ray_nodes import own_head
 from tests.support.waiting import wait_for
 
 DEADLINE = 120.0  # a busy 2-core machine: we wait for conditions, never assert on time
@@ -40,11 +40,8 @@ FAST_HEALTH_CHECKS = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_c
 
 @pytest.fixture
 def quick_head() -> Iterator[local_ray.RayNode]:
-    head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-"), num_cpus=1, env=FAST_HEALTH_CHECKS)
-    try:
+    with own_head(env=FAST_HEALTH_CHECKS) as head:
         yield head
-    finally:
-        head.stop()
 
 
 class JoinedWorker:

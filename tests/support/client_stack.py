@@ -6,7 +6,6 @@ a listing shows."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from castray import local_ray
 from castray.client import Client, ClientError
-from tests.support.ray_nodes import start_worker
+from tests.support.ray_nodes import own_head, start_worker
 from tests.support.up import Up
 from tests.support.waiting import STARTING, wait_for_blocking
 
@@ -57,11 +56,8 @@ def start_stack(start_up: Callable[..., Up], env: dict[str, str], head: local_ra
 @pytest.fixture(scope="module")
 def client_head() -> Iterator[local_ray.RayNode]:
     """A head for one test module, stopped (by process group) after it."""
-    head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-"), num_cpus=2)
-    try:
+    with own_head(num_cpus=2) as head:
         yield head
-    finally:
-        head.stop()
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@ wrapper command. The product starts heads and joins with ``castray.local_ray``; 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 
 from castray import local_ray
 from castray.local_ray import RayNode
@@ -53,3 +56,14 @@ def start_wrapped_head(temp_dir: str, wrap: list[str], *, num_cpus: int = 1,
     the filesystem of its own (``wrap`` must exec them, so that the head keeps its process id)."""
     args, ports = local_ray.head_command(temp_dir, num_cpus=num_cpus, object_store_memory=object_store_memory)
     return local_ray.run_head([*wrap, *args], temp_dir, ports)
+
+
+@contextlib.contextmanager
+def own_head(num_cpus: int = 1, env: dict[str, str] | None = None) -> Iterator[RayNode]:
+    """A Ray head on free ports with a temp dir of its own, stopped (by process group) on leaving, even on
+    failure: the one way a test fixture starts a cluster."""
+    head = local_ray.start_head(tempfile.mkdtemp(prefix="castray-ray-"), num_cpus=num_cpus, env=env)
+    try:
+        yield head
+    finally:
+        head.stop()
