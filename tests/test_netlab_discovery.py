@@ -121,7 +121,13 @@ async def test_a_scan_of_the_lab_finds_both_clusters_with_each_node_at_its_host(
     async with watching(namespace, redis_url, tmp_path, **hosts.scan()) as client:
         nodes = await both_found(client, hosts)
         assert_placed(nodes, hosts)
-        clusters = await clusters_by_address(client)
+        async def with_gcs() -> dict[str, dict[str, Any]] | None:
+            # A cluster's GCS address comes from a later read of its dashboard than its nodes do.
+            clusters = await clusters_by_address(client)
+            heads = (hosts.a, hosts.b)
+            return clusters if all(clusters[address(h)]["gcs_address"] for h in heads) else None
+
+        clusters = await wait_for(with_gcs, "both lab clusters' GCS addresses")
         for head in (hosts.a, hosts.b):
             cluster = clusters[address(head)]
             assert cluster["gcs_address"] == head.gcs_address
