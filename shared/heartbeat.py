@@ -5,7 +5,9 @@ task in the service's own event loop, so a loop that is stuck (a SIGSTOP, a bloc
 and its entry grows stale, while a process that merely still exists proves nothing. The reader
 (`read_replicas`: the gateway's ``/api/services`` and ``castray health``) marks an entry stale after
 ``stale_beats`` of the writer's own intervals without a beat, and removes entries silent for
-``forget_after`` seconds; a replica that stops cleanly removes its own entry.
+``forget_after`` seconds; a replica that stops cleanly removes its own entry. A replica that has figures
+for ``/metrics`` (`castray.shared.figures`) writes them in the same transaction as its beat, under the
+same key in ``Names.service_figures``, and they are removed with its entry.
 
 Beat times are the writer's wall clock, compared with the reader's: hosts are expected to keep their
 clocks in step (NTP), as Ray's own node heartbeats expect.
@@ -19,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import redis.asyncio as aioredis
@@ -28,6 +30,7 @@ from pydantic import BaseModel, Field
 from castray.shared import codec
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.errors import EventDecodeError
+from castray.shared.figures import Figures
 from castray.shared.lifecycle import stop_task
 from castray.shared.names import Names
 
@@ -78,10 +81,12 @@ class Heartbeat:
     """Writes one replica's entry every ``interval`` until `close`, which removes it."""
 
     def __init__(self, redis: aioredis.Redis, names: Names, *, service: str, instance: str,
-                 interval: float, holds: Callable[[], Holds]) -> None:
+                 interval: float, holds: Callable[[], Holds],
+                 figures: Callable[[], Figures] | None = None) -> None:
         self.redis = redis
         self.names = names
         self.holds = holds
+        self.figures = figures
         self.entry = ServiceBeat(service=service, instance=instance, host=socket.gethostname(),
                                  pid=os.getpid(), started=time.time(), beat=0.0, interval=interval,
                                  version=castray_version())
@@ -96,7 +101,13 @@ class Heartbeat:
         """Write the entry now."""
         self.entry.beat = time.time()
         self.entry.holds = self.holds()
-        await self.redis.hset(self.names.services, self.entry.key, codec.encode(self.entry))
+        if self.figures is None:
+            await self.redis.hset(self.names.services, self.entry.key, codec.encode(self.entry))
+        else:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(self.names.services, self.entry.key, codec.encode(self.entry))
+            pipe.hset(self.names.service_figures, self.entry.key, codec.encode(self.figures()))
+            await pipe.execute()
         self.beats += 1
 
     async def _run(self) -> None:
@@ -121,7 +132,7 @@ class Heartbeat:
         await stop_task(task)
         with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
             async with asyncio.timeout(2.0):
-                await self.redis.hdel(self.names.services, self.entry.key)
+                await forget(self.redis, self.names, [self.entry.key])
 
 
 async def read_replicas(redis: aioredis.Redis, names: Names, *, stale_beats: int, forget_after: float,
@@ -132,8 +143,16 @@ async def read_replicas(redis: aioredis.Redis, names: Names, *, stale_beats: int
     raw: dict[bytes | str, bytes | str] = await redis.hgetall(names.services)
     out, gone = replicas_of(raw, stale_beats=stale_beats, forget_after=forget_after, now=now)
     if gone:
-        await redis.hdel(names.services, *gone)
+        await forget(redis, names, gone)
     return out
+
+
+async def forget(redis: aioredis.Redis, names: Names, keys: Sequence[bytes | str]) -> None:
+    """Remove replicas' entries and their figures."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.hdel(names.services, *keys)
+    pipe.hdel(names.service_figures, *keys)
+    await pipe.execute()
 
 
 def replicas_of(raw: dict[bytes | str, bytes | str], *, stale_beats: int, forget_after: float,

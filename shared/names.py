@@ -142,3 +142,9 @@ class Names:
     def services(self) -> str:
         """Hash of service heartbeats: ``<kind>:<instance>`` -> msgpack info."""
         return f"{self.ns}:services"
+
+    @property
+    def service_figures(self) -> str:
+        """Hash of what a replica without an HTTP port publishes for ``/metrics`` (``shared/figures.py``):
+        the same keys as `services`, msgpack `Figures`, written with the heartbeat and removed with it."""
+        return f"{self.ns}:service-figures"

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 
 from castray.discovery.dashboard import NodeRow, SummaryRow
+from castray.discovery.figures import PollFigures
 from castray.discovery.probe import Probe, Prober, gcs_address
 from castray.discovery.publisher import StatePublisher
 from castray.discovery.records import CLUSTER_FIELDS, NODE_FIELDS, build_node, diff
@@ -26,8 +27,10 @@ log = logging.getLogger(__name__)
 class Tracker:
     """Owns the cluster and node records (through the publisher) and one watcher per cluster."""
 
-    def __init__(self, *, publisher: StatePublisher, prober: Prober, settings: DiscoverySettings) -> None:
+    def __init__(self, *, publisher: StatePublisher, prober: Prober, settings: DiscoverySettings,
+                 figures: PollFigures | None = None) -> None:
         self.publisher = publisher
+        self.figures = figures if figures is not None else PollFigures()
         self.state = publisher.state
         self.prober = prober
         self.settings = settings
@@ -240,6 +243,7 @@ class Tracker:
         watcher = self.watchers.pop(cluster.id, None)
         if watcher is not None:
             await watcher.stop()
+        self.figures.forget(cluster.id)
         for node in self.state.nodes_of(cluster.id):
             await self.publisher.node_event(node, "removed")
         gone = cluster.model_copy(update={"state": "disconnected"})
@@ -257,6 +261,7 @@ class Tracker:
             client=self.prober.client(cluster.dashboard_url),
             tracker=self,
             settings=self.settings,
+            figures=self.figures,
         )
         self.watchers[cid] = watcher
         watcher.start()

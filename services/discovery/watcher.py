@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from castray.discovery import errors
 from castray.discovery.dashboard import DashboardClient, NodeRow
+from castray.discovery.figures import PollFigures
 from castray.discovery.limits import NodeIdBudget
 from castray.discovery.settings import DiscoverySettings
 from castray.shared.errors import CodedError
@@ -39,12 +40,14 @@ class ClusterWatcher:
         client: DashboardClient,
         tracker: Tracker,
         settings: DiscoverySettings,
+        figures: PollFigures | None = None,
     ) -> None:
         self.cluster_id = cluster_id
         self.session_name = session_name
         self.client = client
         self.tracker = tracker
         self.settings = settings
+        self.figures = figures if figures is not None else PollFigures()
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._hostname_task: asyncio.Task[None] | None = None
@@ -86,10 +89,12 @@ class ClusterWatcher:
                 log.exception("watcher of %s: poll failed unexpectedly", self.cluster_id)
                 self.failures += 1
                 failed = errors.Unexpected(f"poll failed: {type(e).__name__}")
+                self.figures.observe(self.cluster_id, loop.time() - started, failed.code)
                 await self.tracker.poll_failed(self.cluster_id, failed, self.failures)
             await asyncio.sleep(max(0.0, started + self._interval() - loop.time()))
 
     async def poll_once(self) -> None:
+        started = time.monotonic()
         try:
             if self.failures:
                 version = await self.client.version()
@@ -105,10 +110,14 @@ class ClusterWatcher:
                     return
             rows = self._within_budget(await self.client.nodes())
         except CodedError as e:  # a DiscoveryError, or AddressNotAllowed from the resolver at connection time
+            self.figures.observe(self.cluster_id, time.monotonic() - started, e.code)
             self.failures += 1
             log.debug("cluster %s poll %d failed: %s", self.cluster_id, self.failures, e.message)
             await self.tracker.poll_failed(self.cluster_id, e, self.failures)
             return
+        # The dashboard's answer is timed, not what the tracker does with it (a bug there: `_run` counts
+        # a failed poll too).
+        self.figures.observe(self.cluster_id, time.monotonic() - started)
         self.failures = 0
         await self.tracker.poll_ok(self.cluster_id, rows)
         self._maybe_fetch_summary()

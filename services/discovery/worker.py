@@ -20,6 +20,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from castray.discovery.commands import DiscoveryCommands
+from castray.discovery.figures import PollFigures
 from castray.discovery.passes import Discoverer
 from castray.discovery.probe import Prober
 from castray.discovery.publisher import StatePublisher
@@ -58,9 +59,10 @@ class DiscoveryWorker:
         self.lease = Lease(redis, settings.names.discovery_leader, self.bus.source,
                            int(settings.leader_ttl * 1000))
         self.publisher = self._new_publisher()
+        self.figures = PollFigures()  # published with the heartbeat, for the gateway's /metrics
         self.heartbeat = Heartbeat(redis, settings.names, service="discovery", instance=self.bus.source,
                                    interval=settings.service_beat_s,
-                                   holds=lambda: Holds(leading=self.leading))
+                                   holds=lambda: Holds(leading=self.leading), figures=self.figures.figures)
         self.terms = 0  # how many times this replica has led
         self.session: aiohttp.ClientSession | None = None
         self.tracker: Tracker | None = None
@@ -91,7 +93,8 @@ class DiscoveryWorker:
             connector=connector, trust_env=False, headers={"User-Agent": "castray-discovery"}
         )
         prober = Prober(self.session, self.settings, policy)
-        self.tracker = Tracker(publisher=self.publisher, prober=prober, settings=self.settings)
+        self.tracker = Tracker(publisher=self.publisher, prober=prober, settings=self.settings,
+                               figures=self.figures)
         self.discoverer = Discoverer(settings=self.settings, prober=prober, tracker=self.tracker)
         self.commands = DiscoveryCommands(tracker=self.tracker, prober=prober, discoverer=self.discoverer)
 
@@ -163,6 +166,7 @@ class DiscoveryWorker:
             await self.discoverer.close()
         if self.tracker is not None:
             await self.tracker.close()
+        self.figures.clear()
         if self.session is not None:
             await self.session.close()
         self.session = self.tracker = self.discoverer = self.commands = None
