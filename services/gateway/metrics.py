@@ -8,9 +8,13 @@ view's meta, never the whole view.
 
 Transfers are counted from the transfer events the gateway's `EventHub` already relays (an observer of the
 hub): no second subscription, no read of the transfer records. A transfer that started before this gateway
-did is counted when it ends, with mode ``unknown`` and no duration. The transfer request stream's depth and
-every replica's heartbeat are read at scrape time (one pipeline, decoded as ``/api/services`` decodes them);
-a read that fails leaves its metrics out of that scrape rather than failing it.
+did is counted when it ends, with mode ``unknown``, no duration and no throughput. What is read from Redis
+at scrape time (the request stream's depth, heartbeats, discovery's poll figures) is in `metrics_redis`.
+
+Per-destination throughput is a histogram labelled by mode only, not a series per destination node: node
+ids are unbounded (every Ray node that ever joins gets a new one) and each series would stay in the
+registry for the gateway's life, while the histogram's series are fixed and still give the quantiles and
+the count of slow destinations; which node was slow is in the transfer's record.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import time
 from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import (
@@ -31,15 +34,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from castray.gateway import keys
+from castray.gateway.backpressure import HeavyGate
 from castray.gateway.errors import Handler
+from castray.gateway.metrics_redis import RedisReadings
 from castray.gateway.openapi import doc
-from castray.gateway.services_api import depth_of, queue_commands
-from castray.shared.api import QueueDepth
 from castray.shared.events import (
     Event,
     TransferCancelled,
@@ -47,7 +49,6 @@ from castray.shared.events import (
     TransferFailed,
     TransferStarted,
 )
-from castray.shared.heartbeat import ServiceReplica, replicas_of
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,9 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 UNKNOWN_MODE = "unknown"
 # Transfers remembered between their start and their end (mode, start time); the oldest go first.
 OPEN_TRANSFERS_MAX = 10_000
-SCRAPE_READ_ERRORS = (RedisError, OSError, TimeoutError)
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# Bytes per second, 100 kB/s to 10 GB/s.
+THROUGHPUT_BUCKETS = (1e5, 1e6, 1e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 2.5e9, 5e9, 1e10)
 
 
 class TransferMetrics:
@@ -77,6 +79,10 @@ class TransferMetrics:
         self.duration = Histogram("castray_transfer_duration_seconds",
                                   "From a transfer's start to its end (event times), by how it ended",
                                   ["state"], buckets=DURATION_BUCKETS, registry=r)
+        self.throughput = Histogram("castray_transfer_destination_throughput_bytes_per_second",
+                                    "Bytes a completed destination received over the time from its "
+                                    "transfer's start to its completion (event times), by mode",
+                                    ["mode"], buckets=THROUGHPUT_BUCKETS, registry=r)
         self.relayed = Counter("castray_ws_events_relayed", "Events from Redis relayed to the WebSocket "
                                "clients, by event type", ["type"], registry=r)
         self._open: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -96,6 +102,7 @@ class TransferMetrics:
             self.destinations.labels(p.event_type.removeprefix("transfer-")).inc()
             if isinstance(p, TransferCompleted):
                 self.bytes_delivered.inc(p.bytes_total)
+                self._destination_done(p, event.time)
             return
         if isinstance(p, TransferCompleted | TransferFailed | TransferCancelled):
             state = p.event_type.removeprefix("transfer-")
@@ -104,65 +111,34 @@ class TransferMetrics:
             if started is not None:
                 self.duration.labels(state).observe(max(0.0, event.time - started))
 
+    def _destination_done(self, p: TransferCompleted, at: float) -> None:
+        opened = self._open.get(p.transfer_id)
+        if opened is None:  # its start not seen here: no time to divide by
+            return
+        mode, started = opened
+        seconds = at - started
+        if seconds > 0:
+            self.throughput.labels(mode).observe(p.bytes_total / seconds)
 
-@dataclass(frozen=True, slots=True)
-class Scraped:
-    """What one scrape read from Redis; None: that read failed, and its metrics are left out."""
 
-    queue: QueueDepth | None = None
-    replicas: list[ServiceReplica] | None = None
-
-
-class RedisReadings(Collector):
-    """The transfer request stream's depth and the replicas' heartbeats, as last read by `read`."""
+class GateReadings(Collector):
+    """The heavy requests' gate (`castray.gateway.backpressure.HeavyGate`): its counts as they are now."""
 
     def __init__(self) -> None:
-        self.scraped = Scraped()
-
-    async def read(self, app: web.Application) -> None:
-        """Both reads in one pipeline (one round trip); forgotten replicas are left to ``/api/services``
-        to remove, so that a scrape writes nothing."""
-        redis, names, settings = app[keys.REDIS], app[keys.NAMES], app[keys.SETTINGS]
-        pipe = redis.pipeline(transaction=False)
-        queue_commands(pipe, names)
-        pipe.hgetall(names.services)
-        try:
-            length, summary, raw = await pipe.execute(raise_on_error=False)
-        except SCRAPE_READ_ERRORS as e:
-            log.warning("metrics: the transfer queue and heartbeats left out, Redis read failed: %s", e)
-            self.scraped = Scraped()
-            return
-        queue: QueueDepth | None = None
-        try:
-            queue = depth_of(length, summary)
-        except SCRAPE_READ_ERRORS as e:
-            log.warning("metrics: the transfer queue left out, Redis read failed: %s", e)
-        replicas: list[ServiceReplica] | None = None
-        if isinstance(raw, Exception):
-            log.warning("metrics: heartbeats left out, Redis read failed: %s", raw)
-        else:
-            replicas, _ = replicas_of(raw, stale_beats=settings.service_stale_beats,
-                                      forget_after=settings.service_forget_s)
-        self.scraped = Scraped(queue=queue, replicas=replicas)
+        self.gate: HeavyGate | None = None
 
     def collect(self) -> Iterator[Metric]:
-        queue, replicas = self.scraped.queue, self.scraped.replicas
-        if queue is not None:
-            yield GaugeMetricFamily("castray_transfer_stream_length",
-                                    "Entries in the transfer request stream (XLEN)", value=queue.length)
-            yield GaugeMetricFamily("castray_transfer_stream_pending", "Transfer requests delivered to a "
-                                    "worker and not yet acknowledged (XPENDING)", value=queue.pending)
-        if replicas is not None:
-            up = GaugeMetricFamily("castray_service_up", "1 if the replica's heartbeat is fresh, 0 if stale",
-                                   labels=["service", "instance"])
-            age = GaugeMetricFamily("castray_service_heartbeat_age_seconds",
-                                    "Seconds since the replica's last heartbeat",
-                                    labels=["service", "instance"])
-            for rep in replicas:
-                up.add_metric([rep.service, rep.instance], 0 if rep.stale else 1)
-                age.add_metric([rep.service, rep.instance], rep.age)
-            yield up
-            yield age
+        gate = self.gate
+        if gate is None:
+            return
+        yield CounterMetricFamily("castray_gateway_heavy_shed", "Heavy requests refused with 503 "
+                                  "overloaded (queue full, or no slot within the wait)", value=gate.shed)
+        yield GaugeMetricFamily("castray_gateway_heavy_slots", "Heavy requests served at once at most "
+                                "(CASTRAY_HEAVY_REQUESTS)", value=gate.limit)
+        yield GaugeMetricFamily("castray_gateway_heavy_slots_in_use", "Heavy requests being built or sent "
+                                "now", value=gate.in_use)
+        yield GaugeMetricFamily("castray_gateway_heavy_queued", "Heavy requests waiting for a slot now",
+                                value=gate.waiting)
 
 
 class GatewayMetrics:
@@ -191,6 +167,8 @@ class GatewayMetrics:
         self.transfers = TransferMetrics(r)
         self.readings = RedisReadings()
         r.register(self.readings)
+        self.gate = GateReadings()
+        r.register(self.gate)
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         route = route_of(request)
@@ -234,8 +212,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 @doc("Metrics in the Prometheus text format (version 0.0.4): HTTP requests by method, route and status; "
      "request durations by route; WebSocket clients; the view's version, nodes and clusters by state; "
      "what the view cache built; transfers by state and mode, destinations by state, bytes delivered, "
-     "transfer durations; events relayed to WebSocket clients by type; the transfer request stream's "
-     "length and pending entries, each replica's heartbeat (up, age), left out when their read fails",
+     "transfer durations, per-destination throughput by mode; events relayed to WebSocket clients by "
+     "type; heavy requests shed, slots in use and queued; the transfer request stream's length and "
+     "pending entries, each replica's heartbeat (up, age), discovery's poll durations and errors by "
+     "cluster, left out when their read fails",
      tag="meta", responses={503: "Redis unavailable"}, content_type=PROMETHEUS_TEXT)
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
@@ -263,3 +243,4 @@ def setup(app: web.Application) -> None:
 async def _observe_hub(app: web.Application) -> None:
     """After the hub's cleanup context (aiohttp runs every cleanup context before on_startup)."""
     app[keys.HUB].observers.append(app[keys.METRICS].transfers.on_event)
+    app[keys.METRICS].gate.gate = app.get(keys.HEAVY_GATE)
