@@ -47,6 +47,7 @@ _ENV_OF = {
     "port": "CASTRAY_PORT",
     "data_dir": "CASTRAY_DATA_DIR",
     "join_ray": "CASTRAY_JOIN_RAY",
+    "gateway_processes": "CASTRAY_GATEWAY_PROCESSES",
 }
 
 
@@ -67,6 +68,17 @@ def _add_http(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--host", metavar="H", help=f"address {what} binds (CASTRAY_HOST; default 127.0.0.1); "
                    "any other than loopback needs CASTRAY_API_TOKEN (`castray up` makes one)")
     p.add_argument("--port", metavar="N", type=_port, help=f"port {what} serves on (CASTRAY_PORT; 8000)")
+
+
+def _add_processes(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(flag, dest="gateway_processes", metavar="N", type=_processes,
+                   help="gateway processes sharing the port, SO_REUSEPORT (CASTRAY_GATEWAY_PROCESSES; 1)")
+
+
+def _processes(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"a number of processes is 1-64, not {text!r}")
+    return int(text)
 
 
 def _port(text: str) -> int:
@@ -94,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded one; uses a running Ray cluster if one is found, else starts a local head.",
                         epilog=_example("up"), formatter_class=_RAW)
     _add_http(up, "the gateway")
+    _add_processes(up, "--gateways")
     up.add_argument("--no-ray", action="store_true", help="never start a Ray head (CASTRAY_START_RAY=0)")
     up.add_argument("--data-dir", metavar="DIR", help="uploads, Redis, local Ray head (CASTRAY_DATA_DIR)")
     _add_common(up)
@@ -103,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=_RAW)
         if name == "gateway":
             _add_http(p, "the gateway")
+            _add_processes(p, "--processes")
         if name == "transfer":
             p.add_argument("--join-ray", metavar="GCS[,GCS...]", help="first join this host to the Ray "
                            "cluster at each GCS (host:port) as a 0-CPU node: for containers and for clusters "

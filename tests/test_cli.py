@@ -65,6 +65,11 @@ def test_options_become_environment_variables() -> None:
     env = {}
     cli.apply_env(cli.build_parser().parse_args(["registry"]), env)
     assert env == {}
+    # Several gateway processes on one port: `castray up --gateways N`, `castray gateway --processes N`.
+    for argv in (["up", "--gateways", "3"], ["gateway", "--processes", "3"]):
+        env = {}
+        cli.apply_env(cli.build_parser().parse_args(argv), env)
+        assert env == {"CASTRAY_GATEWAY_PROCESSES": "3"}
 
 
 def test_up_settings_read_what_the_options_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,6 +72,7 @@ def test_each_service_gets_the_settings_it_needs(resolved: dict[str, Any], name:
         assert env["CASTRAY_DISCOVERY_ADDRESSES"] == "http://ray-head:8265"
     if name == "gateway":
         assert env["CASTRAY_HOST"] == "0.0.0.0" and env["CASTRAY_PORT"] == "8000"
+        assert env["CASTRAY_GATEWAY_PROCESSES"] == "1"  # CASTRAY_GATEWAY_PROCESSES=2 docker compose up
     if name == "transfer":  # a driver needs a raylet on its host: each replica joins the cluster
         args = build_parser().parse_args(resolved["services"][name]["command"][1:])
         assert args.join_ray == "ray-head:6380"

@@ -20,6 +20,7 @@ from castray.discovery.settings import DiscoverySettings
 from castray.discovery.watcher import ClusterWatcher
 from castray.shared.errors import CodedError
 from castray.shared.events import ClusterInfo, FoundBy
+from castray.shared.log import log_context
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ class Tracker:
     ) -> ClusterInfo | None:
         """Make the probed cluster known (or add how it was found); None if it was disconnected."""
         cid = self.match(probe)
-        async with self._locks[cid]:
-            return await self._adopt(cid, probe, sources=sources, addresses=addresses, explicit=explicit)
+        with log_context(cluster_id=cid):
+            async with self._locks[cid]:
+                return await self._adopt(cid, probe, sources=sources, addresses=addresses,
+                                         explicit=explicit)
 
     async def _adopt(
         self, cid: str, probe: Probe, *, sources: list[str], addresses: list[str], explicit: bool
@@ -230,6 +233,10 @@ class Tracker:
     async def disconnect(self, cid: str, reason: str = "disconnected on request") -> None:
         """Nodes removed, then cluster-removed; periodic passes skip it until discover/connect, also
         after a restart of discovery (kept in ``names.discovery_disconnected``)."""
+        with log_context(cluster_id=cid):
+            await self._disconnect(cid, reason)
+
+    async def _disconnect(self, cid: str, reason: str) -> None:
         async with self._locks[cid]:
             cluster = self.state.clusters.get(cid)
             if cluster is None:

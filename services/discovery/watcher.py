@@ -21,6 +21,7 @@ from castray.discovery.figures import PollFigures
 from castray.discovery.limits import NodeIdBudget
 from castray.discovery.settings import DiscoverySettings
 from castray.shared.errors import CodedError
+from castray.shared.log import bind
 
 if TYPE_CHECKING:
     from castray.discovery.tracker import Tracker
@@ -78,6 +79,7 @@ class ClusterWatcher:
         return min(max(base, self.settings.scan_interval), base * 2**extra) if extra else base
 
     async def _run(self) -> None:
+        bind(cluster_id=self.cluster_id)  # a task of its own: every line it (and its summary task) logs
         loop = asyncio.get_running_loop()
         while self._task is not None:
             started = loop.time()

@@ -14,6 +14,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway.auth import auth_middleware
 from castray.gateway.errors import error_middleware
+from castray.gateway.log_ids import log_ids_middleware
 from castray.gateway.metrics import metrics_middleware
 from castray.gateway.origin import BrowserPolicy, browser_guard
 from castray.gateway.settings import GatewaySettings
@@ -28,18 +29,22 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = busmod.connect(settings.redis_url, client_name=f"{settings.namespace}:gateway")
     app[keys.REDIS] = client
     app[keys.NAMES] = settings.names
-    app[keys.BUS] = busmod.Bus(client, settings.names, source=busmod.instance_name("gateway"))
+    app[keys.BUS] = busmod.Bus(client, settings.names, source=app[keys.INSTANCE])
     yield
     await client.aclose()
 
 
-def create_app(settings: GatewaySettings) -> web.Application:
-    """The whole gateway for ``settings``; tests and ``main()`` call the same factory."""
-    # metrics_middleware is outermost, to count what clients got; error_middleware next, so that refusals
+def create_app(settings: GatewaySettings, *, instance: str | None = None) -> web.Application:
+    """The whole gateway for ``settings``; tests and ``main()`` call the same factory. ``instance``: this
+    replica's name (in its log lines, heartbeat and events; `main` gives the logs' own), else a new one."""
+    # log_ids_middleware is outermost, so that every line a request logs names the ids it is about;
+    # metrics_middleware next, to count what clients got; error_middleware next, so that refusals
     # are JSON too; a browser's cross-site request is refused (403) before its token is even looked at.
-    app = web.Application(middlewares=[metrics_middleware, error_middleware, browser_guard, auth_middleware],
+    app = web.Application(middlewares=[log_ids_middleware, metrics_middleware, error_middleware,
+                                       browser_guard, auth_middleware],
                           client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
+    app[keys.INSTANCE] = instance or busmod.instance_name("gateway")
     app[keys.BROWSER_POLICY] = BrowserPolicy.from_settings(settings)
     app.cleanup_ctx.append(_redis_ctx)
     # Feature modules are imported here so that each one's routes are declared in one place.

@@ -31,13 +31,13 @@ class GatewayServer:
 
     name = "gateway"
 
-    def __init__(self, *, settings: GatewaySettings) -> None:
-        self.settings = settings
+    def __init__(self, *, settings: GatewaySettings, instance: str | None = None) -> None:
+        self.settings, self.instance = settings, instance
         self.runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
-        self.runner = web.AppRunner(create_app(self.settings), access_log=None)
+        self.runner = web.AppRunner(create_app(self.settings, instance=self.instance), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.settings.port, shutdown_timeout=3.0)
         try:
@@ -70,9 +70,9 @@ def main() -> None:
     if refusal is not None:
         print(f"castray gateway: {refusal}", file=sys.stderr)
         sys.exit(2)
-    setup_logging(settings.log_level, json_lines=settings.log_json, service="gateway")
+    instance = setup_logging(settings.log_level, json_lines=settings.log_json, service="gateway")
     try:
-        run_service(GatewayServer(settings=settings))
+        run_service(GatewayServer(settings=settings, instance=instance))
     except PortInUse as e:
         print(f"castray gateway: {e}", file=sys.stderr)
         sys.exit(1)

@@ -80,6 +80,13 @@ class GatewaySettings(exposure.ExposureSettings):
         "wait.")
     status_interval: float = Field(default=1.0, gt=0,
                                    description="Least seconds between status_update pushes.")
+    gateway_processes: int = Field(
+        default=1, ge=1, le=64, description="Gateway processes serving the one port (SO_REUSEPORT: the "
+        "kernel spreads connections over them); the first starts the others, restarts any that dies and "
+        "stops them with it. Each has its own Redis subscription, view cache and heavy slots.")
+    reuse_port: bool = Field(
+        default=False, description="Bind with SO_REUSEPORT, so that other gateways started by the same "
+        "user on this machine may share the port (implied by gateway_processes > 1).")
 
     @field_validator("allowed_origins")
     @classmethod

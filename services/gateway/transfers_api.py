@@ -6,6 +6,8 @@ record at ``names.transfer(id)`` up to date.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from castray.gateway import keys
@@ -17,6 +19,7 @@ from castray.shared.api import TransferList, TransferQueued
 from castray.shared.events import TransferCancelled
 from castray.shared.transfers import TransferRecord, TransferRequest
 
+log = logging.getLogger(__name__)
 TAG = "transfers"
 MAX_PAGE = 500
 PAGE_QUERY = {"limit": f"At most this many (1..{MAX_PAGE}, default 50)",
@@ -61,6 +64,7 @@ async def cancel_transfer(request: web.Request) -> web.Response:
     transfer_id = request.match_info["transfer_id"]
     app = request.app
     record = await store.request_cancel(app[keys.REDIS], app[keys.NAMES], transfer_id)
+    log.info("transfer %s: cancel requested (%s)", transfer_id, record.state)  # the id: log_ids_middleware
     if record.state == "cancelled":  # it never started: no worker will announce it
         await app[keys.BUS].publish(app[keys.NAMES].transfer_events, TransferCancelled(transfer_id=record.id))
     return web.json_response(record.model_dump(mode="json"))
