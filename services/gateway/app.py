@@ -34,6 +34,16 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+INSTANCE_HEADER = "X-CastRay-Instance"
+
+
+async def _name_instance(request: web.Request, response: web.StreamResponse) -> None:
+    """Which process answered (several may serve one port): the instance name of ``GET /api/services``."""
+    bus = request.app.get(keys.BUS)
+    if bus is not None:
+        response.headers[INSTANCE_HEADER] = bus.source
+
+
 def create_app(settings: GatewaySettings, *, instance: str | None = None) -> web.Application:
     """The whole gateway for ``settings``; tests and ``main()`` call the same factory. ``instance``: this
     replica's name (in its log lines, heartbeat and events; `main` gives the logs' own), else a new one."""
@@ -47,6 +57,7 @@ def create_app(settings: GatewaySettings, *, instance: str | None = None) -> web
     app[keys.INSTANCE] = instance or busmod.instance_name("gateway")
     app[keys.BROWSER_POLICY] = BrowserPolicy.from_settings(settings)
     app.cleanup_ctx.append(_redis_ctx)
+    app.on_response_prepare.append(_name_instance)
     # Feature modules are imported here so that each one's routes are declared in one place.
     from castray.gateway import features
 

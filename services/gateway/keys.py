@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the modules below import this one
     from castray.gateway.view_cache import ViewCache
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
+# This replica's name: its log lines', heartbeat's and events' (the bus's source).
+INSTANCE = web.AppKey("instance", str)
 BROWSER_POLICY: web.AppKey[BrowserPolicy] = web.AppKey("browser_policy")
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", Bus)

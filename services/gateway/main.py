@@ -1,5 +1,6 @@
 """``castray gateway``: settings from the environment (which ``--host``/``--port`` set), then serve until a
-signal.
+signal. With ``CASTRAY_GATEWAY_PROCESSES`` above 1 it starts the other processes once it serves
+(``processes.py``).
 
 A busy port is one clear line on stderr and exit status 1, never a traceback. Bad settings, and a
 non-loopback bind without a token (unless ``CASTRAY_ALLOW_UNAUTHENTICATED_NETWORK``), are one line and
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from castray.gateway.app import create_app
 from castray.gateway.errors import PortInUse
+from castray.gateway.processes import GatewayProcesses
 from castray.gateway.settings import GatewaySettings
 from castray.shared import exposure
 from castray.shared.lifecycle import run_service
@@ -34,27 +36,44 @@ class GatewayServer:
     def __init__(self, *, settings: GatewaySettings, instance: str | None = None) -> None:
         self.settings, self.instance = settings, instance
         self.runner: web.AppRunner | None = None
+        self.extras: GatewayProcesses | None = None
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
-        self.runner = web.AppRunner(create_app(self.settings, instance=self.instance), access_log=None)
+        settings = self.settings
+        self.runner = web.AppRunner(create_app(settings, instance=self.instance), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, shutdown_timeout=3.0)
+        shared = settings.reuse_port or settings.gateway_processes > 1
+        site = web.TCPSite(self.runner, settings.host, settings.port, shutdown_timeout=3.0,
+                           reuse_port=shared or None)
         try:
             await site.start()
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise PortInUse(self.settings.host, self.settings.port) from e
+                raise PortInUse(settings.host, settings.port) from e
             raise
-        log.info("gateway serving on http://%s:%d (UI at /ui, API docs at /api/docs)",
-                 self.settings.host, self.settings.port)
+        port = bound_port(self.runner, settings.port)
+        log.info("gateway serving on http://%s:%d (UI at /ui, API docs at /api/docs)%s", settings.host, port,
+                 f", {settings.gateway_processes} processes" if settings.gateway_processes > 1 else "")
+        if settings.gateway_processes > 1:
+            self.extras = GatewayProcesses(settings.gateway_processes, port)
+            self.extras.start()
         await self._stopped.wait()
 
     async def close(self) -> None:
         self._stopped.set()
+        extras, self.extras = self.extras, None
         runner, self.runner = self.runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await asyncio.gather(extras.close() if extras else asyncio.sleep(0),
+                             runner.cleanup() if runner else asyncio.sleep(0))
+
+
+def bound_port(runner: web.AppRunner, asked: int) -> int:
+    """The port the site bound (``asked``, or the one the system chose for 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return asked
 
 
 def main() -> None:
