@@ -1,11 +1,14 @@
 """``GET /metrics``: the Prometheus text format read back with prometheus_client's own parser; request
 counters move by exactly the requests made, labelled by route (never the raw path); the WebSocket gauge
 follows a client; the view's gauges; the token; a transfer's events move the transfer counters by exactly
-its figures; the request stream's depth (after transfers queued through the API too), its pending entries
-and the replicas' heartbeats (a stale one down), read at scrape time and left out when their read fails."""
+its figures, and the destination throughput histogram by exactly its destinations' bytes over their times;
+the heavy requests' slots, queue and shed count; the request stream's depth (after transfers queued through
+the API too), its pending entries and the replicas' heartbeats (a stale one down), read at scrape time and
+left out when their read fails. (Discovery's poll figures: test_gateway_metrics_discovery.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from castray.shared.names import TRANSFER_GROUP, Names
 from tests.support.gateway import ViewWriter, cluster, node
 from tests.support.gateway_files import STANDARD_VIEW, seed_view
 from tests.support.gateway_files import gateway as files_gateway
+from tests.support.metrics import TimedPublisher
 from tests.support.waiting import wait_for
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
@@ -212,3 +216,66 @@ async def test_a_stale_replica_is_down(gateway, redis_client: aioredis.Redis, na
     replica = (("instance", "tw-1"), ("service", "transfer"))
     assert samples[("castray_service_up", replica)] == 0
     assert samples[("castray_service_heartbeat_age_seconds", replica)] >= 30
+
+
+async def test_destination_throughput_is_each_completed_destinations_bytes_over_its_time(
+        gateway, redis_client: aioredis.Redis, names: Names) -> None:
+    publisher, t = TimedPublisher(redis_client, names), time.time()
+    before = await scrape(gateway)
+    events = [
+        (TransferStarted(transfer_id="t2", mode="broadcast", bytes_total=4_000_000,
+                         targets=["c1-a", "c1-b", "c1-c"]), t),
+        (TransferCompleted(transfer_id="t2", node_id="c1-a", bytes_total=4_000_000), t + 2),  # 2 MB/s
+        (TransferCompleted(transfer_id="t2", node_id="c1-b", bytes_total=1_000), t + 4),  # 250 B/s
+        (TransferFailed(transfer_id="t2", node_id="c1-c", error="node died"), t + 4),  # none
+        (TransferCompleted(transfer_id="t2", node_id=None, bytes_total=4_000_000), t + 4),
+        # a destination of a transfer whose start this gateway never saw: no time to divide by
+        (TransferCompleted(transfer_id="t3", node_id="c1-a", bytes_total=7), t + 5),
+        (TransferCompleted(transfer_id="t3", node_id=None, bytes_total=7), t + 5),
+    ]
+    for payload, at in events:
+        await publisher.transfer_event(payload, at=at)
+
+    async def relayed() -> dict | None:
+        samples = await scrape(gateway)
+        done = value(samples, "castray_transfers_total", state="completed", mode="unknown") == 1
+        return samples if done else None
+
+    after = await wait_for(relayed, what="the transfers' events relayed")
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    metric = "castray_transfer_destination_throughput_bytes_per_second"
+    assert moved(f"{metric}_count", mode="broadcast") == 2
+    assert moved(f"{metric}_sum", mode="broadcast") == 2_000_000 + 250
+    assert moved(f"{metric}_bucket", mode="broadcast", le="100000.0") == 1  # 250 B/s
+    assert moved(f"{metric}_bucket", mode="broadcast", le="1e+06") == 1
+    assert moved(f"{metric}_bucket", mode="broadcast", le="1e+07") == 2  # and 2 MB/s
+    assert moved(f"{metric}_count", mode="unknown") == 0
+    assert moved("castray_transfer_bytes_delivered_total") == 4_001_007
+    assert not any(dict(labels).get("node") or "c1-a" in dict(labels).values()
+                   for (name, labels) in after if name.startswith(metric))  # no series per node
+
+
+async def test_heavy_slots_queue_and_shed_are_on_metrics(make_gateway, view: ViewWriter) -> None:
+    await view.reset(clusters=[cluster("c1")], nodes=[node("a", "c1")])
+    client = await make_gateway(heavy_requests=1, heavy_queue=1)
+    gate = client.app[keys.HEAVY_GATE]
+    samples = await scrape(client)
+    assert (samples[("castray_gateway_heavy_slots", ())], samples[("castray_gateway_heavy_shed_total", ())],
+            samples[("castray_gateway_heavy_slots_in_use", ())]) == (1, 0, 0)
+    async with gate.slot():  # the one slot taken
+        queued = asyncio.create_task(client.get("/api/nodes"))
+        await wait_for(lambda: gate.waiting == 1, what="a request queued for the slot")
+        shed = await client.get("/api/nodes")  # the queue is full: refused at once
+        assert shed.status == 503 and (await shed.json())["code"] == "overloaded"
+        samples = await scrape(client)
+        assert samples[("castray_gateway_heavy_slots_in_use", ())] == 1
+        assert samples[("castray_gateway_heavy_queued", ())] == 1
+        assert samples[("castray_gateway_heavy_shed_total", ())] == 1
+    assert (await queued).status == 200
+    samples = await scrape(client)
+    assert samples[("castray_gateway_heavy_slots_in_use", ())] == 0
+    assert samples[("castray_gateway_heavy_queued", ())] == 0
+    assert samples[("castray_gateway_heavy_shed_total", ())] == gate.shed == 1
