@@ -31,6 +31,7 @@ from castray.shared import codec
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.errors import SizeError
 from castray.shared.events import NodeInfo
+from castray.shared.log import log_context
 from castray.shared.safe_names import safe_file_name
 from castray.shared.sizes import format_size, parse_size
 from castray.shared.transfers import (
@@ -89,11 +90,14 @@ async def enqueue(app: web.Application, record: TransferRecord) -> None:
     """Store the record, index it, and put it on the request stream for the workers; then apply the
     retention of finished records (`castray.gateway.retention`: on write, since only writes add any)."""
     redis, names, bus = app[keys.REDIS], app[keys.NAMES], app[keys.BUS]
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(names.transfer(record.id), codec.encode(record))
-        pipe.zadd(names.transfer_index, {record.id: record.created_at})
-        await pipe.execute()
-    await bus.add_work(names.transfer_requests, QueuedTransfer(id=record.id).model_dump())
+    with log_context(transfer_id=record.id, cluster_id=record.cluster_id):
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.set(names.transfer(record.id), codec.encode(record))
+            pipe.zadd(names.transfer_index, {record.id: record.created_at})
+            await pipe.execute()
+        await bus.add_work(names.transfer_requests, QueuedTransfer(id=record.id).model_dump())
+        log.info("transfer %s queued: %s of %s to %d destination(s)", record.id, record.mode,
+                 record.file_name, len(record.destinations))
     settings = app[keys.SETTINGS]
     try:  # the transfer is queued already: a failed trim must not answer as if it were not
         await trim_transfers(redis, names, max_age=settings.transfer_records_max_age,

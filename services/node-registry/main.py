@@ -12,8 +12,8 @@ from castray.shared.log import setup_logging
 
 def main() -> None:
     settings = RegistrySettings()
-    setup_logging(settings.log_level, json_lines=settings.log_json, service="node-registry")
-    worker = RegistryWorker(settings=settings)
+    instance = setup_logging(settings.log_level, json_lines=settings.log_json, service="node-registry")
+    worker = RegistryWorker(settings=settings, instance=instance)
     # What start-up built (modules, pydantic schemas, the Redis client) lives as long as the process:
     # frozen, the collector's full passes skip it (measured: 20 ms pauses on the event path otherwise).
     gc.collect()

@@ -34,13 +34,15 @@ class RegistryWorker:
 
     name = "node-registry"
 
-    def __init__(self, *, settings: RegistrySettings, redis: aioredis.Redis | None = None) -> None:
+    def __init__(self, *, settings: RegistrySettings, redis: aioredis.Redis | None = None,
+                 instance: str | None = None) -> None:
         self.settings = settings
         self.names = settings.names
         self._own_redis = redis is None
         self.redis = redis if redis is not None else busmod.connect(settings.redis_url)
         self.view = MergedView(self.redis, self.names, log_maxlen=settings.log_maxlen)
-        self.bus = busmod.Bus(self.redis, self.names, source=busmod.instance_name("node-registry"))
+        self.bus = busmod.Bus(self.redis, self.names,
+                              source=instance or busmod.instance_name("node-registry"))
         self.ready = asyncio.Event()  # set after the first resync: the view exists
         self.applied = 0
         self.resyncs = 0

@@ -25,6 +25,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from castray.shared.lifecycle import die_with_parent
+from castray.shared.log import log_context, setup_logging
 from castray.transfer.protocol import Cancel, DriverEvent, Fatal, Plan, Ready, Run, decode_command, encode
 
 
@@ -43,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="castray.transfer.driver")
     parser.add_argument("--address", required=True, help="GCS address of the cluster (host:port)")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-json", action="store_true", help="JSON lines, as the service's")
+    parser.add_argument("--instance", help="the transfer service's instance (its lines name it)")
     args = parser.parse_args(argv)
     channel = _Channel(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)  # stray prints (Ray's, ours) must never corrupt the protocol
     dies_with_parent = die_with_parent(signal.SIGKILL)  # Linux; stdin EOF covers the rest
     if dies_with_parent is not None:
         dies_with_parent()
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s transfer-driver %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, json_lines=args.log_json, service="transfer-driver", instance=args.instance)
     try:
         import ray
 
@@ -70,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     channel.send(Ready(ray_version=ray.__version__, pid=os.getpid(),
                        ray_node_id=ray.get_runtime_context().get_node_id()))  # the node beside us: relays
 
-    def run(plan: Plan, cancelled: threading.Event) -> None:
+    def run(plan: Plan, cancelled: threading.Event) -> None:  # a thread of its own: no ids inherited
         try:
-            run_transfer(plan, agents, channel.send, cancelled)
+            with log_context(transfer_id=plan.id):
+                run_transfer(plan, agents, channel.send, cancelled)
         finally:
             cancels.pop(plan.id, None)
 

@@ -16,6 +16,7 @@ from castray.shared.address_policy import AddressPolicy
 from castray.shared.errors import AddressNotAllowed
 from castray.shared.hosts import host_of
 from castray.shared.lifecycle import python_module_command
+from castray.shared.log import without_ids
 from castray.transfer.errors import DriverError
 from castray.transfer.protocol import (
     Cancel,
@@ -33,18 +34,23 @@ log = logging.getLogger(__name__)
 _LINE_LIMIT = 16 * 1024 * 1024
 
 
-def driver_command(address: str, log_level: str) -> list[str]:
-    """The driver's argv: ``python -P -m castray.transfer.driver`` (``-P``: see python_module_command)."""
-    return python_module_command("castray.transfer.driver", "--address", address, "--log-level", log_level)
+def driver_command(address: str, log_level: str, *, log_json: bool = False, instance: str | None = None
+                   ) -> list[str]:
+    """The driver's argv: ``python -P -m castray.transfer.driver`` (``-P``: see python_module_command). It
+    logs as its service does (JSON lines or text), naming the service's ``instance``."""
+    logs = ["--log-level", log_level, *(["--log-json"] if log_json else []),
+            *(["--instance", instance] if instance else [])]
+    return python_module_command("castray.transfer.driver", "--address", address, *logs)
 
 
 class DriverProcess:
     """One driver child process, connected to one cluster."""
 
-    def __init__(self, address: str, *, start_timeout: float = 90.0, log_level: str = "WARNING") -> None:
+    def __init__(self, address: str, *, start_timeout: float = 90.0, log_level: str = "WARNING",
+                 log_json: bool = False, instance: str | None = None) -> None:
         self.address = address
         self.start_timeout = start_timeout
-        self.log_level = log_level
+        self.log_level, self.log_json, self.instance = log_level, log_json, instance
         self.proc: asyncio.subprocess.Process | None = None
         self._queues: dict[str, asyncio.Queue[DriverEvent]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -61,9 +67,10 @@ class DriverProcess:
         """Start the process and wait until it is connected to Ray (`DriverError` if it cannot)."""
         self._ready = asyncio.get_running_loop().create_future()
         self.proc = await asyncio.create_subprocess_exec(
-            *driver_command(self.address, self.log_level), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=_LINE_LIMIT)
-        self._reader = asyncio.create_task(self._read(), name=f"driver-{self.address}")
+            *driver_command(self.address, self.log_level, log_json=self.log_json, instance=self.instance),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=_LINE_LIMIT)
+        # It serves every transfer on this cluster, not only the one whose job started it.
+        self._reader = asyncio.create_task(self._read(), name=f"driver-{self.address}", context=without_ids())
         try:
             hello = await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
         except TimeoutError:
@@ -147,10 +154,11 @@ class Drivers:
     """Driver processes by GCS address; only for addresses the policy allows (Ray's protocol trusts its
     peers: a GCS named by an untrusted dashboard is never connected to)."""
 
-    def __init__(self, *, policy: AddressPolicy, start_timeout: float = 90.0, log_level: str = "WARNING"
-                 ) -> None:
+    def __init__(self, *, policy: AddressPolicy, start_timeout: float = 90.0, log_level: str = "WARNING",
+                 log_json: bool = False, instance: str | None = None) -> None:
         self.policy = policy
         self.start_timeout, self.log_level = start_timeout, log_level
+        self.log_json, self.instance = log_json, instance
         self._drivers: dict[str, DriverProcess] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -169,7 +177,8 @@ class Drivers:
                 return driver
             if driver is not None:
                 await driver.close()
-            driver = DriverProcess(target, start_timeout=self.start_timeout, log_level=self.log_level)
+            driver = DriverProcess(target, start_timeout=self.start_timeout, log_level=self.log_level,
+                                   log_json=self.log_json, instance=self.instance)
             await driver.start()
             self._drivers[address] = driver
             return driver

@@ -33,6 +33,7 @@ from castray.shared.events import (
     TransferProgress,
     TransferStarted,
 )
+from castray.shared.log import bind, log_context
 from castray.shared.sizes import format_size
 from castray.shared.transfers import Destination, FinalState, TransferRecord
 from castray.transfer.drivers import DriverProcess, Drivers
@@ -100,6 +101,7 @@ class TransferJob:
             return
         rec.waiting_for = None
         rec.cluster_id, rec.source_node_id = prep.cluster_id, prep.source_node_id
+        bind(cluster_id=prep.cluster_id)  # the source's cluster, for the rest of this task (`_run_leased`)
         if prep.source_node_id is None:  # read beside us: the chunks enter Ray at the driver's node
             try:
                 rec.source_node_id = await self._driver_node(prep)
@@ -183,16 +185,17 @@ class TransferJob:
 
     async def _relay_leg(self, prep: Prepared, group: Relay, path: str, sha256: str) -> None:
         """One other cluster's destinations, from the relay copy, read here by that cluster's driver."""
-        copy = Path(path)  # <relay folder>/<this transfer's folder>/<name>, as our own sink reported it
-        read = LocalFile(root=str(copy.parent.parent), path=f"{copy.parent.name}/{copy.name}")
-        plan = prep.plan.model_copy(update={"input": read, "source_ray_node": "", "dests": group.dests,
-                                            "expected_sha": sha256})
-        ended = await self._drive(group.address, plan)
-        if ended.state == "cancelled":
-            self.leg_cancelled = True  # `_settle` marks its destinations cancelled
-        elif ended.state != "completed":
-            for d in group.dests:
-                await self._dest_failed(d.node_id, ended.error or "relay failed")
+        with log_context(cluster_id=group.cluster_id):  # the other cluster's lines name it
+            copy = Path(path)  # <relay folder>/<this transfer's folder>/<name>, as our own sink reported it
+            read = LocalFile(root=str(copy.parent.parent), path=f"{copy.parent.name}/{copy.name}")
+            plan = prep.plan.model_copy(update={"input": read, "source_ray_node": "", "dests": group.dests,
+                                                "expected_sha": sha256})
+            ended = await self._drive(group.address, plan)
+            if ended.state == "cancelled":
+                self.leg_cancelled = True  # `_settle` marks its destinations cancelled
+            elif ended.state != "completed":
+                for d in group.dests:
+                    await self._dest_failed(d.node_id, ended.error or "relay failed")
 
     async def _drive(self, address: str, plan: Plan) -> Ended:
         """Run one plan on the driver of ``address``; how it ended."""
@@ -242,6 +245,8 @@ class TransferJob:
             d.state, d.path, d.sha256, d.error = "completed", event.path, event.sha256, None
             d.bytes_done = event.bytes_done or d.bytes_done
             await self._save()
+            with log_context(node_id=node_id):
+                log.info("transfer %s: %s verified at %s", self.rec.id, node_id, d.path)
             await self._publish(TransferCompleted(transfer_id=self.rec.id, node_id=node_id, path=d.path,
                                                   sha256=d.sha256, bytes_total=d.bytes_done))
         elif event.state == "failed":
@@ -254,6 +259,8 @@ class TransferJob:
         if d is None or d.state in ("completed", "failed"):
             return
         d.state, d.error = "failed", why
+        with log_context(node_id=node_id):
+            log.warning("transfer %s: %s failed: %s", self.rec.id, node_id, why)
         await self._save()
         await self._publish(TransferFailed(transfer_id=self.rec.id, node_id=node_id, error=why))
 
@@ -287,6 +294,11 @@ class TransferJob:
     async def _settle(self, ended: Ended | None) -> None:
         """The record's outcome, from how the plans ended (``ended``: the source's cluster's; None if it
         had no destination to run) and each destination's state."""
+        await self._decide(ended)
+        rec = self.rec
+        log.info("transfer %s %s%s", rec.id, rec.state, f": {rec.error}" if rec.error else "")
+
+    async def _decide(self, ended: Ended | None) -> None:
         rec = self.rec
         rec.finished_at = time.time()
         state, error = (ended.state, ended.error) if ended else (None, None)

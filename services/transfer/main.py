@@ -12,19 +12,19 @@ from castray.transfer.settings import TransferSettings
 from castray.transfer.worker import TransferWorker
 
 
-async def _main(settings: TransferSettings) -> None:
+async def _main(settings: TransferSettings, instance: str) -> None:
     redis = connect(settings.redis_url, socket_timeout=10)
     try:
-        await serve(TransferWorker(settings=settings, redis=redis), shutdown_timeout=15)
+        await serve(TransferWorker(settings=settings, redis=redis, instance=instance), shutdown_timeout=15)
     finally:
         await redis.aclose()
 
 
 def main() -> None:
     settings = TransferSettings()
-    setup_logging(settings.log_level, json_lines=settings.log_json, service="transfer")
+    instance = setup_logging(settings.log_level, json_lines=settings.log_json, service="transfer")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(settings))
+        asyncio.run(_main(settings, instance))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from castray.shared.address_policy import AddressPolicy
 from castray.shared.bus import REDIS_ERRORS, Bus
 from castray.shared.heartbeat import Heartbeat, Holds
 from castray.shared.lease import Lease
+from castray.shared.log import bind
 from castray.shared.names import TRANSFER_GROUP
 from castray.shared.transfers import FINAL_STATES, QueuedTransfer, TransferRecord
 from castray.transfer import dead_letter
@@ -55,7 +56,8 @@ class TransferWorker:
         self.bus = Bus(self.redis, self.names, source=self.instance)
         self.store = RecordStore(self.redis, self.names)
         self.drivers = Drivers(policy=AddressPolicy.from_settings(settings),
-                               start_timeout=settings.driver_start_timeout, log_level=settings.log_level)
+                               start_timeout=settings.driver_start_timeout, log_level=settings.log_level,
+                               log_json=settings.log_json, instance=self.instance)
         self.active: dict[str, asyncio.Task[None]] = {}
         self.heartbeat = Heartbeat(self.redis, self.names, service="transfer", instance=self.instance,
                                    interval=settings.service_beat_s,
@@ -118,6 +120,7 @@ class TransferWorker:
     async def _handle(self, entry_id: str, queued: QueuedTransfer, count: int = 1) -> None:
         """Run one request. ``count``: Redis's deliveries of the entry, used as the attempt count until
         the record's own (which counts only the attempts that took the lease) is known."""
+        bind(transfer_id=queued.id)  # a task of its own (`_poll`): every line of this transfer names it
         try:
             record = await self._record(queued)
             if record is None or record.state in FINAL_STATES:
