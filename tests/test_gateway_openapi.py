@@ -1,10 +1,16 @@
-"""The OpenAPI description lists every route of the real app (compared with its router), and /api/docs."""
+"""The OpenAPI description lists every route of the real app (compared with its router), is valid
+OpenAPI 3.1 (openapi-spec-validator), types its parameters and says each route's real statuses; and
+/api/docs is the gateway's own page (Swagger UI in a browser: tests/test_api_docs_page.py)."""
 
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
+
+from openapi_spec_validator import validate
 
 from castray.gateway import keys
+from castray.gateway.ui import CSP
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 
@@ -50,7 +56,7 @@ async def test_spec_operations_are_complete(gateway) -> None:
     spec = gateway.server.app[keys.OPENAPI]
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
-            assert op["summary"] and {"200", "202"} & set(op["responses"]), (method, path)
+            assert op["summary"] and {"101", "200", "202", "302"} & set(op["responses"]), (method, path)
             for name in re.findall(r"\{(\w+)\}", path):
                 assert {"name": name, "in": "path"}.items() <= next(
                     p for p in op["parameters"] if p["name"] == name
@@ -64,14 +70,106 @@ async def test_spec_operations_are_complete(gateway) -> None:
     assert {"400", "422", "503"} <= set(connect["responses"])
 
 
-async def test_docs_page_lists_every_endpoint(gateway) -> None:
+async def test_spec_is_valid_openapi_3_1(gateway) -> None:
+    spec = await (await gateway.get("/api/openapi.json")).json()
+    assert spec["openapi"] == "3.1.0"
+    validate(spec)  # raises with the path of the first error
+
+
+def _params(spec: dict, method: str, path: str) -> dict[str, dict]:
+    return {p["name"]: p for p in spec["paths"][path][method].get("parameters", [])}
+
+
+async def test_query_and_path_parameters_are_typed(gateway) -> None:
+    spec = gateway.server.app[keys.OPENAPI]
+    nodes = _params(spec, "get", "/api/nodes")
+    assert nodes["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10_000}
+    assert nodes["state"]["schema"] == {"type": "string", "enum": ["ALIVE", "DEAD", "UNREACHABLE"]}
+    assert nodes["external"]["schema"] == {"type": "boolean"}
+    assert nodes["cursor"]["schema"] == nodes["cluster"]["schema"] == {"type": "string"}
+    fields = nodes["fields"]
+    assert fields["schema"]["type"] == "array" and "state" in fields["schema"]["items"]["enum"]
+    assert (fields["style"], fields["explode"]) == ("form", False)  # fields=id,state
+    for path in ("/api/transfers", "/api/uploads"):
+        page = _params(spec, "get", path)
+        assert page["limit"]["schema"]["type"] == page["offset"]["schema"]["type"] == "integer"
+        assert page["limit"]["schema"]["default"] == 50
+    assert _params(spec, "get", "/api/nodes/{node_id}/messages")["count"]["schema"]["maximum"] == 1000
+    ws = _params(spec, "get", "/ws")
+    assert ws["since"]["schema"]["type"] == "integer" and "status" in ws["topics"]["schema"]["items"]["enum"]
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                assert param["in"] in ("path", "query") and param["schema"], (path, param)
+                assert param["required"] == (param["in"] == "path"), (path, param)
+
+
+async def test_each_operation_names_its_real_statuses(gateway) -> None:
+    spec = gateway.server.app[keys.OPENAPI]
+
+    def statuses(method: str, path: str) -> set[str]:
+        return set(spec["paths"][path][method]["responses"])
+
+    assert "302" in statuses("get", "/") and "200" not in statuses("get", "/")  # a redirect to /ui
+    assert "101" in statuses("get", "/ws") and "200" not in statuses("get", "/ws")  # the upgrade
+    queued = statuses("post", "/api/transfers")
+    assert {"202", "400", "401", "403", "404", "409", "413", "415", "503"} == queued
+    assert {"200", "304", "401", "403", "503"} == statuses("get", "/api/status")
+    assert {"413", "507"} <= statuses("post", "/api/upload")
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            got = set(op["responses"])
+            if "requestBody" in op:
+                assert {"400", "413", "415"} <= got, (method, path)
+            assert ("401" in got) == (op.get("security") != []), (method, path)
+    for open_path in ("/api/health", "/api/ready", "/api/docs", "/health"):
+        assert spec["paths"][open_path]["get"]["security"] == []  # no token, even on a gateway with one
+    assert "503" not in statuses("get", "/api/file-generator/presets")  # never touches Redis
+
+
+class _Refs(HTMLParser):
+    """Every script and stylesheet a page loads, and whether any script is inline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline_scripts = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script":
+            if a.get("src"):
+                self.urls.append(a["src"] or "")
+            else:
+                self.inline_scripts += 1
+        elif tag == "link" and a.get("href"):
+            self.urls.append(a["href"] or "")
+
+
+async def test_docs_page_and_its_assets_come_from_the_gateway_under_its_policy(gateway) -> None:
     resp = await gateway.get("/api/docs")
     assert resp.status == 200 and resp.content_type == "text/html"
+    assert resp.headers["Content-Security-Policy"] == CSP  # the web page's own policy: no inline, no eval
     page = await resp.text()
-    assert "<script" not in page and "http://" not in page and "https://" not in page  # no external assets
-    spec = gateway.server.app[keys.OPENAPI]
-    for path in spec["paths"]:
-        assert f"<code>{path}</code>" in page
+    refs = _Refs()
+    refs.feed(page)
+    assert refs.inline_scripts == 0 and "style=" not in page and "<style" not in page
+    assert "/ui/static/vendor/swagger-ui/swagger-ui-bundle.js" in refs.urls
+    for url in refs.urls:
+        assert url.startswith("/") and not url.startswith("//"), url  # nothing from another host
+        asset = await gateway.get(url)
+        assert asset.status == 200, url
+    for name in ("LICENSE", "NOTICE", "VERSION", "swagger-ui-bundle.js.LICENSE.txt"):
+        assert (await gateway.get(f"/ui/static/vendor/swagger-ui/{name}")).status == 200
+
+
+async def test_docs_page_is_open_but_its_spec_needs_the_token(make_gateway) -> None:
+    token = "docs-token-0123456789abcdef"
+    client = await make_gateway(api_token=token)
+    assert (await client.get("/api/docs")).status == 200  # a static page, like /ui
+    assert (await client.get("/api/openapi.json")).status == 401
+    ok = await client.get("/api/openapi.json", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status == 200
 
 
 async def test_spec_names_the_optional_bearer_token(gateway) -> None:

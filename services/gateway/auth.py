@@ -3,7 +3,8 @@
 A browser cannot set headers on a WebSocket, so ``/ws`` also takes the token as a subprotocol,
 ``castray.bearer.<token in unpadded base64url>`` (beside ``castray.v1``, the one the server selects, so
 the token is never echoed back), as Kubernetes does. Never in the query string, which proxies and logs
-keep. Health endpoints stay open so that orchestrators can probe them.
+keep. Health endpoints stay open so that orchestrators can probe them, and so does the docs page
+(``/api/docs``, a static page like ``/ui``: the spec and the calls it makes need the token).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway.errors import ApiError, Handler
 
-OPEN_PATHS = frozenset({"/api/health", "/api/ready"})
+OPEN_PATHS = frozenset({"/api/health", "/api/ready", "/api/docs"})
 PROTECTED_PATHS = frozenset({"/ws", "/metrics"})  # outside /api/ but not open: metrics name the nodes
 WS_PROTOCOL = "castray.v1"
 TOKEN_PROTOCOL_PREFIX = "castray.bearer."

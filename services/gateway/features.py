@@ -2,7 +2,7 @@
 
 ``event_hub`` comes first: it opens the view and the shared event listener the others use.
 Order matters for routes only where a fixed path and a variable one overlap (see ``nodes_api``);
-``openapi`` builds its description at start-up, so its place does not matter.
+``openapi`` builds its description at start-up, so its place (and ``api_docs``'s) does not matter.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from castray.gateway import (
+    api_docs,
     backpressure,
     clusters_api,
     event_hub,
@@ -29,4 +30,4 @@ from castray.gateway import (
 
 ALL: list[ModuleType] = [event_hub, backpressure, status_api, clusters_api, nodes_api, ws, transfers_api,
                          files_api, uploads_api, legacy_transfers_api, messages_api, metrics, services_api,
-                         ui, openapi]
+                         ui, openapi, api_docs]

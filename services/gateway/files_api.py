@@ -190,13 +190,13 @@ def _name(requested: str, default: str) -> str:
 
 
 @speaks_original
-@doc("The generator's presets (tiny .. massive) and content types", tag=TAG)
+@doc("The generator's presets (tiny .. massive) and content types", tag=TAG, store=False)
 async def presets(request: web.Request) -> web.Response:
     return web.json_response(of.presets(list(filegen.CONTENT_TYPES)))
 
 
 @speaks_original
-@doc("The generator's limits, units and examples", tag=TAG)
+@doc("The generator's limits, units and examples", tag=TAG, store=False)
 async def info(request: web.Request) -> web.Response:
     cap = request.app[keys.SETTINGS].max_generate_bytes
     return web.json_response(of.info(cap, list(filegen.CONTENT_TYPES)))
@@ -204,7 +204,8 @@ async def info(request: web.Request) -> web.Response:
 
 @speaks_original
 @doc("Generate a file of an exact size", tag=TAG, body=CreateFile,
-     responses={400: "Bad size (0, over the limit, not a size), content type or file name", 507: FULL})
+     responses={400: "Bad size (0, over the limit, not a size), content type or file name", 507: FULL},
+     store=False)
 async def create(request: web.Request) -> web.Response:
     body = await parse_body(request, CreateFile)
     size = generate_size(request.app, body.size)
@@ -214,7 +215,7 @@ async def create(request: web.Request) -> web.Response:
 
 @speaks_original
 @doc("Generate a file of a preset size", tag=TAG, body=CreatePreset,
-     responses={400: "Unknown preset", 507: FULL})
+     responses={400: "Unknown preset", 507: FULL}, store=False)
 async def create_preset(request: web.Request) -> web.Response:
     body = await parse_body(request, CreatePreset)
     if body.preset not in PRESETS:
@@ -230,7 +231,8 @@ async def create_preset(request: web.Request) -> web.Response:
 @speaks_original
 @doc("Generate a file in demo_files/ (the original page's custom demo file), to send by name with "
      "/api/file-transfers/manual", tag=TAG, body=CreateDemo,
-     responses={400: "Bad size (0, over the generator's limit, not a size) or content type", 507: FULL})
+     responses={400: "Bad size (0, over the generator's limit, not a size) or content type", 507: FULL},
+     store=False)
 async def create_demo(request: web.Request) -> web.Response:
     app = request.app
     body = await parse_body(request, CreateDemo)
@@ -271,7 +273,7 @@ async def queue_file(app: web.Application, path: Path, file_name: str, size: int
 
 
 @speaks_original
-@doc("Files in the generator's folder", tag=TAG)
+@doc("Files in the generator's folder", tag=TAG, store=False)
 async def list_files(request: web.Request) -> web.Response:
     entries = await asyncio.to_thread(gf.list_folder, _folder(request.app))
     return web.json_response(of.listing(entries))
@@ -290,7 +292,7 @@ def _generated_path(request: web.Request) -> Path:
 
 
 @speaks_original
-@doc("Download a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
+@doc("Download a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"}, store=False)
 async def download(request: web.Request) -> web.StreamResponse:
     path = _generated_path(request)
     if not await asyncio.to_thread(path.is_file):
@@ -299,7 +301,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 @speaks_original
-@doc("Delete a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"})
+@doc("Delete a generated file", tag=TAG, responses={400: "Unusable name", 404: "No such file"}, store=False)
 async def delete_file(request: web.Request) -> web.Response:
     path = _generated_path(request)
     try:

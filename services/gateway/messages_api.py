@@ -17,7 +17,7 @@ from aiohttp import web
 
 from castray.gateway import keys, message_store
 from castray.gateway.errors import ApiError, MessageTooLarge, parse_body
-from castray.gateway.openapi import doc
+from castray.gateway.openapi import doc, integer
 from castray.gateway.original import messages as original
 from castray.gateway.original.messages import CastMessage, CastResponse
 from castray.gateway.transfers_api import query_int
@@ -96,7 +96,7 @@ async def _recipients(app: web.Application, msg: CastMessage) -> tuple[list[str]
 
 
 @doc("A node's messages, newest first", tag=TAG,
-     query={"count": f"At most this many (1..{MAX_COUNT}, default 50)"},
+     query={"count": integer("At most this many", minimum=1, maximum=MAX_COUNT, default=50)},
      responses={400: "Bad count", 404: "Unknown node"})
 async def node_messages(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from castray.gateway import keys, node_pages
 from castray.gateway.backpressure import UNAVAILABLE
 from castray.gateway.errors import ApiError, parse_body
-from castray.gateway.openapi import doc
+from castray.gateway.openapi import boolean, comma_list, doc, integer, one_of
 from castray.gateway.original import clusters as original_clusters
 from castray.gateway.original.errors import node_refusal, speaks_original
 from castray.gateway.original.status import dumps
@@ -46,10 +46,11 @@ def _state(raw: str | None) -> str | None:
      "Accept-Encoding allows). Without limit, cursor or fields the body is success, nodes, count, epoch, "
      "version; with limit or cursor it adds total (nodes matching) and next_cursor (null on the last page), "
      "and count is the page's", tag="nodes", response_model=NodeList,
-     query={"cluster": "cluster id", "state": "ALIVE, DEAD or UNREACHABLE", "external": "true or false",
-            "limit": f"page size, 1 to {node_pages.MAX_LIMIT}",
+     query={"cluster": "cluster id", "state": one_of("nodes in this state", STATES),
+            "external": boolean("only the external clusters' nodes (true), or only the others (false)"),
+            "limit": integer("page size", minimum=1, maximum=node_pages.MAX_LIMIT),
             "cursor": "next_cursor of the previous page (pages stay in order across view changes)",
-            "fields": "comma-separated node fields to return (id always included)"},
+            "fields": comma_list("node fields to return (id always included)", node_pages.NODE_FIELDS)},
      responses={304: "not modified (If-None-Match)", 400: "bad filter, limit, cursor or fields",
                 503: UNAVAILABLE})
 async def list_nodes(request: web.Request) -> web.Response:

@@ -51,7 +51,7 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if subscribed else 503)
 
 
-@doc("Redirect to the web page /ui", tag="ui")
+@doc("Redirect to the web page /ui", tag="ui", status=302, store=False)
 async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui")
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway import transfer_store as store
 from castray.gateway.errors import ApiError, parse_body
-from castray.gateway.openapi import doc
+from castray.gateway.openapi import Param, doc, integer
 from castray.gateway.transfer_intake import accept, enqueue
 from castray.shared.api import TransferList, TransferQueued
 from castray.shared.events import TransferCancelled
@@ -22,8 +22,9 @@ from castray.shared.transfers import TransferRecord, TransferRequest
 log = logging.getLogger(__name__)
 TAG = "transfers"
 MAX_PAGE = 500
-PAGE_QUERY = {"limit": f"At most this many (1..{MAX_PAGE}, default 50)",
-              "offset": "Skip this many (default 0)"}
+PAGE_QUERY: dict[str, str | Param] = {
+    "limit": integer("At most this many", minimum=1, maximum=MAX_PAGE, default=50),
+    "offset": integer("Skip this many", minimum=0, maximum=10**9, default=0)}
 
 
 @doc("Queue a transfer (unicast, multicast or broadcast) of an upload, a node's file or a generated file",

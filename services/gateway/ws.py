@@ -20,7 +20,7 @@ from castray.gateway import keys
 from castray.gateway.auth import WS_PROTOCOL
 from castray.gateway.errors import ApiError
 from castray.gateway.event_hub import TOPICS, Frame, Resync, Subscriber, delta_message, dumps, view_topic
-from castray.gateway.openapi import doc
+from castray.gateway.openapi import comma_list, doc, integer
 from castray.gateway.original.status import STATUS_TOPIC, StatusCache
 from castray.gateway.view_cache import EncodedView, ViewCache
 from castray.shared.bus import REDIS_ERRORS
@@ -203,9 +203,11 @@ class WsSession:
 
 @doc("WebSocket: snapshot then deltas (topics: clusters, nodes, transfers, messages, and status: the "
      "original's status_update, on change and every 5 s; resume with epoch and since)", tag="events",
-     query={"topics": "comma-separated topics (default all, status included)",
-            "epoch": "resume: the epoch you had",
-            "since": "resume: the last version you applied"},
+     query={"topics": comma_list("topics (default all, status included)", TOPICS),
+            "epoch": "resume: the epoch you had (with since)",
+            "since": integer("resume: the last version you applied (with epoch)", minimum=0,
+                             maximum=10**18 - 1)},
+     status=101, store=False,
      responses={400: "bad topics or resume parameters", 401: "missing or wrong token (Authorization: Bearer, "
                 "or the subprotocol castray.bearer.<base64url token> beside castray.v1)",
                 403: "another site's page (Origin), or a Host this gateway does not answer to"})
