@@ -12,9 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from castray import local_ray
+from castray.discovery.figures import PollFigures
 from castray.discovery.worker import DiscoveryWorker
 from castray.shared.bus import Bus
-from castray.shared.figures import POLL_BUCKETS, ClusterPolls
+from castray.shared.figures import OTHER_CLUSTERS, POLL_BUCKETS, ClusterPolls
 from castray.shared.names import Names
 from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.metrics import Samples, scrape, value
@@ -122,3 +123,20 @@ async def test_a_replica_that_does_not_lead_publishes_no_polls(
     finally:
         await standby.close()
     assert not await redis_client.hexists(names.service_figures, "discovery:standby-1")
+
+
+def test_clusters_beyond_the_cap_share_one_series() -> None:
+    figures = PollFigures(clusters_max=3)
+    for i in range(5):
+        figures.observe(f"c{i}", 0.01 * (i + 1), "timeout" if i % 2 else None)
+    polls = figures.figures().polls
+    assert set(polls) == {"c0", "c1", OTHER_CLUSTERS}  # 3 series in all
+    assert polls[OTHER_CLUSTERS].count == 3 and polls[OTHER_CLUSTERS].errors == {"timeout": 1}
+    assert polls["c1"].buckets[POLL_BUCKETS.index(0.025)] == 1 and polls["c1"].buckets[0] == 0
+    figures.observe("c0", 0.3)
+    assert figures.figures().polls["c0"].count == 2  # a known cluster keeps its own
+    figures.forget("c1")
+    figures.observe("c9", 0.1)
+    assert "c9" in figures.figures().polls  # a freed place is taken again
+    figures.clear()
+    assert figures.figures().polls == {}

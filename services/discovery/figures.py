@@ -20,7 +20,8 @@ class PollFigures:
     def _of(self, cluster_id: str) -> ClusterPolls:
         polls = self._polls.get(cluster_id)
         if polls is None:  # one series is kept for OTHER_CLUSTERS: clusters_max in all
-            key = cluster_id if len(self._polls) < self.clusters_max - 1 else OTHER_CLUSTERS
+            own = len(self._polls) - (OTHER_CLUSTERS in self._polls)
+            key = cluster_id if own < self.clusters_max - 1 else OTHER_CLUSTERS
             polls = self._polls.setdefault(key, ClusterPolls())
         return polls
 
