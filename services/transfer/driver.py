@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     def run(plan: Plan, cancelled: threading.Event) -> None:  # a thread of its own: no ids inherited
         try:
             with log_context(transfer_id=plan.id):
+                logging.getLogger(__name__).info("transfer %s: plan of %d destination(s) taken", plan.id,
+                                                 len(plan.dests))
                 run_transfer(plan, agents, channel.send, cancelled)
         finally:
             cancels.pop(plan.id, None)
