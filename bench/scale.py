@@ -2,6 +2,7 @@
 server returning the very same bytes (issue 16).
 
     python bench/scale.py [--sizes 1000,10000] [--clusters 20] [--seconds 5] [--concurrency 32] [--rounds 1]
+                          [--fanout-clients 1000] [--rate 10] [--fanout-seconds 10] [--ws-clients 1000]
 
 The view is filled through the real path: a discovery-like feed (``tests/support/feed.py``, what discovery
 writes) rewrites discovery's state and publishes ``source-reset``; an in-process node registry copies it
@@ -13,6 +14,16 @@ bare then CastRay, ``--rounds`` times, the median round kept. Prints req/s and p
 (CastRay / bare), the peak RSS and the CPU seconds of each server, and the load average before and after.
 Then, at 1k nodes, a connect storm: ``--ws-clients`` WebSockets opened at once, the time until each has its
 snapshot (the bare server sends the /api/nodes body on connect; the ratio is bare time / CastRay time).
+Every refused answer is counted: 503 ``overloaded`` (the heavy slots, ``services/gateway/backpressure.py``)
+apart from 503 ``redis_unavailable`` (a Redis timeout).
+
+First, at ``--fanout-nodes`` (1k), the fan-out (``bench/fanout.py``): ``--fanout-clients``
+``/ws?topics=nodes``
+clients (in two client processes) while ``--rate`` node changes a second go through the real path for
+``--fanout-seconds``; the latency from each change's write to its arrival at each client, p50 / p99, beside
+a bare aiohttp broadcaster relaying the same delta bytes from a Redis channel; then the same with two
+gateway processes (``CASTRAY_GATEWAY_PROCESSES=2``, one port) against one, and ``GET /api/nodes`` with
+32 clients (in two processes) against one and two gateway processes. RSS and CPU of every server process.
 Prints figures; asserts nothing. Stops everything it started, also on failure.
 """
 
@@ -29,6 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -36,6 +48,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
+
+import fanout  # noqa: E402  (bench/fanout.py, beside this file)
 
 from castray.local_ray import free_port  # noqa: E402
 from castray.node_registry.settings import RegistrySettings  # noqa: E402
@@ -45,6 +59,7 @@ from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E
 from tests.support.namespace import drop_namespace  # noqa: E402
 
 IDENTITY = {"Accept-Encoding": "identity"}
+TEMPLATE_MARK = 99_999  # the marker of the delta captured from CastRay, replaced in the bare broadcaster's
 STATES = ("ALIVE", "ALIVE", "ALIVE", "DEAD", "UNREACHABLE")
 
 
@@ -55,6 +70,9 @@ class Run:
     p99: float
     rss_peak: int
     cpu: float
+    shed: int = 0  # 503 overloaded (the heavy slots and queue full)
+    redis_503: int = 0  # 503 redis_unavailable (a Redis timeout or error)
+    other: int = 0  # any other status
 
     @property
     def rate(self) -> float:
@@ -98,6 +116,7 @@ async def wait_http(url: str, deadline: float = 30.0) -> None:
 async def load(url: str, proc: psutil.Process, *, seconds: float, concurrency: int) -> Run:
     """A closed loop of ``concurrency`` clients for ``seconds``; the server's peak RSS and CPU beside it."""
     latencies: list[float] = []
+    refused = {"overloaded": 0, "redis": 0, "other": 0}
     stop = time.monotonic() + seconds
     cpu0 = sum(proc.cpu_times()[:2])
     rss = proc.memory_info().rss
@@ -106,9 +125,12 @@ async def load(url: str, proc: psutil.Process, *, seconds: float, concurrency: i
         while time.monotonic() < stop:
             started = time.perf_counter()
             async with http.get(url, headers=IDENTITY) as resp:
-                await resp.read()
+                body = await resp.read()
                 if resp.status == 200:
                     latencies.append(time.perf_counter() - started)
+                else:
+                    refused["overloaded" if b'"overloaded"' in body
+                            else "redis" if b'"redis_unavailable"' in body else "other"] += 1
 
     async def sample() -> None:
         nonlocal rss
@@ -125,7 +147,7 @@ async def load(url: str, proc: psutil.Process, *, seconds: float, concurrency: i
         sampler.cancel()
     cpu = sum(proc.cpu_times()[:2]) - cpu0
     p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else float("nan")
-    return Run(len(latencies), took, p99, rss, cpu)
+    return Run(len(latencies), took, p99, rss, cpu, refused["overloaded"], refused["redis"], refused["other"])
 
 
 async def connect_storm(url: str, proc: psutil.Process, clients: int, *,
@@ -171,7 +193,9 @@ def mb(n: int) -> str:
 
 
 def cell(r: Run) -> str:
-    return f"{r.rate:,.0f} req/s, p99 {r.p99 * 1e3:,.1f} ms, RSS {mb(r.rss_peak)}, CPU {r.cpu:.1f} s"
+    refused = (f", 503: {r.shed} overloaded, {r.redis_503} Redis" if r.shed or r.redis_503 else "") + \
+        (f", {r.other} other errors" if r.other else "")
+    return f"{r.rate:,.0f} req/s, p99 {r.p99 * 1e3:,.1f} ms, RSS {mb(r.rss_peak)}, CPU {r.cpu:.1f} s{refused}"
 
 
 async def spawn(*argv: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -195,12 +219,14 @@ async def main(args: argparse.Namespace) -> None:
         env = {**os.environ, "CASTRAY_NAMESPACE": namespace, "CASTRAY_REDIS_URL": redis_url,
                "CASTRAY_HOST": "127.0.0.1", "CASTRAY_PORT": str(port), "CASTRAY_LOG_LEVEL": "WARNING",
                "CASTRAY_DATA_DIR": str(workdir / "data")}
+        feed = DiscoveryFeed(redis, names)
+        if args.fanout_clients:
+            rows += await fanout_rows(redis, names, feed, env, workdir, args, started)
         gateway = await spawn(sys.executable, "-m", "castray.gateway.main", env=env)
         started.append(gateway)
         base = f"http://127.0.0.1:{port}"
         await wait_http(f"{base}/api/health")
         gw = psutil.Process(gateway.pid)
-        feed = DiscoveryFeed(redis, names)
         for size in args.sizes:
             await fill(redis, names, feed, size, args.clusters)
             for path in ("/api/nodes", "/api/status"):
@@ -267,6 +293,80 @@ async def storm_row(base: str, bare_port: int, gw: psutil.Process, bare: psutil.
             f"RSS {mb(b_rss)} | all snapshots in {c:.2f} s, RSS {mb(c_rss)} | {ratio:.2f} |")
 
 
+async def fanout_rows(redis: aioredis.Redis, names: Names, feed: DiscoveryFeed, env: dict[str, str],
+                      workdir: Path, args: argparse.Namespace, started: list[asyncio.subprocess.Process]
+                      ) -> list[str]:
+    """/ws latency with ``--fanout-clients`` clients at ``--rate`` changes/s (bare broadcaster, CastRay with
+    one gateway process, with two), and ``GET /api/nodes`` with one and two gateway processes."""
+    await fill(redis, names, feed, args.fanout_nodes, args.clusters)
+    nodes = list(feed.nodes.values())
+
+    async def castray_send(marker: int) -> float:
+        stamp = [0.0]
+        node = nodes[marker % len(nodes)].model_copy(update={"labels": {"bench": str(marker)}})
+        await feed.node_upsert(node, on_send=lambda: stamp.__setitem__(0, time.time()))
+        return stamp[0]
+
+    kw: dict[str, Any] = dict(count=args.fanout_clients, rate=args.rate, seconds=args.fanout_seconds,
+                              workdir=workdir)
+    fans: dict[str, fanout.Fanout] = {}
+    rests: dict[int, fanout.RestLoad] = {}
+    for processes in (1, 2):
+        gw, base = await fanout.start_gateway(env, processes)
+        started.append(gw)
+        ws_url = base.replace("http", "ws") + "/ws?topics=nodes"
+        if processes == 1:
+            snapshot, template = await fanout.capture(ws_url, castray_send, TEMPLATE_MARK)
+            fans["bare"] = await bare_fanout(redis, env["CASTRAY_REDIS_URL"], names, snapshot, template,
+                                             workdir, kw, started)
+            print(f"bare broadcaster: {fanout.fan_cell(fans['bare'])}", flush=True)
+        fans[str(processes)] = await fanout.fanout(ws_url, psutil.Process(gw.pid), "gateway", castray_send,
+                                                   first=processes * 100_000, **kw)
+        print(f"CastRay, {processes} process(es): {fanout.fan_cell(fans[str(processes)])}", flush=True)
+        rests[processes] = await fanout.rest_load(base + "/api/nodes", psutil.Process(gw.pid), "gateway",
+                                                  seconds=args.seconds, concurrency=args.concurrency,
+                                                  workdir=workdir)
+        print(f"GET /api/nodes, {processes} process(es): {fanout.rest_cell(rests[processes])}", flush=True)
+        gw.terminate()
+        await asyncio.wait_for(gw.wait(), 15)
+    what = f"{args.fanout_clients:,} clients, {args.rate:g} changes/s, {args.fanout_nodes:,} nodes"
+    b, one, two = fans["bare"], fans["1"], fans["2"]
+    cell, rest = fanout.fan_cell, fanout.rest_cell
+    return [f"| `/ws` latency, write to client, {what} | bare broadcaster: {cell(b)} | 1 gateway process: "
+            f"{cell(one)} | p99 {one.p99 / b.p99:.2f}x bare |",
+            f"| `/ws` latency, {what}: 2 gateway processes vs 1 | 1 process: {cell(one)} | 2 processes: "
+            f"{cell(two)} | p99 {two.p99 / one.p99:.2f}x |",
+            f"| `GET /api/nodes`, {args.fanout_nodes:,} nodes, {args.concurrency} clients in 2 processes: 2 "
+            f"gateway processes vs 1 | 1 process: {rest(rests[1])} | 2 processes: {rest(rests[2])} "
+            f"| {rests[2].rate / rests[1].rate:.2f}x req/s |"]
+
+
+async def bare_fanout(redis: aioredis.Redis, redis_url: str, names: Names, snapshot: bytes, template: bytes,
+                      workdir: Path, kw: dict[str, Any], started: list[asyncio.subprocess.Process]
+                      ) -> fanout.Fanout:
+    """The bare broadcaster with the same snapshot and the same delta bytes (only the marker differs)."""
+    snapshot_file = workdir / "snapshot.json"
+    snapshot_file.write_bytes(snapshot)
+    port, channel = free_port(), f"{names.ns}:bench:bare-ws"
+    bare = await spawn(sys.executable, fanout.__file__, "--bare-ws", str(port), redis_url, channel,
+                       str(snapshot_file))
+    started.append(bare)
+    await wait_http(f"http://127.0.0.1:{port}/")
+    mark = f'"bench":"{TEMPLATE_MARK}"'.encode()
+
+    async def send(marker: int) -> float:
+        sent = time.time()
+        await redis.publish(channel, template.replace(mark, f'"bench":"{marker}"'.encode()))
+        return sent
+
+    try:
+        return await fanout.fanout(f"ws://127.0.0.1:{port}/ws", psutil.Process(bare.pid), "bare", send,
+                                   first=300_000, **kw)
+    finally:
+        bare.terminate()
+        await asyncio.wait_for(bare.wait(), 10)
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000])
@@ -276,6 +376,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--ws-clients", type=int, default=1000, help="WebSockets of the connect storm (0: none)")
     p.add_argument("--ws-max-nodes", type=int, default=1000, help="largest view the storm runs at")
+    p.add_argument("--fanout-clients", type=int, default=1000,
+                   help="/ws clients of the latency figures (0: no fan-out or two-gateway figures)")
+    p.add_argument("--rate", type=float, default=10.0, help="node changes a second of the latency figures")
+    p.add_argument("--fanout-seconds", type=float, default=10.0, help="seconds of changes per latency figure")
+    p.add_argument("--fanout-nodes", type=int, default=1000, help="view size of the fan-out figures")
     return p.parse_args()
 
 
