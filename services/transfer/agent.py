@@ -72,6 +72,14 @@ class AgentInfo(TypedDict):
     pid: int
     fast: bool  # numpy and xxhash here (`FAST`)
     ray_node_id: str
+    ip: str  # the node's address: what a broadcast chain groups nodes by (hosts may share a hostname)
+
+
+class SinkState(TypedDict):
+    """Where a copy stands after `NodeAgent.rewind`: the next chunk it takes, in which epoch."""
+
+    next: int
+    epoch: int
 
 
 class Readable(Protocol):
@@ -183,7 +191,8 @@ class NodeAgent:
 
     async def info(self) -> AgentInfo:
         return {"hostname": socket.gethostname(), "pid": os.getpid(), "fast": FAST,
-                "ray_node_id": ray.get_runtime_context().get_node_id()}
+                "ray_node_id": ray.get_runtime_context().get_node_id(),
+                "ip": str(ray.util.get_node_ip_address())}  # type: ignore[no-untyped-call]
 
     # --- source -----------------------------------------------------------------------------------
     async def open_file(self, key: str, root: str, path: str, known_sha: str | None, fast: bool) -> int:
@@ -225,9 +234,10 @@ class NodeAgent:
     async def open_sink(self, key: str, spec: SinkSpec) -> None:
         self.sinks[key] = await asyncio.to_thread(open_sink, spec)
 
-    async def write(self, key: str, index: int, data: Any, digest: str) -> int:
+    async def write(self, key: str, index: int, data: Any, digest: str, epoch: int = 0) -> int:
+        """Write chunk ``index`` of a copy (in order); the bytes written so far."""
         sink = self.sinks[key]
-        await sink.turn(index)
+        await sink.turn(index, epoch)
         try:
             done = await asyncio.to_thread(sink.write, data, digest)
         except BaseException as e:
@@ -235,6 +245,22 @@ class NodeAgent:
             raise
         await sink.advance()
         return done
+
+    @ray.method(num_returns=2)
+    async def write_forward(self, key: str, index: int, data: Any, digest: str, epoch: int = 0
+                            ) -> tuple[int, Any]:
+        """`write`, and the chunk again as a second return value: an object of this node's store (owned by
+        the driver), which the next node of a broadcast chain pulls from here."""
+        return await self.write(key, index, data, digest, epoch), data
+
+    async def rewind(self, key: str) -> SinkState:
+        """A new epoch for a copy whose chain is re-issued: its waiting calls are refused, and the chunk
+        it takes next is unchanged (a call whose input was lost never ran). Raises the copy's error."""
+        sink = self.sinks[key]
+        epoch = await sink.rewind()
+        if sink.error is not None:
+            raise TransferError(sink.error)
+        return {"next": sink.next, "epoch": epoch}
 
     async def finish(self, key: str, sha256: str) -> Placed:
         sink = self.sinks.pop(key)

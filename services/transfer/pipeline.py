@@ -21,18 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import (
-    ActorDiedError,
-    ActorUnavailableError,
-    GetTimeoutError,
-    NodeDiedError,
-    ObjectLostError,
-    OwnerDiedError,
-    RayError,
-    RayTaskError,
-)
+from ray.exceptions import GetTimeoutError, RayError
 
 from castray.shared.transfers import FinalState
+from castray.transfer import chain
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
 from castray.transfer.protocol import (
@@ -46,33 +38,13 @@ from castray.transfer.protocol import (
     Progress,
     Started,
 )
+from castray.transfer.reasons import reason
 from castray.transfer.sink import SinkSpec, temp_name
 from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)
 Emit = Callable[[DriverEvent], None]
 Outcome = tuple[FinalState, str | None, str | None]  # state, sha256, error
-
-
-def reason(e: BaseException) -> str:
-    """A short, readable reason for a Ray or agent failure."""
-    text = str(e)
-    if isinstance(e, ActorDiedError) and "error raised in its creation task" in text:
-        last = [line.strip() for line in text.splitlines() if line.strip()][-1]
-        return f"node agent could not start there: {last[:300]}"  # e.g. an import its Python lacks
-    if isinstance(e, ActorDiedError | NodeDiedError):
-        return "node died during the transfer"
-    if isinstance(e, ActorUnavailableError):
-        return "node became unreachable during the transfer"
-    if isinstance(e, ObjectLostError | OwnerDiedError):
-        return "chunk lost in transit (a node holding it died)"
-    if isinstance(e, GetTimeoutError):
-        return "node did not answer in time"
-    if isinstance(e, RayTaskError):
-        cause = getattr(e, "cause", None)
-        if cause is not None and not isinstance(cause, RayTaskError):
-            return str(cause) or type(cause).__name__
-    return (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
 
 
 class Agents:
@@ -83,6 +55,7 @@ class Agents:
         self._handles: dict[str, Any] = {}
         self.hosts: dict[str, str] = {}
         self.fast: dict[str, bool] = {}  # node -> its agent has numpy and xxhash (`agent.FAST`)
+        self.ips: dict[str, str] = {}  # node -> its address (a broadcast chain groups nodes by it)
         self._remote = ray.remote(NodeAgent)
 
     def get(self, ray_node_id: str) -> Any:
@@ -116,6 +89,7 @@ class Agents:
                 info = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
                 self.hosts[node] = info["hostname"]
                 self.fast[node] = bool(info.get("fast"))
+                self.ips[node] = str(info.get("ip", ""))
                 out[node] = None
             except (RayError, GetTimeoutError) as e:
                 self.forget(node)
@@ -227,8 +201,10 @@ def _run(run: _Run, reader: AgentReader | HereReader) -> Outcome:
         return "failed", None, why
     run.emit(Started(id=plan.id, bytes_total=run.size))
     _open_sinks(run, status)
-    if run.alive:
-        _stream(run, reader)
+    if run.alive and plan.chain and len(run.alive) > 1:
+        chain.stream(run, reader)  # each destination feeds the next
+    elif run.alive:
+        _stream(run, reader)  # a star: every destination pulls from the source
     if run.cancelled.is_set():
         return _cancel(run)
     if not run.alive:

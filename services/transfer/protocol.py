@@ -96,6 +96,9 @@ class Plan(_Message):
     rate_limit: int = 0
     progress_interval: float = 0.25
     node_timeout: float = 60.0
+    chain: bool = Field(default=True, description=(
+        "Several destinations: each feeds the next (`castray.transfer.chain`), so the source sends each "
+        "byte once; False: every destination pulls from the source (Ray's star)."))
 
 
 # --- service -> driver ---------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ class TransferSettings(AddressPolicySettings):
     chunk_bytes: int = Field(default=16 * MiB, ge=64 * 1024, le=512 * MiB,
                              description="Bytes per chunk moved through Ray's object store.")
     inflight_chunks: int = Field(default=4, ge=1, le=64, description="Chunks in flight per transfer.")
+    broadcast_chain: bool = Field(
+        default=True, description="Send to several nodes as a chain, each node feeding the next (the "
+        "source sends each byte once); false: every node pulls from the source (Ray's star).")
     max_transfers: int = Field(default=4, ge=1, le=256, description="Transfers this replica runs at once.")
     claim_idle_ms: int = Field(default=15_000, ge=500,
                                description="A request pending this long without a heartbeat is taken over.")

@@ -65,25 +65,50 @@ def temp_name(transfer_id: str, token: str) -> str:
 
 
 class Ordered:
-    """Lets calls through strictly by index; an error stops every later one."""
+    """Lets calls through strictly by index; an error stops every later one.
+
+    A broadcast chain (`castray.transfer.chain`) re-issues the calls a lost upstream copy left waiting:
+    `rewind` starts a new epoch, in which calls of an older epoch are refused (`Superseded`) and those
+    already waiting are woken to be refused, without touching ``next`` or the error."""
 
     def __init__(self) -> None:
         self.next = 0
+        self.epoch = 0
+        self.busy = False
         self.error: str | None = None
         self.cond = asyncio.Condition()
 
-    async def turn(self, index: int) -> None:
+    async def turn(self, index: int, epoch: int = 0) -> None:
         async with self.cond:
-            await self.cond.wait_for(lambda: self.next == index or self.error is not None)
+            await self.cond.wait_for(
+                lambda: self.next == index or self.error is not None or self.epoch != epoch)
+            if self.error is None and self.epoch == epoch:
+                self.busy = True
         if self.error is not None:
             raise TransferError(self.error)
+        if self.epoch != epoch:
+            raise Superseded(f"chunk {index} re-issued (epoch {self.epoch}, this call's {epoch})")
 
     async def advance(self, error: str | None = None) -> None:
         async with self.cond:
             self.next += 1
+            self.busy = False
             if error is not None:
                 self.error = error
             self.cond.notify_all()
+
+    async def rewind(self) -> int:
+        """A new epoch, once the call being written (if any) is done: every call of an older epoch is
+        refused. Returns the new epoch."""
+        async with self.cond:
+            await self.cond.wait_for(lambda: not self.busy)
+            self.epoch += 1
+            self.cond.notify_all()
+            return self.epoch
+
+
+class Superseded(TransferError):
+    """A call of an epoch that `Ordered.rewind` ended: the chain re-issues it (not the sink's error)."""
 
 
 class Sink(Ordered):

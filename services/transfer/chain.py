@@ -1,0 +1,213 @@
+"""A broadcast that feeds itself: the destinations of a transfer as a pipelined chain.
+
+In a star (`castray.transfer.pipeline._stream`) every destination pulls each chunk from the source's node,
+which sends each byte N times. Here each destination's agent writes the chunk and hands it back as a second
+return value (`NodeAgent.write_forward`): a new object in *its* node's store, owned by the driver, whose
+ObjectRef is the next destination's input. So Ray pulls chunk i to node k+1 from node k, as soon as node k
+has written it, while node k already pulls chunk i+1: the source sends each byte once, and every link
+carries one copy at a time, whatever N is. The driver never waits inside a chunk: it submits the whole
+chain of calls for a chunk at once and only waits, in order, for the chunk that leaves the window.
+
+- **Order**: destinations grouped by address (a host appears once in a row), the source's host first, so a
+  copy crosses each host's link once.
+- **Window**: at most ``plan.inflight`` chunks in flight, fewer if the smallest object store of the chain
+  cannot hold them: a destination holds up to two copies of each chunk in flight (the one it pulled, the
+  one it forwards), and Ray spills beyond 80 % of a store, so the window keeps within `STORE_SHARE` of
+  its free memory (`window_size`).
+- **A node that dies mid-chain** is routed around. Its successors' calls fail without running (their
+  input was lost, or never made), so their copies' next chunk is unchanged (`castray.transfer.sink.Ordered`).
+  `_recover` asks every copy where it stands (`NodeAgent.rewind`, which also refuses whatever of theirs is
+  still queued): a node that does not answer fails with the reason, the others get the chunks they miss
+  re-issued in order, each from the nearest live upstream copy, else from the source's (still in the
+  window).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from castray.transfer.protocol import Progress
+from castray.transfer.reasons import reason
+from castray.transfer.sources import AgentReader, HereReader
+
+if TYPE_CHECKING:
+    from castray.transfer.pipeline import _Run
+
+log = logging.getLogger(__name__)
+STORE_SHARE = 0.5  # of a node's free object store one transfer's window may fill (Ray spills at 80 %)
+REWIND_TIMEOUT = 30.0  # seconds for a copy to say where it stands after a failure, else it failed
+STUCK_LIMIT = 3  # recoveries in a row that route around no one: the failing copies fail
+
+
+@dataclass
+class _Call:
+    """One destination's call for one chunk: the bytes written, and its copy of the chunk to forward."""
+
+    done: Any
+    copy: Any | None  # None: nobody after it needed this chunk
+
+
+@dataclass
+class _Chunk:
+    index: int
+    data: Any  # the source's ObjectRef
+    digest: Any
+    calls: dict[str, _Call] = field(default_factory=dict)  # by destination node id
+
+
+class _Chain:
+    def __init__(self, run: _Run, source_ip: str) -> None:
+        self.run = run
+        self.order = chain_order(run, source_ip)
+        self.epochs = dict.fromkeys(self.order, 0)
+        self.errors: dict[str, BaseException] = {}
+        self.stuck = 0
+
+    def issue(self, chunk: _Chunk, needs: Callable[[str], bool]) -> None:
+        """Submit the chunk's calls down the chain to every live destination that ``needs`` it; one
+        that has it already passes its own copy on."""
+        order = [n for n in self.order if n in self.run.alive]
+        wanted = [n for n in order if needs(n)]
+        src = chunk.data
+        for node_id in order:
+            if node_id not in wanted:
+                held = chunk.calls.get(node_id)
+                if held is not None and held.copy is not None:
+                    src = held.copy  # it wrote this chunk: the nearest live upstream copy
+                continue
+            agent = self.run.agents.get(self.run.node(self.run.alive[node_id]))
+            key, epoch = self.run.sink(self.run.alive[node_id]), self.epochs[node_id]
+            if node_id != wanted[-1]:
+                done, copy = agent.write_forward.remote(key, chunk.index, src, chunk.digest, epoch)
+                chunk.calls[node_id], src = _Call(done, copy), copy
+            else:
+                chunk.calls[node_id] = _Call(agent.write.remote(key, chunk.index, src, chunk.digest, epoch),
+                                             None)
+
+    def settle(self, chunk: _Chunk) -> bool:
+        """Wait for the chunk's writes; False if one failed (a failed read fails everyone: True)."""
+        try:
+            if not isinstance(chunk.digest, str):  # read by an agent (read here: already done)
+                ray.get(chunk.digest)
+        except RayError as e:
+            why = f"reading the source failed: {reason(e)}"
+            for dest in list(self.run.alive.values()):
+                self.run.fail_dest(dest, why)
+            return True
+        self.errors.clear()
+        for node_id, call in chunk.calls.items():
+            if node_id not in self.run.alive:
+                continue
+            try:
+                self.run.written[node_id] = int(ray.get(call.done))
+            except RayError as e:
+                self.errors[node_id] = e
+        return not self.errors
+
+    def recover(self, window: deque[_Chunk]) -> None:
+        """Route around what failed: ask every copy where it stands; re-issue what each misses."""
+        run, failed = self.run, 0
+        asked = {n: run.agents.get(run.node(run.alive[n])).rewind.remote(run.sink(run.alive[n]))
+                 for n in self.order if n in run.alive}
+        stands: dict[str, int] = {}
+        for node_id, ref in asked.items():
+            try:
+                state = ray.get(ref, timeout=REWIND_TIMEOUT)
+            except (RayError, GetTimeoutError) as e:
+                log.info("transfer %s: %s left the chain: %s", run.plan.id, node_id, reason(e))
+                run.fail_dest(run.alive[node_id], reason(e))
+                failed += 1
+                continue
+            self.epochs[node_id], stands[node_id] = state["epoch"], state["next"]
+        self.stuck = 0 if failed else self.stuck + 1
+        if self.stuck >= STUCK_LIMIT:  # the same calls keep failing, though every node answers
+            for node_id, error in self.errors.items():
+                if node_id in run.alive:
+                    run.fail_dest(run.alive[node_id], reason(error))
+            self.stuck = 0
+        for chunk in window:
+            self.issue(chunk, partial(_misses, stands, chunk.index))
+
+
+def _misses(stands: dict[str, int], index: int, node_id: str) -> bool:
+    """Does the copy on ``node_id`` (its next chunk in ``stands``, if it still stands) miss ``index``?"""
+    return node_id in stands and stands[node_id] <= index
+
+
+def chain_order(run: _Run, source_ip: str) -> list[str]:
+    """The live destinations, grouped by address (each host once in a row), the source's host first."""
+    groups: dict[str, list[str]] = {}
+    for node_id, dest in run.alive.items():
+        groups.setdefault(run.agents.ips.get(run.node(dest), ""), []).append(node_id)
+    first = groups.pop(source_ip, [])
+    return first + [n for members in groups.values() for n in members]
+
+
+def window_size(inflight: int, chunk_bytes: int, ray_nodes: set[str]) -> int:
+    """``inflight``, or fewer chunks if the chain's smallest free object store cannot hold them."""
+    try:
+        total = {n["NodeID"]: float(n["Resources"].get("object_store_memory", math.inf))
+                 for n in ray.nodes() if n.get("Alive")}  # type: ignore[no-untyped-call]
+        free = ray._private.state.available_resources_per_node()  # type: ignore[no-untyped-call]
+    except Exception as e:  # noqa: BLE001 - a private API: without it, the plan's window as it is
+        log.warning("object store sizes unknown (%s): %d chunks in flight", e, inflight)
+        return inflight
+    room = min((min(total.get(n, math.inf), float(free.get(n, {}).get("object_store_memory", math.inf)))
+                for n in ray_nodes), default=math.inf)
+    if math.isinf(room):
+        return inflight
+    return max(1, min(inflight, int(room * STORE_SHARE // (2 * chunk_bytes))))
+
+
+def _node_ip() -> str:
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+
+
+def stream(run: _Run, reader: AgentReader | HereReader) -> None:
+    """Stream the source down the chain of ``run``'s live destinations (blocking)."""
+    plan, size, step = run.plan, run.size, run.plan.chunk_bytes
+    here = isinstance(reader, HereReader)
+    source = run.local if here else run.source_node
+    chain = _Chain(run, _node_ip() if here else run.agents.ips.get(source, ""))
+    limit = window_size(plan.inflight, step, {source, *(run.node(d) for d in run.alive.values())})
+    log.info("transfer %s: chain of %d, %d chunks in flight", plan.id, len(chain.order), limit)
+    window: deque[_Chunk] = deque()
+    started, last = time.monotonic(), 0.0
+    for index, offset in enumerate(range(0, size, step)):
+        if run.cancelled.is_set() or not run.alive:
+            break
+        data, digest = reader.read(index, min(step, size - offset))
+        chunk = _Chunk(index, data, digest)
+        chain.issue(chunk, lambda _: True)
+        window.append(chunk)
+        while len(window) >= limit and run.alive:
+            _pop(chain, window)
+        if plan.rate_limit:  # pace: never ahead of rate_limit bytes per second
+            ahead = (offset + step) / plan.rate_limit - (time.monotonic() - started)
+            if ahead > 0:
+                run.cancelled.wait(ahead)
+        if time.monotonic() - last >= plan.progress_interval:
+            last = time.monotonic()
+            run.emit(Progress(id=plan.id, dests=dict(run.written)))
+    while window and run.alive:
+        _pop(chain, window)
+    run.emit(Progress(id=plan.id, dests=dict(run.written)))
+
+
+def _pop(chain: _Chain, window: deque[_Chunk]) -> None:
+    """Settle the oldest chunk, or route around what failed and leave it for the next try."""
+    if chain.settle(window[0]):
+        chain.stuck = 0
+        window.popleft()
+    elif chain.run.alive:
+        chain.recover(window)
