@@ -44,7 +44,7 @@ class CommonSettings(BaseSettings):
         description="Prefix of every Redis key and channel.",
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    log_json: bool = Field(default=False, description="Log one JSON object per line.")
+    log_json: bool = Field(default=False, description='Log one JSON object per line (its fields: "Logs").')
     service_beat_s: float = Field(
         default=5.0, gt=0, description="Seconds between a service replica's heartbeats "
         "(<namespace>:services; GET /api/services, castray health --service).")

@@ -65,6 +65,7 @@ def test_each_service_runs_its_real_castray_subcommand(resolved: dict[str, Any],
 def test_each_service_gets_the_settings_it_needs(resolved: dict[str, Any], name: str) -> None:
     env = _env(resolved["services"][name])
     assert env["CASTRAY_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["CASTRAY_LOG_JSON"] == "true"  # searchable logs: `docker compose logs | jq` (README, "Logs")
     if name in ("gateway", "transfer"):  # uploads and transferred files, on the shared volume
         assert env["CASTRAY_DATA_DIR"] == "/data"
         assert "castray-data:/data:rw" in resolved["services"][name]["volumes"]
