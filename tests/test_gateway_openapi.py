@@ -90,6 +90,9 @@ async def test_query_and_path_parameters_are_typed(gateway) -> None:
     fields = nodes["fields"]
     assert fields["schema"]["type"] == "array" and "state" in fields["schema"]["items"]["enum"]
     assert (fields["style"], fields["explode"]) == ("form", False)  # fields=id,state
+    ok = spec["paths"]["/api/nodes"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert [ref["$ref"].rsplit("/", 1)[-1] for ref in ok["anyOf"]] == ["NodeList", "NodeFieldList"]
+    assert spec["components"]["schemas"]["SomeNodeFields"]["required"] == ["id"]  # fields=: only those
     for path in ("/api/transfers", "/api/uploads"):
         page = _params(spec, "get", path)
         assert page["limit"]["schema"]["type"] == page["offset"]["schema"]["type"] == "integer"

@@ -22,6 +22,25 @@ from castray.shared.api import NodeDetail, NodeList
 STATES = ("ALIVE", "DEAD", "UNREACHABLE")
 
 
+class SomeNodeFields(BaseModel):
+    """A node with only the fields asked for (``fields=``), ``id`` always."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+
+
+class NodeFieldList(BaseModel):
+    """``GET /api/nodes?fields=...``: a `NodeList` whose nodes have only the fields asked for."""
+
+    success: bool = True
+    nodes: list[SomeNodeFields]
+    count: int
+    epoch: str
+    version: int
+    total: int | None = None
+    next_cursor: str | None = None
+
+
 def _external(raw: str | None) -> bool | None:
     if raw is None or raw == "":
         return None
@@ -45,7 +64,7 @@ def _state(raw: str | None) -> str | None:
      "encoded once per version: ETag and If-None-Match give 304 while the view is unchanged; gzip when "
      "Accept-Encoding allows). Without limit, cursor or fields the body is success, nodes, count, epoch, "
      "version; with limit or cursor it adds total (nodes matching) and next_cursor (null on the last page), "
-     "and count is the page's", tag="nodes", response_model=NodeList,
+     "and count is the page's", tag="nodes", response_model=(NodeList, NodeFieldList),
      query={"cluster": "cluster id", "state": one_of("nodes in this state", STATES),
             "external": boolean("only the external clusters' nodes (true), or only the others (false)"),
             "limit": integer("page size", minimum=1, maximum=node_pages.MAX_LIMIT),

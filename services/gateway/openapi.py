@@ -75,7 +75,7 @@ class RouteDoc:
     body: type[BaseModel] | None = None
     query: dict[str, Param] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=dict)
-    response_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | tuple[type[BaseModel], ...] | None = None  # a tuple: any of them
     content_type: str | None = None  # of a success that is not JSON (e.g. the Prometheus text format)
     status: int = 200  # of a success (202: accepted, the work goes on after the answer)
     store: bool = True  # reads or writes Redis, so answers 503 when Redis is down
@@ -88,7 +88,7 @@ def doc(
     body: type[BaseModel] | None = None,
     query: dict[str, str | Param] | None = None,
     responses: dict[int, str] | None = None,
-    response_model: type[BaseModel] | None = None,
+    response_model: type[BaseModel] | tuple[type[BaseModel], ...] | None = None,
     content_type: str | None = None,
     status: int = 200,
     store: bool = True,
@@ -113,7 +113,10 @@ def _ok_response(rdoc: RouteDoc, schemas: dict[str, Any]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": SUCCESS.get(rdoc.status, "OK")}
     if rdoc.status == 302:
         ok["headers"] = {"Location": {"schema": {"type": "string"}}}
-    if rdoc.response_model is not None:
+    if isinstance(rdoc.response_model, tuple):
+        any_of = [_schema_ref(model, schemas) for model in rdoc.response_model]
+        ok["content"] = {"application/json": {"schema": {"anyOf": any_of}}}
+    elif rdoc.response_model is not None:
         ok["content"] = {"application/json": {"schema": _schema_ref(rdoc.response_model, schemas)}}
     if rdoc.content_type is not None:
         ok["content"] = {rdoc.content_type: {"schema": {"type": "string"}}}
