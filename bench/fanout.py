@@ -7,8 +7,9 @@ parsing it. Clients run in processes of their own (``--clients``), so the driver
 by 10,000 frames a second; they report ``[marker, arrival]`` pairs in a JSON file.
 
 The bare broadcaster (``--bare-ws``) is what a WebSocket relay costs at least: an aiohttp server that
-sends a snapshot (the same bytes as CastRay's) on connect and forwards each message of one Redis channel
-to every client, as it is, one ``send_frame`` after another.
+sends a snapshot (the same bytes as CastRay's) on connect and puts each message of one Redis channel, as
+it is, on every client's queue, which a task per client sends (as CastRay does, so that a slow client does
+not hold up the others; without bounds or resnapshots).
 
 ``--rest`` is a closed loop of GETs from a process of its own, for figures that need more than one client
 process (two gateways). Run by ``bench/scale.py``; prints nothing of its own.
@@ -103,18 +104,24 @@ async def rest(url: str, seconds: float, concurrency: int, out: Path) -> None:
 
 def bare_ws_main(port: int, redis_url: str, channel: str, snapshot_file: str) -> None:
     snapshot = Path(snapshot_file).read_bytes()
-    sockets: set[web.WebSocketResponse] = set()
+    queues: dict[web.WebSocketResponse, asyncio.Queue[bytes]] = {}
+
+    async def send(ws: web.WebSocketResponse, queue: asyncio.Queue[bytes]) -> None:
+        while True:
+            await ws.send_frame(await queue.get(), aiohttp.WSMsgType.TEXT)
 
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
         await ws.send_frame(snapshot, aiohttp.WSMsgType.TEXT)
-        sockets.add(ws)
+        queues[ws] = asyncio.Queue()
+        sender = asyncio.create_task(send(ws, queues[ws]))
         try:
             async for _ in ws:
                 pass
         finally:
-            sockets.discard(ws)
+            del queues[ws]
+            sender.cancel()
         return ws
 
     async def ok(_: web.Request) -> web.Response:
@@ -128,9 +135,8 @@ def bare_ws_main(port: int, redis_url: str, channel: str, snapshot_file: str) ->
         async def forward() -> None:
             async for msg in pubsub.listen():
                 if msg["type"] == "message":
-                    for ws in list(sockets):
-                        with contextlib.suppress(ConnectionError):
-                            await ws.send_frame(msg["data"], aiohttp.WSMsgType.TEXT)
+                    for queue in queues.values():
+                        queue.put_nowait(msg["data"])
 
         task = asyncio.create_task(forward())
         yield
