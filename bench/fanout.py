@@ -161,6 +161,7 @@ class Fanout:
     expected: int
     rate: float  # changes per second achieved
     procs: list[tuple[str, int, float]]  # (name, peak RSS, CPU seconds) of each server process
+    client_cpu: float = 0.0  # CPU seconds of the client processes, connects included
 
 
 @dataclass
@@ -236,14 +237,17 @@ async def fanout(url: str, server: psutil.Process, name: str, send: Callable[[in
     await asyncio.sleep(2.0)  # the last changes' way to every client
     procs = await usage.stop()
     latencies: list[float] = []
+    client_cpu = 0.0
     for proc, path in started:
+        with contextlib.suppress(psutil.Error):
+            client_cpu += sum(psutil.Process(proc.pid).cpu_times()[:2])
         assert proc.stdin is not None
         proc.stdin.close()
         await asyncio.wait_for(proc.wait(), 60)
         arrivals = json.loads(await asyncio.to_thread(path.read_text))
         latencies += [t - sent[i] for i, t in arrivals if i in sent]
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
-    return Fanout(q[49], q[98], len(latencies), len(sent) * count, achieved, procs)
+    return Fanout(q[49], q[98], len(latencies), len(sent) * count, achieved, procs, client_cpu)
 
 
 async def rest_load(url: str, server: psutil.Process, name: str, *, seconds: float, concurrency: int,
@@ -308,7 +312,7 @@ async def capture(ws_url: str, send: Callable[[int], Awaitable[float]], mark: in
 
 def fan_cell(f: Fanout) -> str:
     return (f"p50 {f.p50 * 1e3:,.1f} / p99 {f.p99 * 1e3:,.1f} ms, {f.arrived:,} of {f.expected:,} arrived, "
-            f"{f.rate:.1f} changes/s; {procs_cell(f.procs)}")
+            f"{f.rate:.1f} changes/s; {procs_cell(f.procs)}; clients CPU {f.client_cpu:.1f} s")
 
 
 def procs_cell(procs: list[tuple[str, int, float]]) -> str:

@@ -369,7 +369,8 @@ async def bare_fanout(redis: aioredis.Redis, redis_url: str, names: Names, snaps
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 10_000])
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x], default=[1000, 10_000],
+                   help="view sizes of the REST figures (\"\": none)")
     p.add_argument("--clusters", type=int, default=20)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=32)
