@@ -2,7 +2,7 @@
 // discover now, connect by address, disconnect one or all.
 
 import * as api from "./api.js";
-import { byId, h, setText, showMessage } from "./dom.js";
+import { byId, h, setAttr, setHidden, setText, showMessage } from "./dom.js";
 import { FrameBatch } from "./frame.js";
 import { ago } from "./format.js";
 
@@ -113,34 +113,20 @@ export class ClustersPanel {
     });
   }
 
-  counts() {
-    const counts = new Map();
-    for (const n of this.store.nodes.values()) {
-      const c = counts.get(n.cluster_id) || { alive: 0, total: 0, dead: 0 };
-      // A DEAD node stays listed (with Ray's reason) but is no longer counted: it never comes back.
-      if (n.state === "DEAD") c.dead += 1;
-      else c.total += 1;
-      if (n.state === "ALIVE") c.alive += 1;
-      counts.set(n.cluster_id, c);
-    }
-    return counts;
-  }
-
   flush() {
     const clusters = [...this.store.clusters.values()].sort((a, b) =>
       (a.found_by === "local" ? 0 : 1) - (b.found_by === "local" ? 0 : 1) || String(a.name).localeCompare(String(b.name)));
-    const counts = this.counts();
     const keep = new Set(clusters.map((c) => c.id));
     for (const [id, row] of this.rows) if (!keep.has(id)) { row.tr.remove(); this.rows.delete(id); }
     let cursor = this.body.firstChild;
     for (const c of clusters) {
       let row = this.rows.get(c.id);
       if (!row) { row = this.makeRow(c.id); this.rows.set(c.id, row); }
-      this.fill(row, c, counts.get(c.id) || { alive: 0, total: 0, dead: 0 });
+      this.fill(row, c, this.store.counts.ofCluster(c.id));
       if (row.tr === cursor) cursor = cursor.nextSibling;
       else this.body.insertBefore(row.tr, cursor);
     }
-    this.empty.hidden = clusters.length > 0;
+    setHidden(this.empty, clusters.length > 0);
   }
 
   makeRow(id) {
@@ -174,22 +160,23 @@ export class ClustersPanel {
   }
 
   fill(row, c, count) {
+    // Only what changed is written: this runs on every frame with node changes, for every cluster.
     const x = row.cells;
-    row.tr.dataset.state = c.state || "";
+    setAttr(row.tr, "data-state", c.state || "");
     setText(x.nameText, c.name || c.id);
     setText(x.idText, c.id);
     setText(x.foundText, FOUND_LABEL[c.found_by] || c.found_by || "?");
-    x.foundText.dataset.found = c.found_by || "";
-    x.foundText.title = (c.sources || []).length ? `found via ${c.sources.join(", ")}` : "";
+    setAttr(x.foundText, "data-found", c.found_by || "");
+    setAttr(x.foundText, "title", (c.sources || []).length ? `found via ${c.sources.join(", ")}` : "");
     setText(x.stateText, c.state || "?");
-    x.stateText.dataset.state = c.state || "";
-    x.stateText.title = c.error || "";
+    setAttr(x.stateText, "data-state", c.state || "");
+    setAttr(x.stateText, "title", c.error || "");
     setText(x.seen, c.state === "alive" ? "" : `last seen ${ago(c.last_seen)}`);
     setText(x.version, c.ray_version || "—");
     setText(x.nodes, `${count.alive} / ${count.total}`);
-    x.nodes.title = `${count.alive} alive of ${count.total}${count.dead ? `; ${count.dead} dead, not counted` : ""}`;
+    setAttr(x.nodes, "title", `${count.alive} alive of ${count.total}${count.dead ? `; ${count.dead} dead, not counted` : ""}`);
     setText(x.address, c.dashboard_url || c.gcs_address || (c.addresses || [])[0] || "—");
-    x.address.title = [...new Set([c.dashboard_url, c.gcs_address, ...(c.addresses || [])].filter(Boolean))].join("\n");
-    row.button.hidden = c.found_by === "local";
+    setAttr(x.address, "title", [...new Set([c.dashboard_url, c.gcs_address, ...(c.addresses || [])].filter(Boolean))].join("\n"));
+    setHidden(row.button, c.found_by === "local");
   }
 }

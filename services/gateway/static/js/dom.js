@@ -45,6 +45,11 @@ export function setAttr(el, name, value) {
   if (el.getAttribute(name) !== text) el.setAttribute(name, text);
 }
 
+/** Show or hide an element only if that changes: writing `hidden` again still invalidates its style. */
+export function setHidden(el, hidden) {
+  if (el.hidden !== hidden) el.hidden = hidden;
+}
+
 export function byId(id) {
   const el = document.getElementById(id);
   if (!el) throw new Error(`missing element #${id}`);

@@ -27,15 +27,8 @@ function setupTheme() {
 
 function setupSummary(store) {
   const frame = new FrameBatch(() => {
-    let alive = 0;
-    let external = 0;
-    let counted = 0;
-    for (const n of store.nodes.values()) {
-      if (n.state === "DEAD") continue; // listed with Ray's reason, but no longer counted (as /api/status)
-      counted += 1;
-      if (n.state === "ALIVE") alive += 1;
-      if (n.external) external += 1;
-    }
+    // DEAD nodes are listed with Ray's reason, but no longer counted (as /api/status).
+    const { counted, alive, external } = store.counts.summary();
     setText(byId("stat-clusters"), store.clusters.size);
     setText(byId("stat-nodes"), counted);
     setText(byId("stat-alive"), alive);

@@ -1,60 +1,54 @@
-// The nodes table: keyed rows updated in place, filtered and sorted, redrawn once per frame.
+// The nodes table: a window over the filtered, sorted ids of `NodeList`. Every row has one fixed height,
+// so beyond a thousand rows only those in view (and a margin) are in the DOM, between two spacers that
+// keep the scroll height of all the others. Changes are coalesced and drawn once per animation frame;
+// a drawn row is keyed by its node and updated in place.
 
-import { byId, h, setAttr, setText } from "./dom.js";
+import { byId, h, setAttr, setHidden, setText } from "./dom.js";
 import { FrameBatch } from "./frame.js";
 import { bytes, cpu } from "./format.js";
+import { NodeList } from "./node_list.js";
 
-const STATE_ORDER = { ALIVE: 0, UNREACHABLE: 1, DEAD: 2 };
+// Up to this many matching rows, all are in the DOM (find in page, a full-page screenshot see them all);
+// beyond, only the window. Drawing a window costs the same at 10,000 rows as at 1,001.
+const ALL_ROWS_UP_TO = 1000;
+const OVERSCAN = 12; // rows drawn beyond each edge of the view, so a scroll finds them already there
+const ROW_HEIGHT = 34; // as app.css's --node-row-height; measured from a drawn row once there is one
 // Beyond this many highlights in one frame (a burst of changes) the rows update without one.
 const MAX_FLASHES_PER_FRAME = 150;
-
-function sortValue(store, node, key) {
-  const r = node.resources || {};
-  switch (key) {
-    case "name": return (node.name || node.id || "").toLowerCase();
-    case "ip": return ipKey(node.ip);
-    case "cluster": return store.clusterName(node.cluster_id).toLowerCase();
-    case "head": return node.is_head ? 0 : 1;
-    case "state": return STATE_ORDER[node.state] ?? 3;
-    case "cpu": return Number(r.CPU || 0);
-    case "memory": return Number(r.memory || 0);
-    case "object_store": return Number(r.object_store_memory || 0);
-    case "external": return node.external ? 1 : 0;
-    default: return "";
-  }
-}
-
-function ipKey(ip) {
-  const parts = String(ip || "").split(".");
-  if (parts.length === 4 && parts.every((p) => /^\d+$/.test(p))) {
-    return parts.map((p) => p.padStart(3, "0")).join(".");
-  }
-  return String(ip || "");
-}
 
 export class NodesTable {
   constructor(store) {
     this.store = store;
+    this.list = new NodeList((id) => store.clusterName(id));
     this.body = byId("nodes-body");
+    this.wrap = byId("nodes-wrap");
+    this.table = byId("nodes-table");
+    this.padTop = byId("nodes-pad-top").querySelector("td");
+    this.padBottom = byId("nodes-pad-bottom").querySelector("td");
     this.empty = byId("nodes-empty");
     this.count = byId("nodes-count");
-    this.rows = new Map(); // id -> {tr, cells, flip}
-    this.dirty = new Map(); // id -> "added" | "updated" | "removed" | "quiet"
-    this.all = true;
-    this.order = [];
-    this.sort = { key: "name", dir: 1 };
-    this.filters = { text: "", cluster: "", state: "", external: "" };
+    this.rows = new Map(); // id -> {tr, cells, flip}: the drawn rows only
+    this.drawn = []; // their ids, in order
+    this.dirty = new Map(); // id -> "added" | "updated" | "removed"
+    this.reset = true; // the whole list again (a snapshot)
+    this.redraw = false; // every drawn row's cells again (a cluster renamed)
+    this.clustersChanged = false;
+    this.rowHeight = ROW_HEIGHT;
+    this.measured = false;
+    this.scrollTop = 0;
+    this.viewHeight = this.wrap.clientHeight || 600;
     this.clusterOptions = "";
     this.flashes = 0;
     this.frame = new FrameBatch(() => this.flush());
     store.on("nodes", (d) => this.onNodes(d));
-    store.on("clusters", () => { this.all = true; this.frame.request(); });
+    store.on("clusters", () => { this.clustersChanged = true; this.frame.request(); });
     this.bindControls();
+    this.bindScroll();
     this.renderSortMarks();
   }
 
   onNodes(d) {
-    if (d.reset) this.all = true;
+    if (d.reset) this.reset = true;
     else {
       const prev = this.dirty.get(d.id);
       // "added" wins over a later "updated" in the same frame (both flash; order does not matter).
@@ -64,19 +58,26 @@ export class NodesTable {
   }
 
   bindControls() {
+    const filters = { text: "", cluster: "", state: "", external: "" };
     const set = (key, el, ev = "change") => el.addEventListener(ev, () => {
-      this.filters[key] = el.value.trim();
+      filters[key] = el.value.trim();
+      this.list.setFilters(filters);
       this.frame.request();
     });
     set("text", byId("filter-text"), "input");
     set("cluster", byId("filter-cluster"));
     set("state", byId("filter-state"));
     set("external", byId("filter-external"));
+    this.filters = filters;
+    for (const select of [byId("filter-state"), byId("filter-external")]) {
+      for (const opt of select.options) opt.dataset.label = opt.textContent;
+    }
     for (const th of byId("nodes-head").querySelectorAll("th[data-sort]")) {
       th.tabIndex = 0;
       const activate = () => {
         const key = th.dataset.sort;
-        this.sort = { key, dir: this.sort.key === key ? -this.sort.dir : 1 };
+        const sort = this.list.sort;
+        this.list.setSort({ key, dir: sort.key === key ? -sort.dir : 1 });
         this.renderSortMarks();
         this.frame.request();
       };
@@ -85,55 +86,121 @@ export class NodesTable {
     }
   }
 
-  renderSortMarks() {
-    for (const th of byId("nodes-head").querySelectorAll("th[data-sort]")) {
-      const active = th.dataset.sort === this.sort.key && !th.classList.contains("col-dot");
-      th.setAttribute("aria-sort", active ? (this.sort.dir > 0 ? "ascending" : "descending") : "none");
-    }
+  bindScroll() {
+    // Read here, where the browser has the values ready, never in flush (that would force a layout).
+    this.wrap.addEventListener("scroll", () => { this.scrollTop = this.wrap.scrollTop; this.frame.request(); },
+      { passive: true });
+    new ResizeObserver(() => { this.viewHeight = this.wrap.clientHeight; this.frame.request(); }).observe(this.wrap);
   }
 
-  matches(node) {
-    const f = this.filters;
-    if (f.cluster && node.cluster_id !== f.cluster) return false;
-    if (f.state && node.state !== f.state) return false;
-    if (f.external === "external" && !node.external) return false;
-    if (f.external === "local" && node.external) return false;
-    if (f.text) {
-      const needle = f.text.toLowerCase();
-      const hay = `${node.name || ""} ${node.ip || ""} ${node.id || ""} ${node.hostname || ""}`.toLowerCase();
-      if (!hay.includes(needle)) return false;
+  renderSortMarks() {
+    const sort = this.list.sort;
+    for (const th of byId("nodes-head").querySelectorAll("th[data-sort]")) {
+      const active = th.dataset.sort === sort.key && !th.classList.contains("col-dot");
+      th.setAttribute("aria-sort", active ? (sort.dir > 0 ? "ascending" : "descending") : "none");
     }
-    return true;
   }
 
   flush() {
-    const store = this.store;
     this.flashes = 0;
-    if (this.all) {
-      for (const id of this.rows.keys()) if (!store.nodes.has(id)) this.dropRow(id);
-      for (const [id, node] of store.nodes) this.updateRow(id, node, this.dirty.get(id) || "quiet");
-      this.all = false;
+    this.measure();
+    const changes = this.dirty;
+    this.dirty = new Map();
+    if (this.reset) {
+      this.list.reset(this.store.nodes.values());
+      this.reset = false;
+      this.redraw = true;
     } else {
-      for (const [id, change] of this.dirty) {
-        const node = store.nodes.get(id);
-        if (!node) this.dropRow(id);
-        else this.updateRow(id, node, change);
+      for (const id of changes.keys()) this.list.update(id, this.store.nodes.get(id) || null);
+    }
+    if (this.clustersChanged) {
+      this.clustersChanged = false;
+      // Only a cluster's name shows in the rows (and sorts them): a cluster's other changes leave them be.
+      if (this.updateClusterFilter()) {
+        this.list.clustersChanged();
+        this.redraw = true;
       }
     }
-    this.dirty.clear();
-    this.reorder();
-    this.updateClusterFilter();
+    this.draw(changes);
+    this.redraw = false;
+    this.updateCounts();
   }
 
-  dropRow(id) {
-    const row = this.rows.get(id);
-    if (row) { row.tr.remove(); this.rows.delete(id); }
+  /** Which rows to draw: all of them up to ALL_ROWS_UP_TO, else those in view and a margin. */
+  range(n) {
+    if (n <= ALL_ROWS_UP_TO) return [0, n];
+    const h = this.rowHeight;
+    const visible = Math.ceil(this.viewHeight / h);
+    const top = Math.min(Math.floor(this.scrollTop / h), Math.max(0, n - visible));
+    return [Math.max(0, top - OVERSCAN), Math.min(n, top + visible + OVERSCAN)];
   }
 
-  updateRow(id, node, change) {
-    let row = this.rows.get(id);
-    const fresh = !row;
-    if (fresh) { row = this.makeRow(id); this.rows.set(id, row); }
+  draw(changes) {
+    const ids = this.list.shown.ids;
+    const [first, last] = this.range(ids.length);
+    const wanted = ids.slice(first, last);
+    const keep = new Set(wanted);
+    for (const [id, row] of this.rows) if (!keep.has(id)) { row.tr.remove(); this.rows.delete(id); }
+    for (const id of wanted) {
+      const node = this.store.nodes.get(id);
+      let row = this.rows.get(id);
+      if (!row) {
+        row = this.makeRow(id);
+        this.rows.set(id, row);
+        this.fill(row, node, changes.get(id) === "added" ? "added" : "quiet", true);
+      } else if (this.redraw || changes.has(id)) {
+        this.fill(row, node, changes.get(id) || "quiet", false);
+      }
+    }
+    this.place(wanted, first);
+    this.setPad(this.padTop, first * this.rowHeight);
+    this.setPad(this.padBottom, (ids.length - last) * this.rowHeight);
+  }
+
+  /** Put the drawn rows in order, moving only those out of place. */
+  place(wanted, first) {
+    const same = wanted.length === this.drawn.length && wanted.every((id, i) => id === this.drawn[i]);
+    if (!same) {
+      let cursor = this.body.firstChild;
+      for (const id of wanted) {
+        const tr = this.rows.get(id).tr;
+        if (tr === cursor) cursor = cursor.nextSibling;
+        else this.body.insertBefore(tr, cursor);
+      }
+      this.drawn = wanted;
+    }
+    // Row 1 is the header: screen readers hear "row 9,998 of 10,001" however few rows are drawn.
+    wanted.forEach((id, i) => setAttr(this.rows.get(id).tr, "aria-rowindex", first + i + 2));
+  }
+
+  setPad(td, px) {
+    const height = `${px}px`;
+    if (td.style.height !== height) td.style.height = height;
+    setHidden(td.parentElement.parentElement, px === 0);
+  }
+
+  /** The real row height, once, from a row drawn in an earlier frame (fonts and zoom may differ). */
+  measure() {
+    if (this.measured || !this.body.firstElementChild) return;
+    const height = this.body.firstElementChild.getBoundingClientRect().height;
+    if (height > 0) { this.rowHeight = height; this.measured = true; }
+  }
+
+  updateCounts() {
+    const store = this.store;
+    const n = this.list.shown.length;
+    setHidden(this.empty, n > 0);
+    setText(this.count, store.nodes.size ? `${n} of ${store.nodes.size}` : "");
+    setAttr(this.table, "aria-rowcount", n + 1);
+    // Each filter's choices say how many nodes they hold, from the counts kept per delta (counts.js).
+    const counts = store.counts;
+    const label = (opt, n) => setText(opt, `${opt.dataset.label} (${n})`);
+    for (const opt of byId("filter-state").options) label(opt, opt.value ? counts.state.get(opt.value) || 0 : counts.total);
+    for (const opt of byId("filter-external").options) label(opt, opt.value ? counts.origin.get(opt.value) || 0 : counts.total);
+    for (const opt of byId("filter-cluster").options) label(opt, opt.value ? counts.cluster.get(opt.value) || 0 : counts.total);
+  }
+
+  fill(row, node, change, fresh) {
     const r = node.resources || {};
     const c = row.cells;
     // `shown` is true when anything a reader can see changed: only that earns a highlight.
@@ -179,14 +246,14 @@ export class NodesTable {
       ip: cell("ip", "mono"),
       cluster: cell("cluster"),
       head: cell("head", "cell-role"),
-      state: cell("state"),
+      state: cell("state", "cell-state"),
       cpu: cell("cpu", "num"),
       memory: cell("memory", "num"),
       object_store: cell("object_store", "num"),
       external: cell("external", "cell-origin"),
     };
     cells.stateText = h("span", { className: "state-badge" });
-    cells.reason = h("span", { className: "sub state-reason", dataset: { testid: "node-state-reason" } });
+    cells.reason = h("span", { className: "state-reason", dataset: { testid: "node-state-reason" } });
     cells.state.append(cells.stateText, cells.reason);
     const tr = h("tr", { dataset: { testid: "node-row", id } },
       cells.dot, cells.name, cells.ip, cells.cluster, cells.head, cells.state, cells.cpu, cells.memory,
@@ -195,41 +262,21 @@ export class NodesTable {
     return { tr, cells, flip: false };
   }
 
-  reorder() {
-    const store = this.store;
-    const { key, dir } = this.sort;
-    const visible = [];
-    for (const node of store.nodes.values()) if (this.matches(node)) visible.push(node);
-    const keyed = visible.map((n) => [sortValue(store, n, key), (n.name || n.id || "").toLowerCase(), n.id]);
-    keyed.sort((a, b) => (a[0] < b[0] ? -dir : a[0] > b[0] ? dir : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-    const ids = keyed.map((k) => k[2]);
-    const same = ids.length === this.order.length && ids.every((id, i) => id === this.order[i]);
-    if (!same) {
-      const keep = new Set(ids);
-      for (const id of this.order) if (!keep.has(id)) { const r = this.rows.get(id); if (r) r.tr.remove(); }
-      // Walk the wanted order and move only rows that are out of place.
-      let cursor = this.body.firstChild;
-      for (const id of ids) {
-        const tr = this.rows.get(id).tr;
-        if (tr === cursor) cursor = cursor.nextSibling;
-        else this.body.insertBefore(tr, cursor);
-      }
-      this.order = ids;
-    }
-    this.empty.hidden = ids.length > 0;
-    setText(this.count, store.nodes.size ? `${ids.length} of ${store.nodes.size}` : "");
-  }
-
+  /** The cluster filter's choices, when a cluster came, went or was renamed; returns whether they did. */
   updateClusterFilter() {
     const select = byId("filter-cluster");
     const clusters = [...this.store.clusters.values()].sort((a, b) => String(a.name).localeCompare(String(b.name)));
     const sig = clusters.map((c) => `${c.id}\u0000${c.name}`).join("\u0001");
-    if (sig === this.clusterOptions) return;
+    if (sig === this.clusterOptions) return false;
     this.clusterOptions = sig;
     const current = select.value;
-    select.replaceChildren(h("option", { value: "" }, "All clusters"),
-      ...clusters.map((c) => h("option", { value: c.id }, c.name || c.id)));
+    const option = (value, label) => h("option", { value, dataset: { label } }, label);
+    select.replaceChildren(option("", "All clusters"), ...clusters.map((c) => option(c.id, c.name || c.id)));
     select.value = clusters.some((c) => c.id === current) ? current : "";
-    if (select.value !== current) { this.filters.cluster = ""; this.frame.request(); }
+    if (select.value !== current) {
+      this.filters.cluster = "";
+      this.list.setFilters(this.filters);
+    }
+    return true;
   }
 }

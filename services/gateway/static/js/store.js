@@ -1,6 +1,7 @@
 // The page's model of the world: clusters, nodes and transfers, fed by the WebSocket and the API.
 // Views subscribe to topics and are told which ids changed; they redraw in an animation frame.
 
+import { NodeCounts } from "./counts.js";
 import { bytes } from "./format.js";
 
 const ACTIVITY_LIMIT = 200;
@@ -15,6 +16,7 @@ export class Store {
     this.version = null;
     this.clusters = new Map();
     this.nodes = new Map();
+    this.counts = new NodeCounts(); // kept per delta: see counts.js
     this.transfers = new Map();
     this.activity = [];
     this.listeners = new Map();
@@ -55,6 +57,7 @@ export class Store {
     this.version = msg.version;
     this.clusters = new Map(msg.clusters.map((c) => [c.id, c]));
     this.nodes = new Map(msg.nodes.map((n) => [n.id, n]));
+    this.counts.reset(this.nodes.values());
     this.emit("clusters", { reset: true });
     this.emit("nodes", { reset: true });
     const text = `${this.clusters.size} cluster(s), ${this.nodes.size} node(s)`;
@@ -68,11 +71,14 @@ export class Store {
     if (msg.change === "removed") {
       if (!before) return;
       this.nodes.delete(id);
+      this.counts.remove(before);
       this.emit("nodes", { id, change: "removed" });
       this.log("node-left", `Node ${before.name || id} left ${this.clusterName(before.cluster_id)}`);
       return;
     }
     this.nodes.set(id, node);
+    if (before) this.counts.remove(before);
+    this.counts.add(node);
     const change = before ? "updated" : "added";
     this.emit("nodes", { id, change, changed: msg.changed });
     if (!before) {
@@ -91,7 +97,7 @@ export class Store {
       const name = (before && before.name) || id;
       this.clusters.delete(id);
       for (const [nid, n] of this.nodes) {
-        if (n.cluster_id === id) { this.nodes.delete(nid); this.emit("nodes", { id: nid, change: "removed" }); }
+        if (n.cluster_id === id) { this.nodes.delete(nid); this.counts.remove(n); this.emit("nodes", { id: nid, change: "removed" }); }
       }
       this.emit("clusters", { id });
       this.log("cluster-lost", `Cluster ${name} disconnected`);

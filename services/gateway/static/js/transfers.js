@@ -5,6 +5,7 @@ import * as api from "./api.js";
 import { byId, h, setText, showMessage } from "./dom.js";
 import { FrameBatch } from "./frame.js";
 import { bytes, duration, percent, rate, shortId } from "./format.js";
+import { NodePickers } from "./pickers.js";
 import { isTerminal } from "./store.js";
 
 const POLL_MS = 2000;
@@ -17,13 +18,10 @@ export class TransfersPanel {
     this.cards = new Map();
     this.dirty = new Set();
     this.upload = null; // {promise, abort, info}
-    this.pickerLists = [new NodeOptions(byId("transfer-targets")), new NodeOptions(byId("src-node-id")),
-      new NodeOptions(byId("gen-node"), "a head node")];
+    this.pickers = new NodePickers(store, [[byId("transfer-targets"), null], [byId("src-node-id"), null],
+      [byId("gen-node"), "a head node"]]);
     this.frame = new FrameBatch(() => this.flush());
-    this.pickers = new FrameBatch(() => this.refreshPickers());
     store.on("transfers", (d) => { this.dirty.add(d.id); this.frame.request(); });
-    store.on("nodes", () => this.pickers.request());
-    store.on("clusters", () => this.pickers.request());
     this.bind();
     this.applyMode();
     setInterval(() => this.poll(), POLL_MS);
@@ -106,15 +104,6 @@ export class TransfersPanel {
       multicast: "Choose the target nodes, of any cluster (Ctrl/⌘-click for several).",
       unicast: "Choose one target node, of any cluster.",
     }[mode]);
-  }
-
-  refreshPickers() {
-    // A DEAD node is never offered (Ray gives a restarted node a new id); an UNREACHABLE one is shown
-    // disabled, as it may answer again.
-    const nodes = [...this.store.nodes.values()].filter((n) => n.state !== "DEAD").sort((a, b) =>
-      String(a.name || a.id).localeCompare(String(b.name || b.id)));
-    const label = (n) => `${n.name || n.id} · ${n.ip || "?"}${n.is_head ? " · head" : ""} · ${this.store.clusterName(n.cluster_id)}${n.state === "ALIVE" ? "" : ` · ${n.state}`}`;
-    for (const picker of this.pickerLists) picker.update(nodes, label);
   }
 
   startUpload() {
@@ -346,45 +335,5 @@ export class TransfersPanel {
     const value = Math.round(p * 10) / 10;
     bar.setAttribute("aria-valuenow", String(value));
     bar.firstChild.style.width = `${value}%`;
-  }
-}
-
-/** A <select>'s node options, keyed by node id and updated in place (selection survives updates). */
-class NodeOptions {
-  constructor(select, emptyLabel = null) {
-    this.select = select;
-    this.options = new Map();
-    this.order = [];
-    this.first = emptyLabel === null ? null : select.querySelector('option[value=""]') || h("option", { value: "" }, emptyLabel);
-  }
-
-  update(nodes, label) {
-    const keep = new Set();
-    for (const n of nodes) {
-      keep.add(n.id);
-      let opt = this.options.get(n.id);
-      if (!opt) { opt = h("option", { value: n.id }); this.options.set(n.id, opt); }
-      setText(opt, label(n));
-      const disabled = n.state !== "ALIVE";
-      if (opt.disabled !== disabled) {
-        opt.disabled = disabled;
-        if (disabled) opt.selected = false;
-      }
-    }
-    for (const [id, opt] of this.options) if (!keep.has(id)) { opt.remove(); this.options.delete(id); }
-    const ids = nodes.map((n) => n.id);
-    if (ids.length !== this.order.length || ids.some((id, i) => id !== this.order[i])) {
-      let cursor = this.select.firstChild;
-      if (this.first) {
-        if (cursor !== this.first) this.select.insertBefore(this.first, cursor);
-        cursor = this.first.nextSibling;
-      }
-      for (const id of ids) {
-        const opt = this.options.get(id);
-        if (opt === cursor) cursor = cursor.nextSibling;
-        else this.select.insertBefore(opt, cursor);
-      }
-      this.order = ids;
-    }
   }
 }
