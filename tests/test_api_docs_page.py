@@ -127,6 +127,30 @@ def test_get_status_runs_from_the_page_and_shows_the_200(stack: ViewStack, brows
         context.close()
 
 
+def test_a_file_uploads_from_the_page_and_is_stored(stack: ViewStack, browser: Any, tmp_path: Path) -> None:
+    """POST /api/upload's multipart body is a file picker; the upload passes the Origin check."""
+    sample = tmp_path / "from-the-docs.txt"
+    sample.write_bytes(b"sent from /api/docs\n" * 100)
+    context, page, watch = _open(browser, f"{stack.url}/api/docs")
+    try:
+        block = _operation(page, "files", "post_api_upload")
+        block.locator("button.try-out__btn").click()
+        block.locator("input[type=file]").set_input_files(str(sample))
+        with page.expect_response(lambda r: urllib.parse.urlsplit(r.url).path == "/api/upload") as answer:
+            block.locator("button.execute").click()
+        assert answer.value.status == 200, answer.value.text()
+        upload_id = answer.value.json()["upload_id"]
+        row = block.locator(".live-responses-table tbody tr.response").first
+        expect(row.locator(".response-col_status")).to_have_text("200")
+        expect(row.locator(".response-col_description")).to_contain_text(upload_id)
+        with urllib.request.urlopen(f"{stack.url}/api/uploads/{upload_id}/content", timeout=10) as resp:
+            assert resp.read() == sample.read_bytes()
+        assert watch.outside == [] and page.evaluate("window.__cspViolations") == []
+        assert watch.errors_except() == []
+    finally:
+        context.close()
+
+
 def test_a_gateway_with_a_token_is_called_with_the_pages_token(token_stack: ViewStack, browser: Any) -> None:
     """The token handed over as for /ui (``#token=``) loads the spec, authorizes Swagger UI's calls, and
     leaves the address; a POST from the page passes the Origin check (same origin) and is answered."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
@@ -48,7 +49,7 @@ FULL = "Over the storage quota, or below the free-space floor (with the numbers)
 # --- uploads -------------------------------------------------------------------------------------
 @speaks_original
 @doc("Upload a file (multipart field 'file'), streamed to storage; use its upload_id as a transfer source",
-     tag=TAG, response_model=of.UploadAnswer,
+     tag=TAG, response_model=of.UploadAnswer, files=("file",),
      responses={400: "Not multipart, no 'file' field, or an unusable file name",
                 413: "Over max_upload_bytes",
                 507: FULL})
@@ -105,7 +106,9 @@ async def _file_part(request: web.Request) -> BodyPartReader:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 return part
             await part.release()
-    except (ValueError, AssertionError, KeyError) as e:  # what aiohttp raises on a malformed body
+    # What aiohttp raises on a malformed body; BadHttpMessage: a part's header it refuses (a control
+    # character in a field name, say).
+    except (ValueError, AssertionError, KeyError, BadHttpMessage) as e:
         raise ApiError(400, f"malformed multipart body: {e}") from e
     raise ApiError(400, "no multipart field named 'file'")
 

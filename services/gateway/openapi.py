@@ -73,6 +73,7 @@ class RouteDoc:
     summary: str
     tag: str = "castray"
     body: type[BaseModel] | None = None
+    files: tuple[str, ...] = ()  # a multipart/form-data body: these fields carry a file each
     query: dict[str, Param] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=dict)
     response_model: type[BaseModel] | tuple[type[BaseModel], ...] | None = None  # a tuple: any of them
@@ -92,13 +93,15 @@ def doc(
     content_type: str | None = None,
     status: int = 200,
     store: bool = True,
+    files: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
-    """Describe a handler for the OpenAPI spec (``store=False``: it never touches Redis)."""
+    """Describe a handler for the OpenAPI spec (``store=False``: it never touches Redis; ``files``: its
+    body is multipart/form-data with a file in each of these fields)."""
     params = {n: p if isinstance(p, Param) else Param(p) for n, p in (query or {}).items()}
 
     def mark(handler: F) -> F:
-        handler.__openapi__ = RouteDoc(summary, tag, body, params, dict(responses or {}),  # type: ignore[attr-defined]
-                                       response_model, content_type, status, store)
+        handler.__openapi__ = RouteDoc(summary, tag, body, files, params,  # type: ignore[attr-defined]
+                                       dict(responses or {}), response_model, content_type, status, store)
         return handler
 
     return mark
@@ -153,6 +156,11 @@ def _refusal(status: int, text: str) -> dict[str, Any]:
     return out
 
 
+def _files(fields: tuple[str, ...]) -> dict[str, Any]:
+    one = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+    return {"type": "object", "required": list(fields), "properties": {name: one for name in fields}}
+
+
 def _operation(rdoc: RouteDoc, method: str, path: str, schemas: dict[str, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": rdoc.summary, "tags": [rdoc.tag], "responses": {}}
     op["operationId"] = f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_') or 'root'}"
@@ -164,6 +172,9 @@ def _operation(rdoc: RouteDoc, method: str, path: str, schemas: dict[str, Any]) 
     if rdoc.body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": _schema_ref(rdoc.body, schemas)}}}
+    if rdoc.files:
+        form = {"multipart/form-data": {"schema": _files(rdoc.files)}}
+        op["requestBody"] = {"required": True, "content": form}
     op["responses"][str(rdoc.status)] = _ok_response(rdoc, schemas)
     for status, text in sorted(_refusals(rdoc, method, path).items()):
         op["responses"][str(status)] = _refusal(status, text)
