@@ -1,9 +1,9 @@
 """``/api/docs``: the OpenAPI description (``/api/openapi.json``) in Swagger UI, all served by the gateway.
 
 Swagger UI is vendored, unchanged, under ``static/vendor/swagger-ui/`` (swagger-ui-dist from npm; its
-``VERSION`` file says which, with the checksums; licenses beside it): the one wheel that ships it has
-Swagger UI 4, which cannot read OpenAPI 3.1. So the page works with no internet, and under the same strict
-Content-Security-Policy as ``/ui``: no inline script or style, no eval, nothing fetched from elsewhere.
+``VERSION`` file says which, why not a wheel, and the checksums; licenses beside it). So the page works
+with no internet, and under the same strict Content-Security-Policy as ``/ui``: no inline script or style,
+no eval, nothing fetched from elsewhere.
 Our one script, ``static/docs/docs.js``, fetches the spec with the page's token and starts Swagger UI;
 "Try it out" calls this same gateway (same origin, so the browser guard lets its POSTs through too).
 
