@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import statistics
 import sys
@@ -162,6 +163,7 @@ class Fanout:
     rate: float  # changes per second achieved
     procs: list[tuple[str, int, float]]  # (name, peak RSS, CPU seconds) of each server process
     client_cpu: float = 0.0  # CPU seconds of the client processes, connects included
+    load: float = 0.0  # the 1-minute load average when it began
 
 
 @dataclass
@@ -170,6 +172,8 @@ class RestLoad:
     p99: float
     others: dict[str, int]
     procs: list[tuple[str, int, float]]
+    requests: int = 0
+    load: float = 0.0  # the 1-minute load average when it began
 
 
 def tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -227,6 +231,7 @@ async def fanout(url: str, server: psutil.Process, name: str, send: Callable[[in
     through ``send(marker)`` (markers from ``first`` on), which returns the wall-clock time the change was
     written."""
     started = await _spawn_clients(url, count, processes, workdir)
+    load = os.getloadavg()[0]
     usage = Usage(server, name)
     sent: dict[int, float] = {}
     began = time.monotonic()
@@ -247,12 +252,13 @@ async def fanout(url: str, server: psutil.Process, name: str, send: Callable[[in
         arrivals = json.loads(await asyncio.to_thread(path.read_text))
         latencies += [t - sent[i] for i, t in arrivals if i in sent]
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
-    return Fanout(q[49], q[98], len(latencies), len(sent) * count, achieved, procs, client_cpu)
+    return Fanout(q[49], q[98], len(latencies), len(sent) * count, achieved, procs, client_cpu, load)
 
 
 async def rest_load(url: str, server: psutil.Process, name: str, *, seconds: float, concurrency: int,
                     workdir: Path, processes: int = 2) -> RestLoad:
     """``concurrency`` GETs in a closed loop, spread over ``processes`` client processes."""
+    load = os.getloadavg()[0]
     usage = Usage(server, name)
     runs = []
     for k in range(processes):
@@ -272,7 +278,7 @@ async def rest_load(url: str, server: psutil.Process, name: str, *, seconds: flo
             others[status] = others.get(status, 0) + n
     procs = await usage.stop()
     p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else float("nan")
-    return RestLoad(rate, p99, others, procs)
+    return RestLoad(rate, p99, others, procs, len(latencies), load)
 
 
 # --- servers and rows for bench/scale.py ---------------------------------------------------------
@@ -311,8 +317,11 @@ async def capture(ws_url: str, send: Callable[[int], Awaitable[float]], mark: in
 
 
 def fan_cell(f: Fanout) -> str:
+    """Latency, and the servers' CPU per frame delivered: on shared cores the steadier figure."""
+    cpu = sum(c for _, _, c in f.procs)
     return (f"p50 {f.p50 * 1e3:,.1f} / p99 {f.p99 * 1e3:,.1f} ms, {f.arrived:,} of {f.expected:,} arrived, "
-            f"{f.rate:.1f} changes/s; {procs_cell(f.procs)}; clients CPU {f.client_cpu:.1f} s")
+            f"{cpu / max(f.arrived, 1) * 1e6:.0f} µs CPU per frame, load {f.load:.1f}; "
+            f"{procs_cell(f.procs)}; clients CPU {f.client_cpu:.1f} s")
 
 
 def procs_cell(procs: list[tuple[str, int, float]]) -> str:
@@ -321,7 +330,10 @@ def procs_cell(procs: list[tuple[str, int, float]]) -> str:
 
 def rest_cell(r: RestLoad) -> str:
     refused = "".join(f", {n} x {status}" for status, n in sorted(r.others.items()))
-    return f"{r.rate:,.0f} req/s, p99 {r.p99 * 1e3:,.1f} ms{refused}; {procs_cell(r.procs)}"
+    cpu = sum(c for _, _, c in r.procs)
+    per = cpu / max(r.requests, 1) * 1e3
+    return (f"{r.rate:,.0f} req/s, p99 {r.p99 * 1e3:,.1f} ms{refused}, {per:.2f} ms CPU per request, "
+            f"load {r.load:.1f}; {procs_cell(r.procs)}")
 
 
 def mb(n: int) -> str:
