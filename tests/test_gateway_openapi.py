@@ -4,13 +4,14 @@ OpenAPI 3.1 (openapi-spec-validator), types its parameters and says each route's
 
 from __future__ import annotations
 
+import hashlib
 import re
 from html.parser import HTMLParser
 
 from openapi_spec_validator import validate
 
 from castray.gateway import keys
-from castray.gateway.ui import CSP
+from castray.gateway.ui import CSP, STATIC_DIR
 
 pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, gateway, view
 
@@ -130,6 +131,10 @@ async def test_each_operation_names_its_real_statuses(gateway) -> None:
     for open_path in ("/api/health", "/api/ready", "/api/docs", "/health"):
         assert spec["paths"][open_path]["get"]["security"] == []  # no token, even on a gateway with one
     assert "503" not in statuses("get", "/api/file-generator/presets")  # never touches Redis
+    not_ready = spec["paths"]["/api/ready"]["get"]["responses"]["503"]["content"]["application/json"]
+    assert not_ready["schema"]["$ref"].endswith("/Readiness")  # a health check's 503 is its own body
+    sick = spec["paths"]["/api/health"]["get"]["responses"]["503"]["content"]["application/json"]
+    assert sick["schema"] == {"type": "object"}
 
 
 class _Refs(HTMLParser):
@@ -166,6 +171,15 @@ async def test_docs_page_and_its_assets_come_from_the_gateway_under_its_policy(g
         assert asset.status == 200, url
     for name in ("LICENSE", "NOTICE", "VERSION", "swagger-ui-bundle.js.LICENSE.txt"):
         assert (await gateway.get(f"/ui/static/vendor/swagger-ui/{name}")).status == 200
+
+
+def test_vendored_swagger_ui_is_the_release_its_version_file_names() -> None:
+    folder = STATIC_DIR / "vendor" / "swagger-ui"
+    listed = re.findall(r"^([0-9a-f]{64})  (\S+)$", (folder / "VERSION").read_text(), re.MULTILINE)
+    assert {name for _, name in listed} == {"swagger-ui-bundle.js", "swagger-ui-bundle.js.LICENSE.txt",
+                                             "swagger-ui.css"}
+    for digest, name in listed:
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, f"{name} was changed"
 
 
 async def test_docs_page_is_open_but_its_spec_needs_the_token(make_gateway) -> None:

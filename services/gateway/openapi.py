@@ -80,6 +80,7 @@ class RouteDoc:
     content_type: str | None = None  # of a success that is not JSON (e.g. the Prometheus text format)
     status: int = 200  # of a success (202: accepted, the work goes on after the answer)
     store: bool = True  # reads or writes Redis, so answers 503 when Redis is down
+    same_body: tuple[int, ...] = ()  # refusals whose body is the success's (a health check's 503)
 
 
 def doc(
@@ -94,14 +95,17 @@ def doc(
     status: int = 200,
     store: bool = True,
     files: tuple[str, ...] = (),
+    same_body: tuple[int, ...] = (),
 ) -> Callable[[F], F]:
     """Describe a handler for the OpenAPI spec (``store=False``: it never touches Redis; ``files``: its
-    body is multipart/form-data with a file in each of these fields)."""
+    body is multipart/form-data with a file in each of these fields; ``same_body``: these statuses answer
+    the success's shape, not an Error)."""
     params = {n: p if isinstance(p, Param) else Param(p) for n, p in (query or {}).items()}
 
     def mark(handler: F) -> F:
         handler.__openapi__ = RouteDoc(summary, tag, body, files, params,  # type: ignore[attr-defined]
-                                       dict(responses or {}), response_model, content_type, status, store)
+                                       dict(responses or {}), response_model, content_type, status, store,
+                                       same_body)
         return handler
 
     return mark
@@ -178,6 +182,9 @@ def _operation(rdoc: RouteDoc, method: str, path: str, schemas: dict[str, Any]) 
     op["responses"][str(rdoc.status)] = _ok_response(rdoc, schemas)
     for status, text in sorted(_refusals(rdoc, method, path).items()):
         op["responses"][str(status)] = _refusal(status, text)
+        if status in rdoc.same_body:
+            any_json = {"application/json": {"schema": {"type": "object"}}}
+            op["responses"][str(status)]["content"] = _ok_response(rdoc, schemas).get("content", any_json)
     if not auth.is_protected(path):
         op["security"] = []  # open even on a gateway with a token (health probes, the docs page)
     return op

@@ -69,7 +69,8 @@ async def list_services(request: web.Request) -> web.Response:
 
 
 @doc("Readiness: Redis answers and the event listener is subscribed (503 otherwise, naming what is not)",
-     tag="status", response_model=Readiness, responses={503: "Not ready: Redis down or not subscribed"})
+     tag="status", response_model=Readiness, responses={503: "Not ready: Redis down or not subscribed"},
+     same_body=(503,))
 async def ready(request: web.Request) -> web.Response:
     app = request.app
     try:

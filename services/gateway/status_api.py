@@ -32,7 +32,8 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 @doc("Health: Redis answers and the event listener is subscribed (503 otherwise, the body naming what "
-     "is down)", tag="status", responses={503: "Redis unavailable, or the event listener not subscribed"})
+     "is down)", tag="status", responses={503: "Redis unavailable, or the event listener not subscribed"},
+     same_body=(503,))
 async def health(request: web.Request) -> web.Response:
     app = request.app
     hub = app[keys.HUB]
