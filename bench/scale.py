@@ -272,7 +272,8 @@ async def main(args: argparse.Namespace) -> None:
           f"round(s), {args.clusters} clusters; load average before "
           f"{' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load_after)}; "
           f"gateway RSS after the run {mb(rss_after)}\n")
-    print("| what | bare aiohttp, same bytes | CastRay gateway | ratio |")
+    print("| what | baseline: bare aiohttp with the same bytes, or one gateway process | CastRay gateway "
+          "| ratio |")
     print("|---|---|---|---|")
     for row in rows:
         print(row)
