@@ -96,6 +96,9 @@ export class TransfersPanel {
     const mode = byId("transfer-mode").value;
     const select = byId("transfer-targets");
     select.disabled = mode === "broadcast";
+    // Nothing to choose in broadcast: the list box is hidden, which also spares the page its layout (at
+    // 10,000 nodes Chromium lays out all its options whenever one changes; see pickers.js).
+    select.hidden = mode === "broadcast";
     select.multiple = mode !== "unicast";
     select.size = 6;
     byId("btn-targets-all").hidden = mode !== "multicast";
