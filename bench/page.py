@@ -19,20 +19,26 @@ phases, each timed on the page's own clock:
 
 Then how long the page took, after the last change was written, to show the view's last version. Prints,
 per size and phase, the long tasks' count, the longest and their total blocking time (the sum of each
-task's time beyond 50 ms), and the node rows in the DOM. Prints figures; asserts nothing. Stops everything
-it started, also on failure.
+task's time beyond 50 ms), and the node rows in the DOM. A long task is wall time: on a loaded machine a
+task that needs 10 ms of CPU may take 60 ms while the renderer waits for a core. So each phase with changes
+is also traced (Chrome's timeline categories), and the main thread's tasks are counted again by their own
+thread CPU time, beside the share of the phase the main thread spent on the CPU. Prints figures; asserts
+nothing. Stops everything it started, also on failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import random
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +56,7 @@ from tests.support.ui_harness import ViewStack, launch_browser  # noqa: E402
 
 STATES = ("ALIVE", "ALIVE", "ALIVE", "DEAD", "UNREACHABLE")
 IDLE_S = 5.0
+TRACE = ["devtools.timeline", "disabled-by-default-devtools.timeline"]  # RunTask is in the second
 # Registered before the page's own scripts (Playwright's init script is not subject to the page's CSP).
 OBSERVER = """
 window.__longtasks = [];
@@ -67,6 +74,21 @@ class Phase:
     start: float
     end: float = 0.0
     rows: int = 0
+    tasks: list[tuple[float, float]] = field(default_factory=list)  # traced: (wall ms, CPU ms) per task
+
+
+def main_thread_tasks(trace: bytes) -> list[tuple[float, float]]:
+    """Each task of the page's main thread in a Chrome trace: its wall time and its thread's CPU time."""
+    events = json.loads(trace)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    mains = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+             and e["args"].get("name") == "CrRendererMain"}
+    by_thread: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for e in events:
+        key = (e.get("pid"), e.get("tid"))
+        if key in mains and e.get("name") == "RunTask" and e.get("ph") == "X":
+            by_thread.setdefault(key, []).append((e["dur"] / 1000, e.get("tdur", e["dur"]) / 1000))
+    return max(by_thread.values(), key=len, default=[])
 
 
 @dataclass
@@ -121,6 +143,20 @@ def rows(page: Any) -> int:
     return int(page.evaluate("document.querySelectorAll('#nodes-body tr').length"))
 
 
+@contextlib.contextmanager
+def traced(page: Any, phases: list[Phase], name: str) -> Iterator[None]:
+    """A phase, with a Chrome trace of it (what each main-thread task cost in CPU, beside its wall time)."""
+    browser = page.context.browser
+    browser.start_tracing(page=page, categories=TRACE)
+    phase = Phase(name, now(page))
+    phases.append(phase)
+    try:
+        yield
+    finally:
+        phase.end, phase.rows = now(page), rows(page)
+        phase.tasks = main_thread_tasks(browser.stop_tracing())
+
+
 def measure(page: Any, stack: ViewStack, size: int, args: argparse.Namespace) -> tuple[list[Phase], float]:
     """Every phase of one size; and the seconds the page took to show the last change."""
     phases = [Phase("load", 0.0)]
@@ -134,21 +170,18 @@ def measure(page: Any, stack: ViewStack, size: int, args: argparse.Namespace) ->
     changer = Changer(stack.feed, args.rate)
     running: Future[None] = asyncio.run_coroutine_threadsafe(changer.run(), stack.loop.loop)
     try:
-        phases.append(Phase("changes", now(page)))
-        page.wait_for_timeout(args.seconds * 1000)
-        phases[-1].end, phases[-1].rows = now(page), rows(page)
-        phases.append(Phase("changes + scroll", now(page)))
-        end = time.monotonic() + args.seconds
-        while time.monotonic() < end:
-            page.evaluate(SCROLL_STEP)
-            page.wait_for_timeout(100)
-        phases[-1].end, phases[-1].rows = now(page), rows(page)
-        phases.append(Phase("changes + filter", now(page)))
-        page.evaluate("() => { document.querySelector('.nodes-wrap').scrollTop = 0; }")
-        page.get_by_test_id("filter-state").select_option("ALIVE")
-        page.get_by_test_id("filter-text").press_sequentially("node-1", delay=150)
-        page.wait_for_timeout(args.seconds * 1000)
-        phases[-1].end, phases[-1].rows = now(page), rows(page)
+        with traced(page, phases, "changes"):
+            page.wait_for_timeout(args.seconds * 1000)
+        with traced(page, phases, "changes + scroll"):
+            end = time.monotonic() + args.seconds
+            while time.monotonic() < end:
+                page.evaluate(SCROLL_STEP)
+                page.wait_for_timeout(100)
+        with traced(page, phases, "changes + filter"):
+            page.evaluate("() => { document.querySelector('.nodes-wrap').scrollTop = 0; }")
+            page.get_by_test_id("filter-state").select_option("ALIVE")
+            page.get_by_test_id("filter-text").press_sequentially("node-1", delay=150)
+            page.wait_for_timeout(args.seconds * 1000)
     finally:
         changer.running = False
         running.result(30)
@@ -167,9 +200,14 @@ def report(size: int, phases: list[Phase], tasks: list[list[float]], lag: float,
         longest = f"{max(mine):.0f} ms" if mine else "none"
         blocking = sum(d - 50 for d in mine)
         what = p.name if p.name in ("load", "idle") else f"{p.name}, {rate:g}/s"
+        cpu = "| | |"
+        if p.tasks:
+            busy = sum(c for _, c in p.tasks) / (p.end - p.start)
+            cpu = (f"| {sum(c > 50 for _, c in p.tasks)}, longest {max(c for _, c in p.tasks):.0f} ms "
+                   f"| {busy:.0%} |")
         out.append(f"| {size:,} | {what} | {(p.end - p.start) / 1000:.1f} s | {len(mine)} | {longest} "
-                   f"| {blocking:.0f} ms | {p.rows:,} |")
-    out.append(f"| {size:,} | last change shown after | {lag * 1000:.0f} ms | | | | |")
+                   f"| {blocking:.0f} ms | {p.rows:,} {cpu}")
+    out.append(f"| {size:,} | last change shown after | {lag * 1000:.0f} ms | | | | | | |")
     return out
 
 
@@ -207,8 +245,9 @@ def main(args: argparse.Namespace) -> None:
     load_after = os.getloadavg()
     print(f"\n{args.clusters} clusters; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}\n")
-    print("| nodes | phase | lasted | long tasks (> 50 ms) | longest | blocking | node rows in the DOM |")
-    print("|---|---|---|---|---|---|---|")
+    print("| nodes | phase | lasted | long tasks (> 50 ms) | longest | blocking | node rows in the DOM "
+          "| tasks over 50 ms of CPU | main thread's CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for line in lines:
         print(line)
 
