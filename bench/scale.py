@@ -49,8 +49,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
 
-import fanout  # noqa: E402  (bench/fanout.py, beside this file)
-
+from bench import fanout  # noqa: E402  (bench/fanout.py, beside this file)
 from castray.local_ray import free_port  # noqa: E402
 from castray.node_registry.settings import RegistrySettings  # noqa: E402
 from castray.node_registry.worker import RegistryWorker  # noqa: E402
