@@ -89,6 +89,20 @@ async def test_request_counters_move_by_exactly_the_requests_made(gateway, view:
     assert after[("castray_gateway_events_subscribed", ())] == 1
 
 
+async def test_methods_outside_the_api_are_counted_as_other(gateway) -> None:
+    """HTTP allows any token as a method (aiohttp's Python parser takes any; its C parser, llhttp's few
+    dozen, WebDAV's and RTSP's among them): none but the API's own may be a series kept forever."""
+    before = await scrape(gateway)
+    others = ("PROPFIND", "MKCOL", "PURGE", "REPORT", "SEARCH")
+    for method in others:
+        assert (await gateway.request(method, "/api/nodes")).status == 405
+    after = await scrape(gateway)
+
+    methods = {dict(labels).get("method") for (_, labels) in after}
+    assert methods.isdisjoint(others), methods
+    assert requests(after, "other", "unmatched", "405") - requests(before, "other", "unmatched", "405") == 5
+
+
 async def test_websocket_gauge_follows_a_client(gateway) -> None:
     gauge = ("castray_gateway_websocket_clients", ())
     assert (await scrape(gateway))[gauge] == 0

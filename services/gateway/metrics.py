@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # What a request that matched no route is labelled with (a 404, a 405 on an unknown path).
 UNMATCHED = "unmatched"
+# The methods a request is labelled with; HTTP allows any token as a method (aiohttp takes "FOO1", "FOO2",
+# ...), and every label value is a series kept for the gateway's life, so any other is OTHER_METHOD.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 # The classic text format, which every Prometheus reads (prometheus_client >= 0.22 calls 1.0.0 its latest).
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 # The mode of a transfer whose transfer-started this gateway did not see.
@@ -172,7 +176,8 @@ class GatewayMetrics:
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
         route = route_of(request)
-        self.requests.labels(request.method, route, str(status)).inc()
+        method = request.method if request.method in METHODS else OTHER_METHOD
+        self.requests.labels(method, route, str(status)).inc()
         self.duration.labels(route).observe(seconds)
 
     def set_view(self, version: int, node_states: list[str], cluster_states: list[str]) -> None:
