@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from castray.gateway.log_ids import log_ids_middleware
+from castray.gateway.view_cache import SharedRead
 from castray.shared.log import IDS, bind, log_context, log_ids, without_ids
 from tests.support.json_logs import about, captured, parse
 
@@ -139,3 +140,18 @@ async def test_a_gateway_request_logs_the_ids_of_its_route_and_the_next_request_
     assert lines["handling /api/nodes/c1-n1"]["node_id"] == "c1-n1"
     assert "transfer_id" not in lines["handling /api/nodes/c1-n1"]
     assert not set(IDS) & lines["handling /api/status"].keys()
+
+
+async def test_a_shared_read_started_by_one_request_carries_none_of_its_ids() -> None:
+    """The gateway's `SharedRead` serves every caller of a round: its lines must not name the request
+    that happened to start it."""
+    seen: list[dict[str, str]] = []
+
+    async def read() -> int:
+        seen.append(log_ids())
+        return len(seen)
+
+    shared = SharedRead(read)
+    with log_context(node_id="n1", cluster_id="c1"):
+        assert await shared() == 1
+    assert seen == [{}]

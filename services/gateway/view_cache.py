@@ -29,6 +29,7 @@ from aiohttp import web
 from castray.gateway import keys
 from castray.gateway.backpressure import ClientGone
 from castray.shared.events import ClusterDelta, ClusterInfo, NodeDelta, NodeInfo, ViewChanged
+from castray.shared.log import without_ids
 from castray.shared.view import Snapshot, ViewMeta, ViewReader, node_order
 
 T = TypeVar("T")
@@ -126,8 +127,9 @@ class SharedRead(Generic[T]):
             self._next = asyncio.get_running_loop().create_future()
             self._next.add_done_callback(_retrieve)
         waiting = self._next
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._rounds(), name="gateway.shared_read")
+        if self._reader is None:  # it serves every caller, not only the request that happens to start it
+            self._reader = asyncio.create_task(self._rounds(), name="gateway.shared_read",
+                                               context=without_ids())
         return await asyncio.shield(waiting)
 
     async def _rounds(self) -> None:
