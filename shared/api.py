@@ -9,11 +9,13 @@ connect and disconnect replies are the original CastRay's shapes (built by the g
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.heartbeat import ServiceReplica
-from castray.shared.transfers import TransferRecord, UploadRecord
+from castray.shared.transfers import ContentType, TransferRecord, UploadRecord
 
 
 class Reply(BaseModel):
@@ -154,3 +156,71 @@ class Readiness(BaseModel):
     redis: bool
     events_subscribed: bool
     error: str | None = None
+
+
+# --- the original CastRay's request bodies (and /api/send's answer), as its page sends them ---------------
+# The gateway's adapter (``castray.gateway.original``, ``files_api``, ``legacy_transfers_api``) parses them;
+# `castray.client` sends them.
+
+class CastMessage(BaseModel):
+    """The original's message shape."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = Field(default=None, max_length=200)
+    cast_type: Literal["unicast", "multicast", "broadcast"]
+    message_type: Literal["text", "json", "file"] = "text"
+    content: str | dict[str, Any] | list[Any] = ""
+    sender: str = Field(default="api", max_length=200)
+    recipients: list[str] = Field(default_factory=list, max_length=10_000)
+    group_id: str | None = Field(default=None, max_length=200)
+    timestamp: float | None = None
+    file_path: str | None = None
+    file_size: int | None = None
+
+
+class CastResponse(BaseModel):
+    success: bool
+    message: str
+    recipients_count: int
+    failed_recipients: list[str]
+    delivery_time: float = Field(description="Seconds the delivery took.")
+    message_id: str
+
+
+class CreateFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    size: str | int = Field(default="1KB", description="Bytes, or '1KB', '1.5MB', '2GB', '64MiB'.")
+    content_type: ContentType = "text"
+    file_name: str = Field(default="", max_length=1000)
+    include_metadata: bool = Field(default=False, description="Accepted and ignored: the size is exact.")
+
+
+class CreatePreset(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    preset: str = "medium"
+    content_type: ContentType = "text"
+    file_name: str = Field(default="", max_length=1000)
+
+
+class CreateAndTransfer(CreateFile):
+    sender_id: str | None = Field(default=None, description="A node of the view (picks the cluster).")
+    recipients: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class CreateDemo(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    size: str | int = Field(default="1MB", description="Bytes, or '1KB', '1.5MB', '2GB', '64MiB'.")
+    content_type: ContentType = "random"
+
+
+class ManualTransfer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sender_id: str = Field(min_length=1, max_length=200)
+    file_name: str = Field(default="demo_file.txt", max_length=1000)
+    recipients: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class AutoToggle(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    node_id: str = Field(default="", max_length=200)
+    enabled: bool = True

@@ -13,6 +13,7 @@ import pytest
 
 from castray.client import (
     AsyncClient,
+    BadRequest,
     Conflict,
     GatewayUnreachable,
     NotFound,
@@ -22,6 +23,15 @@ from castray.client import (
 )
 from castray.client.events import EventStream, LiveEvent
 from castray.local_ray import free_port
+from castray.shared.api import (
+    AutoToggle,
+    CastMessage,
+    CreateAndTransfer,
+    CreateDemo,
+    CreateFile,
+    CreatePreset,
+    ManualTransfer,
+)
 from castray.shared.events import TransferCompleted, TransferProgress, TransferStarted
 from castray.shared.transfers import TransferRequest, UploadSource
 from tests.support.client_stack import Stack
@@ -119,6 +129,49 @@ def test_the_sync_client_does_the_same_without_a_loop(stack: Stack) -> None:
         queued = api.create_transfer(TransferRequest.model_validate(
             {"source": {"generate": {"size": "1MiB"}}, "mode": "broadcast"}))
         assert api.wait(queued.id, timeout=60).state == "completed"
+
+
+async def test_the_original_castray_endpoints_are_covered_too(stack: Stack, tmp_path: Path) -> None:
+    """Messages, the file generator, transfers by file name, the seed's external-cluster shapes and the
+    original's refused node edits: each an SDK method taking the gateway's own request model."""
+    head_id = stack.node_ids[0]
+    async with AsyncClient(stack.url, token="") as api:
+        info = await api.external_info()
+        assert info["is_connected"] is True and head_id in info["external_nodes"]
+        listed = await api.external_nodes()
+        assert listed["count"] == 1 and [n["id"] for n in listed["external_nodes"]] == [head_id]
+
+        sent = await api.send_message(CastMessage(cast_type="unicast", content="hello", recipients=[head_id]))
+        assert (sent.success, sent.recipients_count, sent.failed_recipients) == (True, 1, [])
+        [kept] = await api.node_messages(head_id, count=5)
+        assert (kept["message_id"], kept["content"]) == (sent.message_id, "hello")
+
+        assert (await api.file_presets()) and (await api.file_generator_info())
+        made = await api.create_file(CreateFile(size="64KB", content_type="random", file_name="sdk.bin"))
+        assert made["success"] is True, made
+        assert "sdk.bin" in [f["file_name"] for f in (await api.generated_files())["files"]]
+        back = await api.download_generated("sdk.bin", tmp_path / "sdk.bin")
+        assert (await asyncio.to_thread(back.stat)).st_size == 64 * 1024
+        assert (await api.create_preset_file(CreatePreset(preset="tiny", file_name="tiny.txt")))["success"]
+        demo = await api.create_demo_file(CreateDemo(size="8KB"))
+        queued = await api.manual_transfer(ManualTransfer(sender_id=head_id, file_name=demo["filename"],
+                                                          recipients=[head_id]))
+        assert (await api.wait(queued["transfer_id"], timeout=60)).state == "completed"
+        both = await api.create_and_transfer(CreateAndTransfer(size="16KB", sender_id=head_id,
+                                                               recipients=[head_id]))
+        assert (await api.wait(both["transfer_id"], timeout=60)).state == "completed"
+        assert "file_transfer_stats" in (await api.file_transfer_stats())[head_id]
+        await api.delete_generated("sdk.bin")
+        assert "sdk.bin" not in [f["file_name"] for f in (await api.generated_files())["files"]]
+
+        assert (await api.auto_transfers(AutoToggle(node_id=head_id, enabled=False)))["success"] is True
+        with pytest.raises(Conflict):
+            await api.auto_transfers(AutoToggle(node_id=head_id, enabled=True))
+        with pytest.raises(BadRequest) as refused:
+            await api.create_node("test_node_1")
+        assert "Ray" in refused.value.message
+        with pytest.raises(BadRequest):
+            await api.delete_node(head_id)
 
 
 async def test_the_token_goes_on_http_and_on_the_websocket(make_gateway: GatewayFactory) -> None:

@@ -14,7 +14,7 @@ neither the gateway nor Ray::
         print(api.wait(queued.id).destinations)
 """
 
-from castray.client.aio import DEFAULT_URL, AsyncClient, Progress
+from castray.client.aio import DEFAULT_URL, AsyncClient
 from castray.client.errors import (
     BadRequest,
     ClientError,
@@ -28,6 +28,7 @@ from castray.client.errors import (
     Unavailable,
 )
 from castray.client.events import EventStream, LiveEvent, Resumed, SnapshotMessage, StreamError
+from castray.client.paths import Progress
 from castray.client.sync import Client
 
 __all__ = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,8 @@ from pydantic import BaseModel
 
 from castray.client.errors import GatewayUnreachable, error_for
 from castray.client.events import DEFAULT_TOPICS, EventStream
+from castray.client.original import OriginalApi
+from castray.client.paths import Progress, segment
 from castray.shared.api import (
     ClusterDetail,
     ClusterSummary,
@@ -43,8 +45,6 @@ from castray.shared.transfers import FINAL_STATES, TransferRecord, TransferReque
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
-Progress = Callable[[int, int], None]
-"""Called with (bytes sent, bytes in all) as an upload goes."""
 
 
 def gateway_url(url: str | None = None) -> str:
@@ -55,7 +55,7 @@ def api_token(token: str | None = None) -> str | None:
     return token if token is not None else (os.environ.get("CASTRAY_API_TOKEN") or None)
 
 
-class AsyncClient:
+class AsyncClient(OriginalApi):
     """A gateway's API. Use as ``async with AsyncClient() as api:``, or call `close` when done."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
@@ -137,7 +137,7 @@ class AsyncClient:
         return (await self._get("/api/clusters", _ClusterList)).clusters
 
     async def cluster(self, cluster_id: str) -> ClusterDetail:
-        return await self._get(f"/api/clusters/{_segment(cluster_id)}", ClusterDetail)
+        return await self._get(f"/api/clusters/{segment(cluster_id)}", ClusterDetail)
 
     async def nodes(self, *, cluster: str | None = None, state: str | None = None,
                     external: bool | None = None) -> list[NodeInfo]:
@@ -147,7 +147,7 @@ class AsyncClient:
         return (await self._get("/api/nodes", NodeList, params)).nodes
 
     async def node(self, node_id: str) -> NodeInfo:
-        return (await self._get(f"/api/nodes/{_segment(node_id)}", NodeDetail)).node
+        return (await self._get(f"/api/nodes/{segment(node_id)}", NodeDetail)).node
 
     # --- clusters: discovery's commands -----------------------------------------------------------
     async def discover(self) -> DiscoverResult:
@@ -172,13 +172,13 @@ class AsyncClient:
         return TransferQueued.model_validate(body)
 
     async def transfer(self, transfer_id: str) -> TransferRecord:
-        return await self._get(f"/api/transfers/{_segment(transfer_id)}", TransferRecord)
+        return await self._get(f"/api/transfers/{segment(transfer_id)}", TransferRecord)
 
     async def transfers(self, *, limit: int = 50, offset: int = 0) -> TransferList:
         return await self._get("/api/transfers", TransferList, {"limit": str(limit), "offset": str(offset)})
 
     async def cancel(self, transfer_id: str) -> TransferRecord:
-        body = await self.request("DELETE", f"/api/transfers/{_segment(transfer_id)}")
+        body = await self.request("DELETE", f"/api/transfers/{segment(transfer_id)}")
         return TransferRecord.model_validate(body)
 
     async def wait(self, transfer_id: str, *, timeout: float | None = None,
@@ -204,16 +204,21 @@ class AsyncClient:
         return await self.get_upload(str(answer["upload_id"]))
 
     async def get_upload(self, upload_id: str) -> UploadRecord:
-        return await self._get(f"/api/uploads/{_segment(upload_id)}", UploadRecord)
+        return await self._get(f"/api/uploads/{segment(upload_id)}", UploadRecord)
 
     async def download_upload(self, upload_id: str, dest: str | Path, *, progress: Progress | None = None,
                               chunk_size: int = CHUNK) -> Path:
-        """Stream a stored upload's bytes (``GET /api/uploads/{id}/content``) into the file ``dest``, each
-        chunk written in a thread; ``progress(received, total)`` after each. ``dest``."""
+        """Stream a stored upload's bytes (``GET /api/uploads/{id}/content``) into the file ``dest``."""
+        return await self.download(f"/api/uploads/{segment(upload_id)}/content", dest, progress=progress,
+                                   chunk_size=chunk_size)
+
+    async def download(self, path: str, dest: str | Path, *, progress: Progress | None = None,
+                       chunk_size: int = CHUNK) -> Path:
+        """Stream the bytes ``GET path`` answers into the file ``dest``, each chunk written in a thread;
+        ``progress(received, total)`` after each. ``dest``."""
         dest = Path(dest)
-        url = f"{self.url}/api/uploads/{_segment(upload_id)}/content"
         try:
-            async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            async with self._http().get(self.url + path, timeout=aiohttp.ClientTimeout(total=None)) as resp:
                 if resp.status >= 400:
                     raise error_for(resp.status, await resp.json(content_type=None))
                 total, received = resp.content_length or 0, 0
@@ -234,7 +239,7 @@ class AsyncClient:
         return await self._get("/api/uploads", UploadList, {"limit": str(limit), "offset": str(offset)})
 
     async def delete_upload(self, upload_id: str) -> UploadDeleted:
-        body = await self.request("DELETE", f"/api/uploads/{_segment(upload_id)}")
+        body = await self.request("DELETE", f"/api/uploads/{segment(upload_id)}")
         return UploadDeleted.model_validate(body)
 
     # --- live events -------------------------------------------------------------------------------
@@ -242,13 +247,6 @@ class AsyncClient:
                reconnect_for: float = 30.0) -> EventStream:
         """Live events, typed (`castray.client.events`); ``resume=(epoch, version)`` continues a stream."""
         return EventStream(self, topics, resume=resume, reconnect_for=reconnect_for)
-
-
-def _segment(value: str) -> str:
-    """An id as one path segment: nothing in it may reach another endpoint."""
-    if not value or "/" in value or value in (".", ".."):
-        raise ValueError(f"not an id: {value!r}")
-    return value
 
 
 async def _read_chunks(path: Path, total: int, size: int, progress: Progress | None

@@ -9,8 +9,10 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from castray.client.aio import AsyncClient, Progress
+from castray.client.aio import AsyncClient
 from castray.client.events import DEFAULT_TOPICS, EventStream, LiveEvent
+from castray.client.original import OriginalCalls
+from castray.client.paths import Progress
 from castray.shared.api import (
     ClusterDetail,
     ClusterSummary,
@@ -30,8 +32,10 @@ from castray.shared.transfers import TransferRecord, TransferRequest, UploadReco
 T = TypeVar("T")
 
 
-class Client:
+class Client(OriginalCalls):
     """The same operations as `AsyncClient`, each a blocking call. Close it (or use ``with``) when done."""
+
+    aio: AsyncClient
 
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
         self.aio = AsyncClient(url, token, timeout=timeout)

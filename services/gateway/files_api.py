@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
-from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
@@ -30,9 +29,10 @@ from castray.gateway.original.errors import speaks_original
 from castray.gateway.storage import BUDGET, Budget, Share
 from castray.gateway.transfer_intake import accept, enqueue, generate_size, resolve_recipients
 from castray.shared import filegen
+from castray.shared.api import CreateAndTransfer, CreateDemo, CreateFile, CreatePreset
 from castray.shared.safe_names import inside, safe_file_name
 from castray.shared.sizes import PRESETS, format_size
-from castray.shared.transfers import ContentType, TransferRequest, UploadRecord, UploadSource
+from castray.shared.transfers import TransferRequest, UploadRecord, UploadSource
 
 T = TypeVar("T")
 # Generating up to a GiB keeps a thread busy for seconds: a few at a time, so that the default
@@ -140,32 +140,6 @@ async def disk(func: Callable[..., T], *args: Any) -> T:
 
 
 # --- the file generator ----------------------------------------------------------------------------
-class CreateFile(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    size: str | int = Field(default="1KB", description="Bytes, or '1KB', '1.5MB', '2GB', '64MiB'.")
-    content_type: ContentType = "text"
-    file_name: str = Field(default="", max_length=1000)
-    include_metadata: bool = Field(default=False, description="Accepted and ignored: the size is exact.")
-
-
-class CreatePreset(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    preset: str = "medium"
-    content_type: ContentType = "text"
-    file_name: str = Field(default="", max_length=1000)
-
-
-class CreateAndTransfer(CreateFile):
-    sender_id: str | None = Field(default=None, description="A node of the view (picks the cluster).")
-    recipients: list[str] = Field(default_factory=list, max_length=10_000)
-
-
-class CreateDemo(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    size: str | int = Field(default="1MB", description="Bytes, or '1KB', '1.5MB', '2GB', '64MiB'.")
-    content_type: ContentType = "random"
-
-
 def _folder(app: web.Application, name: str = gf.GENERATED) -> Path:
     return Path(app[keys.SETTINGS].data_dir) / name
 

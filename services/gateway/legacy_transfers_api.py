@@ -12,7 +12,6 @@ import asyncio
 from pathlib import Path
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from castray.gateway import generated_files as gf
 from castray.gateway import keys
@@ -23,18 +22,12 @@ from castray.gateway.openapi import doc
 from castray.gateway.original import files as of
 from castray.gateway.original.errors import speaks_original
 from castray.gateway.transfer_intake import resolve_recipients
+from castray.shared.api import AutoToggle, ManualTransfer
 from castray.shared.digest import file_digest
 from castray.shared.safe_names import safe_file_name
 
 TAG = "files"
 STATS_WINDOW = 1000  # newest transfers counted in the statistics
-
-
-class ManualTransfer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    sender_id: str = Field(min_length=1, max_length=200)
-    file_name: str = Field(default="demo_file.txt", max_length=1000)
-    recipients: list[str] = Field(default_factory=list, max_length=10_000)
 
 
 @speaks_original
@@ -68,12 +61,6 @@ async def status(request: web.Request) -> web.Response:
     nodes = await request.app[keys.VIEW].nodes()
     records, _ = await store.list_transfers(redis, names, limit=STATS_WINDOW, offset=0)
     return web.json_response(of.node_stats(list(nodes), records))
-
-
-class AutoToggle(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    node_id: str = Field(default="", max_length=200)
-    enabled: bool = True
 
 
 @speaks_original

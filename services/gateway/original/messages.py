@@ -7,34 +7,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from castray.shared.api import CastMessage, CastResponse  # the bodies' one home, shared with castray.client
 
-
-class CastMessage(BaseModel):
-    """The original's message shape."""
-
-    model_config = ConfigDict(extra="ignore")
-    id: str | None = Field(default=None, max_length=200)
-    cast_type: Literal["unicast", "multicast", "broadcast"]
-    message_type: Literal["text", "json", "file"] = "text"
-    content: str | dict[str, Any] | list[Any] = ""
-    sender: str = Field(default="api", max_length=200)
-    recipients: list[str] = Field(default_factory=list, max_length=10_000)
-    group_id: str | None = Field(default=None, max_length=200)
-    timestamp: float | None = None
-    file_path: str | None = None
-    file_size: int | None = None
-
-
-class CastResponse(BaseModel):
-    success: bool
-    message: str
-    recipients_count: int
-    failed_recipients: list[str]
-    delivery_time: float = Field(description="Seconds the delivery took.")
-    message_id: str
+__all__ = ["CastMessage", "CastResponse", "cast_response", "message_entry"]
 
 
 def message_entry(msg: CastMessage, content: Any, message_id: str) -> dict[str, Any]:
