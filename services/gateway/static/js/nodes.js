@@ -3,7 +3,7 @@
 // of all the others: drawing costs the same at 10,000 rows as at 50. (Drawing all 1,000 rows of a
 // 1,000-node view made Chromium lay the whole table out again on each change: tasks of 50-100 ms of CPU
 // at 100 changes a second, bench/page.py.) Changes are coalesced and drawn once per animation frame; a
-// drawn row is keyed by its node and updated in place.
+// change to a node in view rewrites only what changed in its row.
 
 import { byId, h, setAttr, setHidden, setText } from "./dom.js";
 import { FrameBatch } from "./frame.js";
@@ -26,8 +26,7 @@ export class NodesTable {
     this.padBottom = byId("nodes-pad-bottom").querySelector("td");
     this.empty = byId("nodes-empty");
     this.count = byId("nodes-count");
-    this.rows = new Map(); // id -> {tr, cells, flip}: the drawn rows only
-    this.drawn = []; // their ids, in order
+    this.rows = []; // {id, tr, cells, flip}: the drawn rows, in order
     this.dirty = new Map(); // id -> "added" | "updated" | "removed"
     this.reset = true; // the whole list again (a snapshot)
     this.redraw = false; // every drawn row's cells again (a cluster renamed)
@@ -136,39 +135,35 @@ export class NodesTable {
   draw(changes) {
     const ids = this.list.shown.ids;
     const [first, last] = this.range(ids.length);
-    const wanted = ids.slice(first, last);
-    const keep = new Set(wanted);
-    for (const [id, row] of this.rows) if (!keep.has(id)) { row.tr.remove(); this.rows.delete(id); }
-    for (const id of wanted) {
+    const rows = this.rows;
+    // The drawn rows are positions: row i shows the (first + i)th id. A scroll or a shift gives a row
+    // another node's cells to show; rows are added or removed only at the end, never moved (a moved
+    // element has its style computed again, which cost more than rewriting a row's text).
+    while (rows.length < last - first) rows.push(this.makeRow());
+    while (rows.length > last - first) rows.pop().tr.remove();
+    for (let i = 0; i < rows.length; i++) {
+      const id = ids[first + i];
+      const row = rows[i];
       const node = this.store.nodes.get(id);
-      let row = this.rows.get(id);
-      if (!row) {
-        row = this.makeRow(id);
-        this.rows.set(id, row);
+      if (row.id !== id) {
+        this.bind(row, id);
         this.fill(row, node, changes.get(id) === "added" ? "added" : "quiet", true);
       } else if (this.redraw || changes.has(id)) {
         this.fill(row, node, changes.get(id) || "quiet", false);
       }
+      // Row 1 is the header: screen readers hear "row 9,998 of 10,001" however few rows are drawn.
+      setAttr(row.tr, "aria-rowindex", first + i + 2);
+      if (!row.tr.parentNode) this.body.appendChild(row.tr);
     }
-    this.place(wanted, first);
     this.setPad(this.padTop, first * this.rowHeight);
     this.setPad(this.padBottom, (ids.length - last) * this.rowHeight);
   }
 
-  /** Put the drawn rows in order, moving only those out of place. */
-  place(wanted, first) {
-    const same = wanted.length === this.drawn.length && wanted.every((id, i) => id === this.drawn[i]);
-    if (!same) {
-      let cursor = this.body.firstChild;
-      for (const id of wanted) {
-        const tr = this.rows.get(id).tr;
-        if (tr === cursor) cursor = cursor.nextSibling;
-        else this.body.insertBefore(tr, cursor);
-      }
-      this.drawn = wanted;
-    }
-    // Row 1 is the header: screen readers hear "row 9,998 of 10,001" however few rows are drawn.
-    wanted.forEach((id, i) => setAttr(this.rows.get(id).tr, "aria-rowindex", first + i + 2));
+  /** A row now shows node `id`: another node's highlight does not carry over. */
+  bind(row, id) {
+    row.id = id;
+    row.tr.dataset.id = id;
+    row.tr.classList.remove("flash-a", "flash-b");
   }
 
   setPad(td, px) {
@@ -236,7 +231,7 @@ export class NodesTable {
     row.tr.classList.add(row.flip ? "flash-a" : "flash-b");
   }
 
-  makeRow(id) {
+  makeRow() {
     const cell = (col, cls) => h("td", { dataset: { col }, className: cls });
     const cells = {
       dot: h("td", { className: "col-dot", dataset: { col: "dot" } }, h("span", { className: "dot", "aria-hidden": "true" })),
@@ -253,11 +248,11 @@ export class NodesTable {
     cells.stateText = h("span", { className: "state-badge" });
     cells.reason = h("span", { className: "state-reason", dataset: { testid: "node-state-reason" } });
     cells.state.append(cells.stateText, cells.reason);
-    const tr = h("tr", { dataset: { testid: "node-row", id } },
+    const tr = h("tr", { dataset: { testid: "node-row" } },
       cells.dot, cells.name, cells.ip, cells.cluster, cells.head, cells.state, cells.cpu, cells.memory,
       cells.object_store, cells.external);
     tr.addEventListener("animationend", () => tr.classList.remove("flash-a", "flash-b"));
-    return { tr, cells, flip: false };
+    return { id: null, tr, cells, flip: false };
   }
 
   /** The cluster filter's choices, when a cluster came, went or was renamed; returns whether they did. */
