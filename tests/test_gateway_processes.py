@@ -15,6 +15,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
+from castray.gateway.processes import ExtraProcess
 from castray.local_ray import free_port
 from castray.shared.names import Names
 from tests.support.gateway import ViewWriter, cluster, node, recv_until
@@ -156,3 +157,15 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+async def test_a_process_that_cannot_be_started_is_tried_again() -> None:
+    """A spawn that fails (here E2BIG: an environment string over the kernel's limit, as EMFILE or
+    EAGAIN would on a busy host) must not end the keeper, and with it every later restart."""
+    extra = ExtraProcess(1, {"CASTRAY_TOO_BIG": "x" * 256 * 1024})
+    extra.start()
+    try:
+        await wait_for(lambda: extra.restarts >= 2, "two failed starts tried again", deadline=DEADLINE)
+        assert extra.process is None
+    finally:
+        await extra.close()

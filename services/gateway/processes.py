@@ -67,17 +67,26 @@ class ExtraProcess:
         delay = 0.0
         while not self._closing:
             began = time.monotonic()
+            ended = await self._run_once()
+            ran = time.monotonic() - began
+            delay = 0.0 if ran >= STABLE_AFTER else min(MAX_DELAY, max(1.0, delay * 2))
+            log.error("gateway process %d %s after %.1f s; restarting in %.0f s", self.index, ended, ran,
+                      delay)
+            await asyncio.sleep(delay)
+            self.restarts += 1
+
+    async def _run_once(self) -> str:
+        """Start the process and wait until it exits; how it ended, for the log. A process that cannot be
+        started (EMFILE, EAGAIN, ENOMEM: often passing) is tried again like one that died, rather than
+        ending this task and with it every later restart."""
+        try:
             self.process = await asyncio.create_subprocess_exec(
                 *python_module_command("castray.gateway.main"), env=self.env,
                 stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent())
-            log.info("gateway process %d started (pid %d)", self.index, self.process.pid)
-            code = await self.process.wait()
-            ran = time.monotonic() - began
-            delay = 0.0 if ran >= STABLE_AFTER else min(MAX_DELAY, max(1.0, delay * 2))
-            log.error("gateway process %d exited with code %s after %.1f s; restarting in %.0f s",
-                      self.index, code, ran, delay)
-            await asyncio.sleep(delay)
-            self.restarts += 1
+        except OSError as e:
+            return f"could not be started ({e})"
+        log.info("gateway process %d started (pid %d)", self.index, self.process.pid)
+        return f"exited with code {await self.process.wait()}"
 
     async def close(self) -> None:
         """No more restarts; SIGTERM, then SIGKILL after `STOP_GRACE` seconds; idempotent."""
