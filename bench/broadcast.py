@@ -100,6 +100,7 @@ class Bench:
                     dests=dests, file_name="copy.bin", expected_sha=sha,
                     chunk_bytes=self.chunk, inflight=self.inflight, chain=chain, progress_interval=5.0)
         size = source.stat().st_size
+        self.quiet()
         before, cpu0 = [self.lab.counters(h)[0] for h in self.lab.hosts], lab_cpu(self.lab)
         t0 = time.perf_counter()
         events = self.driver.run(plan)
@@ -114,6 +115,18 @@ class Bench:
         cpu = sum(t - cpu0.get(pid, 0.0) for pid, t in cpu1.items())
         return Row(rate, n, "chain" if chain else "star", took, sent, cpu, size, ok,
                    "" if ok else f"{ended.state}: {ended.error}")
+
+
+    def quiet(self, deadline: float = 120.0) -> None:
+        """Wait until the lab's links are idle: Ray may still be re-sending chunks of the run before
+        (its pull timeout), which must not count in this one."""
+        end, last = time.monotonic() + deadline, -1
+        while time.monotonic() < end:
+            total = sum(self.lab.counters(h)[0] for h in self.lab.hosts)
+            if 0 <= total - last < 200_000:
+                return
+            last = total
+            time.sleep(1.0)
 
 
 def table(rows: list[Row], hosts: int) -> str:

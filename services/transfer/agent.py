@@ -246,12 +246,10 @@ class NodeAgent:
         await sink.advance()
         return done
 
-    @ray.method(num_returns=2)
-    async def write_forward(self, key: str, index: int, data: Any, digest: str, epoch: int = 0
-                            ) -> tuple[int, Any]:
-        """`write`, and the chunk again as a second return value: an object of this node's store (owned by
-        the driver), which the next node of a broadcast chain pulls from here."""
-        return await self.write(key, index, data, digest, epoch), data
+    async def forward(self, data: Any) -> Any:
+        """The chunk again, as a new object in this node's store (owned by the driver), which the next node
+        of a broadcast chain pulls from here; it runs beside `write` of the same chunk, not after it."""
+        return data
 
     async def rewind(self, key: str) -> SinkState:
         """A new epoch for a copy whose chain is re-issued: its waiting calls are refused, and the chunk

@@ -1,19 +1,21 @@
 """A broadcast that feeds itself: the destinations of a transfer as a pipelined chain.
 
 In a star (`castray.transfer.pipeline._stream`) every destination pulls each chunk from the source's node,
-which sends each byte N times. Here each destination's agent writes the chunk and hands it back as a second
-return value (`NodeAgent.write_forward`): a new object in *its* node's store, owned by the driver, whose
-ObjectRef is the next destination's input. So Ray pulls chunk i to node k+1 from node k, as soon as node k
-has written it, while node k already pulls chunk i+1: the source sends each byte once, and every link
-carries one copy at a time, whatever N is. The driver never waits inside a chunk: it submits the whole
-chain of calls for a chunk at once and only waits, in order, for the chunk that leaves the window.
+which sends each byte N times. Here each destination's agent, beside writing a chunk (`NodeAgent.write`),
+hands it back (`NodeAgent.forward`, which waits for nothing but the chunk's arrival): a new object in
+*its* node's store, owned by the driver, whose ObjectRef is the next destination's input. So Ray pulls
+chunk i to node k+1 from node k as soon as node k has it, while node k writes it and pulls chunk i+1:
+the source sends each byte once, and every link carries one copy at a time, whatever N is. The driver
+never waits inside a chunk: it submits the whole chain of calls for a chunk at once and only waits, in
+order, for the chunk that leaves the window.
 
 - **Order**: destinations grouped by address (a host appears once in a row), the source's host first, so a
   copy crosses each host's link once.
-- **Window**: at most ``plan.inflight`` chunks in flight, fewer if the smallest object store of the chain
-  cannot hold them: a destination holds up to two copies of each chunk in flight (the one it pulled, the
-  one it forwards), and Ray spills beyond 80 % of a store, so the window keeps within `STORE_SHARE` of
-  its free memory (`window_size`).
+- **Window**: ``plan.inflight`` chunks in flight, plus one per hop after the first (a chunk is in flight
+  until the last node has it), fewer if the smallest object store of the chain cannot hold them: a
+  destination holds up to two copies of each chunk in flight (the one it pulled, the one it forwards),
+  and Ray spills beyond 80 % of a store, so the window keeps within `STORE_SHARE` of its free memory
+  (`window_size`).
 - **A node that dies mid-chain** is routed around. Its successors' calls fail without running (their
   input was lost, or never made), so their copies' next chunk is unchanged (`castray.transfer.sink.Ordered`).
   `_recover` asks every copy where it stands (`NodeAgent.rewind`, which also refuses whatever of theirs is
@@ -87,12 +89,10 @@ class _Chain:
                 continue
             agent = self.run.agents.get(self.run.node(self.run.alive[node_id]))
             key, epoch = self.run.sink(self.run.alive[node_id]), self.epochs[node_id]
-            if node_id != wanted[-1]:
-                done, copy = agent.write_forward.remote(key, chunk.index, src, chunk.digest, epoch)
-                chunk.calls[node_id], src = _Call(done, copy), copy
-            else:
-                chunk.calls[node_id] = _Call(agent.write.remote(key, chunk.index, src, chunk.digest, epoch),
-                                             None)
+            done = agent.write.remote(key, chunk.index, src, chunk.digest, epoch)
+            copy = agent.forward.remote(src) if node_id != wanted[-1] else None
+            chunk.calls[node_id] = _Call(done, copy)
+            src = copy if copy is not None else src
 
     def settle(self, chunk: _Chunk) -> bool:
         """Wait for the chunk's writes; False if one failed (a failed read fails everyone: True)."""
@@ -179,7 +179,10 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
     here = isinstance(reader, HereReader)
     source = run.local if here else run.source_node
     chain = _Chain(run, _node_ip() if here else run.agents.ips.get(source, ""))
-    limit = window_size(plan.inflight, step, {source, *(run.node(d) for d in run.alive.values())})
+    # A chunk is in flight until the chain's last node has it: one more per hop keeps every link as busy
+    # as a star's one link with ``plan.inflight``.
+    wanted = plan.inflight + len(chain.order) - 1
+    limit = window_size(wanted, step, {source, *(run.node(d) for d in run.alive.values())})
     log.info("transfer %s: chain of %d, %d chunks in flight", plan.id, len(chain.order), limit)
     window: deque[_Chunk] = deque()
     started, last = time.monotonic(), 0.0
