@@ -16,10 +16,10 @@ import asyncio
 import os
 import socket
 import sys
-import urllib.error
-import urllib.request
+from urllib.parse import urlsplit
 
 from castray import redis_local
+from castray.client import AsyncClient, GatewayError, GatewayUnreachable
 from castray.shared.bus import REDIS_ERRORS, connect
 from castray.shared.heartbeat import ServiceReplica, read_replicas
 from castray.shared.settings import CommonSettings
@@ -71,6 +71,25 @@ def check_service(settings: CommonSettings, service: str) -> str | None:
     return None
 
 
+def check_url(url: str) -> str | None:
+    """None when ``GET url`` answers 2xx, through castray.client (with ``CASTRAY_API_TOKEN`` when set, so a
+    gateway's protected endpoint can be checked too); otherwise what went wrong."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    async def get() -> None:
+        async with AsyncClient(f"{parts.scheme}://{parts.netloc}", timeout=5.0) as api:
+            await api.request("GET", path)
+
+    try:
+        asyncio.run(get())
+    except GatewayError as exc:
+        return f"{url} answered {exc.http_status}"
+    except (GatewayUnreachable, ValueError) as exc:
+        return f"{url}: {exc}"
+    return None
+
+
 def main(url: str | None = None, service: str | None = None) -> int:
     settings = CommonSettings()
     found = redis_local.probe(settings.redis_url, timeout=3.0)
@@ -83,12 +102,8 @@ def main(url: str | None = None, service: str | None = None) -> int:
             print(f"unhealthy: {problem}", file=sys.stderr)
             return 1
     if url:
-        try:
-            with urllib.request.urlopen(url, timeout=5.0) as resp:
-                if not 200 <= resp.status < 300:
-                    print(f"unhealthy: {url} answered {resp.status}", file=sys.stderr)
-                    return 1
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        problem = check_url(url)
+        if problem is not None:
+            print(f"unhealthy: {problem}", file=sys.stderr)
             return 1
     return 0

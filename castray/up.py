@@ -10,6 +10,7 @@ dies; on SIGINT/SIGTERM stop the services, then the Ray head and Redis it starte
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -19,8 +20,6 @@ import socket
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from types import FrameType
 
 import psutil
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 
 from castray import local_ray, ray_find, redis_local
 from castray.children import Child, stop_all
+from castray.client import AsyncClient, GatewayError, GatewayUnreachable
 from castray.errors import Interrupted, RedisSetupError, SetupError
 from castray.services import SERVICES
 from castray.settings import UpSettings
@@ -58,14 +58,20 @@ def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def _http_answers(url: str) -> bool:
+def _gateway_answers(base: str) -> bool:
+    """Whether the gateway at ``base`` serves its API (``GET /api/status`` through castray.client): any
+    answer counts, an error status too (401 without a token: it is serving)."""
+    async def ask() -> None:
+        async with AsyncClient(base, token="", timeout=1.0) as api:
+            await api.status()
+
     try:
-        with urllib.request.urlopen(url, timeout=1.0):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered, with an error status: it is serving
-    except (OSError, ValueError):
+        asyncio.run(ask())
+    except GatewayError:
+        return True
+    except (GatewayUnreachable, ValueError):
         return False
+    return True
 
 
 class Supervisor:
@@ -181,7 +187,7 @@ class Supervisor:
                     raise SetupError(str(exc)) from None
             if not announced and now >= next_check:
                 next_check = now + 0.5
-                if _http_answers(f"{base}/api/status"):
+                if _gateway_answers(base):
                     announced = True
                     print(self._announcement(base), flush=True)
             time.sleep(0.2)

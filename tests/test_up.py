@@ -14,8 +14,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import psutil
 import pytest
 
 from castray import local_ray
+from castray.client import Client, Unauthorized
 from castray.local_ray import free_port
 from tests.support.up import Up, get_json
 from tests.support.waiting import wait_for_blocking
@@ -216,12 +215,10 @@ def test_up_on_every_interface_makes_a_token_and_prints_the_url_with_it_once(
                                           None), "the announcement")
     token = re.search(rf"{re.escape(up.base)}/ui#token=([A-Za-z0-9_-]+)", line)[1]
     assert len(token) >= 16
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{up.base}/api/status", timeout=10)
-    assert refused.value.code == 401
-    request = urllib.request.Request(f"{up.base}/api/status", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
+    with Client(up.base, token="", timeout=10) as anonymous, pytest.raises(Unauthorized):
+        anonymous.status()
+    with Client(up.base, token=token, timeout=10) as api:
+        assert "total_nodes" in api.status()
     alive, code = up.stop()
     assert alive == [] and code == 0
     said = up.stdout() + up.stderr()
