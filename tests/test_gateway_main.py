@@ -10,14 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from castray.client import Client, GatewayUnreachable, Unauthorized, Unavailable
 from castray.local_ray import free_port
 from tests.support.waiting import wait_for_blocking
 
@@ -54,12 +53,12 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
 def wait_healthy(port: int, proc: subprocess.Popen[str]) -> dict[str, Any]:
     def healthy() -> dict[str, Any] | None:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as resp:
-            body: dict[str, Any] = json.loads(resp.read())
+        body = api.health()
         return body if body.get("events_subscribed") else None
 
-    return wait_for_blocking(healthy, "the gateway to become healthy", deadline=DEADLINE, interval=0.05,
-                             ignoring=(urllib.error.URLError, ConnectionError))
+    with Client(f"http://127.0.0.1:{port}", token="", timeout=2) as api:
+        return wait_for_blocking(healthy, "the gateway to become healthy", deadline=DEADLINE, interval=0.05,
+                                 ignoring=(GatewayUnreachable, Unavailable))
 
 
 def test_busy_port_is_one_clear_line_and_exit_1(namespace: str, redis_url: str, procs) -> None:
@@ -134,14 +133,12 @@ def test_a_network_bind_serves_with_a_token_or_the_explicit_opt_out(
     proc = start({**gateway_env(namespace, redis_url, port), "CASTRAY_HOST": "0.0.0.0", **extra})
     procs.append(proc)
     wait_healthy(port, proc)
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status")
+    base = f"http://127.0.0.1:{port}"
     if "CASTRAY_API_TOKEN" in extra:
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=10)
-        assert refused.value.code == 401
-        request.add_header("Authorization", f"Bearer {extra['CASTRAY_API_TOKEN']}")
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
+        with Client(base, token="", timeout=10) as anonymous, pytest.raises(Unauthorized):
+            anonymous.status()
+    with Client(base, token=extra.get("CASTRAY_API_TOKEN", ""), timeout=10) as api:
+        assert "total_nodes" in api.status()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 0 and "Traceback" not in err, err
