@@ -9,12 +9,10 @@ clusters and real transfers is covered by ``test_ui_live.py``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +21,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from castray.client import Client, GatewayError
 from castray.shared import bus as busmod
 from castray.shared import codec
 from castray.shared.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
-from castray.shared.transfers import Destination, TransferRecord
+from castray.shared.transfers import Destination, NodeFileSource, TransferRecord, UploadSource
 from tests.support.feed import make_cluster, make_node
 from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack
 
@@ -73,15 +72,9 @@ def seed_cluster(stack: ViewStack, workers: int = 0) -> None:
             "CPU": 8.0, "memory": 16 * 1024**3, "object_store_memory": 2 * 1024**3})))
 
 
-def api(stack: ViewStack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{stack.url}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+def api(stack: ViewStack) -> Client:
+    """The stack's gateway through castray.client (use it in a ``with``)."""
+    return Client(stack.url, token=stack.api_token or "")
 
 
 def test_page_and_assets_are_served_by_the_gateway_with_a_strict_policy(stack: ViewStack) -> None:
@@ -181,8 +174,10 @@ def test_connect_with_a_bad_address_shows_the_api_error(stack: ViewStack,
     page, watch = page_watch
     open_ui(page, stack)
     address = "not a cluster::address"
-    status, body = api(stack, "POST", "/api/cluster/connect-external", {"cluster_address": address})
-    assert 400 <= status < 600 and body["success"] is False and body["error"]
+    with api(stack) as client, pytest.raises(GatewayError) as refused:
+        client.connect(address)
+    body = refused.value.body
+    assert body["success"] is False and body["error"] and refused.value.message == body["error"]
     page.get_by_test_id("connect-address").fill(address)
     page.get_by_test_id("btn-connect").click()
     message = page.get_by_test_id("cluster-message")
@@ -370,13 +365,15 @@ def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
     card = page.get_by_test_id("transfer-card").first
     expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
     tid = card.get_attribute("data-id")
-    status, record = api(stack, "GET", f"/api/transfers/{tid}")
-    assert status == 200 and record["mode"] == "multicast"
-    assert sorted(d["node_id"] for d in record["destinations"]) == ["c1-n0001", "c1-n0002"]
+    with api(stack) as client:
+        record = client.transfer(tid or "")
+    assert record.mode == "multicast"
+    assert sorted(d.node_id for d in record.destinations) == ["c1-n0001", "c1-n0002"]
     expect(card.locator('[data-testid="transfer-dest"]')).to_have_count(2)
     card.get_by_test_id("btn-cancel").click()
     expect(card.get_by_test_id("transfer-state")).to_have_text("cancelled")
-    assert api(stack, "GET", f"/api/transfers/{tid}")[1]["state"] == "cancelled"
+    with api(stack) as client:
+        assert client.transfer(tid or "").state == "cancelled"
 
     # A file already on a node is a source too.
     page.locator("#src-node").check()
@@ -387,10 +384,11 @@ def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
     page.get_by_test_id("btn-transfer").click()
     expect(page.get_by_test_id("transfer-card")).to_have_count(2)
     tid2 = page.get_by_test_id("transfer-card").first.get_attribute("data-id")
-    status, record = api(stack, "GET", f"/api/transfers/{tid2}")
-    assert status == 200 and record["mode"] == "unicast"
-    assert record["source"] == {"node_id": "c1-n0000", "path": "datasets/part-0001.parquet"}
-    assert [d["node_id"] for d in record["destinations"]] == ["c1-n0002"]
+    with api(stack) as client:
+        record = client.transfer(tid2 or "")
+    assert record.mode == "unicast"
+    assert record.source == NodeFileSource(node_id="c1-n0000", path="datasets/part-0001.parquet")
+    assert [d.node_id for d in record.destinations] == ["c1-n0002"]
 
     # A unicast with no target chosen is refused on the page, before any request.
     page.get_by_test_id("transfer-mode").select_option("unicast")
@@ -400,15 +398,15 @@ def test_start_a_transfer_from_the_form_and_cancel_it(stack: ViewStack,
     assert watch.errors_except() == []
 
 
-def unicast_from_the_form(page: Any, stack: ViewStack, target: str) -> dict[str, Any]:
+def unicast_from_the_form(page: Any, stack: ViewStack, target: str) -> TransferRecord:
     """Send the chosen source to ``target`` from the form; the queued transfer's record."""
     page.get_by_test_id("transfer-mode").select_option("unicast")
     page.get_by_test_id("transfer-targets").select_option(target)
     page.get_by_test_id("btn-transfer").click()
     card = page.get_by_test_id("transfer-card").first
     expect(card.get_by_test_id("transfer-state")).to_have_text("queued")
-    record: dict[str, Any] = api(stack, "GET", f"/api/transfers/{card.get_attribute('data-id')}")[1]
-    return record
+    with api(stack) as client:
+        return client.transfer(card.get_attribute("data-id") or "")
 
 
 def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tuple[Any, PageWatch],
@@ -426,8 +424,8 @@ def test_upload_with_progress_then_transfer_it(stack: ViewStack, page_watch: tup
     expect(page.get_by_test_id("upload-progress")).to_have_attribute("aria-valuenow", "100")
     expect(status).to_contain_text("payload <b>.bin")
     record = unicast_from_the_form(page, stack, "c1-n0001")
-    assert record["mode"] == "unicast" and [d["node_id"] for d in record["destinations"]] == ["c1-n0001"]
-    assert record["bytes_total"] == len(content)
+    assert record.mode == "unicast" and [d.node_id for d in record.destinations] == ["c1-n0001"]
+    assert record.bytes_total == len(content)
     assert watch.errors_except() == []
 
 
@@ -444,19 +442,21 @@ def test_a_stored_upload_is_picked_as_the_source_then_deleted(stack: ViewStack,
     expect(stored.locator("option")).to_have_count(1)  # only "the file chosen above"
     page.get_by_test_id("upload-file").set_input_files(str(upload))
     expect(stored.locator("option")).to_have_count(2)
-    [listed] = api(stack, "GET", "/api/uploads")[1]["uploads"]
+    with api(stack) as client:
+        [listed] = client.uploads().uploads
     expect(stored.locator("option").nth(1)).to_contain_text("stored <i>.bin")
 
-    stored.select_option(listed["upload_id"])
+    stored.select_option(listed.upload_id)
     record = unicast_from_the_form(page, stack, "c1-n0001")
-    assert record["source"]["upload_id"] == listed["upload_id"]
+    assert record.source == UploadSource(upload_id=listed.upload_id)
 
-    stored.select_option(listed["upload_id"])
+    stored.select_option(listed.upload_id)
     page.get_by_test_id("btn-delete-upload").click()
     expect(page.get_by_test_id("upload-status")).to_contain_text("Deleted stored <i>.bin")
     expect(stored.locator("option")).to_have_count(1)
     expect(page.get_by_test_id("btn-delete-upload")).to_be_disabled()
-    assert api(stack, "GET", "/api/uploads")[1]["total"] == 0
+    with api(stack) as client:
+        assert client.uploads().total == 0
     assert watch.errors_except() == []
 
 
