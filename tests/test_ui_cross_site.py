@@ -9,12 +9,10 @@ fragment (as ``castray up`` prints it) is used for REST and for the WebSocket, n
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from castray.client import Client
 from castray.shared import bus as busmod
 from tests.support import attacker_site, reverse_proxy
 from tests.support.feed import make_cluster, make_node
@@ -41,9 +40,10 @@ def make_stack(namespace: str, redis_url: str, **kw: Any) -> ViewStack:
     s.do(s.feed.cluster_found(make_cluster(1, found_by="local", name="lab")))
     for i in range(len(NODES)):
         s.do(s.feed.node_upsert(make_node("c1", i)))
-    wait_for_blocking(lambda: {n["id"] for n in get(s, "/api/nodes")["nodes"]} == set(NODES),  # once applied
-                      "the view to hold the seeded nodes", deadline=DEADLINE_MS / 1000, interval=0.05,
-                      ignoring=())
+    with Client(s.url, token=s.api_token or "") as api:
+        wait_for_blocking(lambda: {n.id for n in api.nodes()} == set(NODES),  # once applied
+                          "the view to hold the seeded nodes", deadline=DEADLINE_MS / 1000, interval=0.05,
+                          ignoring=())
     return s
 
 
@@ -54,13 +54,6 @@ def stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
         yield s
     finally:
         s.stop()
-
-
-def get(stack: ViewStack, path: str) -> Any:
-    headers = {"Authorization": f"Bearer {stack.api_token}"} if stack.api_token else {}
-    request = urllib.request.Request(f"{stack.url}{path}", headers=headers)
-    with urllib.request.urlopen(request, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def gateway_state(stack: ViewStack) -> dict[str, Any]:
@@ -75,10 +68,12 @@ def gateway_state(stack: ViewStack) -> dict[str, Any]:
         finally:
             await redis.aclose()
 
+    with Client(stack.url, token=stack.api_token or "") as api:  # what the gateway's API itself says
+        generated = sorted(f["file_name"] for f in api.generated_files()["files"])
+        uploads = sorted(u.file_name for u in api.uploads().uploads)
+        messages = sum(len(api.node_messages(n)) for n in NODES)
     return {
-        "generated": sorted(f["file_name"] for f in get(stack, "/api/file-generator/files")["files"]),
-        "uploads": sorted(u["file_name"] for u in get(stack, "/api/uploads")["uploads"]),
-        "messages": sum(len(get(stack, f"/api/nodes/{n}/messages")) for n in NODES),
+        "generated": generated, "uploads": uploads, "messages": messages,
         "transfer_requests": stack.do(stream_length()),
         "files": sorted(p.name for p in stack.data_dir.rglob("*") if p.is_file()),
     }
