@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from castray import local_ray
+from castray.client import Client, GatewayError
 from tests.support.ray_nodes import start_worker
 from tests.support.ui_harness import PageWatch, free_port, launch_browser
 from tests.support.up import get_json
@@ -161,8 +159,10 @@ def walk_the_page(page: Any, watch: PageWatch, up: Up, head: local_ray.RayNode,
     page.get_by_test_id("btn-connect").click()
     message = page.get_by_test_id("cluster-message")
     expect(message).to_have_attribute("data-kind", "error")
-    status, body = _connect(up, "127.0.0.1:1")
-    assert status >= 400 and body["success"] is False and body["error"]
+    with Client(up.url, token="") as api, pytest.raises(GatewayError) as refused:
+        api.connect("127.0.0.1:1")
+    body = refused.value.body
+    assert body["success"] is False and body["error"] and refused.value.message == body["error"]
     expect(message).to_contain_text(f"Could not connect to 127.0.0.1:1: {body['error']}")
 
     assert watch.dialogs == []
@@ -195,17 +195,6 @@ def broadcast_a_generated_file(page: Any, up: Up, *, expected_targets: int) -> N
         expect(dest.get_by_test_id("dest-sha256")).to_have_attribute("data-sha256", digest)
         expect(dest.get_by_test_id("dest-sha256")).to_have_attribute("data-kind", "verified")
         expect(dest.get_by_test_id("dest-sha256")).to_contain_text(f"✓ sha256 verified · {digest[:16]}")
-
-
-def _connect(up: Up, address: str) -> tuple[int, Any]:
-    req = urllib.request.Request(f"{up.url}/api/cluster/connect-external", method="POST",
-                                 data=json.dumps({"cluster_address": address}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def test_cluster_buttons_with_castray_up(ray_head: local_ray.RayNode, castray_up: Up) -> None:
