@@ -64,6 +64,12 @@ def instance_name(kind: str) -> str:
     return f"{kind}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def public_tag(instance: str) -> str:
+    """What may be told to anyone of an instance name: ``<kind>:<random>``, without its host or process id
+    (the full name, in ``GET /api/services``, needs the token, and ends with the same random part)."""
+    return f"{instance.split('@', 1)[0]}:{instance.rsplit(':', 1)[-1]}"
+
+
 class Backoff:
     """Exponential backoff with jitter, from ``first`` to ``cap`` seconds."""
 

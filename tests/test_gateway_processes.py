@@ -17,9 +17,10 @@ import redis.asyncio as aioredis
 
 from castray.gateway.processes import ExtraProcess
 from castray.local_ray import free_port
+from castray.shared.bus import public_tag
 from castray.shared.names import Names
 from tests.support.gateway import ViewWriter, cluster, node, recv_until
-from tests.support.gateway_processes import NotingSession, gateway_env, gateway_tree, pid_of
+from tests.support.gateway_processes import NotingSession, extra_pids, gateway_env, gateway_tree
 from tests.support.waiting import wait_for
 
 DEADLINE = 60.0
@@ -83,7 +84,7 @@ async def test_each_process_relays_an_event_published_once_to_all_its_clients(
         # Each process counts its own clients in its heartbeat (GET /api/services, from Redis).
         async def counted() -> bool:
             _, _, body = await noting.get(f"{base}/api/services")
-            held = {s["instance"]: s["holds"]["ws_clients"] for s in body["services"]
+            held = {public_tag(s["instance"]): s["holds"]["ws_clients"] for s in body["services"]
                     if s["service"] == "gateway"}
             return held == {instance: len(sockets) for instance, sockets in clients.items()}
         await wait_for(counted, "each process's heartbeat counting its own WebSocket clients",
@@ -142,14 +143,16 @@ async def test_a_process_that_dies_is_started_again_and_stopping_the_first_stops
         two: tuple[str, int]) -> None:
     base, first = two
     instances = await both_answer(base)
-    (extra,) = [i for i in instances if pid_of(i) != first]
-    os.kill(pid_of(extra), signal.SIGKILL)
-    await wait_for(lambda: gone(pid_of(extra)), "the extra process gone", deadline=DEADLINE)
+    assert all(":" + str(first) not in tag and "@" not in tag for tag in instances), instances
+    (extra,) = extra_pids(first)
+    os.kill(extra, signal.SIGKILL)
+    await wait_for(lambda: gone(extra), "the extra process gone", deadline=DEADLINE)
     again = await both_answer(base)
-    (restarted,) = [i for i in again if pid_of(i) != first]
+    assert len(again - instances) == 1, (instances, again)  # a new process: a new tag
+    (restarted,) = [pid for pid in extra_pids(first) if not gone(pid)]
     assert restarted != extra
     os.kill(first, signal.SIGTERM)
-    await wait_for(lambda: gone(pid_of(restarted)), "the extra stopped with the first", deadline=DEADLINE)
+    await wait_for(lambda: gone(restarted), "the extra stopped with the first", deadline=DEADLINE)
 
 
 def gone(pid: int) -> bool:

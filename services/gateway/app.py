@@ -38,10 +38,11 @@ INSTANCE_HEADER = "X-CastRay-Instance"
 
 
 async def _name_instance(request: web.Request, response: web.StreamResponse) -> None:
-    """Which process answered (several may serve one port): the instance name of ``GET /api/services``."""
+    """Which process answered (several may serve one port), on every response, a 401 too: so only its
+    `public_tag`, never its host or process id (``GET /api/services``' names end with the same tag)."""
     bus = request.app.get(keys.BUS)
     if bus is not None:
-        response.headers[INSTANCE_HEADER] = bus.source
+        response.headers[INSTANCE_HEADER] = busmod.public_tag(bus.source)
 
 
 def create_app(settings: GatewaySettings, *, instance: str | None = None) -> web.Application:

@@ -4,7 +4,8 @@ The first process binds the port with ``SO_REUSEPORT`` and then starts the other
 (``python -P -m castray.gateway.main``) binding the same port the same way; the kernel spreads new
 connections over them. The first restarts one that dies (after 1 s, 2 s, ... at most 30 s) and stops them
 all when it stops; each also gets SIGTERM if the first dies, even by SIGKILL (Linux). Every response says
-which process answered in ``X-CastRay-Instance`` (the instance name ``GET /api/services`` lists).
+which process answered in ``X-CastRay-Instance``: ``gateway:<random>``, the end of the instance name
+``GET /api/services`` lists (never the host or process id: that header is on answers to anyone).
 
 What each process keeps for itself, and why that is correct with several:
 

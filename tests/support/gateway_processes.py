@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import psutil
 
 INSTANCE = "X-CastRay-Instance"
 
@@ -41,9 +42,9 @@ def gateway_tree(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=10)
 
 
-def pid_of(instance: str) -> int:
-    """The process id in an instance name, ``gateway@<host>:<pid>:<random>``."""
-    return int(instance.rsplit(":", 2)[1])
+def extra_pids(first: int) -> list[int]:
+    """The gateway processes the first one started (its children)."""
+    return [child.pid for child in psutil.Process(first).children()]
 
 
 class NotingSession:
