@@ -8,9 +8,11 @@ plus Ray's health-check time (the time the GCS takes to declare the node dead). 
 time up to 5 x (3 s + 10 s) for a node that stops answering (RAY_NOTES.md: period 3 s, timeout 10 s,
 threshold 5), so the head here checks every second, gives up on a check after a second and declares a
 node dead after 3 failed checks (its ``RAY_health_check_*`` environment). The test asserts the outcome and
-the reason, never a time: the bound is the deadline of the wait (30 s + the health-check time + a margin
-for a busy machine). The other destination completes with the source's digest, and no partial copy is
-left in either destination's folder.
+the reason, never a time: its wait's deadline is only how long a stuck transfer may take to show itself
+(`GIVE_UP_S`, far beyond the bound). The time itself is measured, not asserted: 5-6 s after the cut with
+these health checks, 64 s with Ray's defaults (README, "Running across hosts").
+The other destination completes with the source's digest, and no partial copy is left in either
+destination's folder.
 
 What the last check shows, and what it does not: the cut host's agent cannot be reached, so its temporary
 file is removed by the driver through another node's agent on the same machine (`pipeline.Agents.same_host`,
@@ -39,7 +41,8 @@ from tests.support.waiting import wait_for
 HEALTH_CHECK = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
                 "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 HEALTH_CHECK_S = 3 * (1 + 1)  # failure_threshold x (period + timeout)
-BOUND_S = 30 + HEALTH_CHECK_S  # what the product promises for a cut destination
+BOUND_S = 30 + HEALTH_CHECK_S  # what the product promises for a cut destination (measured, not asserted)
+GIVE_UP_S = 5 * BOUND_S  # a transfer still running then is stuck, however busy the machine
 SLOW = netlab.Shape(rate="16mbit")  # 2 MB/s: a 24 MiB copy takes ~12 s, long enough to cut it midway
 
 
@@ -82,7 +85,7 @@ async def test_a_cut_destination_fails_with_a_reason_and_the_others_complete_wit
         await wait_for(midway, "h3's copy under way", deadline=lab_services.DEADLINE, interval=0.1)
         lab.cut(h3)
         try:
-            done = await lab_services.ended(client, tid, service, deadline=BOUND_S + 60)  # 60: a busy machine
+            done = await lab_services.ended(client, tid, service, deadline=GIVE_UP_S)
         finally:
             lab.heal(h3)
 
