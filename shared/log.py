@@ -65,6 +65,13 @@ def without_ids() -> contextvars.Context:
     return ctx
 
 
+def _printable(value: object) -> str:
+    """An id as a text line may show it: one with a newline or another control character (a gateway route
+    id is decoded from the request's path: ``%0A``) is shown escaped, so no id can forge a line."""
+    text = str(value)
+    return text if text.isprintable() else ascii(text)
+
+
 class _Identity(logging.Filter):
     """Puts service, instance and the context's ids on each record (an id passed in ``extra`` wins)."""
 
@@ -79,7 +86,8 @@ class _Identity(logging.Filter):
             if key in ids and getattr(record, key, None) is None:
                 setattr(record, key, ids[key])
         if self.text:
-            shown = " ".join(f"{k}={getattr(record, k)}" for k in IDS if getattr(record, k, None) is not None)
+            shown = " ".join(f"{k}={_printable(getattr(record, k))}" for k in IDS
+                             if getattr(record, k, None) is not None)
             record.ids = f" [{shown}]" if shown else ""
         return True
 

@@ -122,6 +122,14 @@ def test_text_lines_end_with_the_ids() -> None:
     assert without.endswith("castray.test.log_context: no ids")
 
 
+def test_an_id_with_a_newline_cannot_forge_a_text_line() -> None:
+    with captured(service="gateway", json_lines=False) as text:
+        with log_context(node_id="n1\n2026-12-02 gateway ERROR forged: yes"):
+            log.warning("about a node")
+    (line,) = text().splitlines()
+    assert line.endswith("about a node [node_id='n1\\n2026-12-02 gateway ERROR forged: yes']"), line
+
+
 async def test_a_gateway_request_logs_the_ids_of_its_route_and_the_next_request_does_not() -> None:
     async def handler(request: web.Request) -> web.Response:
         log.info("handling %s", request.path)
