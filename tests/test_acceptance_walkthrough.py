@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 
 from castray import local_ray
-from tests.support.acceptance import Up, WsWatch, node_event, request, running_up
+from castray.client import AsyncClient
+from tests.support.acceptance import Up, WsWatch, node_event, running_up
 from tests.support.waiting import wait_for
 
 
@@ -47,19 +48,19 @@ async def test_seed_walkthrough_steps_1_to_6(ray_head: local_ray.RayNode, up: Up
     assert "found a running Ray cluster" in up.stderr()
     assert "raylet" not in {p.name() for p in up.tree()}
 
-    async with aiohttp.ClientSession() as http:
+    # The API through castray.client; the page and the raw /ws frames (the original's events among them,
+    # which the SDK's stream does not model) through a plain session.
+    async with aiohttp.ClientSession() as http, AsyncClient(up.base, token="") as api:
         # 3. discover-external finds the running cluster.
-        code, found = await request(http, "POST", f"{up.base}/api/cluster/discover-external")
-        assert code == 200, found
-        assert found["success"] is True and found["error"] is None
-        [cluster] = [c for c in found["discovered_clusters"] if c["dashboard_url"] == ray_head.dashboard_url]
-        cid = cluster["id"]
-        assert found["connected_cluster"] == address
-        assert ray_head.node_id in {n["ray_node_id"] for n in found["external_nodes"].values()}
+        found = await api.discover()
+        assert found.success is True and found.error is None
+        [cluster] = [c for c in found.discovered_clusters if c.dashboard_url == ray_head.dashboard_url]
+        cid = cluster.id
+        assert found.connected_cluster == address
+        assert ray_head.node_id in {n.ray_node_id for n in found.external_nodes.values()}
 
         # 4. external-info: connected to 127.0.0.1:<port>, external nodes keyed by node id.
-        code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
-        assert code == 200
+        info = await api.external_info()
         assert info["is_connected"] is True
         assert info["connected_cluster"] == address
         assert [c["id"] for c in info["connected_clusters"]] == [cid]
@@ -69,12 +70,11 @@ async def test_seed_walkthrough_steps_1_to_6(ray_head: local_ray.RayNode, up: Up
         assert head[0]["cluster_source"] == address
 
         # 5. /api/nodes/external lists them with a count; /api/status counts them among all nodes.
-        code, ext = await request(http, "GET", f"{up.base}/api/nodes/external")
-        assert code == 200 and ext["success"] is True
+        ext = await api.external_nodes()
+        assert ext["success"] is True
         assert ext["count"] == len(ext["external_nodes"]) >= 1
         assert {n["id"] for n in ext["external_nodes"]} == set(info["external_nodes"])
-        code, st = await request(http, "GET", f"{up.base}/api/status")
-        assert code == 200
+        st = await api.status()
         statuses = {n["node_id"]: n for n in st["node_statuses"]}
         assert set(info["external_nodes"]) <= set(statuses)
         # (DEAD nodes, such as workers earlier tests stopped, are listed but not counted.)
@@ -87,35 +87,31 @@ async def test_seed_walkthrough_steps_1_to_6(ray_head: local_ray.RayNode, up: Up
         ws = await WsWatch.open(http, up.base)
         try:
             assert ray_head.node_id in {n["ray_node_id"] for n in ws.snapshot["nodes"]}
-            code, conn = await request(http, "POST", f"{up.base}/api/cluster/connect-external",
-                                       json={"cluster_address": address})
-            assert code == 200 and conn["success"] is True, conn
-            assert conn["cluster"]["id"] == cid
+            conn = await api.connect(address)
+            assert conn.success is True and conn.cluster.id == cid, conn
 
             # disconnect-external: the cluster and its nodes leave the view, with events on /ws.
-            code, gone = await request(http, "DELETE", f"{up.base}/api/cluster/disconnect-external")
-            assert code == 200 and gone["success"] is True
-            assert gone["disconnected"] == [cid]
+            gone = await api.disconnect()
+            assert gone.success is True and gone.disconnected == [cid]
             await ws.until(node_event(ray_head.node_id, "removed"), "the head's node-changed removed")
             await ws.until(lambda m: m.get("type") == "cluster-removed" and m.get("id") == cid,
                            "cluster-removed")
             await ws.until(lambda m: m.get("type") == "external_cluster_disconnected"
                            and m.get("cluster_id") == cid, "the original's external_cluster_disconnected")
-            code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
+            info = await api.external_info()
             assert info["is_connected"] is False and info["connected_cluster"] is None
             assert info["external_nodes"] == {}
-            code, ext = await request(http, "GET", f"{up.base}/api/nodes/external")
+            ext = await api.external_nodes()
             assert ext["count"] == 0 and ext["external_nodes"] == []
 
             # ... and connect-external brings it back, found by hand, its nodes live on /ws again.
-            code, conn = await request(http, "POST", f"{up.base}/api/cluster/connect-external",
-                                       json={"cluster_address": address})
-            assert code == 200 and conn["success"] is True, conn
-            assert conn["cluster"]["id"] == cid and conn["cluster"]["found_by"] == "manual"
+            conn = await api.connect(address)
+            assert conn.success is True, conn
+            assert conn.cluster.id == cid and conn.cluster.found_by == "manual"
             await ws.until(node_event(ray_head.node_id, "added"), "the head's node-changed added")
             await ws.until(lambda m: m.get("type") == "external_cluster_connected"
                            and m.get("cluster_id") == cid, "the original's external_cluster_connected")
-            code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
+            info = await api.external_info()
             assert info["is_connected"] is True and info["connected_cluster"] == address
         finally:
             await ws.close()
@@ -126,7 +122,6 @@ async def test_seed_walkthrough_steps_1_to_6(ray_head: local_ray.RayNode, up: Up
             assert resp.content_type == "text/html"
             page = await resp.text()
         assert "<html" in page.lower()
-        code, health = await request(http, "GET", f"{up.base}/api/health")
-        assert code == 200
+        assert (await api.health())["status"] == "ok"
     assert "Traceback" not in up.stderr() and "unhandled error" not in up.stderr(), up.stderr()[-5000:]
 
