@@ -8,6 +8,7 @@ answering (a blocking wait would make it a merely silent dashboard).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,7 +16,8 @@ import aiohttp
 import pytest
 
 from castray import local_ray
-from tests.support.acceptance import Up, WsWatch, cluster_id_of, request, running_up
+from castray.client import AsyncClient, GatewayError
+from tests.support.acceptance import Up, WsWatch, cluster_id_of, running_up
 from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.waiting import wait_for_blocking
 
@@ -29,16 +31,15 @@ def up(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """For the raw /ws frames only (`WsWatch`); the API goes through castray.client."""
     async with aiohttp.ClientSession() as session:
         yield session
 
 
 @pytest.fixture
-async def hostile() -> AsyncIterator[HostileDashboard]:
-    server = HostileDashboard()
-    await server.start()
-    yield server
-    await server.stop()
+async def api(up: Up) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(up.base, token="") as client:
+        yield client
 
 
 def _lost(cid: str) -> Any:
@@ -46,30 +47,30 @@ def _lost(cid: str) -> Any:
 
 
 async def test_a_lying_cluster_is_failing_with_its_reason_in_the_view_and_on_ws(
-    up: Up, ray_head: local_ray.RayNode, http: aiohttp.ClientSession, hostile: HostileDashboard
+    up: Up, ray_head: local_ray.RayNode, http: aiohttp.ClientSession, api: AsyncClient,
+    hostile: HostileDashboard,
 ) -> None:
     ws = await WsWatch.open(http, up.base)
     try:
-        code, conn = await request(http, "POST", f"{up.base}/api/cluster/connect-external",
-                                   json={"cluster_address": hostile.url})
-        assert code == 200 and conn["success"] is True, conn
-        cid = conn["cluster"]["id"]
+        conn = await api.connect(hostile.url)
+        assert conn.success is True, conn
+        cid = conn.cluster.id
 
         hostile.mode = "nested"
         lost = await ws.until(_lost(cid), "the liar's cluster-lost on /ws")
         assert lost["cluster"]["state"] == "lost"
         assert "nested too deeply" in (lost["cluster"].get("error") or ""), lost
 
-        code, body = await request(http, "GET", f"{up.base}/api/clusters")
-        record = next(c for c in body["clusters"] if c["id"] == cid)
-        assert record["state"] == "lost" and "nested too deeply" in (record["error"] or ""), record
-        real = next(c for c in body["clusters"] if c["address"] == f"127.0.0.1:{ray_head.dashboard_port}")
-        assert real["state"] == "alive"
-        code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
+        clusters = await api.clusters()
+        record = next(c for c in clusters if c.id == cid)
+        assert record.state == "lost" and "nested too deeply" in (record.error or ""), record
+        real = next(c for c in clusters if c.address == f"127.0.0.1:{ray_head.dashboard_port}")
+        assert real.state == "alive"
+        info = await api.external_info()
         assert cid not in {c["id"] for c in info["connected_clusters"]}
         assert ray_head.node_id in {n["ray_node_id"] for n in info["external_nodes"].values()
                                     if n["state"] == "ALIVE"}
     finally:
         await ws.close()
-        await request(http, "DELETE", f"{up.base}/api/cluster/disconnect-external",
-                      params={"cluster": hostile.url})
+        with contextlib.suppress(GatewayError):  # already gone, say: the test's own failure is what counts
+            await api.disconnect(hostile.url)
