@@ -12,13 +12,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from castray import local_ray
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
-from castray.shared.names import Names
 
 # aiohttp warns about the plain lambdas used as handlers below; they are fine for fixed answers.
 pytestmark = pytest.mark.filterwarnings("ignore:Bare functions are deprecated")
@@ -56,11 +54,6 @@ async def _connect(bus: Bus, address: object) -> tuple[str, float]:
         await bus.request("discovery", "connect", {"cluster_address": address}, timeout=20)
     assert 400 <= info.value.status < 500, (info.value.status, info.value.code)
     return info.value.code, time.monotonic() - start
-
-
-@pytest.fixture
-async def bus(redis_client: aioredis.Redis, names: Names) -> Bus:
-    return Bus(redis_client, names, source="test")
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from castray.discovery.errors import ProbeError
 from castray.shared.bus import Bus
 from castray.shared.errors import CommandError
 from castray.shared.names import Names
-from tests.support.discovery import cluster_event, node_event, stored_state
+from tests.support.discovery import cluster_event, connect_cluster, node_event, stored_state
 from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.ray_nodes import start_worker
 from tests.support.waiting import wait_for
@@ -52,24 +52,14 @@ async def hostile() -> AsyncIterator[HostileDashboard]:
     await server.stop()
 
 
-@pytest.fixture
-async def bus(redis_client: aioredis.Redis, names: Names) -> Bus:
-    return Bus(redis_client, names, source="test")
-
-
-async def _connect(bus: Bus, url: str) -> str:
-    reply = await bus.request("discovery", "connect", {"cluster_address": url}, timeout=30)
-    return str(reply["cluster"]["id"])
-
-
 @pytest.mark.parametrize("mode", sorted(REASONS))
 async def test_a_lying_cluster_fails_with_its_reason_and_the_real_one_keeps_updating(
     run_discovery, events, bus: Bus, hostile: HostileDashboard,
     ray_head: local_ray.RayNode, redis_client: aioredis.Redis, names: Names, mode: str,
 ) -> None:
     worker = await run_discovery(**LIMITS)
-    real = await _connect(bus, ray_head.dashboard_url)
-    bad = await _connect(bus, hostile.url)
+    real = await connect_cluster(bus, ray_head.dashboard_url)
+    bad = await connect_cluster(bus, hostile.url)
     assert worker.tracker is not None
     state = worker.tracker.state
 
@@ -102,8 +92,8 @@ async def test_a_new_node_of_the_real_cluster_is_seen_while_the_other_lies(
     ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
 ) -> None:
     await run_discovery(**LIMITS)
-    await _connect(bus, ray_head.dashboard_url)
-    bad = await _connect(bus, hostile.url)
+    await connect_cluster(bus, ray_head.dashboard_url)
+    bad = await connect_cluster(bus, hostile.url)
     hostile.mode = "nested"
     await events.wait_for(cluster_event("cluster-lost", bad), what="cluster-lost of the liar")
     joined = await asyncio.to_thread(start_worker, ray_head)  # the loop goes on meanwhile

@@ -6,8 +6,6 @@ with the worker's own counts exactly."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -17,6 +15,7 @@ from castray.discovery.worker import DiscoveryWorker
 from castray.shared.bus import Bus
 from castray.shared.figures import OTHER_CLUSTERS, POLL_BUCKETS, ClusterPolls
 from castray.shared.names import Names
+from tests.support.discovery import connect_cluster
 from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.metrics import Samples, scrape, value
 from tests.support.waiting import wait_for
@@ -26,24 +25,6 @@ pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway
 POLLS = 5  # polls each cluster must have had before the figures are read
 DURATION = "castray_discovery_poll_duration_seconds"
 ERRORS = "castray_discovery_poll_errors_total"
-
-
-@pytest.fixture
-async def hostile() -> AsyncIterator[HostileDashboard]:
-    server = HostileDashboard()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def bus(redis_client: aioredis.Redis, names: Names) -> Bus:
-    return Bus(redis_client, names, source="test")
-
-
-async def _connect(bus: Bus, url: str) -> str:
-    reply = await bus.request("discovery", "connect", {"cluster_address": url}, timeout=30)
-    return str(reply["cluster"]["id"])
 
 
 def _polls(worker: DiscoveryWorker, cid: str) -> ClusterPolls:
@@ -69,8 +50,8 @@ async def test_polls_and_errors_per_cluster_reach_metrics_through_redis(
     gateway = await make_gateway()
     worker = await run_discovery(poll_interval=0.1, poll_timeout=5.0, lost_after=1_000)
     instance = worker.bus.source
-    real = await _connect(bus, ray_head.dashboard_url)
-    bad = await _connect(bus, hostile.url)
+    real = await connect_cluster(bus, ray_head.dashboard_url)
+    bad = await connect_cluster(bus, hostile.url)
     hostile.mode = "garbage"  # every poll from now on fails
     failed_before = sum(_polls(worker, bad).errors.values())
 

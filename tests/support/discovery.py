@@ -16,8 +16,10 @@ import redis.asyncio as aioredis
 from castray.discovery.settings import DiscoverySettings
 from castray.discovery.worker import DiscoveryWorker
 from castray.shared import codec
+from castray.shared.bus import Bus
 from castray.shared.events import ClusterInfo, Event, NodeInfo
 from castray.shared.names import Names
+from tests.support.hostile_dashboard import HostileDashboard
 from tests.support.waiting import wait_for
 
 DEADLINE = 30.0  # generous: we wait for conditions, we never assert on timing
@@ -133,6 +135,27 @@ def quiet_settings(namespace: str, redis_url: str, **overrides: Any) -> Discover
 
 
 Runner = Callable[..., Awaitable[DiscoveryWorker]]
+
+
+@pytest.fixture
+async def bus(redis_client: aioredis.Redis, names: Names) -> Bus:
+    """A bus on the test's namespace, to ask the services (``bus.request("discovery", ...)``)."""
+    return Bus(redis_client, names, source="test")
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[HostileDashboard]:
+    """A stand-in dashboard that lies when told to (`HostileDashboard.mode`), healthy at first."""
+    server = HostileDashboard()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def connect_cluster(bus: Bus, url: str) -> str:
+    """Ask discovery to connect ``url``; the cluster's id."""
+    reply = await bus.request("discovery", "connect", {"cluster_address": url}, timeout=30)
+    return str(reply["cluster"]["id"])
 
 
 @pytest.fixture
