@@ -14,6 +14,7 @@ import pytest
 from castray.client import (
     AsyncClient,
     BadRequest,
+    Client,
     Conflict,
     GatewayUnreachable,
     NotFound,
@@ -22,6 +23,7 @@ from castray.client import (
     Unauthorized,
 )
 from castray.client.events import EventStream, LiveEvent
+from castray.client.operations import NOT_API, OPERATIONS
 from castray.local_ray import free_port
 from castray.shared.api import (
     AutoToggle,
@@ -231,3 +233,13 @@ def test_each_ws_message_parses_to_its_model_and_the_originals_are_skipped() -> 
     assert parse({"type": "transfer_activity"}) is None
     assert parse({"type": "node-changed", "epoch": "e"}) is None  # not a valid delta: skipped, not raised
     assert parse({"no": "type"}) is None
+
+
+async def test_every_operation_of_the_gateways_spec_has_its_sdk_method(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway()
+    spec = await (await gateway.get("/api/openapi.json")).json()
+    listed = {(method, path) for path, ops in spec["paths"].items() for method in ops}
+    assert listed - set(OPERATIONS) - set(NOT_API) == set(), "operations without an SDK method"
+    assert set(OPERATIONS) - listed == set(), "SDK operations the gateway does not have"
+    for name in set(OPERATIONS.values()):
+        assert callable(getattr(AsyncClient, name)) and callable(getattr(Client, name)), name
