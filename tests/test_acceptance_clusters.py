@@ -10,12 +10,13 @@ Nothing here asserts a duration: every wait is for a condition, with a generous 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ import pytest
 import redis
 
 from castray import local_ray
+from castray.client import AsyncClient, GatewayError, NotFound
 from castray.shared.names import Names
 from tests.conftest import REDIS_URL
 from tests.support.acceptance import (
@@ -62,8 +64,22 @@ def up(ray_head: local_ray.RayNode, second_head: local_ray.RayNode,
 
 @pytest.fixture
 async def http() -> Any:
+    """For what checks the wire: hostile bodies and their raw answers, raw /ws frames (`WsWatch`)."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def api(up: Up) -> AsyncIterator[AsyncClient]:
+    """The API, for its meaning, through castray.client."""
+    async with AsyncClient(up.base, token="") as client:
+        yield client
+
+
+async def disconnect_quietly(api: AsyncClient, cluster: str) -> None:
+    """In a ``finally``: the cluster may be gone already, and the test's own failure is what counts."""
+    with contextlib.suppress(GatewayError):
+        await api.disconnect(cluster)
 
 
 async def until_equal(up: Up, head: local_ray.RayNode, what: str) -> dict[str, str]:
@@ -81,42 +97,40 @@ async def until_equal(up: Up, head: local_ray.RayNode, what: str) -> dict[str, s
 # --- two clusters at once ---------------------------------------------------------------------------------
 
 async def test_two_clusters_found_together_and_one_disconnected(
-        up: Up, ray_head: local_ray.RayNode, second_head: local_ray.RayNode,
-        http: aiohttp.ClientSession) -> None:
-    code, found = await request(http, "POST", f"{up.base}/api/cluster/discover-external")
-    assert code == 200 and found["success"] is True, found
-    by_url = {c["dashboard_url"]: c for c in found["discovered_clusters"]}
+        up: Up, ray_head: local_ray.RayNode, second_head: local_ray.RayNode, api: AsyncClient) -> None:
+    found = await api.discover()
+    assert found.success is True, found
+    by_url = {c.dashboard_url: c for c in found.discovered_clusters}
     assert {ray_head.dashboard_url, second_head.dashboard_url} <= set(by_url)
-    keep, drop = by_url[ray_head.dashboard_url]["id"], by_url[second_head.dashboard_url]["id"]
+    keep, drop = by_url[ray_head.dashboard_url].id, by_url[second_head.dashboard_url].id
     assert keep != drop
-    heads = {n["ray_node_id"]: n["cluster_id"] for n in found["external_nodes"].values()}
+    heads = {n.ray_node_id: n.cluster_id for n in found.external_nodes.values()}
     assert heads[ray_head.node_id] == keep and heads[second_head.node_id] == drop
 
-    code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
+    info = await api.external_info()
     assert {c["id"] for c in info["connected_clusters"]} == {keep, drop}
     for cid, head in ((keep, ray_head), (drop, second_head)):
-        code, one = await request(http, "GET", f"{up.base}/api/clusters/{cid}")
-        assert code == 200 and head.node_id in {n["ray_node_id"] for n in one["nodes"]}
-        assert all(n["cluster_id"] == cid for n in one["nodes"])
-    code, status = await request(http, "GET", f"{up.base}/api/status")
+        one = await api.cluster(cid)
+        assert head.node_id in {n.ray_node_id for n in one.nodes}
+        assert all(n.cluster_id == cid for n in one.nodes)
+    status = await api.status()
     assert {keep, drop} <= {c["id"] for c in status["clusters"]}
 
     # Disconnect one by id: its nodes leave; the other cluster and its nodes stay.
-    code, gone = await request(http, "DELETE", f"{up.base}/api/cluster/disconnect-external",
-                               params={"cluster": drop})
-    assert code == 200 and gone["disconnected"] == [drop]
-    code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
+    gone = await api.disconnect(drop)
+    assert gone.disconnected == [drop]
+    info = await api.external_info()
     assert [c["id"] for c in info["connected_clusters"]] == [keep]
     assert {n["cluster_id"] for n in info["external_nodes"].values()} == {keep}
     assert ray_head.node_id in {n["ray_node_id"] for n in info["external_nodes"].values()}
-    code, nodes = await request(http, "GET", f"{up.base}/api/nodes", params={"cluster": drop})
-    assert nodes["count"] == 0
-    code, missing = await request(http, "GET", f"{up.base}/api/clusters/{drop}")
-    assert code == 404 and missing["success"] is False
+    assert await api.nodes(cluster=drop) == []
+    with pytest.raises(NotFound) as missing:
+        await api.cluster(drop)
+    assert missing.value.body["success"] is False
 
     # An explicit discover brings it back with its nodes (the module's later tests expect both).
-    code, found = await request(http, "POST", f"{up.base}/api/cluster/discover-external")
-    assert drop in {c["id"] for c in found["discovered_clusters"]}
+    found = await api.discover()
+    assert drop in {c.id for c in found.discovered_clusters}
     await until_equal(up, second_head, "the rediscovered cluster's nodes")
 
 
@@ -124,7 +138,7 @@ async def test_two_clusters_found_together_and_one_disconnected(
 
 async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         up: Up, ray_head: local_ray.RayNode, ray_workers: list[local_ray.RayNode],
-        http: aiohttp.ClientSession) -> None:
+        http: aiohttp.ClientSession, api: AsyncClient) -> None:
     ws = await WsWatch.open(http, up.base)
     try:
         worker = await asyncio.to_thread(start_worker, ray_head)
@@ -134,7 +148,7 @@ async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         assert added["node"]["state"] == "ALIVE" and added["node"]["external"] is True
 
         async def listed() -> bool:
-            code, ext = await request(http, "GET", f"{up.base}/api/nodes/external")
+            ext = await api.external_nodes()
             return any(n["ray_node_id"] == worker.node_id and n["status"] == "alive"
                        for n in ext["external_nodes"])
         await wait_for(listed, deadline=DEADLINE, what="the worker in /api/nodes/external")
@@ -144,8 +158,7 @@ async def test_worker_join_sigterm_and_crash_reach_rest_and_ws(
         os.kill(raylet, signal.SIGTERM)
         dead = await ws.until(node_event(worker.node_id, state="DEAD"), "the worker's DEAD on /ws")
         assert dead["change"] == "updated" and dead["changed"]["state"]["new"] == "DEAD"
-        code, node = await request(http, "GET", f"{up.base}/api/nodes/{added['id']}")
-        assert code == 200 and node["node"]["state"] == "DEAD"
+        assert (await api.node(added["id"])).state == "DEAD"
 
         # A crashed worker (its raylet killed -9): DEAD on /ws once Ray itself reports it DEAD.
         crashed = await asyncio.to_thread(start_worker, ray_head)
@@ -184,12 +197,10 @@ async def test_registry_killed_ends_in_the_dashboards_view(
 
 async def test_discovery_killed_keeps_every_cluster_even_one_connected_by_hand(
         up: Up, own_ray_head: local_ray.RayNode, ray_head: local_ray.RayNode, second_head: local_ray.RayNode,
-        http: aiohttp.ClientSession) -> None:
+        api: AsyncClient) -> None:
     """A cluster connected by hand (no scan or setting would find it) outlives a crash of discovery."""
     address = f"127.0.0.1:{own_ray_head.dashboard_port}"
-    code, conn = await request(http, "POST", f"{up.base}/api/cluster/connect-external",
-                               json={"cluster_address": address})
-    assert code == 200, conn
+    conn = await api.connect(address)
     try:
         await until_equal(up, own_ray_head, "the hand-connected cluster's nodes")
         discovery = up.child("discovery")
@@ -219,26 +230,23 @@ async def test_discovery_killed_keeps_every_cluster_even_one_connected_by_hand(
                        deadline=60, ignoring=STARTING)
         for head in (ray_head, second_head, own_ray_head):
             await until_equal(up, head, "the view after discovery's restart")
-        assert cluster_id_of(up, own_ray_head) == conn["cluster"]["id"]
-        again = get_json(f"{up.base}/api/clusters/{conn['cluster']['id']}")["cluster"]
-        assert again["found_by"] == "manual"
+        assert cluster_id_of(up, own_ray_head) == conn.cluster.id
+        assert (await api.cluster(conn.cluster.id)).cluster.found_by == "manual"
     finally:
-        await request(http, "DELETE", f"{up.base}/api/cluster/disconnect-external",
-                      params={"cluster": address})
+        await disconnect_quietly(api, address)
 
 
 # --- a head dying -------------------------------------------------------------------------------------
 
 async def test_head_dying_is_cluster_lost_and_its_nodes_unreachable(
         up: Up, own_ray_head: local_ray.RayNode, ray_head: local_ray.RayNode,
-        http: aiohttp.ClientSession) -> None:
+        http: aiohttp.ClientSession, api: AsyncClient) -> None:
     ws = await WsWatch.open(http, up.base)
     try:
         # A third cluster, connected by hand.
-        code, conn = await request(http, "POST", f"{up.base}/api/cluster/connect-external",
-                                   json={"cluster_address": f"127.0.0.1:{own_ray_head.dashboard_port}"})
-        assert code == 200 and conn["success"] is True, conn
-        cid = conn["cluster"]["id"]
+        conn = await api.connect(f"127.0.0.1:{own_ray_head.dashboard_port}")
+        assert conn.success is True, conn
+        cid = conn.cluster.id
         await ws.until(node_event(own_ray_head.node_id, "added"), "the new head's node-changed added")
 
         own_ray_head.stop()
@@ -252,7 +260,7 @@ async def test_head_dying_is_cluster_lost_and_its_nodes_unreachable(
             return bool(nodes) and all(n["state"] != "ALIVE" for n in nodes)
         await wait_for(lambda: asyncio.to_thread(marked), "the dead cluster's nodes marked",
                        deadline=DEADLINE, ignoring=STARTING)
-        code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
+        info = await api.external_info()
         assert cid not in {c["id"] for c in info["connected_clusters"]}
         # The other clusters are untouched.
         assert ray_head.node_id in {n["ray_node_id"] for n in info["external_nodes"].values()
@@ -260,8 +268,7 @@ async def test_head_dying_is_cluster_lost_and_its_nodes_unreachable(
     finally:
         await ws.close()
         # Drop the dead cluster from the view: it is of no use to the module's other tests.
-        await request(http, "DELETE", f"{up.base}/api/cluster/disconnect-external",
-                      params={"cluster": f"127.0.0.1:{own_ray_head.dashboard_port}"})
+        await disconnect_quietly(api, f"127.0.0.1:{own_ray_head.dashboard_port}")
 
 
 # --- hostile inputs -----------------------------------------------------------------------------------
@@ -312,11 +319,10 @@ HOSTILE: list[tuple[str, str, str, Any, int, str | None]] = [
 ]
 
 
-async def _healthy(up: Up, http: aiohttp.ClientSession) -> None:
-    code, health = await request(http, "GET", f"{up.base}/api/health")
-    assert code == 200, health
-    code, info = await request(http, "GET", f"{up.base}/api/cluster/external-info")
-    assert code == 200 and info["is_connected"] is True
+async def _healthy(api: AsyncClient) -> None:
+    """After hostile input: the gateway still healthy (503 would raise) and still connected."""
+    assert (await api.health())["status"] == "ok"
+    assert (await api.external_info())["is_connected"] is True
 
 
 @pytest.fixture(scope="module")
@@ -336,7 +342,8 @@ def _same_services(up: Up, pids: dict[str, int]) -> None:
 @pytest.mark.parametrize(("name", "method", "path", "body", "status", "code"), HOSTILE,
                          ids=[h[0] for h in HOSTILE])
 async def test_hostile_input_is_a_clear_4xx(
-        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, name: str, method: str,
+        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, api: AsyncClient, name: str,
+        method: str,
         path: str, body: Any, status: int, code: str | None) -> None:
     kw: dict[str, Any] = {}
     if body == "chunked":
@@ -353,13 +360,13 @@ async def test_hostile_input_is_a_clear_4xx(
     assert answer["success"] is False and isinstance(answer["error"], str) and answer["error"], answer
     if code:
         assert answer["code"] == code, answer
-    await _healthy(up, http)
+    await _healthy(api)
     _same_services(up, service_pids)
 
 
 @pytest.mark.parametrize("what", ["closed-port", "non-ray-http", "non-ray-http-url", "hanging"])
 async def test_connect_to_an_address_that_is_no_ray_cluster_is_a_clear_4xx(
-        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, what: str,
+        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, api: AsyncClient, what: str,
         request_fixture: pytest.FixtureRequest) -> None:
     if what == "closed-port":
         with socket.socket() as s:
@@ -376,12 +383,12 @@ async def test_connect_to_an_address_that_is_no_ray_cluster_is_a_clear_4xx(
     assert got == 422, answer
     assert answer["success"] is False and answer["code"] in codes, answer
     assert address.split("//")[-1] in answer["error"], answer  # the message names what failed
-    await _healthy(up, http)
+    await _healthy(api)
     _same_services(up, service_pids)
 
 
 async def test_hostile_bodies_to_bodiless_endpoints_are_ignored_or_refused(
-        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession) -> None:
+        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, api: AsyncClient) -> None:
     """discover-external, external-info and disconnect-external take no body: garbage in one is either
     ignored (the request runs) or refused with a 4xx, never a 5xx or a dead service."""
     for method, path in (("POST", "/api/cluster/discover-external"), ("GET", "/api/cluster/external-info"),
@@ -392,7 +399,7 @@ async def test_hostile_bodies_to_bodiless_endpoints_are_ignored_or_refused(
             assert got < 500, answer
             if got >= 400:
                 assert answer["success"] is False and answer["error"], answer
-    await _healthy(up, http)
+    await _healthy(api)
     _same_services(up, service_pids)
 
 
@@ -402,7 +409,7 @@ def request_fixture(request: pytest.FixtureRequest) -> pytest.FixtureRequest:
 
 
 async def test_hostile_websocket_frames_get_error_frames_and_the_socket_lives_on(
-        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession) -> None:
+        up: Up, service_pids: dict[str, int], http: aiohttp.ClientSession, api: AsyncClient) -> None:
     """Garbage from a /ws client (not JSON, not an object, unknown op, deep nesting, binary) is answered
     with an error frame; the socket stays usable (a ping is still answered) and nothing restarts."""
     ws = await WsWatch.open(http, up.base)
@@ -421,7 +428,7 @@ async def test_hostile_websocket_frames_get_error_frames_and_the_socket_lives_on
         await ws.until(lambda m: m.get("type") == "pong", "pong after the garbage")
     finally:
         await ws.close()
-    await _healthy(up, http)
+    await _healthy(api)
     _same_services(up, service_pids)
 
 
