@@ -6,10 +6,8 @@ one, and past the browser guard's Origin check for a POST."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from castray.client import Client
 from tests.support.feed import make_cluster, make_node
 from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack
 
@@ -71,10 +70,8 @@ def _open(browser: Any, url: str) -> tuple[Any, Any, PageWatch]:
 
 
 def _spec(stack: ViewStack) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {stack.api_token}"} if stack.api_token else {}
-    request = urllib.request.Request(f"{stack.url}/api/openapi.json", headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return dict(json.loads(resp.read()))
+    with Client(stack.url, token=stack.api_token or "", timeout=10) as api:
+        return api.openapi()
 
 
 def _operation(page: Any, tag: str, operation_id: str) -> Any:
@@ -143,8 +140,9 @@ def test_a_file_uploads_from_the_page_and_is_stored(stack: ViewStack, browser: A
         row = block.locator(".live-responses-table tbody tr.response").first
         expect(row.locator(".response-col_status")).to_have_text("200")
         expect(row.locator(".response-col_description")).to_contain_text(upload_id)
-        with urllib.request.urlopen(f"{stack.url}/api/uploads/{upload_id}/content", timeout=10) as resp:
-            assert resp.read() == sample.read_bytes()
+        with Client(stack.url, token=stack.api_token or "", timeout=10) as api:
+            stored = api.download_upload(upload_id, tmp_path / "stored.bin")
+        assert stored.read_bytes() == sample.read_bytes()
         assert watch.outside == [] and page.evaluate("window.__cspViolations") == []
         assert watch.errors_except() == []
     finally:
