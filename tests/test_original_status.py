@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from castray import local_ray
+from castray.client import AsyncClient, Unavailable
 from castray.gateway import keys
 from castray.shared import codec
 from castray.shared.bus import Bus
@@ -297,21 +298,23 @@ def up(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFactory) ->
         yield started
 
 
-async def _head_status(http: aiohttp.ClientSession, up: Up, head: local_ray.RayNode) -> dict[str, Any]:
+async def _head_status(api: AsyncClient, head: local_ray.RayNode) -> dict[str, Any]:
     """``/api/status`` once the head is listed (discovery takes a moment after ``castray up``)."""
     async def listed() -> dict[str, Any] | None:
-        code, body = await request(http, "GET", f"{up.base}/api/status")
-        return body if code == 200 and any(n["ray_node_id"] == head.node_id for n in body["node_statuses"]) \
-            else None
+        body = await api.status()
+        return body if any(n["ray_node_id"] == head.node_id for n in body["node_statuses"]) else None
 
-    return dict(await wait_for(listed, "the head in /api/status", deadline=90, interval=0.5))
+    return dict(await wait_for(listed, "the head in /api/status", deadline=90, interval=0.5,
+                               ignoring=(Unavailable,)))
 
 
 async def test_with_castray_up_the_original_page_reads_status_nodes_and_pushes(
     ray_head: local_ray.RayNode, up: Up
 ) -> None:
-    async with aiohttp.ClientSession() as http:
-        body = await _head_status(http, up, ray_head)
+    # /api/status read as data through castray.client; the original page's other calls (refusals with their
+    # status codes, the status_update frames) on the wire, as the page sees them.
+    async with aiohttp.ClientSession() as http, AsyncClient(up.base, token="") as api:
+        body = await _head_status(api, ray_head)
         assert_original_status(body)
         head = next(n for n in body["node_statuses"] if n["ray_node_id"] == ray_head.node_id)
         assert head["is_running"] is True
