@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from castray import local_ray
+from castray.client import AsyncClient, Unavailable
 from castray.shared.names import Names
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
@@ -332,22 +333,20 @@ def up(ray_head: local_ray.RayNode, tmp_path_factory: pytest.TempPathFactory) ->
 
 async def test_with_castray_up_the_page_sends_config_json_and_makes_a_custom_demo_file(
         ray_head: local_ray.RayNode, up: Up) -> None:
-    async with aiohttp.ClientSession() as http:
+    # The original page's own calls (manual send, custom demo file) on the wire, with their status codes;
+    # what the test waits for (the head in the view, the transfer's end) through castray.client.
+    async with aiohttp.ClientSession() as http, AsyncClient(up.base, token="") as api:
         async def head_id() -> str | None:
-            code, body = await request(http, "GET", f"{up.base}/api/nodes")
-            return next((n["id"] for n in body.get("nodes", []) if n["ray_node_id"] == ray_head.node_id
-                         and n["state"] == "ALIVE"), None) if code == 200 else None
+            return next((n.id for n in await api.nodes(state="ALIVE") if n.ray_node_id == ray_head.node_id),
+                        None)
 
-        head = await wait_for(head_id, deadline=90.0, what="the head in castray up's view")
+        head = await wait_for(head_id, deadline=90.0, what="the head in castray up's view",
+                              ignoring=(Unavailable,))
         code, sent = await request(http, "POST", f"{up.base}{MANUAL}", json={
             "sender_id": head, "file_name": "config.json", "recipients": [head]})
         assert code == 200 and sent["success"] is True and sent["message"], sent
 
-        async def finished() -> dict[str, Any] | None:
-            _, body = await request(http, "GET", f"{up.base}/api/transfers/{sent['transfer_id']}")
-            return dict(body) if body.get("state") in ("completed", "failed", "cancelled") else None
-
-        done = await wait_for(finished, deadline=120.0, what="the transfer of config.json")
+        done = await api.wait(sent["transfer_id"], timeout=120.0)
         code, demo = await request(http, "POST", f"{up.base}{GEN}/create-demo", json={
             "size": "100KB", "content_type": "random"})
         assert code == 200 and demo["filename"].startswith("custom_test_100KB_"), demo
@@ -357,7 +356,7 @@ async def test_with_castray_up_the_page_sends_config_json_and_makes_a_custom_dem
         assert code == 200 and again["success"] is True, again
         code, gone = await request(http, "POST", f"{up.base}{MANUAL}", json={
             "sender_id": head, "file_name": "missing.json", "recipients": [head]})
-    assert done["state"] == "completed", done
-    landed = Path(done["destinations"][0]["path"])
+    assert done.state == "completed", done
+    landed = Path(done.destinations[0].path or "")
     assert landed.name == "config.json" and env.sha256_file(landed) == hashlib.sha256(CONFIG_JSON).hexdigest()
     assert code == 404 and gone["success"] is False and "missing.json" in gone["message"]
