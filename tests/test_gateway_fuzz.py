@@ -6,10 +6,10 @@ and a fixed seed, so it is the same run every time."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from castray import local_ray
+from castray.client import Client, GatewayUnreachable, Unavailable
 from tests.conftest import drop_namespace
 from tests.support import processes
 from tests.support.waiting import wait_for_blocking
@@ -46,18 +47,18 @@ def gateway(ray_head: local_ray.RayNode,
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     spec = tmp / "openapi.json"
-    request = urllib.request.Request(f"{base}/api/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    api = Client(base, token=TOKEN, timeout=5)
     try:
         def fetched() -> bool:
             assert proc.poll() is None, (tmp / "up.log").read_text()
-            with urllib.request.urlopen(request, timeout=5) as resp:
-                spec.write_bytes(resp.read())
+            spec.write_text(json.dumps(api.openapi()))
             return True
 
         wait_for_blocking(fetched, "the gateway's OpenAPI spec", deadline=120, interval=0.5,
-                          ignoring=(OSError,))
+                          ignoring=(GatewayUnreachable, Unavailable))
         yield base, spec
     finally:
+        api.close()
         processes.stop(proc)
         drop_namespace(namespace)
         log_text = (tmp / "up.log").read_text(errors="replace")
