@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from castray.transfer.errors import TransferError
+from castray.transfer.pacing import NOT_ANSWERED, chunk_deadline
 from castray.transfer.protocol import Progress
 from castray.transfer.reasons import reason
 from castray.transfer.sources import AgentReader, HereReader
@@ -95,24 +97,37 @@ class _Chain:
             src = copy if copy is not None else src
 
     def settle(self, chunk: _Chunk) -> bool:
-        """Wait for the chunk's writes; False if one failed (a failed read fails everyone: True)."""
+        """Wait for the chunk's writes, up to `pacing.chunk_deadline`; False if one failed or did not
+        answer: the first silent copy down the chain fails (those after it wait on its copy), the rest
+        are routed around (a failed read fails everyone: True)."""
+        deadline = chunk_deadline(self.run.plan)
         try:
             if not isinstance(chunk.digest, str):  # read by an agent (read here: already done)
-                ray.get(chunk.digest)
-        except RayError as e:
+                ray.get(chunk.digest, timeout=deadline)
+        except (RayError, GetTimeoutError) as e:
             why = f"reading the source failed: {reason(e)}"
             for dest in list(self.run.alive.values()):
                 self.run.fail_dest(dest, why)
             return True
         self.errors.clear()
-        for node_id, call in chunk.calls.items():
-            if node_id not in self.run.alive:
+        calls = {n: c.done for n, c in chunk.calls.items() if n in self.run.alive}
+        if not calls:
+            return True
+        ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=deadline)
+        silent = [n for n, ref in calls.items() if ref not in ready]
+        for node_id in silent[:1]:
+            log.warning("transfer %s: %s silent for %.0f s", self.run.plan.id, node_id, deadline)
+            self.run.fail_dest(self.run.alive[node_id], NOT_ANSWERED)
+        for node_id in silent[1:]:
+            self.errors[node_id] = TransferError(f"waiting on a copy from a node that {NOT_ANSWERED}")
+        for node_id, ref in calls.items():
+            if node_id in silent:
                 continue
             try:
-                self.run.written[node_id] = int(ray.get(call.done))
+                self.run.written[node_id] = int(ray.get(ref))
             except RayError as e:
                 self.errors[node_id] = e
-        return not self.errors
+        return not self.errors and not silent
 
     def recover(self, window: deque[_Chunk]) -> None:
         """Route around what failed: ask every copy where it stands; re-issue what each misses."""

@@ -27,6 +27,7 @@ from castray.shared.transfers import FinalState
 from castray.transfer import chain
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
+from castray.transfer.pacing import NOT_ANSWERED, chunk_deadline
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -265,17 +266,25 @@ def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
 
 
 def _await_chunk(run: _Run, digest: Any, writes: dict[str, tuple[PlanDestination, Any]]) -> None:
-    """Wait for one chunk's writes; a failed read fails everyone, a failed write its destination."""
+    """Wait for one chunk's writes, up to `pacing.chunk_deadline`: a failed read fails everyone, a
+    failed write its destination, and so does one that has not answered by then."""
+    deadline = chunk_deadline(run.plan)
     try:
         if not isinstance(digest, str):  # read by an agent (read here: already done)
-            ray.get(digest)
-    except RayError as e:
+            ray.get(digest, timeout=deadline)
+    except (RayError, GetTimeoutError) as e:
         why = f"reading the source failed: {reason(e)}"
         for dest in list(run.alive.values()):
             run.fail_dest(dest, why)
         return
-    for node_id, (dest, ref) in writes.items():
-        if node_id not in run.alive:
+    live = {node_id: w for node_id, w in writes.items() if node_id in run.alive}
+    if not live:
+        return
+    ready, _ = ray.wait([ref for _, ref in live.values()], num_returns=len(live), timeout=deadline)
+    for node_id, (dest, ref) in live.items():
+        if ref not in ready:
+            log.warning("transfer %s: %s silent for %.0f s", run.plan.id, node_id, deadline)
+            run.fail_dest(dest, NOT_ANSWERED)
             continue
         try:
             run.written[node_id] = int(ray.get(ref))
@@ -284,12 +293,18 @@ def _await_chunk(run: _Run, digest: Any, writes: dict[str, tuple[PlanDestination
 
 
 def _finish(run: _Run, sha: str) -> None:
+    """The source's sha256 to every destination; one that does not answer within the plan's
+    ``node_timeout`` (a final fsync can take a while) fails with `pacing.NOT_ANSWERED`."""
     refs = {node_id: (dest, run.agents.get(run.node(dest)).finish.remote(run.sink(dest), sha))
             for node_id, dest in run.alive.items()}
+    ready, _ = ray.wait([ref for _, ref in refs.values()], num_returns=len(refs),
+                        timeout=max(run.plan.node_timeout, chunk_deadline(run.plan)))
     for node_id, (dest, ref) in refs.items():
         try:
+            if ref not in ready:
+                raise GetTimeoutError(NOT_ANSWERED)
             placed = ray.get(ref)
-        except RayError as e:
+        except (RayError, GetTimeoutError) as e:
             run.fail_dest(dest, reason(e))
             continue
         run.alive.pop(node_id, None)

@@ -96,6 +96,9 @@ class Plan(_Message):
     rate_limit: int = 0
     progress_interval: float = 0.25
     node_timeout: float = 60.0
+    chunk_timeout: float = Field(default=15.0, gt=0, description=(
+        "Seconds the driver waits for the oldest chunk's writes (longer if rate_limit makes a chunk "
+        "slower): a destination that has not answered by then fails (`castray.transfer.pacing`)."))
     chain: bool = Field(default=True, description=(
         "Several destinations: each feeds the next (`castray.transfer.chain`), so the source sends each "
         "byte once; False: every destination pulls from the source (Ray's star)."))

@@ -41,6 +41,10 @@ class TransferSettings(AddressPolicySettings):
     driver_start_timeout: float = Field(default=90.0, gt=0, description="Seconds to connect to a cluster.")
     node_timeout: float = Field(default=60.0, gt=0,
                                 description="Seconds to wait for a node's agent to start.")
+    chunk_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds to wait for the oldest chunk in flight to be written "
+        "(longer if rate_limit makes a chunk slower): a node that has not answered by then (hung, not "
+        "dead) fails with 'node did not answer in time' and the others go on.")
     ready_timeout: float = Field(
         default=60.0, gt=0, description="Seconds a transfer waits for what the node view does not have yet "
         "(a cluster's GCS address, which discovery learns shortly after the nodes; an UNREACHABLE node) "
