@@ -17,9 +17,11 @@ destination's folder.
 What the last check shows, and what it does not: the cut host's agent cannot be reached, so its temporary
 file is removed by the driver through another node's agent on the same machine (`pipeline.Agents.same_host`,
 meant for a node that died on a host that lives on). The lab's hosts are one machine (one hostname, one
-filesystem), so that path works here. On a real host cut off from the others, nobody can remove it until
-the host is reachable: it stays until a later transfer into that folder sweeps it (`sink._sweep`: the same
-transfer's retry, or any temp file untouched for an hour).
+filesystem), so that path works here. On a real host cut off from the others, the copy removes itself: its
+agent aborts a sink that hears nothing for its ``idle_timeout`` (`pacing.idle_timeout`, 45 s by default,
+below the ~60 s after which a raylet cut off from the GCS exits with its workers), shown without a lab by
+tests/test_transfer_idle_sink.py; a later transfer into that folder still sweeps what a killed agent left
+(`sink._sweep`: the same transfer's retry, or any temp file untouched for an hour).
 
 Needs root and iproute2 (CI has both). The lab is torn down however the test ends (`netlab.running`).
 """

@@ -23,6 +23,7 @@ import hashlib
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
@@ -58,6 +59,7 @@ except ImportError:  # pragma: no cover - depends on the node
 FAST = np is not None and xxhash is not None
 
 _PIECE = 512 * 1024
+WATCH_PERIOD_S = 1.0  # how often an agent looks for abandoned copies (`NodeAgent._watch`)
 
 
 class SourceEnd(TypedDict):
@@ -185,6 +187,7 @@ class NodeAgent:
     def __init__(self) -> None:
         self.sources: dict[str, SourceFile] = {}
         self.sinks: dict[str, Sink] = {}
+        self.watchdog: asyncio.Task[None] | None = None
         # The worker's ~10^5 objects from start-up never die: out of the collector's reach, its full
         # passes (triggered by each chunk's task objects) stop walking them.
         gc.freeze()
@@ -233,16 +236,32 @@ class NodeAgent:
     # --- sinks ------------------------------------------------------------------------------------
     async def open_sink(self, key: str, spec: SinkSpec) -> None:
         self.sinks[key] = await asyncio.to_thread(open_sink, spec)
+        if spec.idle_timeout > 0 and (self.watchdog is None or self.watchdog.done()):
+            self.watchdog = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Abort the copies nobody speaks to any more (`Sink.idle`): their driver died, or this host was
+        cut off from it, and no one else could remove their temporary files. Ends with the last sink."""
+        while self.sinks:
+            await asyncio.sleep(WATCH_PERIOD_S)
+            now = time.monotonic()
+            for key, sink in list(self.sinks.items()):
+                if sink.idle(now) and self.sinks.get(key) is sink:
+                    del self.sinks[key]
+                    await sink.advance(f"nothing arrived for {sink.idle_timeout:.0f} s: copy abandoned")
+                    await asyncio.to_thread(sink.abort)
 
     async def write(self, key: str, index: int, data: Any, digest: str, epoch: int = 0) -> int:
         """Write chunk ``index`` of a copy (in order); the bytes written so far."""
-        sink = self.sinks[key]
+        sink = self._sink(key)
+        sink.touch()
         await sink.turn(index, epoch)
         try:
             done = await asyncio.to_thread(sink.write, data, digest)
         except BaseException as e:
             await sink.advance(str(e))
             raise
+        sink.touch()
         await sink.advance()
         return done
 
@@ -254,14 +273,22 @@ class NodeAgent:
     async def rewind(self, key: str) -> SinkState:
         """A new epoch for a copy whose chain is re-issued: its waiting calls are refused, and the chunk
         it takes next is unchanged (a call whose input was lost never ran). Raises the copy's error."""
-        sink = self.sinks[key]
+        sink = self._sink(key)
+        sink.touch()
         epoch = await sink.rewind()
         if sink.error is not None:
             raise TransferError(sink.error)
         return {"next": sink.next, "epoch": epoch}
 
+    def _sink(self, key: str) -> Sink:
+        sink = self.sinks.get(key)
+        if sink is None:  # aborted, by its driver or by `_watch`
+            raise TransferError("copy aborted on its node (nothing arrived for too long)")
+        return sink
+
     async def finish(self, key: str, sha256: str) -> Placed:
-        sink = self.sinks.pop(key)
+        sink = self._sink(key)
+        del self.sinks[key]
         try:
             return await asyncio.to_thread(sink.finish, sha256)
         finally:

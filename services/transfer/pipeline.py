@@ -27,7 +27,7 @@ from castray.shared.transfers import FinalState
 from castray.transfer import chain
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, chunk_deadline
+from castray.transfer.pacing import NOT_ANSWERED, chunk_deadline, idle_timeout
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -227,7 +227,7 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
             run.ended(dest, "failed", f"node unavailable: {status[run.node(dest)]}")
             continue
         spec = SinkSpec(dir=dest.dir, file_name=plan.file_name, transfer_id=plan.id, token=plan.token,
-                        overwrite=plan.overwrite, retry=plan.retry)
+                        overwrite=plan.overwrite, retry=plan.retry, idle_timeout=idle_timeout(plan))
         refs[dest.node_id] = (dest, run.agents.get(run.node(dest)).open_sink.remote(run.sink(dest), spec))
     for node_id, (dest, ref) in refs.items():
         try:

@@ -50,6 +50,7 @@ class SinkSpec:
     token: str
     overwrite: bool = False
     retry: bool = False  # an earlier attempt may have placed this very copy: accept it if it matches
+    idle_timeout: float = 0.0  # no write, rewind or finish for this long: the copy aborts itself (0: never)
 
 
 class Placed(TypedDict):
@@ -129,6 +130,16 @@ class Sink(Ordered):
             raise
         self.sha = hashlib.sha256()
         self.done = 0
+        self.idle_timeout = 0.0
+        self.touched = time.monotonic()
+
+    def touch(self) -> None:
+        """Its driver still speaks to it (a write, a rewind, its finish arrived)."""
+        self.touched = time.monotonic()
+
+    def idle(self, now: float) -> bool:
+        """Abandoned: nothing arrived for ``idle_timeout`` and no chunk is being written (see `watch`)."""
+        return 0 < self.idle_timeout < now - self.touched and not self.busy
 
     def write(self, data: Any, digest: str) -> int:
         view = memoryview(data).cast("B")
@@ -239,7 +250,9 @@ def open_sink(spec: SinkSpec) -> Sink:
         if _exists_at(dir_fd, name) and not spec.overwrite and not spec.retry:
             raise TransferError(f"exists: {name} is already in the inbox")
         shown = Path(os.path.realpath(directory.parent)) / directory.name
-        return Sink(dir_fd, shown, name, temp_name(spec.transfer_id, spec.token), spec.overwrite, spec.retry)
+        sink = Sink(dir_fd, shown, name, temp_name(spec.transfer_id, spec.token), spec.overwrite, spec.retry)
+        sink.idle_timeout = spec.idle_timeout
+        return sink
     except ConfinementError as e:
         os.close(dir_fd)
         raise TransferError(f"inbox refused: {e}") from None
