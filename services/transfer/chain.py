@@ -135,9 +135,14 @@ class _Chain:
         asked = {n: run.agents.get(run.node(run.alive[n])).rewind.remote(run.sink(run.alive[n]))
                  for n in self.order if n in run.alive}
         stands: dict[str, int] = {}
+        # All at once: N copies that do not answer cost one timeout, not N.
+        refs = list(asked.values())
+        ready = ray.wait(refs, num_returns=len(refs), timeout=REWIND_TIMEOUT)[0] if refs else []
         for node_id, ref in asked.items():
             try:
-                state = ray.get(ref, timeout=REWIND_TIMEOUT)
+                if ref not in ready:
+                    raise GetTimeoutError(NOT_ANSWERED)
+                state = ray.get(ref)
             except (RayError, GetTimeoutError) as e:
                 log.info("transfer %s: %s left the chain: %s", run.plan.id, node_id, reason(e))
                 run.fail_dest(run.alive[node_id], reason(e))
