@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +38,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, chunk_deadline
-from castray.transfer.protocol import Progress
+from castray.transfer.pacing import NOT_ANSWERED, Pacer, chunk_deadline
 from castray.transfer.reasons import reason
 from castray.transfer.sources import AgentReader, HereReader
 
@@ -205,7 +203,7 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
     limit = window_size(wanted, step, {source, *(run.node(d) for d in run.alive.values())})
     log.info("transfer %s: chain of %d, %d chunks in flight", plan.id, len(chain.order), limit)
     window: deque[_Chunk] = deque()
-    started, last = time.monotonic(), 0.0
+    pacer = Pacer(plan, run.cancelled, run.emit, run.written)
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:
             break
@@ -215,16 +213,10 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
         window.append(chunk)
         while len(window) >= limit and run.alive:
             _pop(chain, window)
-        if plan.rate_limit:  # pace: never ahead of rate_limit bytes per second
-            ahead = (offset + step) / plan.rate_limit - (time.monotonic() - started)
-            if ahead > 0:
-                run.cancelled.wait(ahead)
-        if time.monotonic() - last >= plan.progress_interval:
-            last = time.monotonic()
-            run.emit(Progress(id=plan.id, dests=dict(run.written)))
+        pacer.sent(offset + step)
     while window and run.alive:
         _pop(chain, window)
-    run.emit(Progress(id=plan.id, dests=dict(run.written)))
+    pacer.report()
 
 
 def _pop(chain: _Chain, window: deque[_Chunk]) -> None:

@@ -27,7 +27,7 @@ from castray.shared.transfers import FinalState
 from castray.transfer import chain
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, chunk_deadline, idle_timeout
+from castray.transfer.pacing import NOT_ANSWERED, Pacer, chunk_deadline, idle_timeout
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -36,7 +36,6 @@ from castray.transfer.protocol import (
     LocalFile,
     Plan,
     PlanDestination,
-    Progress,
     Started,
 )
 from castray.transfer.reasons import reason
@@ -242,7 +241,7 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
 def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
     plan, size, step = run.plan, run.size, run.plan.chunk_bytes
     window: deque[tuple[Any, dict[str, tuple[PlanDestination, Any]]]] = deque()
-    started, last = time.monotonic(), 0.0
+    pacer = Pacer(plan, run.cancelled, run.emit, run.written)
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:
             break
@@ -253,16 +252,10 @@ def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
         window.append((digest, writes))
         while len(window) >= plan.inflight:
             _await_chunk(run, *window.popleft())
-        if plan.rate_limit:  # pace: never ahead of rate_limit bytes per second
-            ahead = (offset + step) / plan.rate_limit - (time.monotonic() - started)
-            if ahead > 0:
-                run.cancelled.wait(ahead)
-        if time.monotonic() - last >= plan.progress_interval:
-            last = time.monotonic()
-            run.emit(Progress(id=plan.id, dests=dict(run.written)))
+        pacer.sent(offset + step)
     while window:
         _await_chunk(run, *window.popleft())
-    run.emit(Progress(id=plan.id, dests=dict(run.written)))
+    pacer.report()
 
 
 def _await_chunk(run: _Run, digest: Any, writes: dict[str, tuple[PlanDestination, Any]]) -> None:
