@@ -6,7 +6,8 @@ the next, so the source's host sends each byte about once, whatever the number o
 - a broadcast to the three other hosts: every copy verified (sha256 of the file on disk), and h1 sent at
   most 1.25 times the file (its interface's counter: deterministic, unlike a time);
 - the middle node of the chain killed mid-broadcast (its raylet, SIGKILL): it fails with a reason, leaves
-  no temporary file, and the nodes after it still complete from the copies upstream of it.
+  no temporary file, and the nodes after it still complete from the copies upstream of it; only the copies
+  behind it are rewound and re-fed (the driver's log says which), the one before it goes on untouched.
 
 Each test has a lab of its own (a test kills a node). The head detects a dead node within a few seconds
 (health checks every second), so the dead node's copies are known lost soon. Needs root and iproute2.
@@ -15,6 +16,7 @@ Each test has a lab of its own (a test kills a node). The head detects a dead no
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,3 +118,6 @@ def test_a_chain_node_killed_mid_broadcast_fails_and_the_nodes_after_it_complete
         assert dest.state == "completed" and dest.path is not None, (dest, dests)
         assert env.sha256_file(dest.path) == dest.sha256 == ended.sha256
     assert ended.state == "completed", ended
+    rewound = [m.group(1).split(",") for m in re.finditer(r"rewinding (\S+)", lab.driver.log.read_text())]
+    assert rewound and all("h2" not in nodes for nodes in rewound), rewound  # upstream of h3: untouched
+    assert any("h4" in nodes for nodes in rewound), rewound

@@ -18,10 +18,14 @@ order, for the chunk that leaves the window.
   (`window_size`).
 - **A node that dies mid-chain** is routed around. Its successors' calls fail without running (their
   input was lost, or never made), so their copies' next chunk is unchanged (`castray.transfer.sink.Ordered`).
-  `_recover` asks every copy where it stands (`NodeAgent.rewind`, which also refuses whatever of theirs is
-  still queued): a node that does not answer fails with the reason, the others get the chunks they miss
-  re-issued in order, each from the nearest live upstream copy, else from the source's (still in the
-  window).
+  `_Chain.recover` asks the copies behind the failure where they stand (`NodeAgent.rewind`, which also
+  refuses whatever of theirs is still queued), all at once: a node that does not answer fails with the
+  reason, the others get the chunks they miss re-issued in order, each from the nearest live upstream copy,
+  else from the source's (still in the window). The copies before the failure are not asked: their calls
+  stand, and their copies are what is re-issued after them (`_Chain.downstream`).
+- **A node that hangs without dying** (its worker stopped, its raylet still healthy) is failed once the
+  oldest chunk's writes are not all done within `castray.transfer.pacing.chunk_deadline`: the first
+  silent copy down the chain fails ("node did not answer in time"), those after it are routed around.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class _Chain:
         self.order = chain_order(run, source_ip)
         self.epochs = dict.fromkeys(self.order, 0)
         self.errors: dict[str, BaseException] = {}
+        self.gone: set[str] = set()  # copies already routed around
         self.stuck = 0
 
     def issue(self, chunk: _Chunk, needs: Callable[[str], bool]) -> None:
@@ -128,10 +133,13 @@ class _Chain:
         return not self.errors and not silent
 
     def recover(self, window: deque[_Chunk]) -> None:
-        """Route around what failed: ask every copy where it stands; re-issue what each misses."""
+        """Route around what failed: ask the copies after it (`downstream`) where they stand; re-issue
+        what each misses."""
         run, failed = self.run, 0
+        behind = self.downstream()
+        log.info("transfer %s: rewinding %s", run.plan.id, ",".join(behind))
         asked = {n: run.agents.get(run.node(run.alive[n])).rewind.remote(run.sink(run.alive[n]))
-                 for n in self.order if n in run.alive}
+                 for n in behind}
         stands: dict[str, int] = {}
         # All at once: N copies that do not answer cost one timeout, not N.
         refs = list(asked.values())
@@ -153,8 +161,18 @@ class _Chain:
                 if node_id in run.alive:
                     run.fail_dest(run.alive[node_id], reason(error))
             self.stuck = 0
+        self.gone.update(n for n in self.order if n not in run.alive)
         for chunk in window:
             self.issue(chunk, partial(_misses, stands, chunk.index))
+
+    def downstream(self) -> list[str]:
+        """The live copies whose input came through what failed: from the first copy down the chain that
+        failed or left since the last recovery, to the end. Those before it are untouched: their calls
+        stand, and their copies feed what is re-issued after them."""
+        for i, node_id in enumerate(self.order):
+            if node_id in self.errors or (node_id not in self.run.alive and node_id not in self.gone):
+                return [n for n in self.order[i:] if n in self.run.alive]
+        return [n for n in self.order if n in self.run.alive]  # nothing known to fail: ask everyone
 
 
 def _misses(stands: dict[str, int], index: int, node_id: str) -> bool:
