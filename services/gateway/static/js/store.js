@@ -10,6 +10,20 @@ const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 
 export function isTerminal(state) { return TERMINAL.has(state); }
 
+// How far along a state is: a record read may have left before an event and land after it, and neither
+// the record nor the events carry a version, so an ended state is never replaced by an unended one, nor
+// running by queued/pending. Between two ended states the record wins (it is the authoritative end).
+function progress(state) {
+  if (isTerminal(state)) return 2;
+  return state === "running" ? 1 : 0;
+}
+
+/** The state to show: the record's, unless it is behind what the page already knows. */
+export function laterState(known, recorded) {
+  if (!recorded) return known;
+  return progress(recorded) < progress(known) ? known : recorded;
+}
+
 export class Store {
   constructor() {
     this.epoch = null;
@@ -144,11 +158,13 @@ export class Store {
     }
   }
 
-  /** Merge a transfer record from GET /api/transfers/{id} (the authoritative state). */
+  /** Merge a transfer record from GET /api/transfers/{id} (authoritative, but maybe older than the last
+   * event: see `laterState`). `recordEnded` says the record itself says the transfer ended. */
   mergeTransferRecord(rec) {
     if (!rec || !rec.id) return;
     const t = this.transfer(rec.id);
-    t.state = rec.state || t.state;
+    t.state = laterState(t.state, rec.state);
+    t.recordEnded = isTerminal(rec.state);
     t.mode = rec.mode || t.mode;
     t.file_name = rec.file_name || t.file_name;
     t.bytes_total = rec.bytes_total ?? t.bytes_total;
@@ -160,7 +176,7 @@ export class Store {
       const d = this.destination(t, dr.node_id);
       const wasRunning = d.state === "running";
       Object.assign(d, {
-        state: dr.state || d.state,
+        state: laterState(d.state, dr.state),
         bytes_done: Math.max(d.bytes_done || 0, dr.bytes_done || 0),
         bytes_total: t.bytes_total || d.bytes_total,
         path: dr.path ?? d.path,

@@ -200,15 +200,25 @@ export class TransfersPanel {
   }
 
   // --- live state ---------------------------------------------------------------------------------
+  // Reads of one record may land out of order (a poll, a cancel's re-read): only the latest sent that has
+  // landed counts. The store's merge also never lets a read undo a newer event (see store.laterState).
   async refresh(id) {
+    const t = this.store.transfer(id);
+    const sent = (t.readsSent || 0) + 1;
+    t.readsSent = sent;
+    let rec;
     try {
-      this.store.mergeTransferRecord(await api.get(`/api/transfers/${encodeURIComponent(id)}`));
+      rec = await api.get(`/api/transfers/${encodeURIComponent(id)}`);
     } catch (e) {
       if (e.status === 404) {
-        const t = this.store.transfers.get(id);
-        if (t && !isTerminal(t.state)) { t.state = "failed"; t.error = "the gateway no longer knows this transfer"; this.store.emit("transfers", { id }); }
+        t.recordEnded = true;
+        if (!isTerminal(t.state)) { t.state = "failed"; t.error = "the gateway no longer knows this transfer"; this.store.emit("transfers", { id }); }
       }
+      return;
     }
+    if (sent < (t.readLanded || 0)) return;
+    t.readLanded = sent;
+    this.store.mergeTransferRecord(rec);
   }
 
   /** Catch up on transfers after a (re)connection: recent ones, and every one still running. */
@@ -217,12 +227,13 @@ export class TransfersPanel {
       const data = await api.get("/api/transfers?limit=10");
       for (const rec of api.listFrom(data, "transfers").reverse()) this.store.mergeTransferRecord(rec);
     } catch { /* no transfer service yet: the panel still works for new transfers */ }
-    for (const t of this.store.transfers.values()) if (!isTerminal(t.state)) this.refresh(t.id);
+    this.poll();
   }
 
   poll() {
-    // A safety net under the live events: reconcile unfinished transfers with their record.
-    for (const t of this.store.transfers.values()) if (!isTerminal(t.state)) this.refresh(t.id);
+    // A safety net under the live events: reconcile transfers with their record until the record itself
+    // says they ended (their end event may come before the record's last save is read).
+    for (const t of this.store.transfers.values()) if (!t.recordEnded) this.refresh(t.id);
   }
 
   async cancel(id, button) {
