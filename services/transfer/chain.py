@@ -15,7 +15,10 @@ order, for the chunk that leaves the window.
   until the last node has it), fewer if the smallest object store of the chain cannot hold them: a
   destination holds up to two copies of each chunk in flight (the one it pulled, the one it forwards),
   and Ray spills beyond 80 % of a store, so the window keeps within `STORE_SHARE` of its free memory
-  (`window_size`).
+  (`window_size`). And never more than the slowest link delivers within Ray's pull timeout:
+  ``window x chunk_bytes <= PULL_SHARE x rate x pull timeout`` (`castray.transfer.pacing.Window`; the rate is
+  the plan's ``rate_limit`` or how fast chunks leave the window, two chunks until one is known), since a
+  chunk queued longer than that is pulled again and sent twice.
 - **A node that dies mid-chain** is routed around. Its successors' calls fail without running (their
   input was lost, or never made), so their copies' next chunk is unchanged (`castray.transfer.sink.Ordered`).
   `_Chain.recover` asks the copies behind the failure where they stand (`NodeAgent.rewind`, which also
@@ -42,7 +45,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError
 
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, Pacer, chunk_deadline
+from castray.transfer.pacing import NOT_ANSWERED, Pacer, Window, chunk_deadline
 from castray.transfer.reasons import reason
 from castray.transfer.sources import AgentReader, HereReader
 
@@ -78,6 +81,7 @@ class _Chain:
         self.epochs = dict.fromkeys(self.order, 0)
         self.errors: dict[str, BaseException] = {}
         self.gone: set[str] = set()  # copies already routed around
+        self.sizer = Window(run.plan, run.plan.inflight)  # `stream` sets the chain's own
         self.stuck = 0
 
     def issue(self, chunk: _Chunk, needs: Callable[[str], bool]) -> None:
@@ -221,6 +225,7 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
     limit = window_size(wanted, step, {source, *(run.node(d) for d in run.alive.values())})
     log.info("transfer %s: chain of %d, %d chunks in flight", plan.id, len(chain.order), limit)
     window: deque[_Chunk] = deque()
+    chain.sizer = Window(plan, limit)
     pacer = Pacer(plan, run.cancelled, run.emit, run.written)
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:
@@ -229,7 +234,7 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
         chunk = _Chunk(index, data, digest)
         chain.issue(chunk, lambda _: True)
         window.append(chunk)
-        while len(window) >= limit and run.alive:
+        while len(window) >= chain.sizer.size() and run.alive:
             _pop(chain, window)
         pacer.sent(offset + step)
     while window and run.alive:
@@ -242,5 +247,6 @@ def _pop(chain: _Chain, window: deque[_Chunk]) -> None:
     if chain.settle(window[0]):
         chain.stuck = 0
         window.popleft()
+        chain.sizer.settled(chain.run.plan.chunk_bytes)
     elif chain.run.alive:
         chain.recover(window)

@@ -9,12 +9,20 @@ is the plan's ``chunk_timeout``, or longer when ``rate_limit`` makes one chunk s
 
 `Pacer` keeps the sending at the plan's ``rate_limit`` and reports `Progress` every ``progress_interval``.
 
+`Window` bounds the chunks in flight by what the slowest destination receives within Ray's pull timeout
+(``object_manager_pull_timeout_ms``, 10 s by default): a chunk queued behind more than that is pulled
+again (Ray logs "Received duplicate or cancelled chunk"), and on slow links 22-43 % of the chunks were
+sent twice (RAY_NOTES.md). So ``window x chunk_bytes <= PULL_SHARE x rate x pull timeout``, the rate being
+the plan's ``rate_limit``, or, measured, how fast chunks leave the window (every destination has them:
+the slowest one's rate), the lower of the two once measured. Until a rate is known, `START_CHUNKS`.
+
 A sink that hears nothing for `idle_timeout` (several deadlines) aborts itself (`castray.transfer.sink`):
 its driver is gone, or cut off from it.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +32,9 @@ from castray.transfer.protocol import DriverEvent, Plan, Progress
 NOT_ANSWERED = "node did not answer in time"
 SLOW_CHUNKS = 3.0  # a deadline is at least this many chunks' time at the plan's rate limit
 IDLE_DEADLINES = 3.0  # a sink idle for this many chunk deadlines aborts itself
+PULL_TIMEOUT_S = 10.0  # Ray's object_manager_pull_timeout_ms default (RAY_object_manager_pull_timeout_ms)
+PULL_SHARE = 0.5  # of what a link delivers within the pull timeout the window may hold: a margin
+START_CHUNKS = 2  # chunks in flight before any rate is known (no rate_limit, nothing settled yet)
 
 
 def chunk_deadline(plan: Plan) -> float:
@@ -59,3 +70,44 @@ class Pacer:
     def report(self) -> None:
         self.last = time.monotonic()
         self.emit(Progress(id=self.plan.id, dests=dict(self.written)))
+
+
+def pull_timeout_s() -> float:
+    """Ray's pull timeout as this driver's environment sets it (the nodes' should match), else the default."""
+    try:
+        return float(os.environ["RAY_object_manager_pull_timeout_ms"]) / 1000
+    except (KeyError, ValueError):
+        return PULL_TIMEOUT_S
+
+
+def pull_window(chunk_bytes: int, rate: float, pull_timeout: float = PULL_TIMEOUT_S) -> int:
+    """The most chunks in flight that ``rate`` bytes per second delivers within the pull timeout (with
+    `PULL_SHARE` of margin); at least one."""
+    return max(1, int(PULL_SHARE * rate * pull_timeout // chunk_bytes))
+
+
+class Window:
+    """How many chunks may be in flight (at most ``most``): see the module's docstring for the rule."""
+
+    def __init__(self, plan: Plan, most: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.most, self.chunk_bytes, self.limit = most, plan.chunk_bytes, float(plan.rate_limit)
+        self.rate = self.limit or None
+        self.clock, self.pull_timeout = clock, pull_timeout_s()
+        self.first: float | None = None  # when the first chunk left the window
+        self.bytes = 0  # what left it since
+
+    def size(self) -> int:
+        if self.rate is None:
+            return min(self.most, START_CHUNKS)
+        return min(self.most, pull_window(self.chunk_bytes, self.rate, self.pull_timeout))
+
+    def settled(self, nbytes: int) -> None:
+        """A chunk of ``nbytes`` left the window: every destination has it."""
+        now = self.clock()
+        if self.first is None:
+            self.first = now
+            return
+        self.bytes += nbytes
+        if now > self.first:
+            measured = self.bytes / (now - self.first)
+            self.rate = min(measured, self.limit) if self.limit else measured

@@ -27,7 +27,7 @@ from castray.shared.transfers import FinalState
 from castray.transfer import chain
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, Pacer, chunk_deadline, idle_timeout
+from castray.transfer.pacing import NOT_ANSWERED, Pacer, Window, chunk_deadline, idle_timeout
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -241,7 +241,7 @@ def _open_sinks(run: _Run, status: dict[str, str | None]) -> None:
 def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
     plan, size, step = run.plan, run.size, run.plan.chunk_bytes
     window: deque[tuple[Any, dict[str, tuple[PlanDestination, Any]]]] = deque()
-    pacer = Pacer(plan, run.cancelled, run.emit, run.written)
+    pacer, sizer = Pacer(plan, run.cancelled, run.emit, run.written), Window(plan, plan.inflight)
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:
             break
@@ -250,8 +250,9 @@ def _stream(run: _Run, reader: AgentReader | HereReader) -> None:
                                                                                digest))
                   for node_id, dest in run.alive.items()}
         window.append((digest, writes))
-        while len(window) >= plan.inflight:
+        while len(window) >= sizer.size():  # within the pull timeout at the slowest one's rate
             _await_chunk(run, *window.popleft())
+            sizer.settled(step)
         pacer.sent(offset + step)
     while window:
         _await_chunk(run, *window.popleft())
