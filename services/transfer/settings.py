@@ -44,7 +44,8 @@ class TransferSettings(AddressPolicySettings):
     chunk_timeout: float = Field(
         default=15.0, gt=0, description="Seconds to wait for the oldest chunk in flight to be written "
         "(longer if rate_limit makes a chunk slower): a node that has not answered by then (hung, not "
-        "dead) fails with 'node did not answer in time' and the others go on.")
+        "dead) fails with 'node did not answer in time' and the others go on. A destination that hears "
+        "nothing for 3 times this aborts its copy and removes its temporary file.")
     ready_timeout: float = Field(
         default=60.0, gt=0, description="Seconds a transfer waits for what the node view does not have yet "
         "(a cluster's GCS address, which discovery learns shortly after the nodes; an UNREACHABLE node) "
