@@ -18,7 +18,6 @@ WIRE_OR_NOT_THE_GATEWAY = {
     "castray/local_ray.py": "Ray's dashboard",
     "castray/ray_find.py": "Ray's dashboard",
     "tests/support/acceptance.py": "hostile requests and their raw answers; raw /ws frames (WsWatch)",
-    "tests/support/compose.py": "(a), still urllib: test_compose_engine.py needs a Docker engine to run",
     "tests/support/dashboard_proxy.py": "a proxy in front of Ray's dashboard",
     "tests/support/gateway_processes.py": "which gateway process answered each request",
     "tests/support/reverse_proxy.py": "a reverse proxy in the middle",

@@ -8,19 +8,18 @@ Synchronous on purpose: these are fixtures' and tests' steps, driven one after a
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
 import socket
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from castray.client import Client, ClientError
+from castray.shared.transfers import TransferRequest
 from tests.support import processes
 from tests.support.waiting import STARTING, wait_for_blocking
 
@@ -101,6 +100,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **images, "CASTRAY_PUBLISH": f"127.0.0.1:{self.port}",
                     "CASTRAY_IMAGE_TAG": "e2e"}
+        self._api: Client | None = None
 
     def compose(self, *args: str, timeout: float = 600,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -175,41 +175,38 @@ class Stack:
         }
 
     def down(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
         self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
 
     # -- the gateway, through the published port -----------------------------------------------------
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 30) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as err:
-            raw, status = err.read(), err.code
-        ctype_json = raw[:1] in (b"{", b"[")
-        return status, json.loads(raw) if ctype_json else raw.decode(errors="replace")
+    @property
+    def api(self) -> Client:
+        """The gateway through the published port, with castray.client (made on first use)."""
+        if self._api is None:
+            self._api = Client(self.url, token="", timeout=60)
+        return self._api
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One call's JSON answer (a page's text); an error status raises castray.client's error for it."""
+        return self.api.request(method, path, json=body)
 
     def get(self, path: str) -> Any:
-        status, body = self.request("GET", path)
-        assert status == 200, (path, status, body)
-        return body
+        return self.request("GET", path)
 
     def wait_for(self, what: str, probe: Any, timeout: float = 180, interval: float = 0.25) -> Any:
         """Call ``probe()`` until it returns something truthy (errors count as not yet); a timeout says
         why with the stack's last logs."""
         try:
             return wait_for_blocking(probe, what, deadline=timeout, interval=interval,
-                                     ignoring=(*STARTING, AssertionError, http.client.HTTPException))
+                                     ignoring=(*STARTING, AssertionError, ClientError))
         except AssertionError as timed_out:
             raise ComposeError(f"{timed_out}\n"
                                + self.compose("logs", "--tail=30", check=False).stdout[-6000:]) from None
 
     def transfer(self, body: dict[str, Any]) -> str:
-        status, reply = self.request("POST", "/api/transfers", body)
-        assert status == 202, (status, reply)
-        return str(reply["id"])
+        return self.api.create_transfer(TransferRequest.model_validate(body)).id
 
     def finished(self, transfer_id: str, timeout: float = 240) -> dict[str, Any]:
         def done() -> dict[str, Any] | None:
