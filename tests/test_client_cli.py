@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.support.client_stack import Stack
+from tests.support.client_stack import EXIT_GRACE, Stack
 from tests.support.transfer_env import sha256_file
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def test_send_verifies_every_destination_or_names_the_one_that_failed(stack_with
     assert watcher.stdout is not None
     watched = [watcher.stdout.readline() for _ in range(4)]  # started, two destinations, the whole
     watcher.send_signal(signal.SIGINT)
-    assert watcher.wait(timeout=30) == 130
+    assert watcher.wait(timeout=EXIT_GRACE) == 130
     assert watched[0].split()[:3] == [transfer_id, "-", "started"], watched
     assert {line.split()[1] for line in watched[1:3]} == {head, worker}, watched
     assert watched[3].split() == [transfer_id, "-", "completed"], watched

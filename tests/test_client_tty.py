@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from castray import local_ray
-from tests.support.client_stack import Stack, start_stack
+from tests.support.client_stack import EXIT_GRACE, Stack, start_stack
 from tests.support.ray_nodes import start_worker
 from tests.support.terminal import Terminal
 from tests.support.transfer_env import sha256_file
@@ -107,7 +107,7 @@ def test_ctrl_c_asks_whether_to_cancel_and_piped_leaves_it_running(
     with stack.client() as api:
         wait_for_blocking(lambda: api.transfer(queued.group(1)).state == "running", "the piped copy to run")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=EXIT_GRACE)
         assert proc.returncode == 130 and "goes on in the background" in err, err
         assert f"castray transfers {queued.group(1)} --watch" in err
         assert api.transfer(queued.group(1)).state in ("running", "completed")
