@@ -8,6 +8,7 @@ killed by process group when the test (or session) ends, even on failure.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,16 @@ pytest_plugins = ["tests.support.discovery", "tests.support.registry", "tests.su
                   "tests.support.client_stack", "tests.support.terminal"]
 
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_children() -> None:
+    """Processes the tests start take Ctrl-C as they would from a terminal, however pytest was started. A
+    shell starting a command in the background without job control (``cmd &`` in a script, as a CI runner
+    may) starts it with SIGINT ignored, and every child inherits that: a CLI the tests send Ctrl-C to
+    would never see it. With a handler here, a child starts with SIGINT's default (only an ignored signal
+    survives exec)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
