@@ -66,3 +66,16 @@ def test_a_measured_rate_below_the_rate_limit_wins() -> None:
         clock.now += 1.0  # 1 MiB/s measured
         window.settled(MiB)
     assert window.size() == 5
+
+
+def test_a_chain_may_hold_what_each_of_its_hops_delivers_within_the_pull_timeout() -> None:
+    clock = Clock()
+    window = Window(plan(chunk_bytes=MiB), most=64, clock=clock, links=6)
+    assert window.size() == 6 * START_CHUNKS  # two chunks a hop until a rate is known
+    window.settled(MiB)
+    for _ in range(4):  # 2 MiB/s out of the chain's end: 10 chunks a link within half of 10 s
+        clock.now += 0.5
+        window.settled(MiB)
+    assert window.size() == 60
+    assert Window(plan(rate_limit=2 * MiB, chunk_bytes=MiB), most=64, links=6).size() == 60
+    assert Window(plan(rate_limit=2 * MiB, chunk_bytes=MiB), most=13, links=6).size() == 13

@@ -16,9 +16,10 @@ order, for the chunk that leaves the window.
   destination holds up to two copies of each chunk in flight (the one it pulled, the one it forwards),
   and Ray spills beyond 80 % of a store, so the window keeps within `STORE_SHARE` of its free memory
   (`window_size`). And never more than the slowest link delivers within Ray's pull timeout:
-  ``window x chunk_bytes <= PULL_SHARE x rate x pull timeout`` (`castray.transfer.pacing.Window`; the rate is
-  the plan's ``rate_limit`` or how fast chunks leave the window, two chunks until one is known), since a
-  chunk queued longer than that is pulled again and sent twice.
+  ``window x chunk_bytes <= hops x PULL_SHARE x rate x pull timeout`` (`castray.transfer.pacing.Window`: the
+  chunks in flight are spread over the chain's hops, each link queueing its share; the rate is the plan's
+  ``rate_limit`` or how fast chunks leave the window, two chunks a hop until one is known), since a chunk
+  queued longer than that is pulled again and sent twice.
 - **A node that dies mid-chain** is routed around. Its successors' calls fail without running (their
   input was lost, or never made), so their copies' next chunk is unchanged (`castray.transfer.sink.Ordered`).
   `_Chain.recover` asks the copies behind the failure where they stand (`NodeAgent.rewind`, which also
@@ -225,7 +226,7 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
     limit = window_size(wanted, step, {source, *(run.node(d) for d in run.alive.values())})
     log.info("transfer %s: chain of %d, %d chunks in flight", plan.id, len(chain.order), limit)
     window: deque[_Chunk] = deque()
-    chain.sizer = Window(plan, limit)
+    chain.sizer = Window(plan, limit, links=len(chain.order))
     pacer = Pacer(plan, run.cancelled, run.emit, run.written)
     for index, offset in enumerate(range(0, size, step)):
         if run.cancelled.is_set() or not run.alive:

@@ -87,9 +87,18 @@ def pull_window(chunk_bytes: int, rate: float, pull_timeout: float = PULL_TIMEOU
 
 
 class Window:
-    """How many chunks may be in flight (at most ``most``): see the module's docstring for the rule."""
+    """How many chunks may be in flight (at most ``most``): see the module's docstring for the rule.
 
-    def __init__(self, plan: Plan, most: int, clock: Callable[[], float] = time.monotonic) -> None:
+    ``links``: how many links the chunks in flight are spread over. A star's all wait on the source's one
+    link; a chain's are spread over its hops (each link queues about its share), so a chain of H hops may
+    hold H times what one link delivers within the pull timeout. Counted as one link, a chain starved
+    itself: with 2 chunks over 6 hops each link idled most of the time, the rate measured from that was a
+    sixth of the link's, and the window it allowed stayed small (N = 6 at 100mbit: 2.0x unicast, 1.5x
+    before the rule)."""
+
+    def __init__(self, plan: Plan, most: int, clock: Callable[[], float] = time.monotonic, *,
+                 links: int = 1) -> None:
+        self.links = max(1, links)
         self.most, self.chunk_bytes, self.limit = most, plan.chunk_bytes, float(plan.rate_limit)
         self.rate = self.limit or None
         self.clock, self.pull_timeout = clock, pull_timeout_s()
@@ -98,8 +107,8 @@ class Window:
 
     def size(self) -> int:
         if self.rate is None:
-            return min(self.most, START_CHUNKS)
-        return min(self.most, pull_window(self.chunk_bytes, self.rate, self.pull_timeout))
+            return min(self.most, START_CHUNKS * self.links)
+        return min(self.most, self.links * pull_window(self.chunk_bytes, self.rate, self.pull_timeout))
 
     def settled(self, nbytes: int) -> None:
         """A chunk of ``nbytes`` left the window: every destination has it."""
