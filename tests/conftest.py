@@ -25,7 +25,7 @@ from tests.support.ray_nodes import own_head
 
 # Fixtures that more than one test module uses.
 pytest_plugins = ["tests.support.discovery", "tests.support.registry", "tests.support.up",
-                  "tests.support.client_stack", "tests.support.terminal"]
+                  "tests.support.client_stack", "tests.support.terminal", "tests.support.ui_harness"]
 
 REDIS_URL = os.environ.get("CASTRAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -14,7 +14,6 @@ import re
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from castray.shared import codec
 from castray.shared.events import TransferCompleted, TransferFailed, TransferProgress, TransferStarted
 from castray.shared.transfers import Destination, NodeFileSource, TransferRecord, UploadSource
 from tests.support.feed import make_cluster, make_node
-from tests.support.ui_harness import DEADLINE_MS, PageWatch, ViewStack
+from tests.support.ui_harness import PageWatch, ViewStack
 
 pytest_plugins = ("tests.support.browser",)
 pytestmark = pytest.mark.timeout(180)
@@ -35,25 +34,8 @@ XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
-def stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
-    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def page_watch(browser: Any, stack: ViewStack) -> Iterator[tuple[Any, PageWatch]]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    watch = PageWatch(stack.url)
-    watch.attach(page)
-    yield page, watch
-    context.close()
+def stack(view_stack: ViewStack) -> ViewStack:
+    return view_stack  # the page's gateway and registry (`ui_harness.view_stack`)
 
 
 def open_ui(page: Any, stack: ViewStack) -> None:

@@ -3,10 +3,7 @@ replica's heartbeat from ``GET /api/services``, a stale one marked, and the tran
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,14 +20,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
-    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
+def stack(view_stack: ViewStack) -> ViewStack:
+    return view_stack  # the page's gateway and registry (`ui_harness.view_stack`)
 
 
 def test_the_services_panel_lists_each_replica_and_marks_a_stale_one(

@@ -10,10 +10,7 @@ event is published, then letting them reach the real gateway, which still serves
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,25 +28,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
-def stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
-    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def page_watch(browser: Any, stack: ViewStack) -> Iterator[tuple[Any, PageWatch]]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(DEADLINE_MS)
-    watch = PageWatch(stack.url)
-    watch.attach(page)
-    yield page, watch
-    context.close()
+def stack(view_stack: ViewStack) -> ViewStack:
+    return view_stack  # the page's gateway and registry (`ui_harness.view_stack`)
 
 
 class HeldReads:

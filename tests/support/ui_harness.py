@@ -14,8 +14,9 @@ import asyncio
 import logging
 import os
 import shutil
+import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -190,3 +191,30 @@ class PageWatch:
     def errors_except(self, *allowed: str) -> list[str]:
         """Console and page errors, minus those containing one of ``allowed``."""
         return [e for e in self.console_errors + self.page_errors if not any(a in e for a in allowed)]
+
+
+# --- fixtures (registered in conftest; page_watch needs tests.support.browser's browser) -------------
+
+
+@pytest.fixture
+def view_stack(namespace: str, redis_url: str) -> Iterator[ViewStack]:
+    """The page's gateway and node registry on the test's namespace, stopped afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="castray-ui-"))
+    s = ViewStack(namespace=namespace, redis_url=redis_url, data_dir=data_dir)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def page_watch(browser: Any, view_stack: ViewStack) -> Iterator[tuple[Any, PageWatch]]:
+    """A page of its own on the stack's gateway, its console and requests watched (`PageWatch`)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(DEADLINE_MS)
+    watch = PageWatch(view_stack.url)
+    watch.attach(page)
+    yield page, watch
+    context.close()
