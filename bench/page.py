@@ -50,7 +50,7 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/x.py` sees only bench/
 
 from castray.shared.names import Names  # noqa: E402
-from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E402
+from tests.support.feed import DiscoveryFeed  # noqa: E402
 from tests.support.namespace import drop_namespace  # noqa: E402
 from tests.support.ui_harness import ViewStack, launch_browser  # noqa: E402
 
@@ -116,19 +116,8 @@ class Changer:
 
 
 async def fill(stack: ViewStack, nodes: int, clusters: int) -> None:
-    """Discovery's state rewritten with ``nodes`` nodes over ``clusters`` clusters; wait for the view."""
-    feed, names = stack.feed, Names(stack.namespace)
-    assert feed is not None
-    feed.clusters = {c.id: c for c in (make_cluster(i) for i in range(clusters))}
-    per = nodes // clusters
-    feed.nodes = {n.id: n for n in (make_node(f"c{c}", i, state=STATES[i % len(STATES)])
-                                    for c in range(clusters) for i in range(per))}
-    await feed.reset()
-    end = time.monotonic() + 60
-    while await feed.redis.hlen(names.view_nodes) != len(feed.nodes):
-        if time.monotonic() > end:
-            raise RuntimeError("the registry did not copy discovery's state into the view within 60 s")
-        await asyncio.sleep(0.05)
+    assert stack.feed is not None
+    await stack.feed.fill(nodes, clusters, STATES)
 
 
 async def view_version(redis: aioredis.Redis, names: Names) -> int:

@@ -54,7 +54,7 @@ from castray.local_ray import free_port  # noqa: E402
 from castray.node_registry.settings import RegistrySettings  # noqa: E402
 from castray.node_registry.worker import RegistryWorker  # noqa: E402
 from castray.shared.names import Names  # noqa: E402
-from tests.support.feed import DiscoveryFeed, make_cluster, make_node  # noqa: E402
+from tests.support.feed import DiscoveryFeed  # noqa: E402
 from tests.support.namespace import drop_namespace  # noqa: E402
 
 IDENTITY = {"Accept-Encoding": "identity"}
@@ -172,21 +172,6 @@ async def connect_storm(url: str, proc: psutil.Process, clients: int, *,
     return took, rss
 
 
-async def fill(redis: aioredis.Redis, names: Names, feed: DiscoveryFeed, nodes: int, clusters: int) -> None:
-    """Discovery's state rewritten with ``nodes`` nodes over ``clusters`` clusters; wait for the view."""
-    feed.clusters = {c.id: c for c in (make_cluster(i) for i in range(clusters))}
-    per = nodes // clusters
-    feed.nodes = {n.id: n for n in (make_node(f"c{c}", i, state=STATES[i % len(STATES)])
-                                    for c in range(clusters) for i in range(per))}
-    await feed.reset()
-    end = time.monotonic() + 60
-    while (await redis.hlen(names.view_nodes) != len(feed.nodes)
-           or await redis.hlen(names.view_clusters) != clusters):
-        if time.monotonic() > end:
-            raise RuntimeError("the registry did not copy discovery's state into the view within 60 s")
-        await asyncio.sleep(0.05)
-
-
 def mb(n: int) -> str:
     return f"{n / 1e6:.0f} MB"
 
@@ -227,7 +212,7 @@ async def main(args: argparse.Namespace) -> None:
         await wait_http(f"{base}/api/health")
         gw = psutil.Process(gateway.pid)
         for size in args.sizes:
-            await fill(redis, names, feed, size, args.clusters)
+            await feed.fill(size, args.clusters, STATES)
             for path in ("/api/nodes", "/api/status"):
                 async with aiohttp.ClientSession(auto_decompress=False) as http, \
                         http.get(base + path, headers=IDENTITY) as resp:
@@ -298,7 +283,7 @@ async def fanout_rows(redis: aioredis.Redis, names: Names, feed: DiscoveryFeed, 
                       ) -> list[str]:
     """/ws latency with ``--fanout-clients`` clients at ``--rate`` changes/s (bare broadcaster, CastRay with
     one gateway process, with two), and ``GET /api/nodes`` with one and two gateway processes."""
-    await fill(redis, names, feed, args.fanout_nodes, args.clusters)
+    await feed.fill(args.fanout_nodes, args.clusters, STATES)
     nodes = list(feed.nodes.values())
 
     async def castray_send(marker: int) -> float:

@@ -8,6 +8,7 @@ may. Test scaffolding: the service never uses it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,21 @@ class DiscoveryFeed:
     @property
     def source(self) -> str:
         return self.bus.source
+
+    async def fill(self, nodes: int, clusters: int, states: tuple[str, ...] = ("ALIVE",)) -> None:
+        """Rewrite the state as ``nodes`` nodes over ``clusters`` clusters (states in turn), and wait
+        until the node registry has copied it into the view (a minute at most)."""
+        self.clusters = {c.id: c for c in (make_cluster(i) for i in range(clusters))}
+        per = nodes // clusters
+        self.nodes = {n.id: n for n in (make_node(f"c{c}", i, state=states[i % len(states)])
+                                        for c in range(clusters) for i in range(per))}
+        await self.reset()
+        end = time.monotonic() + 60
+        while (await self.redis.hlen(self.names.view_nodes) != len(self.nodes)
+               or await self.redis.hlen(self.names.view_clusters) != clusters):
+            if time.monotonic() > end:
+                raise RuntimeError("the registry did not copy discovery's state into the view within 60 s")
+            await asyncio.sleep(0.05)
 
     async def reset(self, *, publish: bool = True) -> Event:
         """Rewrite the whole state and publish source-reset (discovery's start / Redis reconnect)."""
