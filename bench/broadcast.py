@@ -147,16 +147,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", default="400mbit", help="the first rate (default 400mbit)")
     parser.add_argument("--fast-size", default="128MiB", help="file size at the first rate")
-    parser.add_argument("--fast-n", default="1,3,6", help="destination counts at the first rate")
+    parser.add_argument("--fast-n", default="1,3,6", help="destination counts at the first rate (empty: skip it)")
     parser.add_argument("--slow", default="100mbit", help="the second rate, for larger N (default 100mbit)")
     parser.add_argument("--slow-size", default="128MiB", help="file size at the second rate")
-    parser.add_argument("--slow-n", default="1,3,6", help="destination counts at the second rate")
+    parser.add_argument("--slow-n", default="1,3,6", help="destination counts at the second rate (empty: skip it)")
     parser.add_argument("--chunk", default="4MiB", help="chunk size (default 4MiB)")
     parser.add_argument("--inflight", type=int, default=8, help="chunks in flight (default 8)")
     parser.add_argument("--no-star", action="store_true", help="skip Ray's star")
     args = parser.parse_args()
-    rates = [(args.fast, parse_size(args.fast_size), [int(n) for n in args.fast_n.split(",")]),
-             (args.slow, parse_size(args.slow_size), [int(n) for n in args.slow_n.split(",")])]
+    rates = [(rate, parse_size(size), [int(n) for n in counts.split(",") if n])
+             for rate, size, counts in ((args.fast, args.fast_size, args.fast_n),
+                                        (args.slow, args.slow_size, args.slow_n)) if counts]
     hosts = 1 + max(max(ns) for _, _, ns in rates)
     work = Path(tempfile.mkdtemp(prefix="castray-bench-bc-"))
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
