@@ -9,7 +9,7 @@ connect and disconnect replies are the original CastRay's shapes (built by the g
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,16 +52,34 @@ class ClusterDetail(Reply):
     version: int
 
 
-class NodeList(Reply):
-    """``GET /api/nodes`` (``total`` and ``next_cursor`` only when a ``limit`` or ``cursor`` was asked)."""
+class SomeNodeFields(BaseModel):
+    """A node with only the fields asked for (``fields=``), ``id`` always."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+
+
+NodeT = TypeVar("NodeT", bound=BaseModel)
+
+
+class NodePage(Reply, Generic[NodeT]):
+    """The body of ``GET /api/nodes``, whatever its nodes hold: `NodeList` or `NodeFieldList`."""
 
     success: bool = True
-    nodes: list[NodeInfo]
+    nodes: list[NodeT]
     count: int
     epoch: str
     version: int
     total: int | None = None
     next_cursor: str | None = None
+
+
+class NodeList(NodePage[NodeInfo]):
+    """``GET /api/nodes`` (``total`` and ``next_cursor`` only when a ``limit`` or ``cursor`` was asked)."""
+
+
+class NodeFieldList(NodePage[SomeNodeFields]):
+    """``GET /api/nodes?fields=...``: a `NodeList` whose nodes have only the fields asked for."""
 
 
 class NodeDetail(Reply):

@@ -17,28 +17,9 @@ from castray.gateway.original import clusters as original_clusters
 from castray.gateway.original.errors import node_refusal, speaks_original
 from castray.gateway.original.status import dumps
 from castray.gateway.view_cache import serve
-from castray.shared.api import NodeDetail, NodeList
+from castray.shared.api import NodeDetail, NodeFieldList, NodeList
 
 STATES = ("ALIVE", "DEAD", "UNREACHABLE")
-
-
-class SomeNodeFields(BaseModel):
-    """A node with only the fields asked for (``fields=``), ``id`` always."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str
-
-
-class NodeFieldList(BaseModel):
-    """``GET /api/nodes?fields=...``: a `NodeList` whose nodes have only the fields asked for."""
-
-    success: bool = True
-    nodes: list[SomeNodeFields]
-    count: int
-    epoch: str
-    version: int
-    total: int | None = None
-    next_cursor: str | None = None
 
 
 def _external(raw: str | None) -> bool | None:
