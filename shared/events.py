@@ -332,3 +332,22 @@ def wrap(payload: Payload, *, source: str, seq: int, time: float) -> Event:
     """Put a payload in its envelope."""
     cls = _ENVELOPE_FOR[type(payload)]
     return cls(source=source, seq=seq, time=time, payload=payload)  # type: ignore[return-value,call-arg]
+
+
+def ids_of(event: Event) -> dict[str, str]:
+    """The transfer, cluster and node one event is about, as `castray.shared.log.log_context` takes them
+    (``log_context(**ids_of(event))``); none for an event about no single one (a reset, a message)."""
+    p = event.payload
+    if isinstance(p, TransferProgress | TransferCompleted | TransferFailed) and p.node_id is not None:
+        return {"transfer_id": p.transfer_id, "node_id": p.node_id}
+    if isinstance(p, TransferEvent):
+        return {"transfer_id": p.transfer_id}
+    if isinstance(p, ClusterFound | ClusterLost | ClusterRemoved):
+        return {"cluster_id": p.cluster.id}
+    if isinstance(p, NodeChanged):
+        return {"cluster_id": p.node.cluster_id, "node_id": p.node.id}
+    if isinstance(p, NodeDelta):  # a removed node's delta has no record, so no cluster id
+        return {"node_id": p.id} if p.node is None else {"cluster_id": p.node.cluster_id, "node_id": p.id}
+    if isinstance(p, ClusterDelta):
+        return {"cluster_id": p.id}
+    return {}

@@ -1,6 +1,7 @@
 """The log lines' fields (issue 13 item 6): service and instance on every line; the transfer, cluster and
 node ids inside `log_context` (or after `bind`) and not outside; followed into asyncio tasks and
-``asyncio.to_thread``, and into a plain thread only when it is given the context."""
+``asyncio.to_thread``, and into a plain thread only when it is given the context; the gateway's relay of
+Redis events names the ids of the event a line is about."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ import logging
 import threading
 from datetime import datetime
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from castray.gateway import keys
 from castray.gateway.log_ids import log_ids_middleware
 from castray.gateway.view_cache import SharedRead
+from castray.shared.bus import Bus
+from castray.shared.events import Event, TransferCancelled, TransferFailed
 from castray.shared.log import IDS, bind, log_context, log_ids, without_ids
+from castray.shared.names import Names
+from tests.support.gateway import ViewWriter, cluster, node
+from tests.support.gateway_fixtures import GatewayFactory
 from tests.support.json_logs import about, captured, parse
+from tests.support.waiting import wait_for
 
+pytest_plugins = ("tests.support.gateway_fixtures",)  # make_gateway, view
 log = logging.getLogger("castray.test.log_context")
 
 
@@ -163,3 +173,34 @@ async def test_a_shared_read_started_by_one_request_carries_none_of_its_ids() ->
     with log_context(node_id="n1", cluster_id="c1"):
         assert await shared() == 1
     assert seen == [{}]
+
+
+async def test_a_failure_to_relay_an_event_names_the_transfer_cluster_or_node_it_is_about(
+    make_gateway: GatewayFactory, redis_client: aioredis.Redis, names: Names, view: ViewWriter,
+) -> None:
+    """The gateway's relay of Redis events to /ws clients: a bug with one event is logged with that
+    event's ids (an observer of the hub that fails stands for the bug)."""
+    gateway = await make_gateway()
+
+    def broken(event: Event) -> None:
+        raise RuntimeError(f"cannot count {event.type}")
+
+    gateway.server.app[keys.HUB].observers.append(broken)
+    bus = Bus(redis_client, names, source="test-transfer")
+    with captured(service="gateway") as text:
+        await view.reset()
+        await bus.publish(names.transfer_events, TransferFailed(transfer_id="t1", node_id="c1-n1", error="x"))
+        await bus.publish(names.transfer_events, TransferCancelled(transfer_id="t2"))
+        await view.found(cluster("c1"))
+        await view.change("node", "added", "c2-n2", node("n2", "c2"))
+        await wait_for(lambda: text().count("could not relay") == 5, "the five failures logged")
+    failed = [line for line in _lines(text()) if str(line["message"]).startswith("could not relay")]
+    assert all(line["level"] == "ERROR" and "cannot count" in str(line["exc_info"]) for line in failed)
+    ids = sorted((str(line["message"]), sorted((k, line[k]) for k in IDS if k in line)) for line in failed)
+    assert ids == [
+        ("could not relay transfer-cancelled", [("transfer_id", "t2")]),
+        ("could not relay transfer-failed", [("node_id", "c1-n1"), ("transfer_id", "t1")]),
+        ("could not relay view-changed", [("cluster_id", "c1")]),
+        ("could not relay view-changed", [("cluster_id", "c2"), ("node_id", "c2-n2")]),
+        ("could not relay view-reset", []),  # about the whole view
+    ]

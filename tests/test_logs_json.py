@@ -1,7 +1,8 @@
 """A real transfer service process with JSON logs (``CASTRAY_LOG_JSON``), against a real Ray head: its
 stderr is JSON lines, each naming the service and the instance its heartbeat names, and the lines about a
 transfer carry that transfer's id (its cluster's and its destination node's where there is one), never
-another transfer's. Then discovery, as a process, says which cluster a line is about."""
+another transfer's. Then discovery, as a process, says which cluster a line is about, and the node registry
+which cluster and node the event it refused was about."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import redis.asyncio as aioredis
 
 from castray import local_ray
 from castray.shared.heartbeat import read_replicas
+from castray.shared.log import IDS
 from castray.shared.names import Names
 from tests.support import transfer_env as env
+from tests.support.feed import DiscoveryFeed, make_cluster, make_node
 from tests.support.json_logs import Line, about, parse
 from tests.support.processes import stop
 from tests.support.waiting import wait_for
@@ -132,3 +135,37 @@ async def test_discovery_logs_the_cluster_a_line_is_about(
         assert "transfer_id" not in line
     leading = [line for line in lines if "leading as" in str(line["message"])]
     assert leading and all("cluster_id" not in line for line in leading)
+
+
+async def test_the_node_registry_names_the_cluster_and_node_of_an_event_it_refused(
+    redis_client: aioredis.Redis, names: Names, namespace: str, redis_url: str, tmp_path: Path,
+) -> None:
+    feed = DiscoveryFeed(redis_client, names)
+    feed.clusters["c1"] = make_cluster(1)
+    await feed.reset()  # discovery's state, before the registry starts
+    proc = _spawn("node_registry", tmp_path, namespace, redis_url, CASTRAY_CHECK_INTERVAL="60")
+    try:
+        instance = await _instance(redis_client, names, "node-registry")
+
+        async def listening() -> bool:  # subscribed, and its first resync has made the view
+            [(_, subscribers)] = await redis_client.pubsub_numsub(names.discovery_events)
+            return subscribers >= 1 and bool(await redis_client.hexists(names.view_meta, "epoch"))
+
+        await wait_for(listening, "the registry to subscribe and make the view", deadline=60)
+        await feed.node_upsert(make_node("c1", 1), publish=False)  # lost on the way
+        gap = await feed.node_upsert(make_node("c1", 2))  # one seq skipped: refused, and a resync
+        said = f"resync (gap at {gap.source} seq {gap.seq}): rebuilt"
+
+        async def resynced() -> bool:
+            return said in await asyncio.to_thread((tmp_path / "node_registry.stderr").read_text)
+
+        await wait_for(resynced, "the registry to resync after the gap", deadline=60)
+    finally:
+        stop(proc)
+    lines = _stderr(tmp_path, "node_registry")
+    assert all(line["service"] == "node-registry" and line["instance"] == instance for line in lines)
+    (refused,) = [line for line in lines if str(line["message"]).startswith(said)]
+    assert (refused["cluster_id"], refused["node_id"]) == ("c1", "c1-n0002")
+    assert "transfer_id" not in refused
+    first = [line for line in lines if str(line["message"]).startswith("resync (subscribed)")]
+    assert first and all(not set(IDS) & line.keys() for line in first)  # about the whole view: no ids

@@ -45,8 +45,10 @@ from castray.shared.events import (
     ViewChanged,
     ViewChangedEvent,
     ViewResetEvent,
+    ids_of,
 )
 from castray.shared.lifecycle import stop_task
+from castray.shared.log import log_context
 from castray.shared.view import ViewReader
 
 log = logging.getLogger(__name__)
@@ -253,7 +255,9 @@ class EventHub:
                 try:
                     self._dispatch(event)
                 except Exception:  # a bug with one event must not end the relay for every client
-                    log.exception("could not relay %s", event.type)
+                    # The event's ids on this line only: no context is set per event on the relay's path.
+                    with log_context(**ids_of(event)):
+                        log.exception("could not relay %s", event.type)
         finally:
             self.subscribed.clear()
 

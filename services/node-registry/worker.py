@@ -20,9 +20,10 @@ from castray.shared import bus as busmod
 from castray.shared import codec
 from castray.shared.bus import REDIS_ERRORS
 from castray.shared.errors import EventDecodeError
-from castray.shared.events import Event, SourceResetEvent
+from castray.shared.events import Event, SourceResetEvent, ids_of
 from castray.shared.heartbeat import Heartbeat, Holds
 from castray.shared.lifecycle import stop_tasks
+from castray.shared.log import log_context
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # events applied in one round trip when the registry has fallen behind
@@ -144,7 +145,8 @@ class RegistryWorker:
         refused = next(((e, r) for e, r in zip(events, results, strict=True) if r.outcome == "resync"), None)
         if refused is not None:
             event, result = refused
-            await self.resync(f"{result.reason} at {event.source} seq {event.seq}")
+            with log_context(**ids_of(event)):  # the resync's lines name the cluster or node refused
+                await self.resync(f"{result.reason} at {event.source} seq {event.seq}")
 
     # --- the periodic check -----------------------------------------------------------------------
     async def _check(self) -> None:
