@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import io
 import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol, TypedDict
@@ -32,6 +34,7 @@ import ray
 from castray.shared.confined import open_beneath, open_nofollow
 from castray.shared.errors import ConfinementError
 from castray.shared.filegen import Content, write_generated
+from castray.transfer.direct_hop import Hop, HopStatus, Limits, SendEnd, Sender
 from castray.transfer.errors import TransferError
 from castray.transfer.sink import (
     CHUNK_DIGEST,
@@ -113,6 +116,7 @@ class SourceFile(Ordered):
         self.file, self.size, self.known_sha, self.remove = file, size, known_sha, remove
         self.sha = hashlib.sha256()
         self.done = 0
+        self.lock = threading.Lock()  # a direct chain's sender reads under it (`restart` waits for it)
 
     @classmethod
     def open(cls, path: Path, remove_after: bool, known_sha: str | None = None, fast: bool = True
@@ -149,6 +153,29 @@ class SourceFile(Ordered):
             return buf, CHUNK_DIGEST + hasher.hexdigest()
         return buf, self.sha.copy().hexdigest()
 
+    def restart(self, index: int, offset: int) -> int:
+        """Read on from chunk ``index`` at byte ``offset`` (forwards or back): the direct chain's fallback
+        re-reads what its copies miss (`castray.transfer.direct`). A file of this machine only (not a
+        stream); with the running sha256 as digests, the file is hashed again up to ``offset``. Returns
+        the bytes read so far (``offset``)."""
+        if not isinstance(self.file, io.FileIO):
+            raise TransferError("this source cannot be read again")
+        with self.lock:
+            self.file.seek(0)
+            self.sha, self.done = hashlib.sha256(), 0
+            if self.known_sha is not None:  # per-chunk digests: nothing to hash before it
+                self.file.seek(offset)
+                self.done = offset
+            while self.done < offset:
+                length = min(offset - self.done, 4 * 1024 * 1024)
+                block = self.file.read(length)
+                if not block:
+                    raise TransferError(f"source file shrank while being read ({self.done} bytes)")
+                self.sha.update(block)
+                self.done += len(block)
+            self.next, self.error = index, None
+            return self.done
+
     def sha256(self) -> str:
         return self.known_sha if self.known_sha is not None else self.sha.hexdigest()
 
@@ -181,12 +208,39 @@ def open_generated(path: str, size: int, content: Content, known_sha: str | None
     return SourceFile.open(target, True, known_sha, fast)
 
 
+async def write_chunk(sink: Sink, index: int, data: Any, digest: str, epoch: int) -> int:
+    """Write chunk ``index`` of ``sink``'s copy, in its turn (the Ray paths' and the direct chain's one
+    way): digest-checked in a thread, the idle watchdog touched; the bytes written so far."""
+    sink.touch()
+    await sink.turn(index, epoch)
+    try:
+        done = await asyncio.to_thread(sink.write, data, digest)
+    except BaseException as e:
+        await sink.advance(str(e))
+        raise
+    sink.touch()
+    await sink.advance()
+    return done
+
+
+def sink_hop(sink: Sink, secret: bytes, limits: Limits) -> Hop:
+    """A direct chain's hop (`castray.transfer.direct_hop`) writing into ``sink`` as `write_chunk` does,
+    in the copy's current epoch."""
+
+    async def write(index: int, data: Any, digest: str) -> int:
+        return await write_chunk(sink, index, data, digest, sink.epoch)
+
+    return Hop(secret, limits, write, lambda: (sink.done, sink.next))
+
+
 class NodeAgent:
     """Reads sources and writes copies on its node (an async actor: create it with `agent_options`)."""
 
     def __init__(self) -> None:
         self.sources: dict[str, SourceFile] = {}
         self.sinks: dict[str, Sink] = {}
+        self.hops: dict[str, Hop] = {}  # a direct chain's ends, by sink key (`castray.transfer.direct`)
+        self.senders: dict[str, Sender] = {}  # a direct chain's sends, by source key
         self.watchdog: asyncio.Task[None] | None = None
         # The worker's ~10^5 objects from start-up never die: out of the collector's reach, its full
         # passes (triggered by each chunk's task objects) stop walking them.
@@ -253,17 +307,7 @@ class NodeAgent:
 
     async def write(self, key: str, index: int, data: Any, digest: str, epoch: int = 0) -> int:
         """Write chunk ``index`` of a copy (in order); the bytes written so far."""
-        sink = self._sink(key)
-        sink.touch()
-        await sink.turn(index, epoch)
-        try:
-            done = await asyncio.to_thread(sink.write, data, digest)
-        except BaseException as e:
-            await sink.advance(str(e))
-            raise
-        sink.touch()
-        await sink.advance()
-        return done
+        return await write_chunk(self._sink(key), index, data, digest, epoch)
 
     async def forward(self, data: Any) -> Any:
         """The chunk again, as a new object in this node's store (owned by the driver), which the next node
@@ -286,7 +330,71 @@ class NodeAgent:
             raise TransferError("copy aborted on its node (nothing arrived for too long)")
         return sink
 
+    # --- a direct chain (`castray.transfer.direct`, `castray.transfer.direct_hop`) ----------------
+    async def direct_listen(self, key: str, secret: bytes, size: int, chunk_bytes: int, timeout: float,
+                            deadline: float) -> tuple[str, int]:
+        """Listen on this node's address for the one upstream peer of copy ``key`` (see `Hop`); the
+        address and port. What arrives is written as `write` writes, in the copy's current epoch."""
+        sink = self._sink(key)
+        sink.touch()
+        await self._close_hop(key)
+        hop = sink_hop(sink, secret, Limits(size, chunk_bytes, timeout))
+        ip = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        port = await hop.listen(ip, deadline)
+        self.hops[key] = hop
+        return ip, port
+
+    async def direct_connect(self, key: str, host: str, port: int) -> None:
+        """Connect copy ``key``'s hop to the next one, at ``host:port``."""
+        await self._hop(key).connect(host, port)
+
+    async def direct_status(self, key: str) -> HopStatus:
+        sink = self._sink(key)
+        sink.touch()
+        return self._hop(key).status()
+
+    def _hop(self, key: str) -> Hop:
+        hop = self.hops.get(key)
+        if hop is None:
+            raise TransferError("no direct chain for this copy (closed)")
+        return hop
+
+    async def direct_send(self, key: str, host: str, port: int, secret: bytes, chunk_bytes: int,
+                          timeout: float, rate_limit: int) -> SendEnd:
+        """Send source ``key`` to the first hop at ``host:port``, whole, from where it stands."""
+        source = self.sources[key]
+        limits = Limits(source.size, chunk_bytes, timeout)
+        if source.done != 0:
+            raise TransferError("a direct send starts at the source's first byte")
+        sender = Sender(source.read, source.lock, secret, limits, rate_limit)
+        self.senders[key] = sender
+        try:
+            return await sender.send(host, port)
+        finally:
+            if self.senders.get(key) is sender:
+                del self.senders[key]
+
+    async def direct_close(self, key: str) -> None:
+        """End copy ``key``'s hop or source ``key``'s send (the chunks received are still written)."""
+        await self._close_hop(key)
+        sender = self.senders.pop(key, None)
+        if sender is not None:
+            await sender.stop()
+
+    async def _close_hop(self, key: str) -> None:
+        hop = self.hops.pop(key, None)
+        if hop is not None:
+            await hop.close()
+
+    async def rewind_source(self, key: str, index: int, offset: int) -> int:
+        """Read source ``key`` on from chunk ``index`` at byte ``offset`` (`SourceFile.restart`)."""
+        sender = self.senders.pop(key, None)
+        if sender is not None:
+            await sender.stop()
+        return await asyncio.to_thread(self.sources[key].restart, index, offset)
+
     async def finish(self, key: str, sha256: str) -> Placed:
+        await self._close_hop(key)
         sink = self._sink(key)
         del self.sinks[key]
         try:
@@ -296,6 +404,7 @@ class NodeAgent:
 
     async def abort_sink(self, key: str) -> None:
         """Drop a transfer's copy here, removing its temporary file."""
+        await self._close_hop(key)
         sink = self.sinks.pop(key, None)
         if sink is not None:
             await sink.advance("cancelled")

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from castray.transfer import direct
 from castray.transfer.errors import TransferError
 from castray.transfer.pacing import NOT_ANSWERED, Pacer, Window, chunk_deadline
 from castray.transfer.reasons import reason
@@ -215,11 +216,27 @@ def _node_ip() -> str:
 
 
 def stream(run: _Run, reader: AgentReader | HereReader) -> None:
-    """Stream the source down the chain of ``run``'s live destinations (blocking)."""
+    """Stream the source down the chain of ``run``'s live destinations (blocking): over direct connections
+    if the plan says so (`castray.transfer.direct`), with this chain as its fallback."""
+    if run.plan.direct and direct.usable(run, reader):
+        here = isinstance(reader, HereReader)
+        order = chain_order(run, _node_ip() if here else run.agents.ips.get(run.source_node, ""))
+        direct.stream(run, reader, order, partial(_stream, run, reader))
+        return
+    _stream(run, reader)
+
+
+def _stream(run: _Run, reader: AgentReader | HereReader, resume: direct.Resume | None = None) -> None:
+    """The chain through Ray; ``resume``: from where each copy stands (the reader is at its first chunk),
+    each given only the chunks it misses."""
     plan, size, step = run.plan, run.size, run.plan.chunk_bytes
     here = isinstance(reader, HereReader)
     source = run.local if here else run.source_node
     chain = _Chain(run, _node_ip() if here else run.agents.ips.get(source, ""))
+    first = 0
+    if resume is not None:
+        chain.epochs.update({n: e for n, e in resume.epochs.items() if n in chain.epochs})
+        first = resume.first
     # A chunk is in flight until the chain's last node has it: one more per hop keeps every link as busy
     # as a star's one link with ``plan.inflight``.
     wanted = plan.inflight + len(chain.order) - 1
@@ -228,16 +245,16 @@ def stream(run: _Run, reader: AgentReader | HereReader) -> None:
     window: deque[_Chunk] = deque()
     chain.sizer = Window(plan, limit, links=len(chain.order))
     pacer = Pacer(plan, run.cancelled, run.emit, run.written)
-    for index, offset in enumerate(range(0, size, step)):
+    for index, offset in enumerate(range(first * step, size, step), first):
         if run.cancelled.is_set() or not run.alive:
             break
         data, digest = reader.read(index, min(step, size - offset))
         chunk = _Chunk(index, data, digest)
-        chain.issue(chunk, lambda _: True)
+        chain.issue(chunk, (lambda _: True) if resume is None else partial(_misses, resume.stands, index))
         window.append(chunk)
         while len(window) >= chain.sizer.size() and run.alive:
             _pop(chain, window)
-        pacer.sent(offset + step)
+        pacer.sent(offset + step - first * step)  # the rate counts from where it starts
     while window and run.alive:
         _pop(chain, window)
     pacer.report()

@@ -102,6 +102,11 @@ class Plan(_Message):
     chain: bool = Field(default=True, description=(
         "Several destinations: each feeds the next (`castray.transfer.chain`), so the source sends each "
         "byte once; False: every destination pulls from the source (Ray's star)."))
+    direct: bool = Field(default=False, description=(
+        "With chain: the chain's bytes flow over direct TCP connections between the node agents "
+        "(`castray.transfer.direct`), each port listening on its node's address for one peer that "
+        "sends this transfer's secret, the Ray chain kept as the fallback; False: through Ray's object "
+        "manager only."))
 
 
 # --- service -> driver ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ AGENT_MODULES = (
     "castray.shared.safe_names",
     "castray.transfer",
     "castray.transfer.agent",
+    "castray.transfer.direct_hop",
     "castray.transfer.diskio",
     "castray.transfer.errors",
     "castray.transfer.sink",

@@ -1,0 +1,122 @@
+"""A broadcast chain over direct connections between the node agents (``Plan.direct``,
+`castray.transfer.direct`), across the hosts of a network lab (`tests.support.netlab`): a Ray head on h1
+and a node on each of h2-h4, CastRay's transfer driver on h1 (`LabDriver`).
+
+- a broadcast to the three other hosts over the direct chain (the driver's log says it ran, and that the
+  Ray chain never took over): every copy verified (sha256 of the file on disk), h1 sent at most 1.25
+  times the file, and h2 and h3 each forwarded a whole copy (interface counters: deterministic);
+- the middle node killed mid-stream (its raylet, SIGKILL): it fails with a reason, leaves no temporary
+  file, and the others complete through the Ray chain, which takes over from where each copy stands.
+
+Each test has a lab of its own (one kills a node). Needs root and iproute2. The wrong secret and the
+plan's limits are tested on a hop alone (tests/test_transfer_direct_hop.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from castray import local_ray
+from castray.transfer.protocol import (
+    DestinationEnded,
+    DriverEvent,
+    Ended,
+    GeneratedFile,
+    Plan,
+    PlanDestination,
+)
+from tests.support import netlab
+from tests.support import transfer_env as env
+from tests.support.lab_driver import LabDriver
+
+MiB = 1024 * 1024
+FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+              "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+TOOK_OVER = "the Ray chain takes over"
+
+
+@dataclass
+class Lab:
+    lab: netlab.Lab
+    nodes: list[local_ray.RayNode]  # h1 (the head), h2, h3, h4
+    driver: LabDriver  # on h1
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with netlab.running(4) as made:
+        head = made.start_head(made.hosts[0], env=FAST_DEATH)
+        nodes = [head] + [made.start_worker(h, head) for h in made.hosts[1:]]
+        driver = LabDriver(made, made.hosts[0], head, tmp_path / "driver.log")
+        try:
+            yield Lab(made, nodes, driver)
+        finally:
+            driver.close()
+
+
+def broadcast(lab: Lab, tmp_path: Path, size: int, rate_limit: int = 0) -> Plan:
+    """A generated file on h1 to h2, h3, h4 (in that order) over the direct chain."""
+    dests = [PlanDestination(node_id=f"h{i}", ray_node_id=str(node.node_id),
+                             dir=str(tmp_path / "inbox" / f"h{i}"))
+             for i, node in enumerate(lab.nodes[1:], 2)]
+    source = GeneratedFile(path=str(tmp_path / "src" / "source.bin"), size=size)
+    return Plan(id="dc", token="t1", input=source, source_ray_node=str(lab.nodes[0].node_id), dests=dests,
+                file_name="copy.bin", chunk_bytes=4 * MiB, inflight=4, rate_limit=rate_limit,
+                progress_interval=0.1, direct=True)
+
+
+def outcomes(events: list[DriverEvent]) -> tuple[Ended, dict[str, DestinationEnded]]:
+    [ended] = [e for e in events if isinstance(e, Ended)]
+    return ended, {e.node_id: e for e in events if isinstance(e, DestinationEnded)}
+
+
+def test_a_direct_broadcast_to_three_hosts_sends_each_byte_from_the_source_once(
+        lab: Lab, tmp_path: Path) -> None:
+    size = 64 * MiB + 3
+    sent0 = {h.name: lab.lab.counters(h) for h in lab.lab.hosts}
+    ended, dests = outcomes(lab.driver.run(broadcast(lab, tmp_path, size)))
+    assert ended.state == "completed", ended
+    for name in ("h2", "h3", "h4"):
+        dest = dests[name]
+        assert dest.state == "completed" and dest.path is not None, dest
+        assert env.size_of(dest.path) == size
+        assert env.sha256_file(dest.path) == dest.sha256 == ended.sha256
+    sent = {h.name: lab.lab.counters(h)[0] - sent0[h.name][0] for h in lab.lab.hosts}
+    assert sent["h1"] <= 1.25 * size, sent  # a star would send 3 copies
+    assert sent["h2"] >= size and sent["h3"] >= size, sent  # h2 fed h3, h3 fed h4
+    log = lab.driver.log.read_text()
+    assert "direct chain h2,h3,h4" in log, log[-3000:]
+    assert TOOK_OVER not in log and "no direct chain" not in log, log[-3000:]
+
+
+def test_a_node_killed_mid_direct_chain_fails_and_the_others_complete_through_the_ray_chain(
+        lab: Lab, tmp_path: Path) -> None:
+    size = 96 * MiB
+    h3 = lab.nodes[2]
+    raylet = h3.raylet_pid()
+    assert raylet is not None
+    killed: list[int] = []
+
+    def kill_h3_midway(event: DriverEvent) -> None:  # once h3 holds a quarter of the file
+        if not killed and getattr(event, "dests", {}).get("h3", 0) >= size // 4:
+            os.kill(raylet, signal.SIGKILL)
+            killed.append(raylet)
+
+    ended, dests = outcomes(lab.driver.run(broadcast(lab, tmp_path, size, rate_limit=12 * MiB),
+                                           kill_h3_midway))
+    assert killed, "the transfer ended before h3 was killed"
+    assert dests["h3"].state == "failed" and dests["h3"].error, dests["h3"]
+    assert not list((tmp_path / "inbox" / "h3").iterdir()), "a file left where the dead node wrote"
+    for name in ("h2", "h4"):
+        dest = dests[name]
+        assert dest.state == "completed" and dest.path is not None, (dest, dests)
+        assert env.sha256_file(dest.path) == dest.sha256 == ended.sha256
+    assert ended.state == "completed", ended
+    log = lab.driver.log.read_text()
+    assert "direct chain h2,h3,h4" in log and TOOK_OVER in log, log[-3000:]
