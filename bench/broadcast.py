@@ -6,7 +6,10 @@ a file of h1 (a node's file whose sha256 is known, as an upload's is) to N = 1, 
 
 - **chain**: the destinations feed each other (`castray.transfer.chain`, the default);
 - **star**: every destination pulls each chunk from h1 (``Plan.chain=False``: Ray's plain object-manager
-  broadcast, CastRay's path before the chain), in the same run, on the same links.
+  broadcast, CastRay's path before the chain), in the same run, on the same links;
+- **direct** (``--ways chain,direct``): the same chain over direct TCP connections between the agents
+  (``Plan.direct``, `castray.transfer.direct`). Its unicast is the same as the chain's (one destination
+  takes the Ray path), so its ratio is to the same unicast.
 
 For each: the wall time from the plan sent to its end, and its ratio to the unicast (N = 1) at that rate;
 the bytes each host sent (its interface's counter, MB); the CPU seconds of every process in the lab (Ray,
@@ -90,7 +93,7 @@ class Bench:
         self.lab, self.driver, self.node_ids, self.work = lab, driver, node_ids, work
         self.chunk, self.inflight, self.count = chunk, inflight, 0
 
-    def run(self, rate: str, source: Path, sha: str, n: int, chain: bool) -> Row:
+    def run(self, rate: str, source: Path, sha: str, n: int, way: str) -> Row:
         self.count += 1
         inbox = Path(tempfile.mkdtemp(prefix="castray-bench-inbox-", dir="/dev/shm"))
         dests = [PlanDestination(node_id=f"h{i}", ray_node_id=self.node_ids[i - 1], dir=str(inbox / f"h{i}"))
@@ -98,7 +101,8 @@ class Bench:
         read = NodeFile(root=str(source.parent), path=source.name)
         plan = Plan(id=f"b{self.count}", token="bench", input=read, source_ray_node=self.node_ids[0],
                     dests=dests, file_name="copy.bin", expected_sha=sha,
-                    chunk_bytes=self.chunk, inflight=self.inflight, chain=chain, progress_interval=5.0)
+                    chunk_bytes=self.chunk, inflight=self.inflight, chain=way != "star",
+                    direct=way == "direct", progress_interval=5.0)
         size = source.stat().st_size
         self.quiet()
         before, cpu0 = [self.lab.counters(h)[0] for h in self.lab.hosts], lab_cpu(self.lab)
@@ -113,7 +117,7 @@ class Bench:
         done = [e for e in events if isinstance(e, DestinationEnded) and e.state == "completed"]
         ok = ended.state == "completed" and len(done) == n and all(e.sha256 == sha for e in done)
         cpu = sum(t - cpu0.get(pid, 0.0) for pid, t in cpu1.items())
-        return Row(rate, n, "chain" if chain else "star", took, sent, cpu, size, ok,
+        return Row(rate, n, way, took, sent, cpu, size, ok,
                    "" if ok else f"{ended.state}: {ended.error}")
 
 
@@ -147,21 +151,28 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", default="400mbit", help="the first rate (default 400mbit)")
     parser.add_argument("--fast-size", default="128MiB", help="file size at the first rate")
-    parser.add_argument("--fast-n", default="1,3,6", help="destination counts at the first rate (empty: skip it)")
+    parser.add_argument("--fast-n", default="1,3,6",
+                        help="destination counts at the first rate (empty: skip it)")
     parser.add_argument("--slow", default="100mbit", help="the second rate, for larger N (default 100mbit)")
     parser.add_argument("--slow-size", default="128MiB", help="file size at the second rate")
-    parser.add_argument("--slow-n", default="1,3,6", help="destination counts at the second rate (empty: skip it)")
+    parser.add_argument("--slow-n", default="1,3,6",
+                        help="destination counts at the second rate (empty: skip it)")
     parser.add_argument("--chunk", default="4MiB", help="chunk size (default 4MiB)")
     parser.add_argument("--inflight", type=int, default=8, help="chunks in flight (default 8)")
+    parser.add_argument("--ways", default="chain,star",
+                        help="ways of broadcasting to compare, of chain, direct, star (default chain,star)")
     parser.add_argument("--no-star", action="store_true", help="skip Ray's star")
     args = parser.parse_args()
+    ways = [w for w in args.ways.split(",") if w and not (args.no_star and w == "star")]
+    if not ways or any(w not in ("chain", "direct", "star") for w in ways):
+        parser.error(f"--ways: of chain, direct, star, not {args.ways!r}")
     rates = [(rate, parse_size(size), [int(n) for n in counts.split(",") if n])
              for rate, size, counts in ((args.fast, args.fast_size, args.fast_n),
                                         (args.slow, args.slow_size, args.slow_n)) if counts]
     hosts = 1 + max(max(ns) for _, _, ns in rates)
     work = Path(tempfile.mkdtemp(prefix="castray-bench-bc-"))
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
-          f"chunk {args.chunk}, {args.inflight} in flight; {hosts} hosts")
+          f"chunk {args.chunk}, {args.inflight} in flight; {hosts} hosts; ways {','.join(ways)}")
     rows: list[Row] = []
     try:
         with netlab.running(hosts) as lab:
@@ -174,7 +185,7 @@ def main() -> None:
                 bench = Bench(lab, driver, [str(n.node_id) for n in nodes], work, parse_size(args.chunk),
                               args.inflight)
                 for rate, size, counts in rates:
-                    _at_rate(bench, lab, rate, size, counts, not args.no_star, work, rows)
+                    _at_rate(bench, lab, rate, size, counts, ways, work, rows)
             finally:
                 driver.close()
     finally:
@@ -183,17 +194,17 @@ def main() -> None:
     print(table(rows, hosts))
 
 
-def _at_rate(bench: Bench, lab: netlab.Lab, rate: str, size: int, counts: list[int], star: bool, work: Path,
-             rows: list[Row]) -> None:
+def _at_rate(bench: Bench, lab: netlab.Lab, rate: str, size: int, counts: list[int], ways: list[str],
+             work: Path, rows: list[Row]) -> None:
     for host in lab.hosts:
         lab.shape(host, netlab.Shape(rate=rate))
     source = work / f"source-{rate}.bin"
     sha = make_file(source, size)
-    for warm in (True, False):  # every agent started, and the first object transfers (slower) done
+    for warm in ways:  # every agent started, and the first object transfers (slower) done
         bench.run(rate, source, sha, len(lab.hosts) - 1, warm)
     for n in counts:
-        for chain in ([True, False] if star and n > 1 else [True]):
-            row = bench.run(rate, source, sha, n, chain)
+        for way in (ways if n > 1 else ["chain"]):
+            row = bench.run(rate, source, sha, n, way)
             rows.append(row)
             print(f"  {rate} N={n} {row.way}: {row.took:.1f} s, h1 sent {row.sent[0] / MB:.0f} MB"
                   f"{'' if row.ok else ' NOT COMPLETED ' + row.note} (load {os.getloadavg()[0]:.1f})",

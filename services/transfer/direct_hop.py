@@ -88,8 +88,10 @@ Write = Callable[[int, Any, str], Awaitable[int]]  # index, data, digest -> byte
 
 
 async def _within(step: Awaitable[Any], timeout: float, what: str) -> Any:
+    """``step``'s result, or `HopError` if it fails or takes longer than ``timeout`` (a timer, no task)."""
     try:
-        return await asyncio.wait_for(step, timeout)
+        async with asyncio.timeout(timeout):
+            return await step
     except TimeoutError:
         raise HopError(f"{what}: nothing for {timeout:.0f} s") from None
     except asyncio.IncompleteReadError:
