@@ -1,7 +1,7 @@
-// The activity log: the newest events first, bounded, appended in one batch per frame.
+// The activity log: the newest events first, bounded, appended in one batch at most every READOUT_MS.
 
 import { byId, h } from "./dom.js";
-import { FrameBatch } from "./frame.js";
+import { FrameBatch, READOUT_MS } from "./frame.js";
 import { clock } from "./format.js";
 
 const LIMIT = 200;
@@ -10,7 +10,7 @@ export class ActivityLog {
   constructor(store) {
     this.list = byId("activity-log");
     this.pending = [];
-    this.frame = new FrameBatch(() => this.flush());
+    this.frame = new FrameBatch(() => this.flush(), READOUT_MS);
     store.on("activity", (entry) => { this.pending.push(entry); this.frame.request(); });
     byId("btn-clear-log").addEventListener("click", () => this.list.replaceChildren());
   }

@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { byId, h, setAttr, setHidden, setText, showMessage } from "./dom.js";
-import { FrameBatch } from "./frame.js";
+import { FrameBatch, READOUT_MS } from "./frame.js";
 import { ago } from "./format.js";
 
 const FOUND_LABEL = { local: "local", external: "discovered", manual: "connected by hand" };
@@ -15,7 +15,7 @@ export class ClustersPanel {
     this.empty = byId("clusters-empty");
     this.message = byId("cluster-message");
     this.rows = new Map();
-    this.frame = new FrameBatch(() => this.flush());
+    this.frame = new FrameBatch(() => this.flush(), READOUT_MS); // node counts: a readout
     store.on("clusters", () => this.frame.request());
     store.on("nodes", () => this.frame.request());
     this.bind();

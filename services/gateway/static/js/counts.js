@@ -19,11 +19,13 @@ export class NodeCounts {
     this.clusterAlive = new Map(); // cluster id -> ALIVE nodes
     this.clusterDead = new Map(); // cluster id -> DEAD nodes
     this.externalCounted = 0; // external nodes that are not DEAD
+    this.version = (this.version || 0) + 1; // bumped by every change: a view redraws labels only when it moved
   }
 
   /** Count a node in (`by` = 1) or out (`by` = -1). */
   tally(node, by) {
     const c = node.cluster_id;
+    this.version += 1;
     this.total += by;
     bump(this.state, node.state || "", by);
     bump(this.origin, node.external ? "external" : "local", by);

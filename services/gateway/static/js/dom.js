@@ -27,9 +27,19 @@ function append(el, child) {
   else el.appendChild(document.createTextNode(String(child)));
 }
 
-/** Set an element's text only if it changed (avoids needless layout work on live updates). */
+/**
+ * Set an element's text only if it changed (avoids needless layout work on live updates). An element that
+ * holds one text node keeps it and has its data changed: replacing the node (textContent) makes Chromium
+ * compute its style and build its layout object again, most of a scroll frame's style work in the table.
+ */
 export function setText(el, value) {
   const text = value === null || value === undefined ? "" : String(value);
+  const only = el.firstChild;
+  if (only !== null && only === el.lastChild && only.nodeType === Node.TEXT_NODE && text !== "") {
+    if (only.data === text) return false;
+    only.data = text;
+    return true;
+  }
   if (el.textContent === text) return false;
   el.textContent = text;
   return true;

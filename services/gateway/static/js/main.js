@@ -4,7 +4,7 @@ import * as api from "./api.js";
 import { ActivityLog } from "./activity.js";
 import { ClustersPanel } from "./clusters.js";
 import { byId, setText } from "./dom.js";
-import { FrameBatch } from "./frame.js";
+import { FrameBatch, READOUT_MS } from "./frame.js";
 import { LiveConnection } from "./live.js";
 import { NodesTable } from "./nodes.js";
 import { ServicesPanel } from "./services.js";
@@ -33,7 +33,7 @@ function setupSummary(store) {
     setText(byId("stat-nodes"), counted);
     setText(byId("stat-alive"), alive);
     setText(byId("stat-external"), external);
-  });
+  }, READOUT_MS);
   store.on("nodes", () => frame.request());
   store.on("clusters", () => frame.request());
 }

@@ -6,11 +6,13 @@
 // change to a node in view rewrites only what changed in its row.
 
 import { byId, h, setAttr, setHidden, setText } from "./dom.js";
-import { FrameBatch } from "./frame.js";
+import { FrameBatch, READOUT_MS } from "./frame.js";
 import { bytes, cpu } from "./format.js";
 import { NodeList } from "./node_list.js";
 
-const OVERSCAN = 12; // rows drawn beyond each edge of the view, so a scroll finds them already there
+// Rows drawn beyond each edge of the view, so a small scroll finds them already there. Every drawn row is
+// given another node's cells when the view moves by a page, and a page costs style and layout per row.
+const OVERSCAN = 6;
 const ROW_HEIGHT = 34; // as app.css's --node-row-height; measured from a drawn row once there is one
 // Beyond this many highlights in one frame (a burst of changes) the rows update without one.
 const MAX_FLASHES_PER_FRAME = 150;
@@ -38,6 +40,8 @@ export class NodesTable {
     this.clusterOptions = "";
     this.flashes = 0;
     this.frame = new FrameBatch(() => this.flush());
+    this.countsShown = -1; // the counts' version the filters' labels show
+    this.labels = new FrameBatch(() => this.updateLabels(), READOUT_MS);
     store.on("nodes", (d) => this.onNodes(d));
     store.on("clusters", () => { this.clustersChanged = true; this.frame.request(); });
     this.bindControls();
@@ -185,8 +189,13 @@ export class NodesTable {
     setHidden(this.empty, n > 0);
     setText(this.count, store.nodes.size ? `${n} of ${store.nodes.size}` : "");
     setAttr(this.table, "aria-rowcount", n + 1);
-    // Each filter's choices say how many nodes they hold, from the counts kept per delta (counts.js).
-    const counts = store.counts;
+    if (store.counts.version !== this.countsShown) this.labels.request();
+  }
+
+  /** Each filter's choices say how many nodes they hold (a readout: at most every READOUT_MS). */
+  updateLabels() {
+    const counts = this.store.counts;
+    this.countsShown = counts.version;
     const label = (opt, n) => setText(opt, `${opt.dataset.label} (${n})`);
     for (const opt of byId("filter-state").options) label(opt, opt.value ? counts.state.get(opt.value) || 0 : counts.total);
     for (const opt of byId("filter-external").options) label(opt, opt.value ? counts.origin.get(opt.value) || 0 : counts.total);
@@ -265,6 +274,7 @@ export class NodesTable {
     const current = select.value;
     const option = (value, label) => h("option", { value, dataset: { label } }, label);
     select.replaceChildren(option("", "All clusters"), ...clusters.map((c) => option(c.id, c.name || c.id)));
+    this.countsShown = -1; // the new options have no counts yet
     select.value = clusters.some((c) => c.id === current) ? current : "";
     if (select.value !== current) {
       this.filters.cluster = "";

@@ -31,18 +31,9 @@ export class NodePickers {
     this.all = true;
     this.clusterNames = "";
     this.clustersChanged = false;
-    this.frame = new FrameBatch(() => { this.last = performance.now(); this.flush(); });
-    this.last = -EVERY_MS;
-    this.timer = null;
-    store.on("nodes", (d) => { if (d.reset) this.all = true; else this.dirty.add(d.id); this.request(); });
-    store.on("clusters", () => { this.clustersChanged = true; this.request(); });
-  }
-
-  /** A redraw in the first frame a second after the last one. */
-  request() {
-    if (this.timer !== null) return;
-    this.timer = setTimeout(() => { this.timer = null; this.frame.request(); },
-      Math.max(0, this.last + EVERY_MS - performance.now()));
+    this.frame = new FrameBatch(() => this.flush(), EVERY_MS); // the first frame a second after the last
+    store.on("nodes", (d) => { if (d.reset) this.all = true; else this.dirty.add(d.id); this.frame.request(); });
+    store.on("clusters", () => { this.clustersChanged = true; this.frame.request(); });
   }
 
   flush() {
