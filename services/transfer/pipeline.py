@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
@@ -44,7 +44,9 @@ from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)
 Emit = Callable[[DriverEvent], None]
+K = TypeVar("K")
 Outcome = tuple[FinalState, str | None, str | None]  # state, sha256, error
+ABORT_TIMEOUT = 10.0  # seconds the aborted copies' nodes get to answer, all together, after the stream
 
 
 class Agents:
@@ -112,6 +114,7 @@ class _Run:
     cancelled: threading.Event
     local: str  # the Ray node this driver is attached to: what an empty Ray node id in the plan means
     alive: dict[str, PlanDestination] = field(default_factory=dict)
+    aborts: list[_Abort] = field(default_factory=list)  # submitted, not yet settled (`settle_aborts`)
     written: dict[str, int] = field(default_factory=dict)  # bytes written, by destination node id
     size: int = 0
     bytes_read: int = 0
@@ -134,23 +137,72 @@ class _Run:
         if self.alive.pop(dest.node_id, None) is None:
             return
         self.ended(dest, "failed", why)
-        agent = self.agents.get(self.node(dest))
-        try:
-            ray.get(agent.abort_sink.remote(self.sink(dest)), timeout=10)
-        except (RayError, GetTimeoutError):
-            # Its node is gone: another node on the same host can still remove the temp file.
-            self.agents.forget(self.node(dest))
-            self._remove_orphan(dest)
+        self.abort(dest)
 
-    def _remove_orphan(self, dest: PlanDestination) -> None:
-        live = [self.node(d) for d in self.alive.values()] + [self.source_node]
-        helper = self.agents.same_host(self.node(dest), live)
-        if helper is not None:
-            path = f"{dest.dir}/{temp_name(self.plan.id, self.plan.token)}"
-            try:
-                ray.get(helper.remove_temp.remote(path), timeout=10)
-            except (RayError, GetTimeoutError) as e:
-                log.warning("could not remove %s: %s", path, reason(e))
+    def abort(self, dest: PlanDestination) -> None:
+        """Drop a destination's copy on its node. Submitted, not waited for: `settle_aborts` waits for
+        them all at once, so copies failing together (a host cut off, a chain's nodes that do not answer,
+        a failed read) do not wait for each other's nodes, nor do the other destinations' chunks."""
+        others = [self.node(d) for d in self.alive.values() if d.node_id != dest.node_id]
+        done = self.agents.get(self.node(dest)).abort_sink.remote(self.sink(dest))
+        self.aborts.append(_Abort(dest, done, [*others, self.source_node]))
+
+    def settle_aborts(self) -> None:
+        """Wait for every abort submitted (`abort`), all within one `ABORT_TIMEOUT`; the temporary file of
+        a copy whose node did not answer is removed through another node of its host. Before `Ended`: no
+        partial copy is left once the transfer says it is over."""
+        aborts, self.aborts = self.aborts, []
+        if not aborts:
+            return
+        outcomes = _gather({i: a.done for i, a in enumerate(aborts)}, ABORT_TIMEOUT)
+        lost = [a for i, a in enumerate(aborts) if isinstance(outcomes[i], Exception)]
+        log.info("transfer %s: %d aborted copies settled together, %d through another node of their host",
+                 self.plan.id, len(aborts), len(lost),
+                 extra={"aborted": [a.dest.node_id for a in aborts],
+                        "unanswered": [a.dest.node_id for a in lost]})
+        for a in lost:  # its node is gone (or hung): its agent is not asked again
+            self.agents.forget(self.node(a.dest))
+        self._remove_orphans(lost)
+
+    def _remove_orphans(self, lost: list[_Abort]) -> None:
+        """Remove the temp files of ``lost``'s copies through another live node on each one's host (the
+        same machine), all at once."""
+        gone = {self.node(a.dest) for a in lost}
+        asked: dict[str, Any] = {}
+        for a in lost:
+            helper = self.agents.same_host(self.node(a.dest), [n for n in a.helpers if n not in gone])
+            if helper is not None:
+                path = f"{a.dest.dir}/{temp_name(self.plan.id, self.plan.token)}"
+                asked[path] = helper.remove_temp.remote(path)
+        for path, outcome in _gather(asked, ABORT_TIMEOUT).items():
+            if isinstance(outcome, Exception):
+                log.warning("could not remove %s: %s", path, reason(outcome))
+
+
+@dataclass
+class _Abort:
+    """A failed or cancelled copy's abort, submitted (`_Run.abort`) and not yet settled."""
+
+    dest: PlanDestination
+    done: Any  # the ObjectRef of its agent's `NodeAgent.abort_sink`
+    helpers: list[str]  # the nodes live when it was aborted: another on its host can remove its temp file
+
+
+def _gather(refs: dict[K, Any], timeout: float) -> dict[K, Any]:
+    """Each ref's value, or the exception it raised (`GetTimeoutError` if not ready within ``timeout``,
+    one bound for them all)."""
+    if not refs:
+        return {}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+    out: dict[K, Any] = {}
+    for key, ref in refs.items():
+        try:
+            if ref not in ready:
+                raise GetTimeoutError(NOT_ANSWERED)
+            out[key] = ray.get(ref)
+        except (RayError, GetTimeoutError) as e:
+            out[key] = e
+    return out
 
 
 def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Event) -> None:
@@ -176,6 +228,10 @@ def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Ev
             reader.close()  # if still open
         except (RayError, GetTimeoutError, OSError):
             pass
+    try:
+        run.settle_aborts()
+    except Exception:  # the outcome stands; a copy left behind is swept by the next transfer into its folder
+        log.exception("transfer %s: settling its aborted copies failed", plan.id)
     emit(Ended(id=plan.id, state=state, sha256=sha, error=error, bytes_read=run.bytes_read))
 
 
@@ -313,11 +369,11 @@ def _fail_all(run: _Run, why: str) -> Outcome:
 
 
 def _cancel(run: _Run) -> Outcome:
-    for dest in list(run.alive.values()):
-        run.alive.pop(dest.node_id, None)
-        try:
-            ray.get(run.agents.get(run.node(dest)).abort_sink.remote(run.sink(dest)), timeout=10)
-        except (RayError, GetTimeoutError):
-            run.agents.forget(run.node(dest))
+    dests = list(run.alive.values())
+    for dest in dests:
+        run.abort(dest)
+    run.alive.clear()
+    run.settle_aborts()
+    for dest in dests:
         run.ended(dest, "cancelled")
     return "cancelled", None, "cancelled"
