@@ -7,7 +7,14 @@ and a node on each of h2-h4, CastRay's transfer driver on h1 (`LabDriver`).
   times the file, and h2 and h3 each forwarded a whole copy (interface counters: deterministic); then a
   file the driver reads itself (as an upload is), which the driver sends to the first hop;
 - the middle node killed mid-stream (its raylet, SIGKILL): it fails with a reason, leaves no temporary
-  file, and the others complete through the Ray chain, which takes over from where each copy stands.
+  file, and the others complete through the Ray chain, which takes over from where each copy stands;
+- the set-up failing: the middle host's listening port unreachable (inside its namespace only, the ports
+  it binds next moved to a range of their own whose SYNs are dropped), so its upstream cannot connect: the
+  driver says it has no direct chain, and the Ray chain carries every copy, verified, no temporary file;
+- the middle node hung, not dead (its agent's worker SIGSTOPped mid-stream, resumed in teardown): it fails
+  with "node did not answer in time", its temporary file is removed through another node of the same
+  machine (the lab's hosts share its file system and hostname), and the others complete through the Ray
+  chain. Short chunk deadlines (the plan's ``chunk_timeout``) keep these quick; nothing is timed.
 
 Each test has a lab of its own (one kills a node). Needs root and iproute2. The wrong secret and the
 plan's limits are tested on a hop alone (tests/test_transfer_direct_hop.py).
@@ -17,13 +24,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from castray import local_ray
+from castray.transfer.pacing import NOT_ANSWERED
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -35,12 +45,15 @@ from castray.transfer.protocol import (
 )
 from tests.support import netlab
 from tests.support import transfer_env as env
+from tests.support.agents import agent_processes
 from tests.support.lab_driver import LabDriver
 
 MiB = 1024 * 1024
 FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
               "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 TOOK_OVER = "the Ray chain takes over"
+NO_DIRECT = "no direct chain"
+UNREACHABLE = (61001, 61100)  # above the machine's ephemeral ports, which the lab's Ray ports came from
 
 
 @dataclass
@@ -62,7 +75,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             driver.close()
 
 
-def broadcast(lab: Lab, tmp_path: Path, size: int, rate_limit: int = 0) -> Plan:
+def broadcast(lab: Lab, tmp_path: Path, size: int, rate_limit: int = 0, chunk_timeout: float = 15.0) -> Plan:
     """A generated file on h1 to h2, h3, h4 (in that order) over the direct chain."""
     dests = [PlanDestination(node_id=f"h{i}", ray_node_id=str(node.node_id),
                              dir=str(tmp_path / "inbox" / f"h{i}"))
@@ -70,7 +83,18 @@ def broadcast(lab: Lab, tmp_path: Path, size: int, rate_limit: int = 0) -> Plan:
     source = GeneratedFile(path=str(tmp_path / "src" / "source.bin"), size=size)
     return Plan(id="dc", token="t1", input=source, source_ray_node=str(lab.nodes[0].node_id), dests=dests,
                 file_name="copy.bin", chunk_bytes=4 * MiB, inflight=4, rate_limit=rate_limit,
-                progress_interval=0.1, direct=True)
+                progress_interval=0.1, direct=True, chunk_timeout=chunk_timeout)
+
+
+def unreachable_listeners(host: netlab.Host) -> None:
+    """Every port ``host`` binds from now on (an ephemeral one: a hop's listener) taken from `UNREACHABLE`,
+    whose incoming connections are dropped; inside ``host``'s namespace only. Ray's ports there, chosen
+    before, stay reachable, and so do the replies to ``host``'s own connections (not SYNs)."""
+    lo, hi = UNREACHABLE
+    run = [*host.exec_prefix()]
+    subprocess.run([*run, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={lo} {hi}"], check=True)
+    subprocess.run([*run, "iptables", "-A", "INPUT", "-p", "tcp", "--syn", "--dport", f"{lo}:{hi}", "-j",
+                    "DROP"], check=True)
 
 
 def outcomes(events: list[DriverEvent]) -> tuple[Ended, dict[str, DestinationEnded]]:
@@ -137,3 +161,53 @@ def test_a_node_killed_mid_direct_chain_fails_and_the_others_complete_through_th
     assert ended.state == "completed", ended
     log = lab.driver.log.read_text()
     assert "direct chain h2,h3,h4" in log and TOOK_OVER in log, log[-3000:]
+
+
+def test_a_direct_chain_that_cannot_be_set_up_falls_back_to_the_ray_chain(lab: Lab, tmp_path: Path) -> None:
+    size = 32 * MiB + 7
+    unreachable_listeners(lab.lab.host("h3"))  # h2 cannot reach h3's listener
+    ended, dests = outcomes(lab.driver.run(broadcast(lab, tmp_path, size, chunk_timeout=3.0)))
+    assert ended.state == "completed", ended
+    for name in ("h2", "h3", "h4"):
+        dest = dests[name]
+        assert dest.state == "completed" and dest.path is not None, (dest, dests)
+        assert env.size_of(dest.path) == size
+        assert env.sha256_file(dest.path) == dest.sha256 == ended.sha256
+    assert env.temp_files(tmp_path / "inbox") == []
+    log = lab.driver.log.read_text()
+    assert NO_DIRECT in log and "h2 could not reach the next hop" in log, log[-3000:]
+    assert TOOK_OVER in log, log[-3000:]
+
+
+def test_a_node_hung_mid_direct_chain_fails_unanswered_and_the_others_complete(
+        lab: Lab, tmp_path: Path) -> None:
+    size = 48 * MiB
+    h3 = lab.nodes[2]
+    stopped: list[psutil.Process] = []
+
+    def hang_h3_midway(event: DriverEvent) -> None:  # once h3 holds a quarter of the file
+        if not stopped and getattr(event, "dests", {}).get("h3", 0) >= size // 4:
+            stopped.extend(agent_processes(h3))
+            assert stopped, "no agent on h3"
+            for proc in stopped:
+                proc.send_signal(signal.SIGSTOP)
+
+    try:
+        ended, dests = outcomes(lab.driver.run(
+            broadcast(lab, tmp_path, size, rate_limit=8 * MiB, chunk_timeout=4.0), hang_h3_midway))
+        left = env.temp_files(tmp_path / "inbox")
+    finally:
+        for proc in stopped:
+            proc.send_signal(signal.SIGCONT)
+    assert stopped, "the transfer ended before h3 hung"
+    assert dests["h3"].state == "failed" and NOT_ANSWERED in str(dests["h3"].error), dests["h3"]
+    assert not env.exists(tmp_path / "inbox" / "h3" / "copy.bin")
+    assert left == [], left  # the hung copy's temp file removed through another node of the machine
+    for name in ("h2", "h4"):
+        dest = dests[name]
+        assert dest.state == "completed" and dest.path is not None, (dest, dests)
+        assert env.sha256_file(dest.path) == dest.sha256 == ended.sha256
+    assert ended.state == "completed", ended
+    log = lab.driver.log.read_text()
+    assert "direct chain h2,h3,h4" in log and "h3 silent" in log and TOOK_OVER in log, log[-3000:]
+    assert "1 through another node of their host" in log, log[-3000:]
