@@ -241,7 +241,7 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
                 chunk_bytes=settings.chunk_bytes, inflight=settings.inflight_chunks,
                 rate_limit=settings.rate_limit, progress_interval=settings.progress_interval,
                 node_timeout=settings.node_timeout, chunk_timeout=settings.chunk_timeout,
-                chain=settings.broadcast_chain)
+                chain=settings.broadcast_chain, direct=settings.broadcast_direct)
     view_ids = {n.ray_node_id: n.id for n in nodes.values() if n.cluster_id == cluster_id}
     return Prepared(str(cluster.gcs_address), plan, src_node.id if src_node else None, cluster_id, size,
                     failed, relays, view_ids)
