@@ -1,6 +1,7 @@
 """Failures mid-transfer: a destination node killed (it fails with a reason, the others complete, nothing
 partial is left), and a transfer worker replica killed (another replica takes the transfer over and
-finishes it, once)."""
+finishes it, once, keeping what the dead one settled: a destination it completed or failed is neither
+sent to again nor reported anew)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +21,9 @@ import redis.asyncio as aioredis
 
 from castray import local_ray
 from castray.shared import codec
+from castray.shared.bus import Bus
 from castray.shared.names import Names
+from castray.shared.transfers import Destination, QueuedTransfer, TransferRecord, UploadSource
 from castray.transfer.worker import TransferWorker
 from tests.support import transfer_env as env
 from tests.support.ray_nodes import start_worker
@@ -133,3 +137,45 @@ async def test_worker_replica_killed_mid_transfer(
     assert len(completions) == 1  # finished once
     pending = await redis_client.xpending(names.transfer_requests, "transfer-workers")
     assert pending["pending"] == 0  # acknowledged
+
+
+async def test_a_taken_over_transfer_keeps_the_destinations_the_dead_replica_settled(
+    ray_head: local_ray.RayNode, redis_client: aioredis.Redis, names: Names, namespace: str, tmp_path: Path,
+) -> None:
+    """The record as a replica that died mid-transfer left it: one copy completed, one failed (both
+    published), one running. The replica taking it over sends to the running one only."""
+    view = await env.register_view(redis_client, names, ray_head)
+    head = view[str(ray_head.node_id)]
+    done, failed = (head.model_copy(update={"id": f"{head.id}-{role}", "is_head": False})
+                    for role in ("done", "failed"))  # more destinations on the same Ray node
+    for node in (done, failed):
+        await redis_client.hset(names.view_nodes, node.id, codec.encode(node))
+    payload = tmp_path / "data/uploads/payload.bin"
+    upload_id, want = await env.random_upload(redis_client, names, payload, 3 * MiB)
+    placed = tmp_path / "inbox" / done.id / "t.bin"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(payload.read_bytes())
+    rec = TransferRecord(
+        id=uuid.uuid4().hex, state="running", mode="multicast", source=UploadSource(upload_id=upload_id),
+        file_name="t.bin", created_at=time.time(), started_at=time.time(), bytes_total=3 * MiB,
+        worker="transfer@gone:1:dead", attempts=1, destinations=[
+            Destination(node_id=done.id, state="completed", bytes_done=3 * MiB, path=str(placed),
+                        sha256=want),
+            Destination(node_id=failed.id, state="failed", bytes_done=MiB, error="disk full (as it was)"),
+            Destination(node_id=head.id, state="running", bytes_done=2 * MiB)])
+    await redis_client.set(names.transfer(rec.id), codec.encode(rec))
+    await Bus(redis_client, names, source="test").add_work(names.transfer_requests,
+                                                           QueuedTransfer(id=rec.id).model_dump())
+    async with env.running_worker(namespace, tmp_path, redis_client, chunk_bytes=MiB):
+        final = await env.wait_record(redis_client, names, rec.id, env.done, timeout=240)
+
+    by_node = {d.node_id: d for d in final.destinations}
+    assert final.state == "completed" and final.worker != rec.worker, final.model_dump()
+    assert by_node[head.id].state == "completed" and by_node[head.id].sha256 == want, final.model_dump()
+    assert env.sha256_file(tmp_path / "inbox" / head.id / "t.bin") == want
+    assert by_node[failed.id].state == "failed", final.model_dump()  # not pending, not sent again
+    assert by_node[failed.id].error == "disk full (as it was)", final.model_dump()
+    assert not env.exists(tmp_path / "inbox" / failed.id / "t.bin")
+    assert by_node[done.id] == rec.destinations[0], final.model_dump()  # as the dead replica left it
+    assert final.error is not None and failed.id in final.error
+    assert env.temp_files(tmp_path / "inbox") == []

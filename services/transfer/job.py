@@ -38,7 +38,7 @@ from castray.shared.sizes import format_size
 from castray.shared.transfers import Destination, FinalState, TransferRecord
 from castray.transfer.drivers import DriverProcess, Drivers
 from castray.transfer.errors import DriverError, PlanError, WaitCancelled
-from castray.transfer.planning import Prepared, Relay, Waiting, prepare
+from castray.transfer.planning import SETTLED, Prepared, Relay, Waiting, prepare
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -84,8 +84,8 @@ class TransferJob:
             return
         rec.state, rec.worker, rec.error = "running", self.worker, None
         rec.started_at = rec.started_at or time.time()
-        for d in rec.destinations:
-            if d.state != "completed":
+        for d in rec.destinations:  # a retry: what an earlier attempt settled stays settled (`prepare`)
+            if d.state not in SETTLED:
                 d.state, d.bytes_done, d.path, d.sha256, d.error = "pending", 0, None, None, None
         token = uuid.uuid4().hex[:8]
         try:

@@ -35,6 +35,7 @@ from castray.shared.events import ClusterInfo, NodeInfo
 from castray.shared.names import Names
 from castray.shared.safe_names import safe_file_name
 from castray.shared.transfers import (
+    DestState,
     GenerateSource,
     NodeFileSource,
     TransferRecord,
@@ -53,6 +54,10 @@ from castray.transfer.protocol import (
     PlanDestination,
 )
 from castray.transfer.settings import TransferSettings
+
+# A destination an earlier attempt completed (its copy placed and verified) or failed (the failure already
+# published): a retry after a take-over neither sends to it again nor reports it anew.
+SETTLED: tuple[DestState, ...] = ("completed", "failed")
 
 
 @dataclass(frozen=True)
@@ -193,8 +198,9 @@ async def _upload(redis: aioredis.Redis, names: Names, upload_id: str) -> Upload
 
 async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSettings, record: TransferRecord,
                   *, retry: bool, token: str, waiting: Waiting | None = None) -> Prepared:
-    """The plan for the destinations of ``record`` not yet completed (`PlanError` if none can run,
-    `NotReady` if it must wait for the view and ``waiting`` says it still may)."""
+    """The plan for the destinations of ``record`` not yet settled (`SETTLED` by an earlier attempt, whose
+    replica died); `PlanError` if none can run, `NotReady` if it must wait for the view and ``waiting``
+    says it still may."""
     waiting = waiting or Waiting()
     view = ViewReader(redis, names)
     nodes = await view.nodes()
@@ -211,7 +217,7 @@ async def prepare(redis: aioredis.Redis, names: Names, settings: TransferSetting
     others: dict[str, list[PlanDestination]] = {}
     inbox = settings.inbox_root()
     for dest in record.destinations:
-        if dest.state == "completed":
+        if dest.state in SETTLED:
             continue
         node = nodes.get(dest.node_id)
         if why := _unusable(node, "destination", dest.node_id, waiting):

@@ -3,8 +3,10 @@
 Replicas share the stream through the group ``TRANSFER_GROUP``. A replica running a transfer holds its
 lease and re-claims its stream entry every heartbeat, so the entry never looks idle while it lives. When
 a replica dies both stop: after ``claim_idle_ms`` another replica claims the entry (XAUTOCLAIM), takes the
-lease and runs the transfer again (copies already placed are kept). A record already completed, failed
-or cancelled is just acknowledged, so no transfer is ever done twice.
+lease and runs the transfer again for the destinations not yet settled (those an earlier attempt
+completed or failed keep their outcome: `castray.transfer.planning.SETTLED`; a copy placed but not yet
+recorded is accepted if it matches). A record already completed, failed or cancelled is just
+acknowledged, so no transfer is ever done twice.
 
 A request whose handling raises an unexpected error stays pending and is retried when claimed again, up
 to ``max_deliveries`` attempts in all (``TransferRecord.attempts``, counted when an attempt takes the
