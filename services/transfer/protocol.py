@@ -106,7 +106,7 @@ class Plan(_Message):
         "With chain: the chain's bytes flow over direct TCP connections between the node agents "
         "(`castray.transfer.direct`), each port listening on its node's address for one peer that "
         "sends this transfer's secret, the Ray chain kept as the fallback; False: through Ray's object "
-        "manager only."))
+        "manager only. The service sets it from CASTRAY_BROADCAST_DIRECT (true by default)."))
 
 
 # --- service -> driver ---------------------------------------------------------------------------------

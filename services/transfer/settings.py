@@ -27,9 +27,10 @@ class TransferSettings(AddressPolicySettings):
         default=True, description="Send to several nodes as a chain, each node feeding the next (the "
         "source sends each byte once); false: every node pulls from the source (Ray's star).")
     broadcast_direct: bool = Field(
-        default=False, description="With broadcast_chain: the chain's bytes flow over direct TCP "
+        default=True, description="With broadcast_chain: the chain's bytes flow over direct TCP "
         "connections between the node agents (a port per destination, on its node's address, for one "
-        "peer holding the transfer's secret), the Ray chain as the fallback.")
+        "peer holding the transfer's secret), the Ray chain as the fallback; false: the chain runs "
+        "through Ray's object stores.")
     max_transfers: int = Field(default=4, ge=1, le=256, description="Transfers this replica runs at once.")
     claim_idle_ms: int = Field(default=15_000, ge=500,
                                description="A request pending this long without a heartbeat is taken over.")
