@@ -19,66 +19,31 @@ import os
 import re
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from castray import local_ray
 from castray.transfer.protocol import (
-    DestinationEnded,
     DriverEvent,
-    Ended,
-    GeneratedFile,
     Plan,
-    PlanDestination,
 )
-from tests.support import netlab
 from tests.support import transfer_env as env
-from tests.support.lab_driver import LabDriver
-
-MiB = 1024 * 1024
-FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-              "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
-
-
-@dataclass
-class Lab:
-    lab: netlab.Lab
-    nodes: list[local_ray.RayNode]  # h1 (the head), h2, h3, h4
-    driver: LabDriver  # on h1
+from tests.support.lab_driver import DriverLab, MiB, broadcast_plan, driver_lab, outcomes
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    with netlab.running(4) as made:
-        head = made.start_head(made.hosts[0], env=FAST_DEATH)
-        nodes = [head] + [made.start_worker(h, head) for h in made.hosts[1:]]
-        driver = LabDriver(made, made.hosts[0], head, tmp_path / "driver.log")
-        try:
-            yield Lab(made, nodes, driver)
-        finally:
-            driver.close()
+def lab(tmp_path: Path) -> Iterator[DriverLab]:
+    with driver_lab(tmp_path) as made:
+        yield made
 
 
-def broadcast(lab: Lab, tmp_path: Path, size: int, rate_limit: int = 0) -> Plan:
-    """A generated file on h1 to h2, h3, h4 (in that order), each into a folder of its own."""
-    dests = [PlanDestination(node_id=f"h{i}", ray_node_id=str(node.node_id),
-                             dir=str(tmp_path / "inbox" / f"h{i}"))
-             for i, node in enumerate(lab.nodes[1:], 2)]
-    source = GeneratedFile(path=str(tmp_path / "src" / "source.bin"), size=size)
-    return Plan(id="bc", token="t1", input=source, source_ray_node=str(lab.nodes[0].node_id), dests=dests,
-                file_name="copy.bin", chunk_bytes=4 * MiB, inflight=4, rate_limit=rate_limit,
-                progress_interval=0.1)
-
-
-def outcomes(events: list[DriverEvent]) -> tuple[Ended, dict[str, DestinationEnded]]:
-    [ended] = [e for e in events if isinstance(e, Ended)]
-    return ended, {e.node_id: e for e in events if isinstance(e, DestinationEnded)}
+def broadcast(lab: DriverLab, tmp_path: Path, size: int, rate_limit: int = 0) -> Plan:
+    """A generated file on h1 to h2, h3, h4 (in that order), through the chain in Ray's stores."""
+    return broadcast_plan(lab, tmp_path, size, rate_limit=rate_limit)
 
 
 def test_a_broadcast_to_three_hosts_sends_each_byte_from_the_source_about_once(
-        lab: Lab, tmp_path: Path) -> None:
+        lab: DriverLab, tmp_path: Path) -> None:
     size = 64 * MiB + 3
     sent0 = {h.name: lab.lab.counters(h) for h in lab.lab.hosts}
     ended, dests = outcomes(lab.driver.run(broadcast(lab, tmp_path, size)))
@@ -96,7 +61,7 @@ def test_a_broadcast_to_three_hosts_sends_each_byte_from_the_source_about_once(
 
 
 def test_a_chain_node_killed_mid_broadcast_fails_and_the_nodes_after_it_complete(
-        lab: Lab, tmp_path: Path) -> None:
+        lab: DriverLab, tmp_path: Path) -> None:
     size = 96 * MiB
     h3 = lab.nodes[2]
     raylet = h3.raylet_pid()

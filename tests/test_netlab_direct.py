@@ -26,64 +26,38 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
-from castray import local_ray
 from castray.transfer.pacing import NOT_ANSWERED
 from castray.transfer.protocol import (
-    DestinationEnded,
     DriverEvent,
-    Ended,
-    GeneratedFile,
     LocalFile,
     Plan,
-    PlanDestination,
 )
 from tests.support import netlab
 from tests.support import transfer_env as env
 from tests.support.agents import agent_processes
-from tests.support.lab_driver import LabDriver
+from tests.support.lab_driver import DriverLab, MiB, broadcast_plan, driver_lab, outcomes
 
-MiB = 1024 * 1024
-FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
-              "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 TOOK_OVER = "the Ray chain takes over"
 NO_DIRECT = "no direct chain"
 UNREACHABLE = (61001, 61100)  # above the machine's ephemeral ports, which the lab's Ray ports came from
 
 
-@dataclass
-class Lab:
-    lab: netlab.Lab
-    nodes: list[local_ray.RayNode]  # h1 (the head), h2, h3, h4
-    driver: LabDriver  # on h1
-
-
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    with netlab.running(4) as made:
-        head = made.start_head(made.hosts[0], env=FAST_DEATH)
-        nodes = [head] + [made.start_worker(h, head) for h in made.hosts[1:]]
-        driver = LabDriver(made, made.hosts[0], head, tmp_path / "driver.log")
-        try:
-            yield Lab(made, nodes, driver)
-        finally:
-            driver.close()
+def lab(tmp_path: Path) -> Iterator[DriverLab]:
+    with driver_lab(tmp_path) as made:
+        yield made
 
 
-def broadcast(lab: Lab, tmp_path: Path, size: int, rate_limit: int = 0, chunk_timeout: float = 15.0) -> Plan:
+def broadcast(lab: DriverLab, tmp_path: Path, size: int, rate_limit: int = 0,
+              chunk_timeout: float = 15.0) -> Plan:
     """A generated file on h1 to h2, h3, h4 (in that order) over the direct chain."""
-    dests = [PlanDestination(node_id=f"h{i}", ray_node_id=str(node.node_id),
-                             dir=str(tmp_path / "inbox" / f"h{i}"))
-             for i, node in enumerate(lab.nodes[1:], 2)]
-    source = GeneratedFile(path=str(tmp_path / "src" / "source.bin"), size=size)
-    return Plan(id="dc", token="t1", input=source, source_ray_node=str(lab.nodes[0].node_id), dests=dests,
-                file_name="copy.bin", chunk_bytes=4 * MiB, inflight=4, rate_limit=rate_limit,
-                progress_interval=0.1, direct=True, chunk_timeout=chunk_timeout)
+    return broadcast_plan(lab, tmp_path, size, id="dc", rate_limit=rate_limit, direct=True,
+                          chunk_timeout=chunk_timeout)
 
 
 def unreachable_listeners(host: netlab.Host) -> None:
@@ -97,13 +71,8 @@ def unreachable_listeners(host: netlab.Host) -> None:
                     "DROP"], check=True)
 
 
-def outcomes(events: list[DriverEvent]) -> tuple[Ended, dict[str, DestinationEnded]]:
-    [ended] = [e for e in events if isinstance(e, Ended)]
-    return ended, {e.node_id: e for e in events if isinstance(e, DestinationEnded)}
-
-
 def test_a_direct_broadcast_to_three_hosts_sends_each_byte_from_the_source_once(
-        lab: Lab, tmp_path: Path) -> None:
+        lab: DriverLab, tmp_path: Path) -> None:
     size = 64 * MiB + 3
     sent0 = {h.name: lab.lab.counters(h) for h in lab.lab.hosts}
     ended, dests = outcomes(lab.driver.run(broadcast(lab, tmp_path, size)))
@@ -137,7 +106,7 @@ def test_a_direct_broadcast_to_three_hosts_sends_each_byte_from_the_source_once(
 
 
 def test_a_node_killed_mid_direct_chain_fails_and_the_others_complete_through_the_ray_chain(
-        lab: Lab, tmp_path: Path) -> None:
+        lab: DriverLab, tmp_path: Path) -> None:
     size = 96 * MiB
     h3 = lab.nodes[2]
     raylet = h3.raylet_pid()
@@ -163,7 +132,8 @@ def test_a_node_killed_mid_direct_chain_fails_and_the_others_complete_through_th
     assert "direct chain h2,h3,h4" in log and TOOK_OVER in log, log[-3000:]
 
 
-def test_a_direct_chain_that_cannot_be_set_up_falls_back_to_the_ray_chain(lab: Lab, tmp_path: Path) -> None:
+def test_a_direct_chain_that_cannot_be_set_up_falls_back_to_the_ray_chain(
+        lab: DriverLab, tmp_path: Path) -> None:
     size = 32 * MiB + 7
     unreachable_listeners(lab.lab.host("h3"))  # h2 cannot reach h3's listener
     ended, dests = outcomes(lab.driver.run(broadcast(lab, tmp_path, size, chunk_timeout=3.0)))
@@ -180,7 +150,7 @@ def test_a_direct_chain_that_cannot_be_set_up_falls_back_to_the_ray_chain(lab: L
 
 
 def test_a_node_hung_mid_direct_chain_fails_unanswered_and_the_others_complete(
-        lab: Lab, tmp_path: Path) -> None:
+        lab: DriverLab, tmp_path: Path) -> None:
     size = 48 * MiB
     h3 = lab.nodes[2]
     stopped: list[psutil.Process] = []

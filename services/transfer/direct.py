@@ -1,5 +1,7 @@
 """A broadcast chain over direct connections between node agents, Ray kept for placement, lifecycle,
-failure and as the fallback (opt-in: ``Plan.direct``, ``CASTRAY_BROADCAST_DIRECT``).
+failure and as the fallback (``Plan.direct``, which the service sets from ``CASTRAY_BROADCAST_DIRECT``,
+true by default: bench/broadcast.py has it within 5 % of one link's time where the Ray chain takes
+1.4-1.5x).
 
 The Ray chain (`castray.transfer.chain`) stores and forwards each chunk through Ray's object manager, about
 a second per hop for 4 MiB chunks on a 100mbit link. Here the bytes flow as a TCP stream down the same
@@ -38,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
@@ -46,7 +48,7 @@ from ray.exceptions import GetTimeoutError, RayError
 from castray.transfer.agent import SourceFile
 from castray.transfer.direct_hop import SECRET_BYTES, HopStatus, Limits, SendEnd, Sender
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, Pacer, chunk_deadline
+from castray.transfer.pacing import NOT_ANSWERED, Pacer, chunk_deadline, gather
 from castray.transfer.protocol import LocalFile
 from castray.transfer.reasons import reason
 from castray.transfer.sources import AgentReader, HereReader
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
     from castray.transfer.pipeline import _Run
 
 log = logging.getLogger(__name__)
-K = TypeVar("K")
 POLL_S = 0.1  # seconds between the driver's questions to the hops
 LISTEN_S = 60.0  # seconds a hop listens for its upstream peer
 CLOSE_TIMEOUT = 10.0  # seconds for the hops to close (the chunks they received still written)
@@ -90,21 +91,6 @@ def usable(run: _Run, reader: AgentReader | HereReader) -> bool:
         return True
     return isinstance(reader.input, LocalFile)
 
-
-def _gather(refs: dict[K, Any], timeout: float) -> dict[K, Any]:
-    """Each ref's value, or the exception it raised (`GetTimeoutError` if not ready within ``timeout``)."""
-    if not refs:
-        return {}
-    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
-    out: dict[K, Any] = {}
-    for key, ref in refs.items():
-        try:
-            if ref not in ready:
-                raise GetTimeoutError(NOT_ANSWERED)
-            out[key] = ray.get(ref)
-        except (RayError, GetTimeoutError) as e:
-            out[key] = e
-    return out
 
 
 class _HereSender:
@@ -162,14 +148,14 @@ class _Direct:
     def setup(self) -> None:
         """Listeners, connections down the chain, then the source's send (`DirectUnavailable`)."""
         plan, order = self.run.plan, self.order
-        listening = _gather({n: self.agent(n).direct_listen.remote(self.key(n), self.secret, self.run.size,
+        listening = gather({n: self.agent(n).direct_listen.remote(self.key(n), self.secret, self.run.size,
                                                                    plan.chunk_bytes, self.deadline, LISTEN_S)
                              for n in order}, plan.node_timeout)
         for node_id, got in listening.items():
             if isinstance(got, Exception):
                 raise DirectUnavailable(f"{node_id} could not listen: {reason(got)}")
         addr = {n: (str(a[0]), int(a[1])) for n, a in listening.items()}
-        connected = _gather({n: self.agent(n).direct_connect.remote(self.key(n), *addr[nxt])
+        connected = gather({n: self.agent(n).direct_connect.remote(self.key(n), *addr[nxt])
                              for n, nxt in zip(order, order[1:], strict=False)}, 2 * self.deadline)
         for node_id, got in connected.items():
             if isinstance(got, Exception):
@@ -190,7 +176,7 @@ class _Direct:
         pacer = Pacer(run.plan, run.cancelled, run.emit, run.written)
         moved, total = time.monotonic(), -1
         while run.alive and not run.cancelled.is_set():
-            statuses = _gather({n: self.agent(n).direct_status.remote(self.key(n)) for n in self.order
+            statuses = gather({n: self.agent(n).direct_status.remote(self.key(n)) for n in self.order
                                 if n in run.alive}, self.deadline)
             broken = self._judge(statuses)
             sent = self._sent()
@@ -269,7 +255,7 @@ class _Direct:
             refs["source"] = self.reader.agent.direct_close.remote(self.reader.key)
         if self.here is not None:
             self.here.stop(CLOSE_TIMEOUT)
-        for node_id, got in _gather(refs, CLOSE_TIMEOUT).items():
+        for node_id, got in gather(refs, CLOSE_TIMEOUT).items():
             if isinstance(got, Exception):
                 log.info("transfer %s: closing %s's direct hop: %s", run.plan.id, node_id, reason(got))
 
@@ -278,7 +264,7 @@ class _Direct:
         run = self.run
         asked = {n: self.agent(n).rewind.remote(self.key(n)) for n in self.order if n in run.alive}
         stands, epochs = {}, {}
-        for node_id, got in _gather(asked, REWIND_TIMEOUT).items():
+        for node_id, got in gather(asked, REWIND_TIMEOUT).items():
             if isinstance(got, Exception):
                 log.info("transfer %s: %s left the chain: %s", run.plan.id, node_id, reason(got))
                 run.fail_dest(run.alive[node_id], reason(got))

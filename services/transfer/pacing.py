@@ -26,8 +26,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
 
 from castray.transfer.protocol import DriverEvent, Plan, Progress
+
+K = TypeVar("K")
 
 NOT_ANSWERED = "node did not answer in time"
 SLOW_CHUNKS = 3.0  # a deadline is at least this many chunks' time at the plan's rate limit
@@ -120,3 +126,21 @@ class Window:
         if now > self.first:
             measured = self.bytes / (now - self.first)
             self.rate = min(measured, self.limit) if self.limit else measured
+
+
+def gather(refs: dict[K, Any], timeout: float) -> dict[K, Any]:
+    """Each ref's value, or the exception it raised (`GetTimeoutError` if not ready within ``timeout``,
+    one bound for them all): the driver asks several nodes at once, so N that do not answer cost one
+    timeout, not N."""
+    if not refs:
+        return {}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+    out: dict[K, Any] = {}
+    for key, ref in refs.items():
+        try:
+            if ref not in ready:
+                raise GetTimeoutError(NOT_ANSWERED)
+            out[key] = ray.get(ref)
+        except (RayError, GetTimeoutError) as e:
+            out[key] = e
+    return out

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
@@ -27,7 +27,7 @@ from castray.shared.transfers import FinalState
 from castray.transfer import chain
 from castray.transfer.agent import FAST, NodeAgent, agent_options
 from castray.transfer.errors import TransferError
-from castray.transfer.pacing import NOT_ANSWERED, Pacer, Window, chunk_deadline, idle_timeout
+from castray.transfer.pacing import NOT_ANSWERED, Pacer, Window, chunk_deadline, gather, idle_timeout
 from castray.transfer.protocol import (
     DestinationEnded,
     DriverEvent,
@@ -44,7 +44,6 @@ from castray.transfer.sources import AgentReader, HereReader
 
 log = logging.getLogger(__name__)
 Emit = Callable[[DriverEvent], None]
-K = TypeVar("K")
 Outcome = tuple[FinalState, str | None, str | None]  # state, sha256, error
 ABORT_TIMEOUT = 10.0  # seconds the aborted copies' nodes get to answer, all together, after the stream
 
@@ -154,7 +153,7 @@ class _Run:
         aborts, self.aborts = self.aborts, []
         if not aborts:
             return
-        outcomes = _gather({i: a.done for i, a in enumerate(aborts)}, ABORT_TIMEOUT)
+        outcomes = gather({i: a.done for i, a in enumerate(aborts)}, ABORT_TIMEOUT)
         lost = [a for i, a in enumerate(aborts) if isinstance(outcomes[i], Exception)]
         log.info("transfer %s: %d aborted copies settled together, %d through another node of their host",
                  self.plan.id, len(aborts), len(lost),
@@ -174,7 +173,7 @@ class _Run:
             if helper is not None:
                 path = f"{a.dest.dir}/{temp_name(self.plan.id, self.plan.token)}"
                 asked[path] = helper.remove_temp.remote(path)
-        for path, outcome in _gather(asked, ABORT_TIMEOUT).items():
+        for path, outcome in gather(asked, ABORT_TIMEOUT).items():
             if isinstance(outcome, Exception):
                 log.warning("could not remove %s: %s", path, reason(outcome))
 
@@ -187,22 +186,6 @@ class _Abort:
     done: Any  # the ObjectRef of its agent's `NodeAgent.abort_sink`
     helpers: list[str]  # the nodes live when it was aborted: another on its host can remove its temp file
 
-
-def _gather(refs: dict[K, Any], timeout: float) -> dict[K, Any]:
-    """Each ref's value, or the exception it raised (`GetTimeoutError` if not ready within ``timeout``,
-    one bound for them all)."""
-    if not refs:
-        return {}
-    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
-    out: dict[K, Any] = {}
-    for key, ref in refs.items():
-        try:
-            if ref not in ready:
-                raise GetTimeoutError(NOT_ANSWERED)
-            out[key] = ray.get(ref)
-        except (RayError, GetTimeoutError) as e:
-            out[key] = e
-    return out
 
 
 def run_transfer(plan: Plan, agents: Agents, emit: Emit, cancelled: threading.Event) -> None:

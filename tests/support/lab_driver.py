@@ -12,15 +12,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from castray import local_ray
-from castray.transfer.protocol import DriverEvent, Ended, Plan, Ready, Run, decode_event, encode
+from castray.transfer.protocol import (
+    DestinationEnded,
+    DriverEvent,
+    Ended,
+    GeneratedFile,
+    Plan,
+    PlanDestination,
+    Ready,
+    Run,
+    decode_event,
+    encode,
+)
 from tests.support import netlab
 
 REPO = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+# A dead node known to its head within a few seconds (health checks every second), so its copies are soon
+# known lost.
+FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "1000",
+              "RAY_health_check_timeout_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 
 
 class LabDriver:
@@ -74,3 +92,43 @@ class LabDriver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+@dataclass
+class DriverLab:
+    """A lab of 4 hosts: a Ray head on h1, a node on each of h2-h4, and CastRay's driver on h1."""
+
+    lab: netlab.Lab
+    nodes: list[local_ray.RayNode]  # h1 (the head), h2, h3, h4
+    driver: LabDriver  # on h1
+
+
+@contextmanager
+def driver_lab(work: Path) -> Iterator[DriverLab]:
+    """A `DriverLab` (the driver's log in ``work``), torn down on the way out, also on failure."""
+    with netlab.running(4) as made:
+        head = made.start_head(made.hosts[0], env=FAST_DEATH)
+        nodes = [head] + [made.start_worker(h, head) for h in made.hosts[1:]]
+        driver = LabDriver(made, made.hosts[0], head, work / "driver.log")
+        try:
+            yield DriverLab(made, nodes, driver)
+        finally:
+            driver.close()
+
+
+def broadcast_plan(lab: DriverLab, work: Path, size: int, **fields: Any) -> Plan:
+    """A generated file of ``size`` bytes on h1 to h2, h3, h4 (in that order), each into a folder of its own
+    under ``work``; 4 MiB chunks, 4 in flight; ``fields`` set the plan's others (``id``, ``direct``, ...)."""
+    dests = [PlanDestination(node_id=f"h{i}", ray_node_id=str(node.node_id),
+                             dir=str(work / "inbox" / f"h{i}"))
+             for i, node in enumerate(lab.nodes[1:], 2)]
+    source = GeneratedFile(path=str(work / "src" / "source.bin"), size=size)
+    return Plan(**{"id": "bc", "token": "t1", "input": source, "source_ray_node": str(lab.nodes[0].node_id),
+                   "dests": dests, "file_name": "copy.bin", "chunk_bytes": 4 * MiB, "inflight": 4,
+                   "progress_interval": 0.1, **fields})
+
+
+def outcomes(events: list[DriverEvent]) -> tuple[Ended, dict[str, DestinationEnded]]:
+    """A run's `Ended`, and each destination's `DestinationEnded` by its node id."""
+    [ended] = [e for e in events if isinstance(e, Ended)]
+    return ended, {e.node_id: e for e in events if isinstance(e, DestinationEnded)}
