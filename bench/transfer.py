@@ -223,15 +223,13 @@ def main() -> None:
     parser.add_argument("--chunk", default="16MiB", help="chunk size (default 16MiB)")
     parser.add_argument("--inflight", type=int, default=4, help="chunks in flight (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each figure; the best is kept")
-    parser.add_argument("--direct", action="store_true",
-                        help="broadcast over the direct chain between the agents (Plan.direct)")
     parser.add_argument("--dir", default=None, help="work directory (default: a temp dir under /tmp)")
     args = parser.parse_args()
     size, chunk = parse_size(args.size), parse_size(args.chunk)
     work = Path(tempfile.mkdtemp(prefix="castray-bench-", dir=args.dir))
     nodes: list[local_ray.RayNode] = []
     try:
-        _run(work, size, chunk, args.inflight, args.rounds, nodes, args.direct)
+        _run(work, size, chunk, args.inflight, args.rounds, nodes)
     finally:
         for node in reversed(nodes):
             node.stop()
@@ -239,7 +237,7 @@ def main() -> None:
 
 
 def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
-         nodes: list[local_ray.RayNode], direct: bool = False) -> None:
+         nodes: list[local_ray.RayNode]) -> None:
     src = work / "source.bin"
     print(f"file: {format_size(size)} random, chunk {format_size(chunk)}, {inflight} in flight; dir {work}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work shares them)")
@@ -277,8 +275,7 @@ def _run(work: Path, size: int, chunk: int, inflight: int, rounds: int,
                     expected_sha=sha if known else None,
                     dests=[PlanDestination(node_id=f"node{i}", ray_node_id=str(n.node_id),
                                            dir=str(work / f"inbox{i}")) for i, n in enumerate(targets, 1)],
-                    file_name=f"{name}.bin", chunk_bytes=chunk, inflight=inflight, token="bench",
-                    direct=direct)
+                    file_name=f"{name}.bin", chunk_bytes=chunk, inflight=inflight, token="bench")
 
     warm = plan("warmup", nodes[1:4])  # first object transfers between the nodes are slower
     warm = warm.model_copy(update={"input": GeneratedFile(size=64 << 20, path=str(work / "warm.bin"))})

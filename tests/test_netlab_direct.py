@@ -5,7 +5,7 @@ and a node on each of h2-h4, CastRay's transfer driver on h1 (`LabDriver`).
 - a broadcast to the three other hosts over the direct chain (the driver's log says it ran, and that the
   Ray chain never took over): every copy verified (sha256 of the file on disk), h1 sent at most 1.25
   times the file, and h2 and h3 each forwarded a whole copy (interface counters: deterministic); then a
-  file the driver reads itself (as an upload is), which the driver sends to the first hop;
+  file the driver reads itself (as an upload is), which takes the Ray chain (`direct.usable`), verified;
 - the middle node killed mid-stream (its raylet, SIGKILL): it fails with a reason, leaves no temporary
   file, and the others complete through the Ray chain, which takes over from where each copy stands;
 - the set-up failing: the middle host's listening port unreachable (inside its namespace only, the ports
@@ -89,7 +89,7 @@ def test_a_direct_broadcast_to_three_hosts_sends_each_byte_from_the_source_once(
     assert "direct chain h2,h3,h4" in log, log[-3000:]
     assert TOOK_OVER not in log and "no direct chain" not in log, log[-3000:]
 
-    # A file the driver reads itself (an upload beside the service): the driver sends to the first hop.
+    # A file the driver reads itself (an upload beside the service) takes the chain through Ray.
     upload = tmp_path / "up" / "upload.bin"
     upload.parent.mkdir()
     upload.write_bytes(os.urandom(8 * MiB + 5))
@@ -102,7 +102,7 @@ def test_a_direct_broadcast_to_three_hosts_sends_each_byte_from_the_source_once(
         assert dest.state == "completed" and dest.path is not None, dest
         assert env.sha256_file(dest.path) == ended.sha256
     log = lab.driver.log.read_text()
-    assert log.count("direct chain h2,h3,h4") == 2 and TOOK_OVER not in log, log[-3000:]
+    assert log.count("direct chain h2,h3,h4") == 1 and "transfer dc2: chain of 3" in log, log[-3000:]
 
 
 def test_a_node_killed_mid_direct_chain_fails_and_the_others_complete_through_the_ray_chain(
